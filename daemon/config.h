@@ -1,0 +1,58 @@
+/* config.h - the daemon's configuration: one table of options feeds the
+ * command line, the INI config file (libinih) and --dump-config.
+ *
+ * Every option has an INI name `section.key`; on the command line it is
+ * `--section.key VALUE` (or `=VALUE`), and the common ones have short
+ * aliases: --listen (server.listen), --data (store.data), --log-level
+ * (log.level). Precedence: defaults < config file < command line. */
+#ifndef CTXD_CONFIG_H
+#define CTXD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct ctxd_config {
+  /* [server] */
+  char listen[256];            /* HOST:PORT, default 127.0.0.1:50051 */
+  uint32_t workers;            /* worker threads, 0 = number of CPUs */
+  uint64_t max_message_bytes;  /* default 64 MiB */
+  uint32_t max_connections;    /* default 10000 */
+  uint32_t max_concurrent_streams; /* per connection, default 1000 */
+  /* [store] */
+  char data[4096];             /* data directory, default ./data */
+  uint64_t map_size;           /* initial LMDB map, default 1 GiB */
+  uint64_t max_map_size;       /* growth limit, default 1 TiB */
+  /* [chunk] */
+  uint32_t chunk_max_tokens;   /* default 512 */
+  uint32_t chunk_overlap_tokens; /* default 0 */
+  /* [putstream] */
+  uint32_t put_batch_docs;     /* commit after this many documents, 1000 */
+  uint64_t put_batch_bytes;    /* ... or this many text bytes, 16 MiB */
+  uint32_t put_batch_ms;       /* ... or this long after the first pending, 50 */
+  /* [log] */
+  char log_level[16];          /* error, warn, info, debug */
+} ctxd_config;
+
+/* Fill `c` with the defaults. */
+void config_defaults(ctxd_config *c);
+
+/* Parse argv into `c` (applying --config FILE first, then the flags, so the
+ * command line wins). Sets *action to CONFIG_RUN, CONFIG_DUMP (--dump-config),
+ * CONFIG_VERSION or CONFIG_HELP. On a bad option/value/file returns -1 and
+ * writes a message to `err` (size errlen). */
+enum { CONFIG_RUN, CONFIG_DUMP, CONFIG_VERSION, CONFIG_HELP };
+int config_parse_args(ctxd_config *c, int argc, char **argv, int *action,
+                      char *err, size_t errlen);
+
+/* Load an INI file into `c`. -1 and a message naming the line on error. */
+int config_load_file(ctxd_config *c, const char *path, char *err,
+                     size_t errlen);
+
+/* Print `c` as an INI file that config_load_file() reads back. */
+void config_dump(const ctxd_config *c, FILE *out);
+
+/* Print usage (all options with their help and default). */
+void config_usage(FILE *out);
+
+#endif
