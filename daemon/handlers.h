@@ -1,0 +1,34 @@
+/* handlers.h - every method the daemon serves. methods.c puts these in the
+ * method table; a path not in the table is answered UNIMPLEMENTED by the
+ * transport (so Retrieval and Corpus, declared in proto/ but not built yet,
+ * answer UNIMPLEMENTED).
+ *
+ * Owners: handlers_documents.c (Documents), handlers_admin.c (Admin),
+ * handlers_health.c (grpc.health.v1.Health), handlers_reflection.c (v1 and
+ * v1alpha server reflection). */
+#ifndef CTXD_HANDLERS_H
+#define CTXD_HANDLERS_H
+
+#include "rpc.h"
+
+/* /ctxd.v1.Documents/... */
+extern const rpc_method h_documents_put;        /* unary */
+extern const rpc_method h_documents_put_stream; /* bidi */
+extern const rpc_method h_documents_get;        /* unary */
+extern const rpc_method h_documents_delete;     /* unary */
+extern const rpc_method h_documents_list;       /* unary */
+extern const rpc_method h_documents_chunk;      /* unary */
+/* /ctxd.v1.Admin/... */
+extern const rpc_method h_admin_stats;  /* unary */
+extern const rpc_method h_admin_verify; /* unary */
+/* /grpc.health.v1.Health/... */
+extern const rpc_method h_health_check; /* unary */
+extern const rpc_method h_health_watch; /* server stream */
+/* /grpc.reflection.v1(alpha).ServerReflection/ServerReflectionInfo */
+extern const rpc_method h_reflection_v1;      /* bidi */
+extern const rpc_method h_reflection_v1alpha; /* bidi */
+
+/* The method with this :path, or NULL. */
+const rpc_method *methods_find(const char *path);
+
+#endif
