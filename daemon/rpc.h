@@ -30,6 +30,10 @@ typedef enum rpc_kind {
 typedef struct rpc_method {
   const char *path; /* "/ctxd.v1.Documents/Put" */
   rpc_kind kind;
+  /* Non-zero only for trivial handlers (no I/O, no locks held for long,
+   * microseconds of CPU, e.g. Health.Check): their callbacks run directly on
+   * the loop thread instead of a worker, which saves two thread hand-offs. */
+  int run_inline;
   /* Called for each complete request message (already de-framed, length
    * checked against the limit, decompressed if needed). For RPC_UNARY and
    * RPC_SERVER_STREAM it is called exactly once; the transport answers a
