@@ -1,0 +1,301 @@
+"""ctxd_client - a small Python client for the ctxd daemon (gRPC over h2c).
+
+The generated grpcio stubs are not checked in: the build writes them to
+``<build>/python`` (CMake target ``python_stubs``), or generate them by hand
+from the repository root::
+
+    mkdir -p /tmp/ctxd-py
+    /usr/bin/python3 -m grpc_tools.protoc -Iproto \\
+        --python_out=/tmp/ctxd-py --grpc_python_out=/tmp/ctxd-py \\
+        ctxd/v1/documents.proto ctxd/v1/admin.proto ctxd/v1/retrieval.proto \\
+        ctxd/v1/corpus.proto grpc/health/v1/health.proto \\
+        grpc/reflection/v1/reflection.proto grpc/reflection/v1alpha/reflection.proto
+
+and put both that folder and ``clients/python`` on PYTHONPATH::
+
+    PYTHONPATH=build/python:clients/python /usr/bin/python3 -c '
+    from ctxd_client import CtxdClient
+    with CtxdClient("127.0.0.1:50051") as c:
+        r = c.put("Some long text ...", id="doc-1", metadata={"lang": "en"})
+        print(r.id, r.chunks, r.tokens)
+        print(c.get("doc-1", with_chunks=True).chunks[0])
+        for info in c.list(): print(info.id, info.bytes)
+        for ack in c.put_many([("a", "text a"), ("b", "text b")]):
+            print(list(ack.ids), [(e.id, e.reason) for e in ack.errors])
+        print(c.stats().documents, c.verify().ok, c.health())
+    '
+
+(On Debian 12 grpcio and protobuf import only under ``/usr/bin/python3``.)
+
+Errors: every method raises :class:`CtxdError` for a failed call. It carries
+``code`` (a ``grpc.StatusCode``), ``message`` (the server's grpc-message text)
+and ``method``; ``CtxdError`` is also a ``grpc.RpcError`` and answers
+``.code()``-style calls through ``status_code()`` / ``details()``.
+A missing document is an error (``NOT_FOUND``) for :meth:`get`, but not for
+:meth:`delete` (``deleted`` is False).
+
+The stub modules are reachable as attributes once imported:
+``ctxd_client.documents_pb2``, ``admin_pb2``, ``health_pb2``, ... .
+"""
+
+import os
+import sys
+
+import grpc
+
+__all__ = ["CtxdClient", "CtxdError", "load_stubs", "DEFAULT_ADDR"]
+
+DEFAULT_ADDR = "127.0.0.1:50051"
+
+
+def _graft_grpc_namespace():
+    # The stubs for grpc/health/v1/health.proto live in a package named
+    # `grpc`, which is also grpcio's own package: Python picks grpcio's
+    # (a regular package) and never sees <stubs>/grpc/health. Graft every
+    # stub folder's grpc/ onto grpcio's package path so that
+    # `grpc.health.v1.health_pb2` (which the generated code imports by that
+    # name) resolves.
+    for entry in sys.path:
+        d = os.path.join(entry or ".", "grpc")
+        if os.path.isdir(os.path.join(d, "health")) or os.path.isdir(
+                os.path.join(d, "reflection")):
+            d = os.path.abspath(d)
+            if d not in grpc.__path__:
+                grpc.__path__.append(d)
+
+
+def load_stubs():
+    """Import the generated modules (from PYTHONPATH) and expose them as
+    attributes of this package. Raises ImportError with a hint if they are
+    not on the path."""
+    _graft_grpc_namespace()
+    try:
+        from ctxd.v1 import documents_pb2, documents_pb2_grpc
+        from ctxd.v1 import admin_pb2, admin_pb2_grpc
+        from ctxd.v1 import retrieval_pb2, retrieval_pb2_grpc
+        from grpc.health.v1 import health_pb2, health_pb2_grpc
+        from grpc.reflection.v1 import reflection_pb2 as reflection_v1_pb2
+        from grpc.reflection.v1 import reflection_pb2_grpc as reflection_v1_pb2_grpc
+        from grpc.reflection.v1alpha import reflection_pb2 as reflection_v1alpha_pb2
+        from grpc.reflection.v1alpha import reflection_pb2_grpc as reflection_v1alpha_pb2_grpc
+    except ImportError as e:
+        raise ImportError(
+            "ctxd_client: generated stubs not found on PYTHONPATH (%s); build "
+            "the python_stubs target and add <build>/python, see the "
+            "ctxd_client docstring" % e) from e
+    g = globals()
+    for name, mod in list(locals().items()):
+        if name.endswith("_pb2") or name.endswith("_pb2_grpc"):
+            g[name] = mod
+
+
+load_stubs()
+
+
+class CtxdError(grpc.RpcError):
+    """A failed ctxd call: `code` (grpc.StatusCode), `message`, `method`."""
+
+    def __init__(self, code, message, method=""):
+        super().__init__("%s: %s%s" % (
+            code.name if code is not None else "UNKNOWN", message,
+            " (%s)" % method if method else ""))
+        self.code = code
+        self.message = message
+        self.method = method
+
+    def status_code(self):
+        return self.code
+
+    def details(self):
+        return self.message
+
+    @classmethod
+    def from_rpc_error(cls, err, method=""):
+        code = err.code() if hasattr(err, "code") and callable(err.code) else None
+        msg = err.details() if hasattr(err, "details") and callable(err.details) else str(err)
+        return cls(code, msg or "", method)
+
+
+def _wrap(method, fn, *a, **kw):
+    try:
+        return fn(*a, **kw)
+    except grpc.RpcError as e:
+        if isinstance(e, CtxdError):
+            raise
+        raise CtxdError.from_rpc_error(e, method) from None
+
+
+def _wrap_iter(method, it):
+    try:
+        for x in it:
+            yield x
+    except grpc.RpcError as e:
+        if isinstance(e, CtxdError):
+            raise
+        raise CtxdError.from_rpc_error(e, method) from None
+
+
+class CtxdClient:
+    """A thin, friendly wrapper over the generated stubs.
+
+    ``CtxdClient(addr, timeout=30.0)``: `timeout` is the per-call deadline in
+    seconds for unary calls (None: no deadline); streaming calls take their
+    own `timeout` argument (default None). Pass `channel=` to share an
+    existing grpc.Channel (it is then not closed by close()), `options=` for
+    grpc channel options (e.g. [("grpc.max_send_message_length", -1)]).
+    Usable as a context manager.
+    """
+
+    def __init__(self, addr=DEFAULT_ADDR, timeout=30.0, channel=None,
+                 options=None):
+        self.addr = addr
+        self.timeout = timeout
+        self._own = channel is None
+        if channel is None:
+            opts = [("grpc.max_send_message_length", 128 << 20),
+                    ("grpc.max_receive_message_length", 128 << 20)]
+            opts += list(options or [])
+            channel = grpc.insecure_channel(addr, options=opts)
+        self.channel = channel
+        self.documents = documents_pb2_grpc.DocumentsStub(channel)
+        self.admin = admin_pb2_grpc.AdminStub(channel)
+        self.health_stub = health_pb2_grpc.HealthStub(channel)
+
+    # -- lifecycle -------------------------------------------------------
+    def close(self):
+        if self._own:
+            self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _t(self, timeout):
+        return self.timeout if timeout is ... else timeout
+
+    # -- Documents -------------------------------------------------------
+    @staticmethod
+    def make_request(doc=None, *, id="", text="", metadata=None,
+                     max_tokens=0, overlap_tokens=0):
+        """Build a PutRequest from a PutRequest, a Document, a dict
+        ({"id", "text", "metadata", "max_tokens", "overlap_tokens"}), an
+        (id, text) or (id, text, metadata) tuple, or the keyword arguments."""
+        if isinstance(doc, documents_pb2.PutRequest):
+            return doc
+        if isinstance(doc, documents_pb2.Document):
+            return documents_pb2.PutRequest(
+                document=doc, chunking=documents_pb2.ChunkOptions(
+                    max_tokens=max_tokens, overlap_tokens=overlap_tokens))
+        if isinstance(doc, dict):
+            id = doc.get("id", id)
+            text = doc.get("text", text)
+            metadata = doc.get("metadata", metadata)
+            max_tokens = doc.get("max_tokens", max_tokens)
+            overlap_tokens = doc.get("overlap_tokens", overlap_tokens)
+        elif isinstance(doc, (tuple, list)):
+            id, text = doc[0], doc[1]
+            if len(doc) > 2:
+                metadata = doc[2]
+        elif doc is not None:
+            raise TypeError("ctxd_client: cannot make a document from %r" % type(doc))
+        return documents_pb2.PutRequest(
+            document=documents_pb2.Document(id=id, text=text,
+                                            metadata=metadata or {}),
+            chunking=documents_pb2.ChunkOptions(max_tokens=max_tokens,
+                                                overlap_tokens=overlap_tokens))
+
+    def put(self, text, id="", metadata=None, max_tokens=0, overlap_tokens=0,
+            timeout=...):
+        """Store (or replace) one document. Returns PutResponse (id, chunks,
+        replaced, tokens); an empty id makes the server generate one."""
+        req = self.make_request(id=id, text=text, metadata=metadata,
+                                max_tokens=max_tokens,
+                                overlap_tokens=overlap_tokens)
+        return _wrap("Put", self.documents.Put, req, timeout=self._t(timeout))
+
+    def put_many(self, docs, timeout=None):
+        """Stream documents through PutStream; yields a PutAck per server
+        commit (`ids`: durable, `errors`: rejected, each with a reason).
+        `docs` is any iterable accepted by make_request(); it is consumed
+        lazily, so it can be a generator of any length."""
+        reqs = (self.make_request(d) for d in docs)
+        return _wrap_iter("PutStream",
+                          self.documents.PutStream(reqs, timeout=timeout))
+
+    def get(self, id, with_text=True, with_chunks=False, timeout=...):
+        """GetResponse for `id`; raises CtxdError(NOT_FOUND) if missing."""
+        return _wrap("Get", self.documents.Get,
+                     documents_pb2.GetRequest(id=id, with_text=with_text,
+                                              with_chunks=with_chunks),
+                     timeout=self._t(timeout))
+
+    def delete(self, id, timeout=...):
+        """DeleteResponse; `deleted` is False when there was no such id."""
+        return _wrap("Delete", self.documents.Delete,
+                     documents_pb2.DeleteRequest(id=id),
+                     timeout=self._t(timeout))
+
+    def list_page(self, page_size=0, page_token="", timeout=...):
+        """One ListResponse page."""
+        return _wrap("List", self.documents.List,
+                     documents_pb2.ListRequest(page_size=page_size,
+                                               page_token=page_token),
+                     timeout=self._t(timeout))
+
+    def list(self, page_size=0, timeout=...):
+        """Iterate over every DocumentInfo, fetching pages as needed."""
+        token = ""
+        while True:
+            page = self.list_page(page_size, token, timeout)
+            for d in page.documents:
+                yield d
+            token = page.next_page_token
+            if not token:
+                return
+
+    def chunk(self, text, max_tokens=0, overlap_tokens=0, with_text=False,
+              timeout=...):
+        """Chunk `text` without storing anything: ChunkResponse."""
+        return _wrap("Chunk", self.documents.Chunk,
+                     documents_pb2.ChunkRequest(
+                         text=text, with_text=with_text,
+                         chunking=documents_pb2.ChunkOptions(
+                             max_tokens=max_tokens,
+                             overlap_tokens=overlap_tokens)),
+                     timeout=self._t(timeout))
+
+    # -- Admin -----------------------------------------------------------
+    def stats(self, timeout=...):
+        return _wrap("Stats", self.admin.Stats, admin_pb2.StatsRequest(),
+                     timeout=self._t(timeout))
+
+    def verify(self, timeout=...):
+        return _wrap("Verify", self.admin.Verify, admin_pb2.VerifyRequest(),
+                     timeout=self._t(timeout))
+
+    # -- Health ----------------------------------------------------------
+    def health(self, service="", timeout=...):
+        """The serving status name: "SERVING", "NOT_SERVING", ..."""
+        r = _wrap("Health.Check", self.health_stub.Check,
+                  health_pb2.HealthCheckRequest(service=service),
+                  timeout=self._t(timeout))
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+
+    def wait_ready(self, timeout=10.0):
+        """Block until the channel connects and Health says SERVING."""
+        import time
+        end = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < end:
+            try:
+                if self.health(timeout=max(0.1, min(2.0, end - time.monotonic()))) == "SERVING":
+                    return
+            except CtxdError as e:
+                last = e
+            time.sleep(0.05)
+        raise CtxdError(grpc.StatusCode.UNAVAILABLE,
+                        "not SERVING after %.1fs (%s)" % (timeout, last),
+                        "wait_ready")
