@@ -1,8 +1,9 @@
 /* store.h - the document store: LMDB, the source of truth.
  *
- * One LMDB environment per data directory (file `store.mdb` inside it), with
- * named databases for documents, the client-id index, chunks, the change log
- * and a meta record (schema version, tokenizer). See ../../shared/DESIGN.md,
+ * One LMDB environment per data directory (files `data.mdb` and `lock.mdb`
+ * inside it), with named databases for documents, texts, the client-id index,
+ * chunks, the change log and a meta record (schema version, tokenizer,
+ * counters). See ../../shared/DESIGN.md,
  * "Storage", and the layout comment at the top of store.c.
  *
  * Thread safety: a store handle is shared by all threads. Any number of
@@ -155,5 +156,11 @@ typedef struct store_verify_report {
 int store_verify(store *s, store_verify_report *report, ctxd_error *e);
 
 void store_verify_free(store_verify_report *report);
+
+/* Tests only: replace the 64-bit hash that keys ids too long for an LMDB key
+ * (NULL restores the built-in one), so that tests can force two long ids
+ * onto one key and exercise collision handling. Call it with no store open:
+ * it changes how every store finds long ids. */
+void store_test_set_id_hash(uint64_t (*fn)(const void *data, size_t n));
 
 #endif
