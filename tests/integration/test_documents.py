@@ -1,0 +1,302 @@
+#!/usr/bin/python3
+"""Documents and Admin over the wire with stock grpcio stubs: Put/Get (text,
+chunks, metadata), replace, List paging, Delete, the Chunk RPC (no store
+write), generated ids, the 1024-byte id limit, Stats counters, Verify."""
+
+import random
+
+import grpc
+
+from ctxd_harness import (Daemon, Report, SLOW, chunk_problems, list_all, make_text,
+                          pb, put_req, stats, verify)
+
+D = pb.documents_pb2
+T = 30 * SLOW
+
+
+def get(s, id, text=True, chunks=True):
+    return s.docs.Get(D.GetRequest(id=id, with_text=text, with_chunks=chunks), timeout=T)
+
+
+def case_put_get(r, s, rng):
+    text = make_text(rng, words=900, paragraphs=6)
+    meta = {"lang": "en", "source": "unit", "ключ": "значение", "empty": ""}
+    before = stats(s)
+    p = s.docs.Put(put_req("doc-1", text, meta), timeout=T)
+    r.eq(p.id, "doc-1", "Put returns the client id")
+    r.check(p.chunks >= 2, "a 900-word text makes several chunks", p.chunks)
+    r.eq(p.replaced, False, "first Put is not a replacement")
+    r.check(p.tokens > 0, "Put reports tokens", p.tokens)
+
+    g = get(s, "doc-1")
+    r.eq(g.document.id, "doc-1", "Get: id")
+    r.eq(g.document.text, text, "Get with_text: text equal to what was sent")
+    r.eq(dict(g.document.metadata), meta, "Get: metadata equal")
+    r.eq(g.bytes, len(text.encode()), "Get: bytes = UTF-8 length")
+    r.eq(g.tokens, p.tokens, "Get: tokens = Put's tokens")
+    r.eq(len(g.chunks), p.chunks, "Get with_chunks: chunk count = Put's")
+    r.eq(sum(c.tokens for c in g.chunks), g.tokens, "chunk tokens sum to the document's")
+    r.eq(chunk_problems(text, g.chunks, doc_id="doc-1", with_text=True), [],
+         "chunks cover the text in order, on char boundaries, with their text")
+
+    g2 = get(s, "doc-1", text=False, chunks=True)
+    r.eq(g2.document.text, "", "Get without with_text: no text")
+    r.eq(len(g2.chunks), p.chunks, "Get with_chunks only: chunks present")
+    r.check(all(c.text == "" for c in g2.chunks), "chunk text only with with_text")
+    r.eq(g2.bytes, len(text.encode()), "Get without text still reports bytes")
+    g3 = get(s, "doc-1", text=False, chunks=False)
+    r.eq(len(g3.chunks), 0, "Get without with_chunks: no chunks")
+    r.eq(dict(g3.document.metadata), meta, "metadata returned without text")
+
+    after = stats(s)
+    r.eq(after.documents - before.documents, 1, "Stats.documents +1")
+    r.eq(after.chunks - before.chunks, p.chunks, "Stats.chunks + Put's chunks")
+    r.eq(after.bytes - before.bytes, len(text.encode()), "Stats.bytes + text bytes")
+    r.eq(after.tokens - before.tokens, p.tokens, "Stats.tokens + Put's tokens")
+    r.check(after.last_seq > before.last_seq, "Stats.last_seq advances on Put",
+            (before.last_seq, after.last_seq))
+
+    r.raises(grpc.StatusCode.NOT_FOUND, lambda: get(s, "no-such-doc"),
+             "Get of a missing id: NOT_FOUND")
+
+
+def case_chunk_options(r, s, rng):
+    text = make_text(rng, words=600, paragraphs=4)
+    small = s.docs.Put(put_req("opts-small", text, max_tokens=40), timeout=T)
+    big = s.docs.Put(put_req("opts-big", text, max_tokens=4000), timeout=T)
+    r.check(small.chunks > big.chunks, "smaller max_tokens gives more chunks",
+            (small.chunks, big.chunks))
+    r.eq(big.chunks, 1, "a 600-word text fits one 4000-token chunk")
+    g = get(s, "opts-small")
+    r.check(all(c.tokens <= 40 for c in g.chunks), "every chunk <= max_tokens (40)",
+            [c.tokens for c in g.chunks])
+    r.eq(chunk_problems(text, g.chunks, with_text=True), [], "max_tokens=40 chunks cover the text")
+    ov = s.docs.Put(put_req("opts-overlap", text, max_tokens=40, overlap_tokens=10), timeout=T)
+    g = get(s, "opts-overlap")
+    r.check(ov.chunks >= small.chunks, "overlap does not reduce the chunk count",
+            (ov.chunks, small.chunks))
+    overl = sum(1 for a, b in zip(g.chunks, g.chunks[1:]) if b.byte_start < a.byte_end)
+    r.check(overl > 0, "overlap_tokens=10: chunks overlap their predecessor", overl)
+    r.raises(grpc.StatusCode.INVALID_ARGUMENT,
+             lambda: s.docs.Put(put_req("opts-bad", text, max_tokens=10, overlap_tokens=10),
+                                timeout=T),
+             "overlap_tokens >= max_tokens: INVALID_ARGUMENT")
+
+
+def case_replace(r, s, rng):
+    t1 = make_text(rng, words=800, paragraphs=5)
+    t2 = make_text(rng, words=120, paragraphs=1)
+    p1 = s.docs.Put(put_req("rep", t1, {"v": "1", "old": "x"}), timeout=T)
+    before = stats(s)
+    p2 = s.docs.Put(put_req("rep", t2, {"v": "2"}), timeout=T)
+    r.eq(p2.replaced, True, "second Put of an id reports replaced")
+    r.check(p2.chunks < p1.chunks, "replacement with a shorter text has fewer chunks",
+            (p1.chunks, p2.chunks))
+    g = get(s, "rep")
+    r.eq(g.document.text, t2, "Get after replace returns the new text")
+    r.eq(dict(g.document.metadata), {"v": "2"}, "metadata replaced, not merged")
+    r.eq(len(g.chunks), p2.chunks, "old chunks are gone (count = new Put's)")
+    r.eq(chunk_problems(t2, g.chunks, doc_id="rep", with_text=True), [],
+         "new chunks cover the new text")
+    after = stats(s)
+    r.eq(after.documents, before.documents, "replace keeps Stats.documents")
+    r.eq(after.chunks - before.chunks, p2.chunks - p1.chunks, "Stats.chunks drops the old chunks")
+    r.eq(after.bytes - before.bytes, len(t2.encode()) - len(t1.encode()),
+         "Stats.bytes counts only the new text")
+
+
+def case_list_paging(r, s, rng):
+    want = {}
+    for i in range(257):
+        id = "list-%03d" % i
+        t = make_text(rng, words=rng.randint(5, 60), paragraphs=1)
+        p = s.docs.Put(put_req(id, t, {"i": str(i)}), timeout=T)
+        want[id] = (len(t.encode()), p.chunks, p.tokens)
+    seen, token, pages = [], "", 0
+    infos = {}
+    while True:
+        resp = s.docs.List(D.ListRequest(page_size=7, page_token=token), timeout=T)
+        pages += 1
+        if len(resp.documents) > 7:
+            r.check(False, "page_size=7 pages hold at most 7", len(resp.documents))
+            break
+        for d in resp.documents:
+            seen.append(d.id)
+            infos[d.id] = d
+        token = resp.next_page_token
+        if not token or pages > 10000:
+            break
+    r.eq(len(seen), len(set(seen)), "List: no id repeated across pages")
+    total = stats(s).documents
+    r.eq(len(seen), total, "List: pages cover Stats.documents")
+    r.check(set(want) <= set(seen), "List: every stored id seen",
+            sorted(set(want) - set(seen))[:5])
+    r.check(pages >= total // 7, "List paged (page_size respected)", pages)
+    bad = [id for id, (b, c, t) in want.items()
+           if id in infos and (infos[id].bytes, infos[id].chunks, infos[id].tokens) != (b, c, t)]
+    r.eq(bad, [], "List: bytes/chunks/tokens match each Put")
+    r.check(all(infos[id].metadata.get("i") == id[5:].lstrip("0") or
+                infos[id].metadata.get("i") == str(int(id[5:])) for id in want if id in infos),
+            "List: metadata returned")
+    d = s.docs.List(D.ListRequest(page_size=0), timeout=T)
+    r.check(0 < len(d.documents) <= 100 and d.next_page_token != "",
+            "page_size 0: default page (<= 100) with a next token", len(d.documents))
+    big = s.docs.List(D.ListRequest(page_size=10000), timeout=T)
+    r.eq(len(big.documents), total, "page_size 10000 returns everything in one page")
+    r.eq(big.next_page_token, "", "last page has an empty token")
+    r.raises(grpc.StatusCode.INVALID_ARGUMENT,
+             lambda: s.docs.List(D.ListRequest(page_size=5, page_token="not-a-token!"), timeout=T),
+             "List with a garbage page_token: INVALID_ARGUMENT")
+
+
+def case_delete(r, s, rng):
+    t = make_text(rng, words=500, paragraphs=3)
+    p = s.docs.Put(put_req("del-me", t), timeout=T)
+    before = stats(s)
+    d = s.docs.Delete(D.DeleteRequest(id="del-me"), timeout=T)
+    r.eq(d.deleted, True, "Delete of a stored id: deleted=true")
+    r.eq(d.chunks, p.chunks, "Delete reports the chunks removed")
+    r.raises(grpc.StatusCode.NOT_FOUND, lambda: get(s, "del-me"), "Get after Delete: NOT_FOUND")
+    after = stats(s)
+    r.eq(before.documents - after.documents, 1, "Stats.documents -1")
+    r.eq(before.chunks - after.chunks, p.chunks, "Stats.chunks - deleted chunks")
+    r.eq(before.bytes - after.bytes, len(t.encode()), "Stats.bytes - deleted text")
+    r.check(after.last_seq > before.last_seq, "Stats.last_seq advances on Delete")
+    d2 = s.docs.Delete(D.DeleteRequest(id="del-me"), timeout=T)
+    r.eq((d2.deleted, d2.chunks), (False, 0), "Delete again: deleted=false, not an error")
+    d3 = s.docs.Delete(D.DeleteRequest(id="never-was"), timeout=T)
+    r.eq(d3.deleted, False, "Delete of a never-stored id: deleted=false")
+    r.check("del-me" not in {x.id for x in list_all(s)}, "List no longer shows it")
+    p2 = s.docs.Put(put_req("del-me", "back again."), timeout=T)
+    r.eq(p2.replaced, False, "Put after Delete is a fresh insert")
+
+
+def case_chunk_rpc(r, s, rng):
+    text = make_text(rng, words=700, paragraphs=5)
+    before = stats(s)
+    c = s.docs.Chunk(D.ChunkRequest(text=text, with_text=True,
+                                    chunking=D.ChunkOptions(max_tokens=64)), timeout=T)
+    r.check(len(c.chunks) >= 2, "Chunk RPC returns several chunks", len(c.chunks))
+    r.eq(chunk_problems(text, c.chunks, with_text=True), [], "Chunk RPC chunks cover the text")
+    r.check(all(x.tokens <= 64 for x in c.chunks), "Chunk RPC respects max_tokens")
+    r.eq(c.tokens, sum(x.tokens for x in c.chunks), "Chunk RPC tokens = sum of chunks")
+    r.check(c.tokenizer != "", "Chunk RPC names its tokenizer", c.tokenizer)
+    c2 = s.docs.Chunk(D.ChunkRequest(text=text, chunking=D.ChunkOptions(max_tokens=64)), timeout=T)
+    r.check(all(x.text == "" for x in c2.chunks), "Chunk without with_text: no chunk text")
+    r.eq([(x.byte_start, x.byte_end) for x in c2.chunks],
+         [(x.byte_start, x.byte_end) for x in c.chunks], "Chunk is deterministic")
+    p = s.docs.Put(put_req("chunk-vs-put", text, max_tokens=64), timeout=T)
+    g = get(s, "chunk-vs-put", text=False)
+    r.eq([(x.byte_start, x.byte_end, x.tokens) for x in g.chunks],
+         [(x.byte_start, x.byte_end, x.tokens) for x in c.chunks],
+         "Chunk RPC and Put cut the same text the same way")
+    s.docs.Delete(D.DeleteRequest(id="chunk-vs-put"), timeout=T)
+    after = stats(s)
+    r.eq((after.documents, after.chunks, after.bytes), (before.documents, before.chunks, before.bytes),
+         "Chunk RPC writes nothing (Stats unchanged after put+delete of the control)")
+    b0 = stats(s)
+    s.docs.Chunk(D.ChunkRequest(text=text), timeout=T)
+    b1 = stats(s)
+    r.eq(b1.last_seq, b0.last_seq, "Chunk RPC does not append to the change log")
+    _ = p
+
+
+def case_generated_id(r, s, rng):
+    p = s.docs.Put(put_req("", "A document without an id."), timeout=T)
+    r.check(p.id != "", "empty id: the server generates one", p.id)
+    g = get(s, p.id)
+    r.eq(g.document.text, "A document without an id.", "generated id can be fetched")
+    p2 = s.docs.Put(put_req("", "Another one."), timeout=T)
+    r.check(p2.id != p.id, "generated ids differ", (p.id, p2.id))
+    r.eq(p2.replaced, False, "generated id is a fresh insert")
+
+
+def case_id_limits(r, s, rng):
+    a1024 = "a" * 1024
+    p = s.docs.Put(put_req(a1024, "long id text one."), timeout=T)
+    r.eq(p.id, a1024, "1024-byte id accepted")
+    r.eq(get(s, a1024).document.text, "long id text one.", "1024-byte id can be fetched")
+    mb = "é" * 512  # 1024 bytes, 512 characters
+    p = s.docs.Put(put_req(mb, "multibyte id."), timeout=T)
+    r.eq(p.id, mb, "1024-byte multi-byte id accepted")
+    r.raises(grpc.StatusCode.INVALID_ARGUMENT,
+             lambda: s.docs.Put(put_req("a" * 1025, "too long"), timeout=T),
+             "1025-byte id: INVALID_ARGUMENT", contains="1024")
+    r.raises(grpc.StatusCode.INVALID_ARGUMENT,
+             lambda: s.docs.Put(put_req("é" * 512 + "b", "too long"), timeout=T),
+             "1025-byte multi-byte id: INVALID_ARGUMENT")
+    # Ids past the LMDB key limit that share a long prefix must stay distinct.
+    pre = "p" * 900
+    s.docs.Put(put_req(pre + "-x", "first of the twins."), timeout=T)
+    s.docs.Put(put_req(pre + "-y", "second of the twins."), timeout=T)
+    r.eq(get(s, pre + "-x").document.text, "first of the twins.", "long ids with a shared prefix: first")
+    r.eq(get(s, pre + "-y").document.text, "second of the twins.", "long ids with a shared prefix: second")
+    r.raises(grpc.StatusCode.NOT_FOUND, lambda: get(s, pre + "-z"),
+             "long id sharing the prefix but not stored: NOT_FOUND")
+    d = s.docs.Delete(D.DeleteRequest(id=pre + "-x"), timeout=T)
+    r.eq(d.deleted, True, "delete one long twin")
+    r.eq(get(s, pre + "-y").document.text, "second of the twins.", "the other twin survives")
+
+
+def case_unicode(r, s, rng):
+    text = ("Ein langer Satz über Straßen. " * 40 + "\n\n" + "東京は大きい都市です。" * 60 +
+            "\n\n" + "Emoji 😀🎉 test 🚀. " * 50)
+    p = s.docs.Put(put_req("uni", text, {"emoji": "🚀"}, max_tokens=32), timeout=T)
+    g = get(s, "uni")
+    r.eq(g.document.text, text, "multi-byte text round-trips")
+    r.eq(len(g.chunks), p.chunks, "multi-byte text chunk count")
+    r.eq(chunk_problems(text, g.chunks, with_text=True), [],
+         "multi-byte chunks fall on character boundaries")
+    r.eq(dict(g.document.metadata), {"emoji": "🚀"}, "4-byte metadata value round-trips")
+
+
+def case_stats_verify(r, s, rng):
+    st = stats(s)
+    r.eq(st.schema_version, 1, "Stats.schema_version = 1")
+    r.check(st.version != "", "Stats.version set", st.version)
+    r.check(st.tokenizer != "", "Stats.tokenizer set", st.tokenizer)
+    r.check(st.map_bytes > 0 and st.map_used_bytes > 0, "Stats map sizes set",
+            (st.map_bytes, st.map_used_bytes))
+    r.check(st.store_bytes > 0, "Stats.store_bytes set", st.store_bytes)
+    r.check(st.map_used_bytes <= st.map_bytes, "map_used_bytes <= map_bytes")
+    infos = list_all(s)
+    r.eq(st.documents, len(infos), "Stats.documents = number listed")
+    r.eq(st.chunks, sum(d.chunks for d in infos), "Stats.chunks = sum over List")
+    r.eq(st.bytes, sum(d.bytes for d in infos), "Stats.bytes = sum over List")
+    r.eq(st.tokens, sum(d.tokens for d in infos), "Stats.tokens = sum over List")
+    v = verify(s)
+    r.eq(v.ok, True, "Verify ok")
+    r.eq(list(v.problems), [], "Verify: no problems")
+    r.eq(v.documents_checked, st.documents, "Verify checked every document")
+    r.eq(v.chunks_checked, st.chunks, "Verify checked every chunk")
+
+
+def main():
+    r = Report("test_documents")
+    rng = random.Random(1234)
+    with Daemon(r) as d:
+        s = d.stubs()
+        r.case("put and get", case_put_get, r, s, rng)
+        r.case("chunk options", case_chunk_options, r, s, rng)
+        r.case("replace", case_replace, r, s, rng)
+        r.case("list paging", case_list_paging, r, s, rng)
+        r.case("delete", case_delete, r, s, rng)
+        r.case("Chunk RPC", case_chunk_rpc, r, s, rng)
+        r.case("generated id", case_generated_id, r, s, rng)
+        r.case("id limits", case_id_limits, r, s, rng)
+        r.case("unicode", case_unicode, r, s, rng)
+        r.case("stats and verify", case_stats_verify, r, s, rng)
+        # The same numbers after a clean restart.
+        before = stats(s)
+        d.restart()
+        s = d.stubs()
+        after = stats(s)
+        r.eq((after.documents, after.chunks, after.bytes, after.tokens),
+             (before.documents, before.chunks, before.bytes, before.tokens),
+             "Stats identical after a clean restart")
+        r.case("stats and verify after restart", case_stats_verify, r, s, rng)
+    r.finish()
+
+
+if __name__ == "__main__":
+    main()
