@@ -293,16 +293,17 @@ class Daemon:
 
     def kill9(self):
         """SIGKILL the daemon (no clean shutdown) and reap it."""
+        # Kill first, close the channels after: the daemon must die with the
+        # client's streams still open, not after seeing them cancelled.
+        if self.proc is not None:
+            try:
+                self.proc.send_signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+            self._reader.join(5)
+            self.proc = None
         self._close_channels()
-        if self.proc is None:
-            return
-        try:
-            self.proc.send_signal(signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-        self._reader.join(5)
-        self.proc = None
 
     def restart(self, clean=True):
         """Stop (SIGTERM, or SIGKILL when clean=False) and start again on
