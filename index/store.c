@@ -1221,17 +1221,17 @@ static int verify_doc_chunks(store *s, MDB_txn *txn, vctx *v, uint64_t doc,
   put_be64(kb, doc);
   put_be32(kb + 8, 0);
   MDB_val k = {CHUNK_KEY, kb}, val;
-  uint64_t n = 0, tokens = 0, prev_start = 0;
+  uint64_t n = 0, expect = 0, tokens = 0, prev_start = 0;
   uint64_t last_end = 0;
   int mrc = mdb_cursor_open(txn, s->chunks, &cur);
   if (mrc) return mrc;
   mrc = mdb_cursor_get(cur, &k, &val, MDB_SET_RANGE);
   while (mrc == 0 && k.mv_size == CHUNK_KEY && get_be64(k.mv_data) == doc) {
     uint32_t ord = get_be32((uint8_t *)k.mv_data + 8);
-    if (ord != n) {
+    if (ord != expect) {
       problem(v, "document %s: chunk ordinal %u where %llu was expected", name,
-              ord, (unsigned long long)n);
-      n = ord; /* resynchronise so one gap is one problem */
+              ord, (unsigned long long)expect);
+      expect = ord; /* resynchronise so one gap is one problem */
     }
     if (val.mv_size != CHUNK_VAL) {
       problem(v, "document %s: chunk %u has a damaged record", name, ord);
@@ -1254,6 +1254,7 @@ static int verify_doc_chunks(store *s, MDB_txn *txn, vctx *v, uint64_t doc,
       last_end = be;
     }
     n++;
+    expect++;
     mrc = mdb_cursor_get(cur, &k, &val, MDB_NEXT);
   }
   mdb_cursor_close(cur);

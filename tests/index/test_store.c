@@ -1,0 +1,560 @@
+/* test_store.c - unit tests of the LMDB document store: writes, reads,
+ * paging, long ids and hash collisions, counters, verify (clean and with
+ * injected damage), persistence, map growth, schema refusal, atomicity. */
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../check.h"
+#include "store.h"
+
+static char base[] = "/tmp/ctxd-test-store-XXXXXX";
+static int dir_seq;
+
+/* A fresh directory under the test's temp dir. */
+static const char *new_dir(void) {
+  static char buf[256];
+  snprintf(buf, sizeof buf, "%s/s%d", base, ++dir_seq);
+  return buf;
+}
+
+static const store_opts fast = {0, 0, 0, 1};
+
+/* Chunks of `piece` bytes covering `len` bytes; tokens = bytes / 4 + 1. */
+static chunk_span *make_chunks(size_t len, size_t piece, size_t *n) {
+  *n = len ? (len + piece - 1) / piece : 0;
+  chunk_span *c = calloc(*n ? *n : 1, sizeof *c);
+  for (size_t i = 0; i < *n; i++) {
+    c[i].byte_start = i * piece;
+    c[i].byte_end = (i + 1) * piece < len ? (i + 1) * piece : len;
+    c[i].tokens = (uint32_t)((c[i].byte_end - c[i].byte_start) / 4 + 1);
+  }
+  return c;
+}
+
+/* Put one document with fixed-size chunks; returns the store's rc. */
+static int put_text(store *s, const char *id, size_t id_len, const char *text,
+                    const store_kv *meta, size_t n_meta, store_put_result *r) {
+  size_t n;
+  chunk_span *c = make_chunks(strlen(text), 7, &n);
+  store_put_doc d = {id, id_len, text, strlen(text), meta, n_meta, c, n};
+  ctxd_error e;
+  int rc = store_put(s, &d, 1, r, &e);
+  if (rc && rc != CTXD_EINVAL) fprintf(stderr, "put: %s\n", e.msg);
+  free(c);
+  return rc;
+}
+
+static int verify_ok(store *s) {
+  store_verify_report rep;
+  ctxd_error e;
+  if (store_verify(s, &rep, &e)) return 0;
+  for (size_t i = 0; i < rep.n_problems; i++)
+    fprintf(stderr, "verify: %s\n", rep.problems[i]);
+  int ok = rep.ok && rep.n_problems == 0;
+  store_verify_free(&rep);
+  return ok;
+}
+
+static void test_put_get_replace_delete(void) {
+  store *s;
+  ctxd_error e;
+  CHECK_EQ_INT(store_open(new_dir(), &fast, &s, &e), 0);
+  store_kv meta[] = {{"lang", 4, "en", 2}, {"empty", 5, "", 0}};
+  store_put_result r;
+  CHECK_EQ_INT(put_text(s, "a", 1, "hello world, this is a text", meta, 2, &r),
+               0);
+  CHECK_EQ_STR(r.id, "a");
+  CHECK_EQ_INT(r.replaced, 0);
+  CHECK_EQ_INT(r.doc_seq, 1);
+  uint64_t seq_a = r.doc_seq;
+
+  store_doc *d;
+  CHECK_EQ_INT(store_get(s, "a", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e),
+               0);
+  CHECK_EQ_STR(d->id, "a");
+  CHECK_EQ_STR(d->text, "hello world, this is a text");
+  CHECK_EQ_INT(d->bytes, 27);
+  CHECK_EQ_INT(d->n_chunks, 4);
+  CHECK_EQ_INT(d->chunks[3].byte_end, 27);
+  CHECK_EQ_INT(d->tokens, r.tokens);
+  CHECK_EQ_INT(d->n_meta, 2);
+  CHECK_EQ_STR(d->meta[0].key, "lang");
+  CHECK_EQ_STR(d->meta[0].val, "en");
+  CHECK_EQ_STR(d->meta[1].key, "empty");
+  CHECK_EQ_INT(d->meta[1].val_len, 0);
+  store_doc_free(d);
+
+  /* Without flags: no text, no chunks, sizes still there. */
+  CHECK_EQ_INT(store_get(s, "a", 1, 0, &d, &e), 0);
+  CHECK(d->text == NULL && d->chunks == NULL);
+  CHECK_EQ_INT(d->n_chunks, 4);
+  store_doc_free(d);
+
+  CHECK_EQ_INT(put_text(s, "b", 1, "second", NULL, 0, &r), 0);
+  /* Replace a: same internal id, old chunks gone, metadata replaced. */
+  CHECK_EQ_INT(put_text(s, "a", 1, "short", NULL, 0, &r), 0);
+  CHECK_EQ_INT(r.replaced, 1);
+  CHECK_EQ_INT(r.doc_seq, seq_a);
+  CHECK_EQ_INT(store_get(s, "a", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e),
+               0);
+  CHECK_EQ_STR(d->text, "short");
+  CHECK_EQ_INT(d->n_chunks, 1);
+  CHECK_EQ_INT(d->n_meta, 0);
+  store_doc_free(d);
+
+  store_stats st;
+  CHECK_EQ_INT(store_stats_get(s, &st, &e), 0);
+  CHECK_EQ_INT(st.documents, 2);
+  CHECK_EQ_INT(st.chunks, 2);
+  CHECK_EQ_INT(st.bytes, 11);
+  CHECK_EQ_INT(st.tokens, (5 / 4 + 1) + (6 / 4 + 1));
+  CHECK_EQ_INT(st.last_seq, 3);
+  CHECK(verify_ok(s));
+
+  int deleted;
+  uint32_t nch;
+  CHECK_EQ_INT(store_delete(s, "a", 1, &deleted, &nch, &e), 0);
+  CHECK_EQ_INT(deleted, 1);
+  CHECK_EQ_INT(nch, 1);
+  CHECK_EQ_INT(store_delete(s, "a", 1, &deleted, &nch, &e), 0);
+  CHECK_EQ_INT(deleted, 0);
+  CHECK_EQ_INT(store_get(s, "a", 1, 0, &d, &e), CTXD_ENOTFOUND);
+  CHECK_EQ_STR(e.msg, "document a not found");
+  CHECK_EQ_INT(store_stats_get(s, &st, &e), 0);
+  CHECK_EQ_INT(st.documents, 1);
+  CHECK_EQ_INT(st.chunks, 1);
+  CHECK_EQ_INT(st.bytes, 6);
+  CHECK_EQ_INT(st.last_seq, 4); /* a missing delete logs nothing */
+  CHECK(verify_ok(s));
+
+  /* An empty text: zero chunks, stored and read back. */
+  CHECK_EQ_INT(put_text(s, "e", 1, "", NULL, 0, &r), 0);
+  CHECK_EQ_INT(store_get(s, "e", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e),
+               0);
+  CHECK_EQ_INT(d->text_len, 0);
+  CHECK_EQ_INT(d->n_chunks, 0);
+  store_doc_free(d);
+  CHECK(verify_ok(s));
+  store_close(s);
+}
+
+static void test_list_paging(void) {
+  store *s;
+  ctxd_error e;
+  CHECK_EQ_INT(store_open(new_dir(), &fast, &s, &e), 0);
+  char id[16];
+  for (int i = 0; i < 25; i++) {
+    snprintf(id, sizeof id, "doc-%02d", 24 - i); /* ids sort against order */
+    CHECK_EQ_INT(put_text(s, id, strlen(id), "some text", NULL, 0, NULL), 0);
+  }
+  CHECK_EQ_INT(store_delete(s, "doc-20", 6, &(int){0}, NULL, &e), 0);
+  uint64_t after = 0, next;
+  size_t total = 0, pages = 0, n;
+  int in_order = 1;
+  do {
+    store_doc *docs;
+    CHECK_EQ_INT(store_list(s, after, 10, &docs, &n, &next, &e), 0);
+    for (size_t i = 0; i < n; i++) {
+      if (docs[i].doc_seq <= after) in_order = 0;
+      after = docs[i].doc_seq;
+    }
+    if (pages == 0) CHECK_EQ_STR(docs[0].id, "doc-24");
+    total += n;
+    pages++;
+    store_docs_free(docs, n);
+    if (next) CHECK_EQ_INT(next, after);
+    after = next;
+  } while (next && pages < 10);
+  CHECK_EQ_INT(total, 24);
+  CHECK_EQ_INT(pages, 3);
+  CHECK(in_order);
+  /* An exact multiple of the page size ends with next == 0. */
+  store_doc *docs;
+  CHECK_EQ_INT(store_list(s, 0, 24, &docs, &n, &next, &e), 0);
+  CHECK_EQ_INT(n, 24);
+  CHECK_EQ_INT(next, 0);
+  store_docs_free(docs, n);
+  CHECK_EQ_INT(store_list(s, 1000, 10, &docs, &n, &next, &e), 0);
+  CHECK_EQ_INT(n, 0);
+  store_docs_free(docs, n);
+  store_close(s);
+}
+
+static uint64_t same_hash(const void *p, size_t n) {
+  (void)p;
+  (void)n;
+  return 42;
+}
+
+static void test_long_ids(void) {
+  store *s;
+  ctxd_error e;
+  store_doc *d;
+  store_test_set_id_hash(same_hash);
+  CHECK_EQ_INT(store_open(new_dir(), &fast, &s, &e), 0);
+  char a[STORE_ID_MAX], b[STORE_ID_MAX], c[600];
+  memset(a, 'x', sizeof a);
+  memcpy(b, a, sizeof b);
+  b[sizeof b - 1] = 'y'; /* same 1023-byte prefix, forced same hash */
+  memset(c, 'x', sizeof c);
+  store_put_result r;
+  CHECK_EQ_INT(put_text(s, a, sizeof a, "text of a", NULL, 0, &r), 0);
+  CHECK_EQ_INT(strlen(r.id), STORE_ID_MAX);
+  CHECK_EQ_INT(put_text(s, b, sizeof b, "text of b", NULL, 0, &r), 0);
+  CHECK_EQ_INT(r.replaced, 0);
+  CHECK_EQ_INT(put_text(s, c, sizeof c, "text of c", NULL, 0, &r), 0);
+  CHECK_EQ_INT(r.replaced, 0);
+  CHECK_EQ_INT(store_get(s, a, sizeof a, STORE_GET_TEXT, &d, &e), 0);
+  CHECK_EQ_STR(d->text, "text of a");
+  CHECK_EQ_INT(d->id_len, STORE_ID_MAX);
+  store_doc_free(d);
+  CHECK_EQ_INT(store_get(s, b, sizeof b, STORE_GET_TEXT, &d, &e), 0);
+  CHECK_EQ_STR(d->text, "text of b");
+  store_doc_free(d);
+  /* Replace b: must find b, not a, behind the shared key. */
+  CHECK_EQ_INT(put_text(s, b, sizeof b, "b again", NULL, 0, &r), 0);
+  CHECK_EQ_INT(r.replaced, 1);
+  CHECK(verify_ok(s));
+  int deleted;
+  CHECK_EQ_INT(store_delete(s, a, sizeof a, &deleted, NULL, &e), 0);
+  CHECK_EQ_INT(deleted, 1);
+  CHECK_EQ_INT(store_get(s, a, sizeof a, 0, &d, &e), CTXD_ENOTFOUND);
+  CHECK_EQ_INT(store_get(s, b, sizeof b, STORE_GET_TEXT, &d, &e), 0);
+  CHECK_EQ_STR(d->text, "b again");
+  store_doc_free(d);
+  CHECK(verify_ok(s));
+  /* Over the limit. */
+  char big[STORE_ID_MAX + 1];
+  memset(big, 'z', sizeof big);
+  CHECK_EQ_INT(put_text(s, big, sizeof big, "t", NULL, 0, NULL), CTXD_EINVAL);
+  CHECK_EQ_INT(store_get(s, big, sizeof big, 0, &d, &e), CTXD_EINVAL);
+  store_close(s);
+  store_test_set_id_hash(NULL);
+}
+
+static void test_generated_ids(void) {
+  store *s;
+  ctxd_error e;
+  CHECK_EQ_INT(store_open(new_dir(), &fast, &s, &e), 0);
+  store_put_result r1, r2;
+  CHECK_EQ_INT(put_text(s, "", 0, "one", NULL, 0, &r1), 0);
+  CHECK_EQ_INT(put_text(s, "", 0, "two", NULL, 0, &r2), 0);
+  CHECK_EQ_INT(strlen(r1.id), 36);
+  CHECK(strcmp(r1.id, r2.id) != 0);
+  CHECK(r1.id[8] == '-' && r1.id[13] == '-' && r1.id[14] == '4' &&
+        r1.id[18] == '-' && r1.id[23] == '-');
+  CHECK(strchr("89ab", r1.id[19]) != NULL);
+  store_doc *d;
+  CHECK_EQ_INT(store_get(s, r2.id, 36, STORE_GET_TEXT, &d, &e), 0);
+  CHECK_EQ_STR(d->text, "two");
+  store_doc_free(d);
+  store_close(s);
+}
+
+static void test_batch_atomic(void) {
+  store *s;
+  ctxd_error e;
+  CHECK_EQ_INT(store_open(new_dir(), &fast, &s, &e), 0);
+  CHECK_EQ_INT(put_text(s, "keep", 4, "kept text", NULL, 0, NULL), 0);
+  store_stats before, after;
+  CHECK_EQ_INT(store_stats_get(s, &before, &e), 0);
+
+  char big[STORE_ID_MAX + 1];
+  memset(big, 'q', sizeof big);
+  size_t n;
+  chunk_span *c = make_chunks(4, 7, &n);
+  store_put_doc docs[3] = {
+      {"n1", 2, "abcd", 4, NULL, 0, c, n},
+      {"keep", 4, "abcd", 4, NULL, 0, c, n},
+      {big, sizeof big, "abcd", 4, NULL, 0, c, n},
+  };
+  CHECK_EQ_INT(store_put(s, docs, 3, NULL, &e), CTXD_EINVAL);
+  CHECK(strstr(e.msg, "document 2") != NULL);
+  /* Same id twice in one batch. */
+  docs[2].id = "n1";
+  docs[2].id_len = 2;
+  CHECK_EQ_INT(store_put(s, docs, 3, NULL, &e), CTXD_EINVAL);
+  CHECK(strstr(e.msg, "same id") != NULL);
+  /* Chunks that do not tile the text. */
+  chunk_span bad = {1, 4, 1};
+  docs[2].id = "n3";
+  docs[2].chunks = &bad;
+  docs[2].n_chunks = 1;
+  CHECK_EQ_INT(store_put(s, docs, 3, NULL, &e), CTXD_EINVAL);
+
+  CHECK_EQ_INT(store_stats_get(s, &after, &e), 0);
+  CHECK_EQ_INT(after.documents, before.documents);
+  CHECK_EQ_INT(after.last_seq, before.last_seq);
+  store_doc *d;
+  CHECK_EQ_INT(store_get(s, "n1", 2, 0, &d, &e), CTXD_ENOTFOUND);
+  CHECK_EQ_INT(store_get(s, "keep", 4, STORE_GET_TEXT, &d, &e), 0);
+  CHECK_EQ_STR(d->text, "kept text");
+  store_doc_free(d);
+
+  /* A good batch commits all, with one change per document. */
+  docs[2].chunks = c;
+  docs[2].n_chunks = n;
+  store_put_result res[3];
+  CHECK_EQ_INT(store_put(s, docs, 3, res, &e), 0);
+  CHECK_EQ_INT(res[1].replaced, 1);
+  CHECK_EQ_STR(res[2].id, "n3");
+  CHECK_EQ_INT(store_stats_get(s, &after, &e), 0);
+  CHECK_EQ_INT(after.documents, 3);
+  CHECK_EQ_INT(after.last_seq, before.last_seq + 3);
+  CHECK(verify_ok(s));
+  free(c);
+  store_close(s);
+}
+
+static void test_persistence_and_stats(void) {
+  const char *dir = new_dir();
+  char path[256];
+  snprintf(path, sizeof path, "%s", dir);
+  store *s;
+  ctxd_error e;
+  CHECK_EQ_INT(store_open(path, NULL, &s, &e), 0); /* synced, default map */
+  CHECK_EQ_INT(store_set_tokenizer(s, "estimate-v1", &e), 0);
+  store_kv meta[] = {{"k", 1, "v", 1}};
+  CHECK_EQ_INT(put_text(s, "p", 1, "persistent text", meta, 1, NULL), 0);
+  store_close(s);
+
+  CHECK_EQ_INT(store_open(path, NULL, &s, &e), 0);
+  store_doc *d;
+  CHECK_EQ_INT(store_get(s, "p", 1, STORE_GET_TEXT, &d, &e), 0);
+  CHECK_EQ_STR(d->text, "persistent text");
+  CHECK_EQ_STR(d->meta[0].val, "v");
+  store_doc_free(d);
+  store_stats st;
+  CHECK_EQ_INT(store_stats_get(s, &st, &e), 0);
+  CHECK_EQ_INT(st.documents, 1);
+  CHECK_EQ_INT(st.bytes, 15);
+  CHECK_EQ_INT(st.schema_version, STORE_SCHEMA_VERSION);
+  CHECK_EQ_STR(st.tokenizer, "estimate-v1");
+  CHECK_EQ_INT(st.map_bytes, 1ULL << 30);
+  CHECK(st.file_bytes > 0);
+  CHECK(st.map_used_bytes > 0 && st.map_used_bytes <= st.file_bytes);
+  CHECK_EQ_INT(st.last_seq, 1);
+  /* A second put gets the next internal id after a reopen. */
+  store_put_result r;
+  CHECK_EQ_INT(put_text(s, "q", 1, "x", NULL, 0, &r), 0);
+  CHECK_EQ_INT(r.doc_seq, 2);
+  store_close(s);
+}
+
+static void test_map_growth(void) {
+  store *s;
+  ctxd_error e;
+  store_opts o = {64 << 10, 0, 0, 1};
+  CHECK_EQ_INT(store_open(new_dir(), &o, &s, &e), 0);
+  size_t len = 1 << 20;
+  char *text = malloc(len + 1);
+  memset(text, 'w', len);
+  text[len] = '\0';
+  char id[24];
+  for (int i = 0; i < 5; i++) {
+    snprintf(id, sizeof id, "big%d", i);
+    text[0] = (char)('a' + i);
+    CHECK_EQ_INT(put_text(s, id, strlen(id), text, NULL, 0, NULL), 0);
+  }
+  store_stats st;
+  CHECK_EQ_INT(store_stats_get(s, &st, &e), 0);
+  CHECK_EQ_INT(st.documents, 5);
+  CHECK(st.map_bytes >= 5 * len);
+  CHECK(verify_ok(s));
+  store_doc *d;
+  CHECK_EQ_INT(store_get(s, "big3", 4, STORE_GET_TEXT, &d, &e), 0);
+  CHECK_EQ_INT(d->text_len, len);
+  CHECK(d->text[0] == 'd');
+  store_doc_free(d);
+  store_close(s);
+
+  /* Growth stops at max_map_size: ENOSPC, store unchanged and usable. */
+  store_opts o2 = {64 << 10, 256 << 10, 0, 1};
+  CHECK_EQ_INT(store_open(new_dir(), &o2, &s, &e), 0);
+  CHECK_EQ_INT(put_text(s, "small", 5, "fits", NULL, 0, NULL), 0);
+  ctxd_error pe;
+  size_t n;
+  chunk_span *c = make_chunks(len, 4096, &n);
+  store_put_doc doc = {"big", 3, text, len, NULL, 0, c, n};
+  CHECK_EQ_INT(store_put(s, &doc, 1, NULL, &pe), CTXD_ENOSPC);
+  CHECK(strstr(pe.msg, "max_map_size") != NULL);
+  free(c);
+  CHECK_EQ_INT(store_stats_get(s, &st, &e), 0);
+  CHECK_EQ_INT(st.documents, 1);
+  CHECK_EQ_INT(put_text(s, "small2", 6, "fits too", NULL, 0, NULL), 0);
+  CHECK(verify_ok(s));
+  store_close(s);
+  free(text);
+}
+
+/* Open the environment the way the store lays it out, for raw edits. */
+static int raw_open(const char *dir, MDB_env **env, MDB_txn **txn) {
+  int rc = mdb_env_create(env);
+  if (!rc) rc = mdb_env_set_maxdbs(*env, 8);
+  if (!rc) rc = mdb_env_open(*env, dir, MDB_NOSYNC, 0644);
+  if (!rc) rc = mdb_txn_begin(*env, NULL, 0, txn);
+  return rc;
+}
+
+static void test_verify_detects_damage(void) {
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s", new_dir());
+  store *s;
+  ctxd_error e;
+  CHECK_EQ_INT(store_open(dir, &fast, &s, &e), 0);
+  CHECK_EQ_INT(put_text(s, "d1", 2, "twenty bytes of text", NULL, 0, NULL), 0);
+  CHECK_EQ_INT(put_text(s, "d2", 2, "other text", NULL, 0, NULL), 0);
+  CHECK(verify_ok(s));
+  store_close(s);
+
+  /* Drop d1's chunk 1 and leave an orphan text for a document #99. */
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi chunks, texts;
+  CHECK_EQ_INT(raw_open(dir, &env, &txn), 0);
+  CHECK_EQ_INT(mdb_dbi_open(txn, "chunks", 0, &chunks), 0);
+  CHECK_EQ_INT(mdb_dbi_open(txn, "texts", 0, &texts), 0);
+  uint8_t ck[12] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1};
+  MDB_val k = {12, ck};
+  CHECK_EQ_INT(mdb_del(txn, chunks, &k, NULL), 0);
+  uint8_t tk[8] = {0, 0, 0, 0, 0, 0, 0, 99};
+  MDB_val k2 = {8, tk}, v2 = {3, "abc"};
+  CHECK_EQ_INT(mdb_put(txn, texts, &k2, &v2, 0), 0);
+  CHECK_EQ_INT(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+
+  CHECK_EQ_INT(store_open(dir, &fast, &s, &e), 0);
+  store_verify_report rep;
+  CHECK_EQ_INT(store_verify(s, &rep, &e), 0);
+  CHECK_EQ_INT(rep.ok, 0);
+  CHECK_EQ_INT(rep.documents_checked, 2);
+  int saw_ordinal = 0, saw_orphan = 0, saw_count = 0;
+  for (size_t i = 0; i < rep.n_problems; i++) {
+    if (strstr(rep.problems[i], "ordinal")) saw_ordinal = 1;
+    if (strstr(rep.problems[i], "orphan text")) saw_orphan = 1;
+    if (strstr(rep.problems[i], "counter chunks")) saw_count = 1;
+  }
+  CHECK(saw_ordinal && saw_orphan && saw_count);
+  store_verify_free(&rep);
+  store_close(s);
+}
+
+static void test_schema_refusal(void) {
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s", new_dir());
+  store *s;
+  ctxd_error e;
+  CHECK_EQ_INT(store_open(dir, &fast, &s, &e), 0);
+  store_close(s);
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi meta;
+  CHECK_EQ_INT(raw_open(dir, &env, &txn), 0);
+  CHECK_EQ_INT(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+  uint8_t ver[4] = {STORE_SCHEMA_VERSION + 1, 0, 0, 0};
+  MDB_val k = {14, "schema_version"}, v = {4, ver};
+  CHECK_EQ_INT(mdb_put(txn, meta, &k, &v, 0), 0);
+  CHECK_EQ_INT(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+  s = NULL;
+  CHECK_EQ_INT(store_open(dir, &fast, &s, &e), CTXD_EPRECOND);
+  CHECK(s == NULL);
+  char want[128];
+  snprintf(want, sizeof want,
+           "store schema version %d is newer than this ctxd (%d)",
+           STORE_SCHEMA_VERSION + 1, STORE_SCHEMA_VERSION);
+  CHECK_EQ_STR(e.msg, want);
+}
+
+/* Writers that force several map growths while a reader keeps reading:
+ * growth must wait for open transactions, never deadlock or lose a write. */
+typedef struct worker_arg {
+  store *s;
+  int id;
+  int failures;
+} worker_arg;
+
+static void *writer(void *p) {
+  worker_arg *a = p;
+  size_t len = 32 << 10;
+  char *text = malloc(len + 1);
+  memset(text, 'a' + a->id, len);
+  text[len] = '\0';
+  for (int i = 0; i < 20; i++) {
+    char id[32];
+    snprintf(id, sizeof id, "w%d-%d", a->id, i);
+    if (put_text(a->s, id, strlen(id), text, NULL, 0, NULL)) a->failures++;
+  }
+  free(text);
+  return NULL;
+}
+
+static void *reader(void *p) {
+  worker_arg *a = p;
+  ctxd_error e;
+  for (int i = 0; i < 200; i++) {
+    store_doc *docs;
+    size_t n;
+    uint64_t next;
+    if (store_list(a->s, 0, 50, &docs, &n, &next, &e)) a->failures++;
+    else store_docs_free(docs, n);
+    store_doc *d;
+    int rc = store_get(a->s, "w0-0", 4, STORE_GET_TEXT, &d, &e);
+    if (rc == 0) store_doc_free(d);
+    else if (rc != CTXD_ENOTFOUND) a->failures++;
+  }
+  return NULL;
+}
+
+static void test_concurrent_growth(void) {
+  store *s;
+  ctxd_error e;
+  store_opts o = {64 << 10, 0, 0, 1};
+  CHECK_EQ_INT(store_open(new_dir(), &o, &s, &e), 0);
+  pthread_t th[4];
+  worker_arg args[4];
+  for (int i = 0; i < 4; i++) {
+    args[i] = (worker_arg){s, i, 0};
+    pthread_create(&th[i], NULL, i < 3 ? writer : reader, &args[i]);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    CHECK_EQ_INT(args[i].failures, 0);
+  }
+  store_stats st;
+  CHECK_EQ_INT(store_stats_get(s, &st, &e), 0);
+  CHECK_EQ_INT(st.documents, 60);
+  CHECK(verify_ok(s));
+  store_close(s);
+}
+
+static void rm_rf(const char *dir) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
+int main(void) {
+  if (!mkdtemp(base)) {
+    perror("mkdtemp");
+    return 1;
+  }
+  test_put_get_replace_delete();
+  test_list_paging();
+  test_long_ids();
+  test_generated_ids();
+  test_batch_atomic();
+  test_persistence_and_stats();
+  test_map_growth();
+  test_verify_detects_damage();
+  test_schema_refusal();
+  test_concurrent_growth();
+  rm_rf(base);
+  return check_report("store");
+}
