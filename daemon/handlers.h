@@ -31,4 +31,13 @@ extern const rpc_method h_reflection_v1alpha; /* bidi */
 /* The method with this :path, or NULL. */
 const rpc_method *methods_find(const char *path);
 
+/* 1 if some method of the table belongs to service `name` (len bytes,
+ * "ctxd.v1.Documents"); "" counts as the whole server. */
+int methods_has_service(const char *name, size_t len);
+
+/* Health: tell every Watch stream the serving status changed (reads
+ * ctx->serving). When the server stops serving, the watches get
+ * NOT_SERVING and then end with UNAVAILABLE. Any thread. */
+void health_notify(void);
+
 #endif

@@ -1,0 +1,393 @@
+/* config.c - the option table and its three readers: defaults, the INI file
+ * (libinih) and the command line; and its one writer, --dump-config.
+ *
+ * Every option is one row of `options[]`: adding a row is all it takes to
+ * get a flag, an INI key, a dump line and a help line. */
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+typedef enum opt_type {
+  OPT_STR,   /* char array of `size` bytes */
+  OPT_U32,   /* uint32_t */
+  OPT_SIZE,  /* uint64_t bytes, accepts K/M/G/T suffixes (powers of 1024) */
+  OPT_LEVEL, /* char array holding a log level name */
+} opt_type;
+
+typedef struct opt {
+  const char *name;  /* "section.key" */
+  const char *alias; /* short flag without "--", or NULL */
+  opt_type type;
+  const char *def;   /* default, as it would be written in the file */
+  uint64_t min, max; /* numeric bounds (inclusive) */
+  size_t off;        /* offset in ctxd_config */
+  size_t size;       /* field size, for strings */
+  const char *help;
+} opt;
+
+#define F(f) offsetof(ctxd_config, f), sizeof(((ctxd_config *)0)->f)
+#define KiB 1024ULL
+#define MiB (1024ULL * KiB)
+#define GiB (1024ULL * MiB)
+#define TiB (1024ULL * GiB)
+
+static const opt options[] = {
+    {"server.listen", "listen", OPT_STR, "127.0.0.1:50051", 0, 0, F(listen),
+     "address to serve gRPC (h2c) on: HOST:PORT, [IPV6]:PORT; port 0 picks "
+     "a free one"},
+    {"server.workers", NULL, OPT_U32, "0", 0, 1024, F(workers),
+     "worker threads for request handlers; 0 = one per CPU"},
+    {"server.max_message_bytes", NULL, OPT_SIZE, "64M", 1024, 4 * GiB - 1,
+     F(max_message_bytes),
+     "largest request message accepted (checked before allocating)"},
+    {"server.max_connections", NULL, OPT_U32, "10000", 1, 1000000,
+     F(max_connections), "concurrent client connections"},
+    {"server.max_concurrent_streams", NULL, OPT_U32, "1000", 1, 1000000,
+     F(max_concurrent_streams),
+     "concurrent calls per connection (HTTP/2 SETTINGS)"},
+    {"server.shutdown_grace_ms", NULL, OPT_U32, "10000", 0, 3600000,
+     F(shutdown_grace_ms),
+     "on SIGTERM/SIGINT, how long in-flight calls may finish before they are "
+     "cancelled"},
+    {"store.data", "data", OPT_STR, "./data", 0, 0, F(data),
+     "data directory (created if missing)"},
+    {"store.map_size", NULL, OPT_SIZE, "1G", 1 * MiB, 1024 * TiB,
+     F(map_size), "initial LMDB map size (sparse)"},
+    {"store.max_map_size", NULL, OPT_SIZE, "1T", 1 * MiB, 1024 * TiB,
+     F(max_map_size), "LMDB map growth limit"},
+    {"chunk.max_tokens", NULL, OPT_U32, "512", 8, 1000000,
+     F(chunk_max_tokens), "largest chunk, in tokens"},
+    {"chunk.overlap_tokens", NULL, OPT_U32, "0", 0, 1000000,
+     F(chunk_overlap_tokens),
+     "tokens repeated between neighbouring chunks (< chunk.max_tokens)"},
+    {"putstream.batch_docs", NULL, OPT_U32, "1000", 1, 1000000,
+     F(put_batch_docs), "PutStream commits after this many documents"},
+    {"putstream.batch_bytes", NULL, OPT_SIZE, "16M", 1 * KiB, 4 * GiB,
+     F(put_batch_bytes), "... or this many bytes of text"},
+    {"putstream.batch_ms", NULL, OPT_U32, "50", 0, 60000, F(put_batch_ms),
+     "... or this many milliseconds after the first pending document"},
+    {"log.level", "log-level", OPT_LEVEL, "info", 0, 0, F(log_level),
+     "error, warn, info or debug"},
+};
+
+#define N_OPTIONS (sizeof options / sizeof options[0])
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  if (!err || !errlen) return;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+static const opt *find_opt(const char *name) {
+  for (size_t i = 0; i < N_OPTIONS; i++)
+    if (strcmp(options[i].name, name) == 0) return &options[i];
+  return NULL;
+}
+
+static const opt *find_alias(const char *alias) {
+  for (size_t i = 0; i < N_OPTIONS; i++)
+    if (options[i].alias && strcmp(options[i].alias, alias) == 0)
+      return &options[i];
+  return NULL;
+}
+
+/* "64M", "1G", "512", "4KiB", "16MB" -> bytes. -1 on junk or overflow. */
+static int parse_size(const char *s, uint64_t *out) {
+  char *end;
+  uint64_t mul = 1;
+  if (*s < '0' || *s > '9') return -1;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno) return -1;
+  switch (*end) {
+    case 'k': case 'K': mul = KiB; end++; break;
+    case 'm': case 'M': mul = MiB; end++; break;
+    case 'g': case 'G': mul = GiB; end++; break;
+    case 't': case 'T': mul = TiB; end++; break;
+    default: break;
+  }
+  if (mul > 1 && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0 ||
+                  strcmp(end, "b") == 0))
+    end += strlen(end);
+  else if (mul == 1 && (strcmp(end, "B") == 0 || strcmp(end, "b") == 0))
+    end++;
+  if (*end) return -1;
+  if (v > UINT64_MAX / mul) return -1;
+  *out = v * mul;
+  return 0;
+}
+
+static int parse_u64(const char *s, uint64_t *out) {
+  char *end;
+  if (*s < '0' || *s > '9') return -1;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || *end) return -1;
+  *out = v;
+  return 0;
+}
+
+/* Set one option from text. Errors name the option and the bounds. */
+static int opt_set(ctxd_config *c, const opt *o, const char *val, char *err,
+                   size_t errlen) {
+  char *field = (char *)c + o->off;
+  uint64_t v;
+  switch (o->type) {
+    case OPT_STR:
+      if (strlen(val) >= o->size) {
+        seterr(err, errlen, "%s: value longer than %zu bytes", o->name,
+               o->size - 1);
+        return -1;
+      }
+      if (!*val) {
+        seterr(err, errlen, "%s: must not be empty", o->name);
+        return -1;
+      }
+      strcpy(field, val);
+      return 0;
+    case OPT_LEVEL:
+      if (log_level_parse(val) < 0) {
+        seterr(err, errlen,
+               "%s: \"%s\" is not a level (error, warn, info, debug)",
+               o->name, val);
+        return -1;
+      }
+      snprintf(field, o->size, "%s", val);
+      return 0;
+    case OPT_U32:
+    case OPT_SIZE:
+      if ((o->type == OPT_U32 ? parse_u64(val, &v) : parse_size(val, &v)) !=
+          0) {
+        seterr(err, errlen, "%s: \"%s\" is not %s", o->name, val,
+               o->type == OPT_U32 ? "a non-negative integer"
+                                  : "a size (e.g. 4096, 64M, 1G)");
+        return -1;
+      }
+      if (v < o->min || v > o->max) {
+        seterr(err, errlen, "%s: %s is out of range [%llu, %llu]", o->name,
+               val, (unsigned long long)o->min, (unsigned long long)o->max);
+        return -1;
+      }
+      if (o->type == OPT_U32)
+        *(uint32_t *)field = (uint32_t)v;
+      else
+        *(uint64_t *)field = v;
+      return 0;
+  }
+  return -1;
+}
+
+void config_defaults(ctxd_config *c) {
+  memset(c, 0, sizeof *c);
+  for (size_t i = 0; i < N_OPTIONS; i++) {
+    int rc = opt_set(c, &options[i], options[i].def, NULL, 0);
+    (void)rc; /* the table's defaults are within their own bounds */
+  }
+}
+
+/* Rules that involve two options. */
+static int config_check(const ctxd_config *c, char *err, size_t errlen) {
+  if (c->chunk_overlap_tokens >= c->chunk_max_tokens) {
+    seterr(err, errlen,
+           "chunk.overlap_tokens (%u) must be smaller than chunk.max_tokens "
+           "(%u)",
+           c->chunk_overlap_tokens, c->chunk_max_tokens);
+    return -1;
+  }
+  if (c->map_size > c->max_map_size) {
+    seterr(err, errlen, "store.map_size must not exceed store.max_map_size");
+    return -1;
+  }
+  return 0;
+}
+
+typedef struct ini_state {
+  ctxd_config *c;
+  char err[512];
+} ini_state;
+
+static int config_ini_line(void *user, const char *section, const char *name,
+                       const char *value) {
+  ini_state *st = user;
+  char full[128];
+  if (st->err[0]) return 0;
+  if (!name) return 1; /* a bare [section] line (inih >= 53 with callbacks) */
+  snprintf(full, sizeof full, "%s.%s", section, name);
+  const opt *o = find_opt(full);
+  if (!o) {
+    snprintf(st->err, sizeof st->err, "unknown option %s (section [%s])",
+             full, section);
+    return 0;
+  }
+  return opt_set(st->c, o, value, st->err, sizeof st->err) == 0;
+}
+
+int config_load_file(ctxd_config *c, const char *path, char *err,
+                     size_t errlen) {
+  ini_state st;
+  st.c = c;
+  st.err[0] = '\0';
+  int rc = ini_parse(path, config_ini_line, &st);
+  if (rc == -1) {
+    seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    return -1;
+  }
+  if (rc == -2) {
+    seterr(err, errlen, "%s: out of memory", path);
+    return -1;
+  }
+  if (rc > 0) {
+    seterr(err, errlen, "%s:%d: %s", path, rc,
+           st.err[0] ? st.err : "syntax error");
+    return -1;
+  }
+  return config_check(c, err, errlen);
+}
+
+/* Resolve "--x" (without the dashes) to an option. */
+static const opt *flag_opt(const char *flag) {
+  const opt *o = find_opt(flag);
+  return o ? o : find_alias(flag);
+}
+
+int config_parse_args(ctxd_config *c, int argc, char **argv, int *action,
+                      char *err, size_t errlen) {
+  *action = CONFIG_RUN;
+  /* Pass 1: the config file, so that flags override it wherever they are. */
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *path = NULL;
+    if (strcmp(a, "--config") == 0) {
+      if (i + 1 >= argc) {
+        seterr(err, errlen, "--config needs a FILE");
+        return -1;
+      }
+      path = argv[++i];
+    } else if (strncmp(a, "--config=", 9) == 0) {
+      path = a + 9;
+    }
+    if (path && config_load_file(c, path, err, errlen) != 0) return -1;
+  }
+  /* Pass 2: everything else. */
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--config") == 0) {
+      i++;
+      continue;
+    }
+    if (strncmp(a, "--config=", 9) == 0) continue;
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      *action = CONFIG_HELP;
+      return 0;
+    }
+    if (strcmp(a, "--version") == 0) {
+      *action = CONFIG_VERSION;
+      return 0;
+    }
+    if (strcmp(a, "--dump-config") == 0) {
+      *action = CONFIG_DUMP;
+      continue;
+    }
+    if (strncmp(a, "--", 2) != 0) {
+      seterr(err, errlen, "unexpected argument \"%s\" (see --help)", a);
+      return -1;
+    }
+    char name[128];
+    const char *val;
+    const char *eq = strchr(a + 2, '=');
+    size_t n = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+    if (n >= sizeof name) n = sizeof name - 1;
+    memcpy(name, a + 2, n);
+    name[n] = '\0';
+    const opt *o = flag_opt(name);
+    if (!o) {
+      seterr(err, errlen, "unknown option --%s (see --help)", name);
+      return -1;
+    }
+    if (eq) {
+      val = eq + 1;
+    } else {
+      if (i + 1 >= argc) {
+        seterr(err, errlen, "--%s needs a value", name);
+        return -1;
+      }
+      val = argv[++i];
+    }
+    if (opt_set(c, o, val, err, errlen) != 0) return -1;
+  }
+  return config_check(c, err, errlen);
+}
+
+/* Sizes come out with the largest exact suffix, so a dump reads well. */
+static void format_size(uint64_t v, char *buf, size_t n) {
+  static const struct {
+    uint64_t mul;
+    char suffix;
+  } units[] = {{TiB, 'T'}, {GiB, 'G'}, {MiB, 'M'}, {KiB, 'K'}};
+  for (size_t i = 0; i < 4; i++)
+    if (v && v % units[i].mul == 0) {
+      snprintf(buf, n, "%llu%c", (unsigned long long)(v / units[i].mul),
+               units[i].suffix);
+      return;
+    }
+  snprintf(buf, n, "%llu", (unsigned long long)v);
+}
+
+static void format_value(const ctxd_config *c, const opt *o, char *buf,
+                         size_t n) {
+  const char *field = (const char *)c + o->off;
+  switch (o->type) {
+    case OPT_STR:
+    case OPT_LEVEL:
+      snprintf(buf, n, "%s", field);
+      break;
+    case OPT_U32:
+      snprintf(buf, n, "%u", *(const uint32_t *)field);
+      break;
+    case OPT_SIZE:
+      format_size(*(const uint64_t *)field, buf, n);
+      break;
+  }
+}
+
+void config_dump(const ctxd_config *c, FILE *out) {
+  char section[64] = "";
+  char value[4200];
+  fprintf(out, "# ctxd configuration (ctxd --dump-config)\n");
+  for (size_t i = 0; i < N_OPTIONS; i++) {
+    const opt *o = &options[i];
+    const char *dot = strchr(o->name, '.');
+    size_t sl = (size_t)(dot - o->name);
+    if (strlen(section) != sl || strncmp(section, o->name, sl) != 0) {
+      snprintf(section, sizeof section, "%.*s", (int)sl, o->name);
+      fprintf(out, "\n[%s]\n", section);
+    }
+    format_value(c, o, value, sizeof value);
+    fprintf(out, "# %s\n%s = %s\n", o->help, dot + 1, value);
+  }
+}
+
+void config_usage(FILE *out) {
+  fprintf(out,
+          "usage: ctxd [--config FILE] [--section.key VALUE ...]\n"
+          "            [--dump-config] [--version] [--help]\n\n"
+          "Serves ctxd's gRPC API over cleartext HTTP/2. Options come from "
+          "the\ndefaults, then the INI file given with --config, then the "
+          "command line.\n\noptions (INI [section] key, default):\n");
+  for (size_t i = 0; i < N_OPTIONS; i++) {
+    const opt *o = &options[i];
+    fprintf(out, "  --%s VALUE", o->name);
+    if (o->alias) fprintf(out, "  (or --%s)", o->alias);
+    fprintf(out, "\n      %s (default %s)\n", o->help, o->def);
+  }
+}

@@ -1,0 +1,221 @@
+/* grpc_wire.c - gRPC message framing, grpc-timeout and grpc-message text. */
+#include "grpc_wire.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void grpc_deframer_init(grpc_deframer *d, uint64_t limit) {
+  memset(d, 0, sizeof *d);
+  d->limit = limit;
+}
+
+void grpc_deframer_free(grpc_deframer *d) {
+  free(d->buf);
+  d->buf = NULL;
+  d->hdr_have = d->have = d->len = 0;
+}
+
+uint8_t *grpc_deframer_steal(grpc_deframer *d) {
+  uint8_t *b = d->buf;
+  d->buf = NULL;
+  return b;
+}
+
+int grpc_deframer_partial(const grpc_deframer *d) {
+  return d->hdr_have > 0;
+}
+
+int grpc_deframer_feed(grpc_deframer *d, const uint8_t *data, size_t n,
+                       size_t *used, grpc_msg *out) {
+  size_t pos = 0;
+
+  /* A message handed out last time is finished: forget it. */
+  if (d->hdr_have == GRPC_PREFIX_LEN && d->have == d->len) {
+    free(d->buf);
+    d->buf = NULL;
+    d->hdr_have = 0;
+    d->have = d->len = 0;
+  }
+  while (d->hdr_have < GRPC_PREFIX_LEN && pos < n)
+    d->hdr[d->hdr_have++] = data[pos++];
+  if (d->hdr_have < GRPC_PREFIX_LEN) {
+    *used = pos;
+    return GRPC_DEFRAME_NEED_MORE;
+  }
+  if (d->have == 0 && d->buf == NULL) {
+    /* Prefix just completed (or a message is being gathered with 0 bytes
+     * so far): validate it before anything is allocated. */
+    uint64_t len = ((uint64_t)d->hdr[1] << 24) | ((uint64_t)d->hdr[2] << 16) |
+                   ((uint64_t)d->hdr[3] << 8) | d->hdr[4];
+    if (d->hdr[0] > 1) {
+      *used = pos;
+      return GRPC_DEFRAME_BAD_FLAG;
+    }
+    if (len > d->limit) {
+      d->bad_len = len;
+      *used = pos;
+      return GRPC_DEFRAME_TOO_LARGE;
+    }
+    d->compressed = d->hdr[0];
+    d->len = (size_t)len;
+    if (n - pos >= d->len) {
+      /* Whole message in this chunk: return it in place. */
+      out->data = data + pos;
+      out->len = d->len;
+      out->compressed = d->compressed;
+      d->have = d->len;
+      *used = pos + d->len;
+      return GRPC_DEFRAME_MESSAGE;
+    }
+    d->buf = malloc(d->len);
+    if (!d->buf) {
+      *used = pos;
+      return GRPC_DEFRAME_NOMEM;
+    }
+  }
+  size_t take = d->len - d->have;
+  if (take > n - pos) take = n - pos;
+  memcpy(d->buf + d->have, data + pos, take);
+  d->have += take;
+  pos += take;
+  *used = pos;
+  if (d->have < d->len) return GRPC_DEFRAME_NEED_MORE;
+  out->data = d->buf;
+  out->len = d->len;
+  out->compressed = d->compressed;
+  return GRPC_DEFRAME_MESSAGE;
+}
+
+int grpc_timeout_parse(const char *s, size_t n, uint64_t *ns) {
+  uint64_t v = 0, mul;
+  if (n < 2 || n > 9) return -1;
+  for (size_t i = 0; i + 1 < n; i++) {
+    if (s[i] < '0' || s[i] > '9') return -1;
+    v = v * 10 + (uint64_t)(s[i] - '0');
+  }
+  switch (s[n - 1]) {
+    case 'H': mul = 3600ULL * 1000000000ULL; break;
+    case 'M': mul = 60ULL * 1000000000ULL; break;
+    case 'S': mul = 1000000000ULL; break;
+    case 'm': mul = 1000000ULL; break;
+    case 'u': mul = 1000ULL; break;
+    case 'n': mul = 1; break;
+    default: return -1;
+  }
+  /* 99999999 hours overflow 64-bit nanoseconds: saturate. */
+  if (v > UINT64_MAX / mul)
+    *ns = UINT64_MAX;
+  else
+    *ns = v * mul;
+  return 0;
+}
+
+size_t grpc_percent_encode(const char *in, size_t n, char *out,
+                           size_t outlen) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t o = 0;
+  if (outlen == 0) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)in[i];
+    if (ch >= 0x20 && ch <= 0x7E && ch != '%') {
+      if (o + 1 >= outlen) break;
+      out[o++] = (char)ch;
+    } else {
+      if (o + 3 >= outlen) break;
+      out[o++] = '%';
+      out[o++] = hex[ch >> 4];
+      out[o++] = hex[ch & 15];
+    }
+  }
+  out[o] = '\0';
+  return o;
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+size_t grpc_percent_decode(const char *in, size_t n, char *out,
+                           size_t outlen) {
+  size_t o = 0;
+  if (outlen == 0) return 0;
+  for (size_t i = 0; i < n && o + 1 < outlen; i++) {
+    int hi, lo;
+    if (in[i] == '%' && i + 2 < n &&
+        (hi = hexval(in[i + 1])) >= 0 && (lo = hexval(in[i + 2])) >= 0) {
+      out[o++] = (char)(hi << 4 | lo);
+      i += 2;
+    } else {
+      out[o++] = in[i];
+    }
+  }
+  out[o] = '\0';
+  return o;
+}
+
+int grpc_content_type_ok(const char *s, size_t n) {
+  static const char base[] = "application/grpc";
+  size_t bl = sizeof base - 1;
+  if (n < bl || strncmp(s, base, bl) != 0) return 0;
+  return n == bl || s[bl] == '+' || s[bl] == ';';
+}
+
+static int read_varint(pbw_reader *r, uint64_t *v) {
+  uint64_t x = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (r->p >= r->end) return -1;
+    uint8_t b = *r->p++;
+    x |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *v = x;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+int pbw_next(pbw_reader *r, pbw_field *f) {
+  uint64_t key;
+  if (r->p >= r->end) return 0;
+  if (read_varint(r, &key) != 0) return -1;
+  f->num = (uint32_t)(key >> 3);
+  f->wire_type = (int)(key & 7);
+  if (f->num == 0 || key >> 3 > 0x1fffffff) return -1;
+  switch (f->wire_type) {
+    case 0:
+      return read_varint(r, &f->varint) == 0 ? 1 : -1;
+    case 1:
+    case 5: {
+      size_t n = f->wire_type == 1 ? 8 : 4;
+      if ((size_t)(r->end - r->p) < n) return -1;
+      f->varint = 0;
+      for (size_t i = 0; i < n; i++) f->varint |= (uint64_t)r->p[i] << (8 * i);
+      r->p += n;
+      return 1;
+    }
+    case 2: {
+      uint64_t len;
+      if (read_varint(r, &len) != 0) return -1;
+      if (len > (uint64_t)(r->end - r->p)) return -1;
+      f->data = r->p;
+      f->len = (size_t)len;
+      r->p += len;
+      return 1;
+    }
+    default:
+      return -1;
+  }
+}
+
+size_t pbw_put_varint(uint8_t *out, uint64_t v) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    out[n++] = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  out[n++] = (uint8_t)v;
+  return n;
+}

@@ -1,0 +1,157 @@
+/* main.c - the ctxd executable: configuration, the store, the worker pool
+ * and the gRPC server on one libevent loop; graceful stop on SIGTERM and
+ * SIGINT (stop accepting, NOT_SERVING, drain in-flight calls for
+ * server.shutdown_grace_ms, then cancel the rest). */
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../index/store.h"
+#include "../index/tok.h"
+#include "config.h"
+#include "ctx.h"
+#include "handlers.h"
+#include "log.h"
+#include "pool.h"
+#include "server.h"
+
+typedef struct app {
+  struct event_base *base;
+  server *srv;
+  ctxd_ctx *ctx;
+  const ctxd_config *cfg;
+  int signals;
+} app;
+
+static void drained(void *arg) {
+  app *a = arg;
+  event_base_loopexit(a->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg) {
+  app *a = arg;
+  (void)what;
+  if (a->signals++ > 0) {
+    LOG_WARN("second-signal action=exit-now signal=%d", (int)sig);
+    event_base_loopexit(a->base, NULL);
+    return;
+  }
+  LOG_INFO("shutting-down signal=%s grace_ms=%u",
+           sig == SIGTERM ? "SIGTERM" : "SIGINT", a->cfg->shutdown_grace_ms);
+  atomic_store(&a->ctx->serving, 0);
+  health_notify();
+  server_shutdown(a->srv, a->cfg->shutdown_grace_ms, drained, a);
+}
+
+int main(int argc, char **argv) {
+  static ctxd_config cfg;
+  ctxd_ctx ctx;
+  char err[1024];
+  int action, rc = 1;
+  store *st = NULL;
+  pool *workers = NULL;
+  struct event_base *base = NULL;
+  server *srv = NULL;
+  struct event *sigterm = NULL, *sigint = NULL;
+  app a;
+  ctxd_error e;
+
+  config_defaults(&cfg);
+  if (config_parse_args(&cfg, argc, argv, &action, err, sizeof err) != 0) {
+    fprintf(stderr, "ctxd: %s\n", err);
+    return 2;
+  }
+  switch (action) {
+    case CONFIG_HELP:
+      config_usage(stdout);
+      return 0;
+    case CONFIG_VERSION:
+      printf("ctxd %s\n", CTXD_VERSION);
+      return 0;
+    case CONFIG_DUMP:
+      config_dump(&cfg, stdout);
+      return 0;
+    default:
+      break;
+  }
+  log_level = log_level_parse(cfg.log_level);
+  signal(SIGPIPE, SIG_IGN);
+
+  store_opts so;
+  memset(&so, 0, sizeof so);
+  so.map_size = cfg.map_size;
+  so.max_map_size = cfg.max_map_size;
+  ctxd_clearerr(&e);
+  if (store_open(cfg.data, &so, &st, &e) != 0) {
+    LOG_ERROR("store-open-failed data=\"%s\" err=\"%s\"", cfg.data, e.msg);
+    fprintf(stderr, "ctxd: cannot open data directory %s: %s\n", cfg.data,
+            e.msg);
+    goto out;
+  }
+  const tok *tk = tok_estimator();
+  if (store_set_tokenizer(st, tk->name, &e) != 0) {
+    LOG_ERROR("store-set-tokenizer-failed err=\"%s\"", e.msg);
+    goto out;
+  }
+
+  memset(&ctx, 0, sizeof ctx);
+  ctx.cfg = &cfg;
+  ctx.st = st;
+  ctx.tk = tk;
+  ctx.start_time = (uint64_t)time(NULL);
+  atomic_init(&ctx.serving, 1);
+
+  workers = pool_create(cfg.workers);
+  if (!workers) {
+    LOG_ERROR("pool-create-failed workers=%u", cfg.workers);
+    goto out;
+  }
+  base = event_base_new();
+  if (!base) {
+    LOG_ERROR("event-base-failed");
+    goto out;
+  }
+  if (server_create(base, &cfg, &ctx, workers, &srv, err, sizeof err) != 0) {
+    LOG_ERROR("listen-failed addr=%s err=\"%s\"", cfg.listen, err);
+    fprintf(stderr, "ctxd: %s\n", err);
+    goto out;
+  }
+  a.base = base;
+  a.srv = srv;
+  a.ctx = &ctx;
+  a.cfg = &cfg;
+  a.signals = 0;
+  sigterm = evsignal_new(base, SIGTERM, on_signal, &a);
+  sigint = evsignal_new(base, SIGINT, on_signal, &a);
+  event_add(sigterm, NULL);
+  event_add(sigint, NULL);
+
+  LOG_INFO("listening addr=%s workers=%u data=\"%s\" version=%s",
+           server_addr(srv), pool_size(workers), cfg.data, CTXD_VERSION);
+  event_base_dispatch(base);
+  rc = 0;
+
+out:
+  /* Order matters: calls still open are cancelled while the pool runs
+   * (their on_close is queued), the pool drains, and only then do the server
+   * and the store go. */
+  if (srv) server_close_all(srv);
+  pool_destroy(workers);
+  if (srv) {
+    server_stats ss;
+    server_get_stats(srv, &ss);
+    LOG_INFO("stopped connections=%llu calls=%llu ok=%llu cancelled=%llu",
+             (unsigned long long)ss.connections, (unsigned long long)ss.calls,
+             (unsigned long long)ss.calls_ok,
+             (unsigned long long)ss.calls_cancelled);
+  }
+  server_free(srv);
+  if (sigterm) event_free(sigterm);
+  if (sigint) event_free(sigint);
+  if (base) event_base_free(base);
+  store_close(st);
+  return rc;
+}

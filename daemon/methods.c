@@ -1,0 +1,29 @@
+/* methods.c - the method table: every rpc_method of handlers.h, found by
+ * :path. A path not listed here is answered UNIMPLEMENTED by the server. */
+#include <string.h>
+
+#include "handlers.h"
+
+static const rpc_method *const methods[] = {
+    &h_documents_put,   &h_documents_put_stream, &h_documents_get,
+    &h_documents_delete, &h_documents_list,      &h_documents_chunk,
+    &h_admin_stats,     &h_admin_verify,         &h_health_check,
+    &h_health_watch,    &h_reflection_v1,        &h_reflection_v1alpha,
+};
+
+#define N_METHODS (sizeof methods / sizeof methods[0])
+
+const rpc_method *methods_find(const char *path) {
+  for (size_t i = 0; i < N_METHODS; i++)
+    if (strcmp(methods[i]->path, path) == 0) return methods[i];
+  return NULL;
+}
+
+int methods_has_service(const char *name, size_t len) {
+  if (len == 0) return 1;
+  for (size_t i = 0; i < N_METHODS; i++) {
+    const char *p = methods[i]->path;
+    if (strncmp(p + 1, name, len) == 0 && p[1 + len] == '/') return 1;
+  }
+  return 0;
+}

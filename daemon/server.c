@@ -1,0 +1,1341 @@
+/* server.c - gRPC over h2c: nghttp2 sessions on raw non-blocking sockets
+ * driven by one libevent loop, calls dispatched to handlers (rpc.h).
+ *
+ * Threads. The loop thread owns sockets, nghttp2 sessions and every
+ * loop-only field of a call. Handlers run on the pool (one strand per call)
+ * or, for run_inline methods, directly on the loop. rpc_send/rpc_finish
+ * copy into the call's output queue under the call's mutex and mark the call
+ * "dirty"; dirty calls are pumped by the loop (headers submitted, data
+ * resumed, receive window consumed), and each touched connection is flushed
+ * once: all pending nghttp2 output is gathered into one buffer and written
+ * with one write(2). Wake-ups from workers go through an eventfd and are
+ * coalesced (only an empty->non-empty transition writes it).
+ *
+ * Lifetime. A call is reference-counted: one reference for the stream (the
+ * loop drops it when nghttp2 closes the stream), one per queued pool task,
+ * one while it sits on a dirty list. When the stream closes, the handler's
+ * on_close is queued behind every other task of the call, so it is the
+ * last one. rpc_* on a call whose stream is gone are harmless no-ops.
+ *
+ * Flow control. Automatic WINDOW_UPDATEs are off: received bytes are
+ * consumed (nghttp2_session_consume) while the call's messages waiting for
+ * the handler stay under RECV_QUEUE_LIMIT, so a slow handler stops the
+ * client instead of growing our memory. Sending relies on nghttp2: the data
+ * provider reads the call's output queue and defers when it is empty. */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../index/err.h"
+#include "grpc_wire.h"
+#include "handlers.h"
+#include "log.h"
+#include "rpc.h"
+
+#define STREAM_WINDOW (1 << 20)       /* SETTINGS_INITIAL_WINDOW_SIZE */
+#define CONN_WINDOW (16 << 20)        /* connection receive window */
+#define RECV_QUEUE_LIMIT (4u << 20)   /* request bytes queued per call */
+#define OUT_HIGH_WATER (256u << 10)   /* stop pulling frames above this */
+#define READ_CHUNK (64u << 10)
+#define GRPC_MSG_MAX 512              /* encoded grpc-message, truncated */
+#define PATH_MAX_LEN 200
+
+typedef struct conn conn;
+
+struct rpc_call {
+  atomic_int refs;
+  server *srv;
+  pthread_mutex_t mu;
+
+  /* --- loop thread only --- */
+  conn *conn;            /* NULL once the stream is closed */
+  int32_t stream_id;
+  const rpc_method *m;   /* NULL until validated */
+  rpc_call *cprev, *cnext; /* in conn->calls */
+  grpc_deframer df;
+  size_t owed;           /* received, not yet given back to the window */
+  uint32_t n_msgs;
+  uint64_t deadline_ns;
+  struct event *deadline_ev, *timer_ev;
+  unsigned is_post : 1, ct_ok : 1, bad_timeout : 1, started : 1,
+      headers_sent : 1, deferred : 1, trailers_sent : 1, counted : 1;
+  char path[PATH_MAX_LEN];
+
+  /* --- shared, under mu --- */
+  uint8_t *out;          /* framed response bytes */
+  size_t out_off, out_len, out_cap;
+  int finished, status;
+  size_t msg_len;        /* encoded grpc-message length */
+  unsigned timer_ms;
+  int timer_req;
+  char msg[GRPC_MSG_MAX];
+  uint8_t out_inline[64];
+
+  /* --- atomics --- */
+  atomic_int done;
+  atomic_int dirty;      /* on a dirty list */
+  atomic_size_t queued;  /* request bytes handed to the pool, unprocessed */
+  rpc_call *next_dirty;
+
+  void *state;
+  pool_strand strand;
+  pool_task t_half, t_close;
+};
+
+struct conn {
+  server *srv;
+  int fd;
+  struct event *rev, *wev;
+  nghttp2_session *h2;
+  uint8_t *out;
+  size_t out_off, out_len, out_cap;
+  rpc_call *calls;
+  conn *prev, *next;
+  conn *next_flush;
+  int in_flush_list;
+  int dead;
+};
+
+struct server {
+  struct event_base *base;
+  const ctxd_config *cfg;
+  struct ctxd_ctx *ctx;
+  pool *workers;
+  pthread_t loop_thread;
+  int lfd;
+  struct event *accept_ev;
+  int efd;
+  struct event *wake_ev;  /* local wake-up (event_active) */
+  struct event *efd_ev;   /* wake-ups from other threads */
+  conn *conns;
+  uint32_t n_conns;
+  conn *flush_head;
+  int in_io;
+  rpc_call *local_dirty;        /* loop thread only */
+  pthread_mutex_t mu;           /* remote_dirty */
+  rpc_call *remote_dirty;
+  nghttp2_session_callbacks *cbs;
+  nghttp2_option *opt;
+  char addr[300];
+  int port;
+  int stopping;
+  struct event *grace_ev;
+  void (*drained)(void *);
+  void *drained_arg;
+  server_stats stats;
+};
+
+/* Pre-built header lists; nghttp2 copies nothing marked NO_COPY. */
+#define NV(n, v)                                                 \
+  {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, \
+   NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE}
+static const nghttp2_nv resp_headers[] = {
+    NV(":status", "200"),
+    NV("content-type", "application/grpc"),
+    NV("grpc-accept-encoding", "identity"),
+};
+static const char *const status_str[] = {"0",  "1",  "2",  "3",  "4",  "5",
+                                         "6",  "7",  "8",  "9",  "10", "11",
+                                         "12", "13", "14", "15", "16"};
+
+static int conn_flush(conn *cn);
+static void conn_free(conn *cn);
+static void call_mark_dirty(rpc_call *c);
+static void call_finish_internal(rpc_call *c, int status, const char *fmt,
+                                 ...) __attribute__((format(printf, 3, 4)));
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------------- calls */
+
+static void call_ref(rpc_call *c) {
+  atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+}
+
+static void call_unref(rpc_call *c) {
+  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  grpc_deframer_free(&c->df);
+  if (c->out != c->out_inline) free(c->out);
+  pthread_mutex_destroy(&c->mu);
+  free(c);
+}
+
+static rpc_call *call_new(conn *cn, int32_t stream_id) {
+  rpc_call *c = malloc(sizeof *c);
+  if (!c) return NULL;
+  /* Only the small head needs zeroing; msg/out_inline are written before
+   * they are read. */
+  memset(c, 0, offsetof(rpc_call, msg));
+  atomic_init(&c->refs, 1);
+  atomic_init(&c->done, 0);
+  atomic_init(&c->dirty, 0);
+  atomic_init(&c->queued, 0);
+  c->next_dirty = NULL;
+  c->state = NULL;
+  pool_strand_init(&c->strand);
+  c->srv = cn->srv;
+  pthread_mutex_init(&c->mu, NULL);
+  c->conn = cn;
+  c->stream_id = stream_id;
+  c->out = c->out_inline;
+  c->out_cap = sizeof c->out_inline;
+  grpc_deframer_init(&c->df, cn->srv->cfg->max_message_bytes);
+  c->cnext = cn->calls;
+  if (cn->calls) cn->calls->cprev = c;
+  cn->calls = c;
+  return c;
+}
+
+/* Append bytes to the output queue; mu held. */
+static int out_append(rpc_call *c, const uint8_t *p, size_t n) {
+  if (c->out_len + n > c->out_cap) {
+    if (c->out_off > 0) {
+      memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+      c->out_len -= c->out_off;
+      c->out_off = 0;
+    }
+    if (c->out_len + n > c->out_cap) {
+      size_t cap = c->out_cap * 2;
+      while (cap < c->out_len + n) cap *= 2;
+      uint8_t *b = c->out == c->out_inline ? malloc(cap)
+                                           : realloc(c->out, cap);
+      if (!b) return -1;
+      if (c->out == c->out_inline) memcpy(b, c->out_inline, c->out_len);
+      c->out = b;
+      c->out_cap = cap;
+    }
+  }
+  memcpy(c->out + c->out_len, p, n);
+  c->out_len += n;
+  return 0;
+}
+
+/* Record the final status; mu held. Returns 0 if this was the first. */
+static int do_finish(rpc_call *c, int status, const char *fmt, va_list ap) {
+  if (c->finished) return -1;
+  c->finished = 1;
+  c->status = status < 0 || status > 16 ? GRPC_UNKNOWN : status;
+  c->msg_len = 0;
+  if (fmt && *fmt) {
+    char raw[GRPC_MSG_MAX];
+    int n = vsnprintf(raw, sizeof raw, fmt, ap);
+    if (n > 0) {
+      size_t rn = (size_t)n < sizeof raw ? (size_t)n : sizeof raw - 1;
+      c->msg_len = grpc_percent_encode(raw, rn, c->msg, sizeof c->msg);
+    }
+  }
+  atomic_store(&c->done, 1);
+  return 0;
+}
+
+static void call_finish_internal(rpc_call *c, int status, const char *fmt,
+                                 ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  pthread_mutex_lock(&c->mu);
+  int first = do_finish(c, status, fmt, ap) == 0;
+  if (first && status != GRPC_OK) c->out_off = c->out_len = 0;
+  pthread_mutex_unlock(&c->mu);
+  va_end(ap);
+  if (first) call_mark_dirty(c);
+}
+
+/* ----------------------------------------------------- handler dispatch */
+
+typedef struct msg_task {
+  pool_task t;
+  rpc_call *c;
+  const uint8_t *data;
+  size_t len;
+  size_t wire;    /* bytes of the request stream this message used */
+  uint8_t *owned; /* gathered buffer, or NULL when data is inline */
+  uint8_t inl[];
+} msg_task;
+
+static void msg_task_run(pool_task *t) {
+  msg_task *mt = (msg_task *)t;
+  rpc_call *c = mt->c;
+  if (!atomic_load(&c->done)) c->m->on_message(c, mt->data, mt->len);
+}
+
+static void msg_task_done(pool_task *t) {
+  msg_task *mt = (msg_task *)t;
+  rpc_call *c = mt->c;
+  size_t before = atomic_fetch_sub(&c->queued, mt->wire);
+  /* Crossing back under the limit: let the loop reopen the window. */
+  if (before >= RECV_QUEUE_LIMIT && before - mt->wire < RECV_QUEUE_LIMIT)
+    call_mark_dirty(c);
+  free(mt->owned);
+  free(mt);
+  call_unref(c);
+}
+
+static void half_task_run(pool_task *t) {
+  rpc_call *c = (rpc_call *)((char *)t - offsetof(rpc_call, t_half));
+  if (!atomic_load(&c->done) && c->m->on_half_close) c->m->on_half_close(c);
+}
+
+static void close_task_run(pool_task *t) {
+  rpc_call *c = (rpc_call *)((char *)t - offsetof(rpc_call, t_close));
+  if (c->m->on_close) c->m->on_close(c);
+}
+
+static void embedded_task_done(pool_task *t) {
+  rpc_call *c = t->run == half_task_run
+                    ? (rpc_call *)((char *)t - offsetof(rpc_call, t_half))
+                    : (rpc_call *)((char *)t - offsetof(rpc_call, t_close));
+  call_unref(c);
+}
+
+typedef struct timer_task {
+  pool_task t;
+  rpc_call *c;
+} timer_task;
+
+static void timer_task_run(pool_task *t) {
+  rpc_call *c = ((timer_task *)t)->c;
+  if (!atomic_load(&c->done) && c->m->on_timer) c->m->on_timer(c);
+}
+
+static void timer_task_done(pool_task *t) {
+  rpc_call *c = ((timer_task *)t)->c;
+  free(t);
+  call_unref(c);
+}
+
+/* Run a task now (inline methods, on the loop) or queue it on the call's
+ * strand. The task holds a reference either way until done(). */
+static void call_dispatch(rpc_call *c, pool_task *t) {
+  call_ref(c);
+  if (c->m->run_inline) {
+    t->run(t);
+    if (t->done) t->done(t);
+  } else {
+    pool_post(c->srv->workers, &c->strand, t);
+  }
+}
+
+static void dispatch_message(rpc_call *c, const grpc_msg *gm, size_t wire) {
+  if (c->m->run_inline) {
+    /* No copy, no allocation: the bytes stay valid during the call. */
+    call_ref(c);
+    if (!atomic_load(&c->done)) c->m->on_message(c, gm->data, gm->len);
+    call_unref(c);
+    return;
+  }
+  uint8_t *owned = grpc_deframer_steal(&c->df);
+  msg_task *mt = malloc(sizeof *mt + (owned ? 0 : gm->len));
+  if (!mt) {
+    free(owned);
+    call_finish_internal(c, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  mt->t.run = msg_task_run;
+  mt->t.done = msg_task_done;
+  mt->c = c;
+  mt->len = gm->len;
+  mt->wire = wire;
+  mt->owned = owned;
+  if (owned) {
+    mt->data = owned;
+  } else {
+    if (gm->len) memcpy(mt->inl, gm->data, gm->len);
+    mt->data = mt->inl;
+  }
+  atomic_fetch_add(&c->queued, wire);
+  call_dispatch(c, &mt->t);
+}
+
+/* ------------------------------------------------------ dirty handling */
+
+/* Any thread. The loop gets to the call soon; coalesces repeated marks. */
+static void call_mark_dirty(rpc_call *c) {
+  server *s = c->srv;
+  if (atomic_exchange(&c->dirty, 1)) return;
+  call_ref(c);
+  if (pthread_equal(pthread_self(), s->loop_thread)) {
+    int was_empty = s->local_dirty == NULL;
+    c->next_dirty = s->local_dirty;
+    s->local_dirty = c;
+    if (was_empty && !s->in_io) event_active(s->wake_ev, EV_READ, 0);
+  } else {
+    pthread_mutex_lock(&s->mu);
+    int was_empty = s->remote_dirty == NULL;
+    c->next_dirty = s->remote_dirty;
+    s->remote_dirty = c;
+    pthread_mutex_unlock(&s->mu);
+    if (was_empty) {
+      uint64_t one = 1;
+      ssize_t w = write(s->efd, &one, sizeof one);
+      (void)w;
+    }
+  }
+}
+
+static void conn_want_flush(conn *cn) {
+  if (cn->in_flush_list || cn->dead) return;
+  cn->in_flush_list = 1;
+  cn->next_flush = cn->srv->flush_head;
+  cn->srv->flush_head = cn;
+}
+
+static ssize_t data_read_cb(nghttp2_session *h2, int32_t stream_id,
+                            uint8_t *buf, size_t length, uint32_t *flags,
+                            nghttp2_data_source *src, void *user) {
+  rpc_call *c = src->ptr;
+  size_t n;
+  (void)user;
+  pthread_mutex_lock(&c->mu);
+  n = c->out_len - c->out_off;
+  if (n > length) n = length;
+  if (n) memcpy(buf, c->out + c->out_off, n);
+  c->out_off += n;
+  if (c->out_off == c->out_len) {
+    c->out_off = c->out_len = 0;
+    if (c->finished) {
+      nghttp2_nv tr[2] = {
+          NV("grpc-status", "0"),
+          NV("grpc-message", ""),
+      };
+      tr[0].value = (uint8_t *)status_str[c->status];
+      tr[0].valuelen = strlen(status_str[c->status]);
+      tr[1].value = (uint8_t *)c->msg;
+      tr[1].valuelen = c->msg_len;
+      /* The message lives in the call, which outlives the frame. */
+      *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      nghttp2_submit_trailer(h2, stream_id, tr, c->msg_len ? 2 : 1);
+      c->trailers_sent = 1;
+      c->srv->stats.calls++;
+      if (c->status == GRPC_OK) c->srv->stats.calls_ok++;
+      c->counted = 1;
+    } else if (n == 0) {
+      c->deferred = 1;
+      pthread_mutex_unlock(&c->mu);
+      return NGHTTP2_ERR_DEFERRED;
+    }
+  }
+  pthread_mutex_unlock(&c->mu);
+  return (ssize_t)n;
+}
+
+/* Trailers-Only: a single HEADERS carrying the status, ending the stream. */
+static void submit_trailers_only(rpc_call *c, const char *http_status) {
+  nghttp2_nv nv[4] = {
+      NV(":status", "200"),
+      NV("content-type", "application/grpc"),
+      NV("grpc-status", "0"),
+      NV("grpc-message", ""),
+  };
+  nv[0].value = (uint8_t *)http_status;
+  nv[0].valuelen = strlen(http_status);
+  nv[2].value = (uint8_t *)status_str[c->status];
+  nv[2].valuelen = strlen(status_str[c->status]);
+  nv[3].value = (uint8_t *)c->msg;
+  nv[3].valuelen = c->msg_len;
+  nghttp2_submit_response(c->conn->h2, c->stream_id, nv, c->msg_len ? 4 : 3,
+                          NULL);
+  c->headers_sent = c->trailers_sent = 1;
+  c->srv->stats.calls++;
+  if (c->status == GRPC_OK) c->srv->stats.calls_ok++;
+  c->counted = 1;
+}
+
+static void timer_fire_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Give received bytes back to the peer's window when the handler keeps
+ * up. Loop thread. */
+static void call_consume(rpc_call *c) {
+  if (c->owed && c->conn &&
+      (!c->started || atomic_load(&c->queued) < RECV_QUEUE_LIMIT)) {
+    nghttp2_session_consume(c->conn->h2, c->stream_id, c->owed);
+    c->owed = 0;
+    conn_want_flush(c->conn);
+  }
+}
+
+/* Loop thread: bring the stream up to date with the call's shared state. */
+static void call_pump(rpc_call *c) {
+  atomic_store(&c->dirty, 0);
+  if (!c->conn) return;
+  pthread_mutex_lock(&c->mu);
+  int finished = c->finished;
+  int have_out = c->out_len > c->out_off;
+  int timer_req = c->timer_req;
+  unsigned timer_ms = c->timer_ms;
+  c->timer_req = 0;
+  if (!c->headers_sent && finished && !have_out) {
+    submit_trailers_only(c, "200");
+  }
+  pthread_mutex_unlock(&c->mu);
+  if (!c->headers_sent && (finished || have_out)) {
+    nghttp2_data_provider dp;
+    dp.source.ptr = c;
+    dp.read_callback = data_read_cb;
+    nghttp2_submit_response(c->conn->h2, c->stream_id, resp_headers,
+                            sizeof resp_headers / sizeof resp_headers[0],
+                            &dp);
+    c->headers_sent = 1;
+  } else if (c->deferred && (finished || have_out)) {
+    c->deferred = 0;
+    nghttp2_session_resume_data(c->conn->h2, c->stream_id);
+  }
+  if (timer_req && c->started && !finished) {
+    if (!c->timer_ev)
+      c->timer_ev = event_new(c->srv->base, -1, 0, timer_fire_cb, c);
+    if (c->timer_ev) {
+      struct timeval tv = {(time_t)(timer_ms / 1000),
+                           (suseconds_t)(timer_ms % 1000) * 1000};
+      event_add(c->timer_ev, &tv);
+    }
+  }
+  call_consume(c);
+  conn_want_flush(c->conn);
+}
+
+static void run_dirty_list(rpc_call *list) {
+  /* Lists are LIFO; order between calls does not matter. */
+  while (list) {
+    rpc_call *c = list;
+    list = c->next_dirty;
+    c->next_dirty = NULL;
+    call_pump(c);
+    call_unref(c);
+  }
+}
+
+static void flush_all(server *s) {
+  while (s->flush_head) {
+    conn *cn = s->flush_head;
+    s->flush_head = cn->next_flush;
+    cn->in_flush_list = 0;
+    conn_flush(cn);
+  }
+}
+
+static void process_local(server *s) {
+  while (s->local_dirty) {
+    rpc_call *l = s->local_dirty;
+    s->local_dirty = NULL;
+    run_dirty_list(l);
+  }
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg) {
+  server *s = arg;
+  uint64_t v;
+  (void)what;
+  if (fd >= 0) {
+    ssize_t r = read(fd, &v, sizeof v);
+    (void)r;
+  }
+  pthread_mutex_lock(&s->mu);
+  rpc_call *l = s->remote_dirty;
+  s->remote_dirty = NULL;
+  pthread_mutex_unlock(&s->mu);
+  s->in_io = 1;
+  run_dirty_list(l);
+  process_local(s);
+  flush_all(s);
+  s->in_io = 0;
+}
+
+static void local_wake_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  wake_cb(-1, what, arg);
+}
+
+/* --------------------------------------------------- timers, deadlines */
+
+static void timer_fire_cb(evutil_socket_t fd, short what, void *arg) {
+  rpc_call *c = arg;
+  (void)fd;
+  (void)what;
+  if (!c->conn || !c->m || atomic_load(&c->done)) return;
+  timer_task *tt = malloc(sizeof *tt);
+  if (!tt) return;
+  tt->t.run = timer_task_run;
+  tt->t.done = timer_task_done;
+  tt->c = c;
+  c->srv->in_io = 1;
+  call_dispatch(c, &tt->t);
+  process_local(c->srv);
+  flush_all(c->srv);
+  c->srv->in_io = 0;
+}
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg) {
+  rpc_call *c = arg;
+  server *s = c->srv;
+  (void)fd;
+  (void)what;
+  if (!c->conn) return;
+  s->in_io = 1;
+  call_finish_internal(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+  process_local(s);
+  flush_all(s);
+  s->in_io = 0;
+}
+
+/* ------------------------------------------------- nghttp2 callbacks */
+
+static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *f,
+                            void *user) {
+  conn *cn = user;
+  if (f->hd.type != NGHTTP2_HEADERS ||
+      f->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  rpc_call *c = call_new(cn, f->hd.stream_id);
+  if (!c) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets stream */
+  nghttp2_session_set_stream_user_data(h2, f->hd.stream_id, c);
+  return 0;
+}
+
+#define HDR_IS(name, lit) \
+  (namelen == sizeof(lit) - 1 && memcmp((name), (lit), sizeof(lit) - 1) == 0)
+
+static int on_header(nghttp2_session *h2, const nghttp2_frame *f,
+                     const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user) {
+  (void)flags;
+  (void)user;
+  if (f->hd.type != NGHTTP2_HEADERS ||
+      f->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  rpc_call *c = nghttp2_session_get_stream_user_data(h2, f->hd.stream_id);
+  if (!c) return 0;
+  if (name[0] == ':') {
+    if (HDR_IS(name, ":path")) {
+      size_t n = valuelen < PATH_MAX_LEN - 1 ? valuelen : PATH_MAX_LEN - 1;
+      memcpy(c->path, value, n);
+      c->path[n] = '\0';
+      c->m = valuelen < PATH_MAX_LEN - 1 ? methods_find(c->path) : NULL;
+    } else if (HDR_IS(name, ":method")) {
+      c->is_post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
+    }
+  } else if (HDR_IS(name, "content-type")) {
+    c->ct_ok = grpc_content_type_ok((const char *)value, valuelen);
+  } else if (HDR_IS(name, "grpc-timeout")) {
+    uint64_t ns;
+    if (grpc_timeout_parse((const char *)value, valuelen, &ns) == 0) {
+      uint64_t now = now_ns();
+      c->deadline_ns = ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
+    } else {
+      c->bad_timeout = 1;
+    }
+  }
+  return 0;
+}
+
+/* The client half-closed: no more request messages. */
+static void call_half_closed(rpc_call *c) {
+  if (!c->started || atomic_load(&c->done)) return;
+  if (grpc_deframer_partial(&c->df) && c->df.have < c->df.len) {
+    call_finish_internal(c, GRPC_INTERNAL,
+                         "request stream ended inside a message");
+    return;
+  }
+  if ((c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM) &&
+      c->n_msgs == 0) {
+    call_finish_internal(c, GRPC_INTERNAL, "request message missing");
+    return;
+  }
+  if (c->m->on_half_close) {
+    c->t_half.run = half_task_run;
+    c->t_half.done = embedded_task_done;
+    call_dispatch(c, &c->t_half);
+  }
+}
+
+/* Request headers complete: validate and start the call. */
+static void call_start(rpc_call *c) {
+  if (!c->is_post) {
+    pthread_mutex_lock(&c->mu);
+    c->finished = 1;
+    c->status = GRPC_UNIMPLEMENTED;
+    c->msg_len = grpc_percent_encode("only POST is supported", 22, c->msg,
+                                     sizeof c->msg);
+    atomic_store(&c->done, 1);
+    submit_trailers_only(c, "405");
+    pthread_mutex_unlock(&c->mu);
+    return;
+  }
+  if (!c->ct_ok) {
+    pthread_mutex_lock(&c->mu);
+    c->finished = 1;
+    c->status = GRPC_UNKNOWN;
+    c->msg_len = grpc_percent_encode(
+        "content-type must be application/grpc", 37, c->msg, sizeof c->msg);
+    atomic_store(&c->done, 1);
+    submit_trailers_only(c, "415");
+    pthread_mutex_unlock(&c->mu);
+    return;
+  }
+  if (!c->m) {
+    call_finish_internal(c, GRPC_UNIMPLEMENTED, "unknown method %s", c->path);
+    return;
+  }
+  if (c->bad_timeout) {
+    c->m = NULL;
+    call_finish_internal(c, GRPC_INTERNAL, "malformed grpc-timeout");
+    return;
+  }
+  if (c->srv->stopping) {
+    c->m = NULL;
+    call_finish_internal(c, GRPC_UNAVAILABLE, "server shutting down");
+    return;
+  }
+  c->started = 1;
+  if (c->deadline_ns) {
+    uint64_t now = now_ns();
+    uint64_t left = c->deadline_ns > now ? c->deadline_ns - now : 0;
+    if (left == 0) {
+      call_finish_internal(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+      return;
+    }
+    if (left < 100ULL * 365 * 86400 * 1000000000ULL) {
+      c->deadline_ev = event_new(c->srv->base, -1, 0, deadline_cb, c);
+      if (c->deadline_ev) {
+        struct timeval tv = {(time_t)(left / 1000000000ULL),
+                             (suseconds_t)(left % 1000000000ULL / 1000)};
+        event_add(c->deadline_ev, &tv);
+      }
+    }
+  }
+}
+
+static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f,
+                         void *user) {
+  (void)user;
+  if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
+  rpc_call *c = nghttp2_session_get_stream_user_data(h2, f->hd.stream_id);
+  if (!c) return 0;
+  if (f->hd.type == NGHTTP2_HEADERS &&
+      f->headers.cat == NGHTTP2_HCAT_REQUEST)
+    call_start(c);
+  if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) call_half_closed(c);
+  return 0;
+}
+
+static int on_data_chunk(nghttp2_session *h2, uint8_t flags,
+                         int32_t stream_id, const uint8_t *data, size_t len,
+                         void *user) {
+  (void)flags;
+  (void)user;
+  rpc_call *c = nghttp2_session_get_stream_user_data(h2, stream_id);
+  if (!c) {
+    nghttp2_session_consume(h2, stream_id, len);
+    return 0;
+  }
+  c->owed += len;
+  while (len > 0 && c->started && !atomic_load(&c->done)) {
+    size_t used;
+    grpc_msg gm;
+    int rc = grpc_deframer_feed(&c->df, data, len, &used, &gm);
+    data += used;
+    len -= used;
+    if (rc == GRPC_DEFRAME_NEED_MORE) break;
+    if (rc == GRPC_DEFRAME_TOO_LARGE) {
+      call_finish_internal(c, GRPC_RESOURCE_EXHAUSTED,
+                           "message of %llu bytes exceeds the limit of %llu",
+                           (unsigned long long)c->df.bad_len,
+                           (unsigned long long)c->df.limit);
+      break;
+    }
+    if (rc == GRPC_DEFRAME_BAD_FLAG) {
+      call_finish_internal(c, GRPC_INTERNAL, "bad message flag byte");
+      break;
+    }
+    if (rc == GRPC_DEFRAME_NOMEM) {
+      call_finish_internal(c, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      break;
+    }
+    if (gm.compressed) {
+      call_finish_internal(c, GRPC_UNIMPLEMENTED,
+                           "compressed messages are not supported");
+      break;
+    }
+    if (++c->n_msgs > 1 &&
+        (c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM)) {
+      call_finish_internal(c, GRPC_INTERNAL,
+                           "more than one request message for a unary "
+                           "request");
+      break;
+    }
+    dispatch_message(c, &gm, GRPC_PREFIX_LEN + gm.len);
+  }
+  call_consume(c);
+  return 0;
+}
+
+static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *f,
+                         void *user) {
+  (void)user;
+  /* Our side ended the stream while the client still sends: tell it to
+   * stop (RST_STREAM NO_ERROR, as the gRPC spec allows). */
+  if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+      (f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+      nghttp2_session_get_stream_remote_close(h2, f->hd.stream_id) == 0)
+    nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, f->hd.stream_id,
+                              NGHTTP2_NO_ERROR);
+  return 0;
+}
+
+/* The stream is gone: detach, and let the handler clean up last. */
+static void call_detach(rpc_call *c, conn *cn) {
+  if (c->cprev)
+    c->cprev->cnext = c->cnext;
+  else
+    cn->calls = c->cnext;
+  if (c->cnext) c->cnext->cprev = c->cprev;
+  c->cprev = c->cnext = NULL;
+  if (c->owed && !cn->dead)
+    nghttp2_session_consume_connection(cn->h2, c->owed);
+  c->owed = 0;
+  c->conn = NULL;
+  if (c->deadline_ev) event_free(c->deadline_ev);
+  if (c->timer_ev) event_free(c->timer_ev);
+  c->deadline_ev = c->timer_ev = NULL;
+  atomic_store(&c->done, 1);
+  if (!c->counted) cn->srv->stats.calls_cancelled++;
+  if (c->started) {
+    c->t_close.run = close_task_run;
+    c->t_close.done = embedded_task_done;
+    call_dispatch(c, &c->t_close);
+  }
+  call_unref(c); /* the stream's reference */
+}
+
+static int on_stream_close(nghttp2_session *h2, int32_t stream_id,
+                           uint32_t error_code, void *user) {
+  (void)error_code;
+  rpc_call *c = nghttp2_session_get_stream_user_data(h2, stream_id);
+  if (!c) return 0;
+  nghttp2_session_set_stream_user_data(h2, stream_id, NULL);
+  call_detach(c, user);
+  return 0;
+}
+
+/* ------------------------------------------------------- connections */
+
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg);
+
+static void server_check_drained(server *s) {
+  if (s->stopping && s->n_conns == 0 && s->drained) {
+    void (*d)(void *) = s->drained;
+    s->drained = NULL;
+    d(s->drained_arg);
+  }
+}
+
+static void conn_free(conn *cn) {
+  server *s = cn->srv;
+  cn->dead = 1;
+  /* Streams nghttp2 still has are closed here, as if reset. */
+  while (cn->calls) {
+    rpc_call *c = cn->calls;
+    nghttp2_session_set_stream_user_data(cn->h2, c->stream_id, NULL);
+    call_detach(c, cn);
+  }
+  /* Unlink from the flush list. */
+  for (conn **pp = &s->flush_head; *pp; pp = &(*pp)->next_flush)
+    if (*pp == cn) {
+      *pp = cn->next_flush;
+      break;
+    }
+  nghttp2_session_del(cn->h2);
+  event_free(cn->rev);
+  event_free(cn->wev);
+  close(cn->fd);
+  free(cn->out);
+  if (cn->prev)
+    cn->prev->next = cn->next;
+  else
+    s->conns = cn->next;
+  if (cn->next) cn->next->prev = cn->prev;
+  s->n_conns--;
+  free(cn);
+  server_check_drained(s);
+}
+
+/* Pull everything nghttp2 wants to send (up to a high-water mark), write it
+ * in one go, and close the connection when both sides are done. Returns -1
+ * when the connection was freed. */
+static int conn_flush(conn *cn) {
+  for (;;) {
+    while (cn->out_len - cn->out_off < OUT_HIGH_WATER) {
+      const uint8_t *p;
+      ssize_t n = nghttp2_session_mem_send(cn->h2, &p);
+      if (n < 0) {
+        LOG_DEBUG("conn-error err=\"%s\"", nghttp2_strerror((int)n));
+        conn_free(cn);
+        return -1;
+      }
+      if (n == 0) break;
+      if (cn->out_len + (size_t)n > cn->out_cap) {
+        if (cn->out_off) {
+          memmove(cn->out, cn->out + cn->out_off, cn->out_len - cn->out_off);
+          cn->out_len -= cn->out_off;
+          cn->out_off = 0;
+        }
+        if (cn->out_len + (size_t)n > cn->out_cap) {
+          size_t cap = cn->out_cap ? cn->out_cap * 2 : 16384;
+          while (cap < cn->out_len + (size_t)n) cap *= 2;
+          uint8_t *b = realloc(cn->out, cap);
+          if (!b) {
+            conn_free(cn);
+            return -1;
+          }
+          cn->out = b;
+          cn->out_cap = cap;
+        }
+      }
+      memcpy(cn->out + cn->out_len, p, (size_t)n);
+      cn->out_len += (size_t)n;
+    }
+    if (cn->out_len == cn->out_off) break;
+    ssize_t w = write(cn->fd, cn->out + cn->out_off, cn->out_len - cn->out_off);
+    if (w < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        event_add(cn->wev, NULL);
+        return 0;
+      }
+      if (errno == EINTR) continue;
+      conn_free(cn);
+      return -1;
+    }
+    cn->out_off += (size_t)w;
+    if (cn->out_off < cn->out_len) {
+      event_add(cn->wev, NULL);
+      return 0;
+    }
+    cn->out_off = cn->out_len = 0;
+    if (!nghttp2_session_want_write(cn->h2)) break;
+  }
+  if (!nghttp2_session_want_read(cn->h2) &&
+      !nghttp2_session_want_write(cn->h2)) {
+    conn_free(cn);
+    return -1;
+  }
+  return 0;
+}
+
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg) {
+  conn *cn = arg;
+  server *s = cn->srv;
+  uint8_t buf[READ_CHUNK];
+  (void)what;
+  s->in_io = 1;
+  for (int round = 0; round < 4; round++) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n == 0) {
+      conn_free(cn);
+      goto out;
+    }
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (errno == EINTR) continue;
+      conn_free(cn);
+      goto out;
+    }
+    ssize_t r = nghttp2_session_mem_recv(cn->h2, buf, (size_t)n);
+    if (r < 0) {
+      LOG_DEBUG("conn-error err=\"%s\"", nghttp2_strerror((int)r));
+      /* nghttp2 may have queued a GOAWAY: try to send it, then close. */
+      process_local(s);
+      if (conn_flush(cn) == 0) conn_free(cn);
+      goto out;
+    }
+    if ((size_t)n < sizeof buf) break;
+  }
+  process_local(s);
+  conn_want_flush(cn);
+  flush_all(s);
+out:
+  s->in_io = 0;
+}
+
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg) {
+  conn *cn = arg;
+  (void)fd;
+  (void)what;
+  cn->srv->in_io = 1;
+  conn_flush(cn);
+  process_local(cn->srv);
+  flush_all(cn->srv);
+  cn->srv->in_io = 0;
+}
+
+static void accept_cb(evutil_socket_t lfd, short what, void *arg) {
+  server *s = arg;
+  (void)what;
+  for (int i = 0; i < 64; i++) {
+    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        LOG_WARN("accept-failed err=\"%s\"", strerror(errno));
+      return;
+    }
+    if (s->stopping || s->n_conns >= s->cfg->max_connections) {
+      LOG_WARN("connection-refused reason=%s conns=%u",
+               s->stopping ? "stopping" : "max_connections", s->n_conns);
+      close(fd);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    conn *cn = calloc(1, sizeof *cn);
+    if (!cn) {
+      close(fd);
+      continue;
+    }
+    cn->srv = s;
+    cn->fd = fd;
+    if (nghttp2_session_server_new2(&cn->h2, s->cbs, cn, s->opt) != 0) {
+      free(cn);
+      close(fd);
+      continue;
+    }
+    cn->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, conn_read_cb, cn);
+    cn->wev = event_new(s->base, fd, EV_WRITE, conn_write_cb, cn);
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+         s->cfg->max_concurrent_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 65536},
+    };
+    nghttp2_submit_settings(cn->h2, NGHTTP2_FLAG_NONE, iv, 3);
+    nghttp2_session_set_local_window_size(cn->h2, NGHTTP2_FLAG_NONE, 0,
+                                          CONN_WINDOW);
+    cn->next = s->conns;
+    if (s->conns) s->conns->prev = cn;
+    s->conns = cn;
+    s->n_conns++;
+    s->stats.connections++;
+    event_add(cn->rev, NULL);
+    conn_flush(cn);
+  }
+}
+
+/* ------------------------------------------------------------ set-up */
+
+/* Split HOST:PORT / [V6]:PORT. */
+static int split_addr(const char *a, char *host, size_t hostlen, char *port,
+                      size_t portlen) {
+  const char *colon;
+  size_t hl;
+  if (a[0] == '[') {
+    const char *rb = strchr(a, ']');
+    if (!rb || rb[1] != ':') return -1;
+    hl = (size_t)(rb - a - 1);
+    if (hl >= hostlen) return -1;
+    memcpy(host, a + 1, hl);
+    colon = rb + 1;
+  } else {
+    colon = strrchr(a, ':');
+    if (!colon) return -1;
+    hl = (size_t)(colon - a);
+    if (hl >= hostlen || memchr(a, ':', hl)) return -1;
+    memcpy(host, a, hl);
+  }
+  host[hl] = '\0';
+  if (strlen(colon + 1) == 0 || strlen(colon + 1) >= portlen) return -1;
+  for (const char *p = colon + 1; *p; p++)
+    if (*p < '0' || *p > '9') return -1;
+  if (atol(colon + 1) > 65535) return -1;
+  strcpy(port, colon + 1);
+  return 0;
+}
+
+static int listen_on(server *s, char *err, size_t errlen) {
+  char host[256], port[8];
+  struct addrinfo hints, *res = NULL;
+  int rc, fd = -1, last_errno = 0;
+  if (split_addr(s->cfg->listen, host, sizeof host, port, sizeof port) != 0) {
+    snprintf(err, errlen,
+             "server.listen \"%s\": expected HOST:PORT or [IPV6]:PORT",
+             s->cfg->listen);
+    return -1;
+  }
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+  if (rc != 0) {
+    snprintf(err, errlen, "server.listen \"%s\": %s", s->cfg->listen,
+             gai_strerror(rc));
+    return -1;
+  }
+  for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                0);
+    if (fd < 0) {
+      last_errno = errno;
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0)
+      break;
+    last_errno = errno;
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(res);
+  if (fd < 0) {
+    snprintf(err, errlen, "cannot listen on %s: %s", s->cfg->listen,
+             strerror(last_errno));
+    return -1;
+  }
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  char ip[INET6_ADDRSTRLEN] = "?";
+  getsockname(fd, (struct sockaddr *)&ss, &sl);
+  if (ss.ss_family == AF_INET6) {
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    inet_ntop(AF_INET6, &a6->sin6_addr, ip, sizeof ip);
+    s->port = ntohs(a6->sin6_port);
+    snprintf(s->addr, sizeof s->addr, "[%s]:%d", ip, s->port);
+  } else {
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    inet_ntop(AF_INET, &a4->sin_addr, ip, sizeof ip);
+    s->port = ntohs(a4->sin_port);
+    snprintf(s->addr, sizeof s->addr, "%s:%d", ip, s->port);
+  }
+  s->lfd = fd;
+  return 0;
+}
+
+int server_create(struct event_base *base, const ctxd_config *cfg,
+                  struct ctxd_ctx *ctx, pool *workers, server **out,
+                  char *err, size_t errlen) {
+  server *s = calloc(1, sizeof *s);
+  *out = NULL;
+  if (!s) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  s->base = base;
+  s->cfg = cfg;
+  s->ctx = ctx;
+  s->workers = workers;
+  s->loop_thread = pthread_self();
+  s->lfd = s->efd = -1;
+  pthread_mutex_init(&s->mu, NULL);
+  if (listen_on(s, err, errlen) != 0) goto fail;
+  s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (s->efd < 0) {
+    snprintf(err, errlen, "eventfd: %s", strerror(errno));
+    goto fail;
+  }
+  s->accept_ev =
+      event_new(base, s->lfd, EV_READ | EV_PERSIST, accept_cb, s);
+  s->wake_ev = event_new(base, -1, 0, local_wake_cb, s);
+  struct event *efd_ev =
+      event_new(base, s->efd, EV_READ | EV_PERSIST, wake_cb, s);
+  if (!s->accept_ev || !s->wake_ev || !efd_ev) {
+    snprintf(err, errlen, "event_new failed");
+    if (efd_ev) event_free(efd_ev);
+    goto fail;
+  }
+  event_add(efd_ev, NULL);
+  s->efd_ev = efd_ev;
+  event_add(s->accept_ev, NULL);
+
+  nghttp2_session_callbacks_new(&s->cbs);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(s->cbs,
+                                                          on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback(s->cbs, on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(s->cbs, on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(s->cbs,
+                                                            on_data_chunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(s->cbs,
+                                                         on_stream_close);
+  nghttp2_session_callbacks_set_on_frame_send_callback(s->cbs, on_frame_send);
+  nghttp2_option_new(&s->opt);
+  nghttp2_option_set_no_auto_window_update(s->opt, 1);
+  *out = s;
+  return 0;
+fail:
+  server_free(s);
+  return -1;
+}
+
+const char *server_addr(const server *s) {
+  return s->addr;
+}
+
+int server_port(const server *s) {
+  return s->port;
+}
+
+void server_get_stats(const server *s, server_stats *out) {
+  *out = s->stats;
+}
+
+static void grace_cb(evutil_socket_t fd, short what, void *arg) {
+  server *s = arg;
+  (void)fd;
+  (void)what;
+  if (s->n_conns)
+    LOG_WARN("shutdown-grace-expired connections=%u", s->n_conns);
+  while (s->conns) conn_free(s->conns);
+}
+
+void server_shutdown(server *s, unsigned grace_ms, void (*drained)(void *),
+                     void *arg) {
+  if (s->stopping) return;
+  s->stopping = 1;
+  s->drained = drained;
+  s->drained_arg = arg;
+  if (s->accept_ev) {
+    event_free(s->accept_ev);
+    s->accept_ev = NULL;
+  }
+  if (s->lfd >= 0) {
+    close(s->lfd);
+    s->lfd = -1;
+  }
+  s->in_io = 1;
+  process_local(s);
+  for (conn *cn = s->conns; cn; cn = cn->next) {
+    nghttp2_submit_goaway(cn->h2, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(cn->h2),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    conn_want_flush(cn);
+  }
+  flush_all(s);
+  s->in_io = 0;
+  if (s->n_conns) {
+    s->grace_ev = evtimer_new(s->base, grace_cb, s);
+    if (s->grace_ev) {
+      struct timeval tv = {(time_t)(grace_ms / 1000),
+                           (suseconds_t)(grace_ms % 1000) * 1000};
+      event_add(s->grace_ev, &tv);
+    }
+  } else {
+    server_check_drained(s);
+  }
+}
+
+void server_close_all(server *s) {
+  while (s->conns) conn_free(s->conns);
+}
+
+void server_free(server *s) {
+  if (!s) return;
+  while (s->conns) conn_free(s->conns);
+  /* Calls marked dirty after the loop stopped still hold references. */
+  process_local(s);
+  pthread_mutex_lock(&s->mu);
+  rpc_call *l = s->remote_dirty;
+  s->remote_dirty = NULL;
+  pthread_mutex_unlock(&s->mu);
+  run_dirty_list(l);
+  if (s->accept_ev) event_free(s->accept_ev);
+  if (s->wake_ev) event_free(s->wake_ev);
+  if (s->grace_ev) event_free(s->grace_ev);
+  if (s->efd_ev) event_free(s->efd_ev);
+  if (s->lfd >= 0) close(s->lfd);
+  if (s->efd >= 0) close(s->efd);
+  if (s->cbs) nghttp2_session_callbacks_del(s->cbs);
+  if (s->opt) nghttp2_option_del(s->opt);
+  pthread_mutex_destroy(&s->mu);
+  free(s);
+}
+
+/* ---------------------------------------------------- rpc.h functions */
+
+void rpc_set_state(rpc_call *c, void *state) {
+  c->state = state;
+}
+
+void *rpc_state(rpc_call *c) {
+  return c->state;
+}
+
+const char *rpc_path(rpc_call *c) {
+  return c->path;
+}
+
+int rpc_send(rpc_call *c, const uint8_t *msg, size_t len) {
+  uint8_t pfx[GRPC_PREFIX_LEN];
+  if (len > UINT32_MAX) return -1;
+  grpc_prefix_put(pfx, (uint32_t)len);
+  pthread_mutex_lock(&c->mu);
+  if (c->finished || atomic_load(&c->done)) {
+    pthread_mutex_unlock(&c->mu);
+    return -1;
+  }
+  int was_empty = c->out_len == c->out_off;
+  if (out_append(c, pfx, sizeof pfx) != 0 ||
+      (len && out_append(c, msg, len) != 0)) {
+    pthread_mutex_unlock(&c->mu);
+    return -1;
+  }
+  pthread_mutex_unlock(&c->mu);
+  if (was_empty) call_mark_dirty(c);
+  return 0;
+}
+
+size_t rpc_pending_bytes(rpc_call *c) {
+  pthread_mutex_lock(&c->mu);
+  size_t n = c->out_len - c->out_off;
+  pthread_mutex_unlock(&c->mu);
+  return n;
+}
+
+void rpc_finish(rpc_call *c, int grpc_status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  pthread_mutex_lock(&c->mu);
+  int first = do_finish(c, grpc_status, fmt, ap) == 0;
+  pthread_mutex_unlock(&c->mu);
+  va_end(ap);
+  if (first) call_mark_dirty(c);
+}
+
+int rpc_is_done(rpc_call *c) {
+  return atomic_load(&c->done);
+}
+
+uint64_t rpc_deadline_ns(rpc_call *c) {
+  return c->deadline_ns;
+}
+
+void rpc_set_timer(rpc_call *c, unsigned ms) {
+  pthread_mutex_lock(&c->mu);
+  c->timer_ms = ms;
+  c->timer_req = 1;
+  pthread_mutex_unlock(&c->mu);
+  call_mark_dirty(c);
+}
+
+struct ctxd_ctx *rpc_ctx(rpc_call *c) {
+  return c->srv->ctx;
+}

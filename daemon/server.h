@@ -1,0 +1,59 @@
+/* server.h - the gRPC transport: h2c (HTTP/2 with prior knowledge) on a
+ * libevent loop with nghttp2, dispatching calls through the method table
+ * (methods_find) to handlers that run on the worker pool.
+ *
+ * Threading: everything in this module runs on the loop thread except the
+ * rpc_* functions of rpc.h, which any thread may call. The server must be
+ * created on the thread that runs its event_base. */
+#ifndef CTXD_SERVER_H
+#define CTXD_SERVER_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "pool.h"
+
+struct event_base;
+struct ctxd_ctx;
+typedef struct server server;
+
+/* Counters, read on the loop thread (or after the loop stopped). */
+typedef struct server_stats {
+  uint64_t connections; /* accepted since start */
+  uint64_t calls;       /* calls answered with a status */
+  uint64_t calls_ok;    /* ... of which grpc-status 0 */
+  uint64_t calls_cancelled; /* streams reset or lost before a status */
+} server_stats;
+
+/* Bind and listen on cfg->listen (HOST:PORT, [V6]:PORT or NAME:PORT; port
+ * 0 picks a free port) and register with `base`. `workers` runs the
+ * non-inline handler callbacks; `ctx` is what rpc_ctx() returns. cfg, ctx
+ * and workers must outlive the server. Returns 0, or -1 with a message in
+ * err (address unparsable, port taken, ...). */
+int server_create(struct event_base *base, const ctxd_config *cfg,
+                  struct ctxd_ctx *ctx, pool *workers, server **out,
+                  char *err, size_t errlen);
+
+/* The bound address as "HOST:PORT" (the real port when 0 was asked). */
+const char *server_addr(const server *s);
+int server_port(const server *s);
+
+/* Graceful stop: close the listener, send GOAWAY on every connection, let
+ * in-flight calls finish; after grace_ms cancel what is left. When the
+ * last connection is gone, `drained(arg)` runs on the loop thread (typically
+ * event_base_loopexit). Idempotent. */
+void server_shutdown(server *s, unsigned grace_ms, void (*drained)(void *),
+                     void *arg);
+
+/* Close every connection now (their calls are cancelled and get on_close).
+ * Call on the loop thread, or after the loop stopped but before the pool is
+ * destroyed. */
+void server_close_all(server *s);
+
+void server_get_stats(const server *s, server_stats *out);
+
+/* Free the server after the loop stopped and the pool was destroyed (no
+ * more rpc_* calls can come). Closes any connection left. NULL is a no-op. */
+void server_free(server *s);
+
+#endif
