@@ -1,0 +1,955 @@
+/* ctxclient.c - blocking gRPC client over h2c: an nghttp2 client session on
+ * a non-blocking TCP socket, driven by a poll loop inside each call.
+ *
+ * Every stream keeps its own outgoing byte queue (fed to nghttp2 through a
+ * data provider that defers when the queue is empty) and its own queue of
+ * received messages. pump() runs the connection until a condition on one
+ * stream holds; since it serves every stream, a caller blocked on sending
+ * still receives, which is what keeps a bidi stream from deadlocking when
+ * both directions' flow-control windows fill. */
+#include "ctxclient.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctxclient_wire.h"
+
+/* A stream_send() blocks while more than this many bytes wait. */
+#define SEND_HIGH_WATER (1u << 20)
+/* Our receive windows: large, so big responses are not throttled. */
+#define RECV_STREAM_WINDOW (8 << 20)
+#define RECV_CONN_WINDOW (32 << 20)
+
+typedef struct msgq {
+  struct msgq *next;
+  uint8_t *data;
+  size_t len;
+} msgq;
+
+struct ctxclient_stream {
+  ctxclient *c;
+  ctxclient_stream *prev, *next; /* c->streams list */
+  int32_t id;                    /* -1 once nghttp2 has forgotten it */
+  int64_t deadline;              /* CLOCK_MONOTONIC ms, 0 = none */
+  /* sending */
+  uint8_t *out;
+  size_t out_off, out_len, out_cap;
+  int half_close; /* no more messages will be queued */
+  int eof_sent;   /* END_STREAM handed to nghttp2 */
+  int deferred;   /* data provider is parked */
+  /* receiving */
+  ccw_deframer df;
+  msgq *qhead, *qtail;
+  int http_status;
+  int have_grpc_status;
+  int grpc_status;
+  char grpc_message[sizeof(((ctxclient_status *)0)->message)];
+  /* the end */
+  int ended; /* final status known */
+  ctxclient_status status;
+};
+
+struct ctxclient {
+  int fd;
+  nghttp2_session *sess;
+  char addr[300];      /* as given by the caller, for messages */
+  char authority[300]; /* HOST:PORT for :authority */
+  size_t max_message;
+  int write_blocked; /* the last send() hit EAGAIN */
+  int io_errno;      /* errno of a failed send() */
+  int dead;          /* connection unusable; dead_status says why */
+  ctxclient_status dead_status;
+  ctxclient_stream *streams;
+};
+
+/* ---- small helpers ------------------------------------------------------*/
+
+static const char *const status_names[] = {
+    "OK",           "CANCELLED",          "UNKNOWN",
+    "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION", "ABORTED",     "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL",          "UNAVAILABLE",
+    "DATA_LOSS",    "UNAUTHENTICATED"};
+
+const char *ctxclient_status_name(int code) {
+  static char buf[32];
+  if (code >= 0 && code < (int)(sizeof status_names / sizeof status_names[0]))
+    return status_names[code];
+  snprintf(buf, sizeof buf, "CODE_%d", code);
+  return buf;
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_status_v(ctxclient_status *st, int code, const char *fmt,
+                         va_list ap) {
+  if (!st) return;
+  st->code = code;
+  vsnprintf(st->message, sizeof st->message, fmt, ap);
+}
+
+__attribute__((format(printf, 3, 4))) static int
+fail(ctxclient_status *st, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  set_status_v(st, code, fmt, ap);
+  va_end(ap);
+  return CTXCLIENT_ESTATUS;
+}
+
+static void clear_status(ctxclient_status *st) {
+  if (st) {
+    st->code = 0;
+    st->message[0] = '\0';
+  }
+}
+
+/* End a stream with a locally made status (first end wins). */
+__attribute__((format(printf, 3, 4))) static void
+stream_end_local(ctxclient_stream *s, int code, const char *fmt, ...) {
+  if (s->ended) return;
+  va_list ap;
+  va_start(ap, fmt);
+  set_status_v(&s->status, code, fmt, ap);
+  va_end(ap);
+  s->ended = 1;
+}
+
+/* Cancel the HTTP/2 stream behind `s` (if nghttp2 still has it). */
+static void stream_reset(ctxclient_stream *s, uint32_t error_code) {
+  if (s->id < 0 || s->c->dead) return;
+  nghttp2_session_set_stream_user_data(s->c->sess, s->id, NULL);
+  nghttp2_submit_rst_stream(s->c->sess, NGHTTP2_FLAG_NONE, s->id, error_code);
+  s->id = -1;
+}
+
+/* The connection failed: every stream not yet ended ends with `st`. */
+static void conn_fail(ctxclient *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void conn_fail(ctxclient *c, int code, const char *fmt, ...) {
+  if (c->dead) return;
+  va_list ap;
+  va_start(ap, fmt);
+  set_status_v(&c->dead_status, code, fmt, ap);
+  va_end(ap);
+  c->dead = 1;
+  for (ctxclient_stream *s = c->streams; s; s = s->next) {
+    if (!s->ended) {
+      s->status = c->dead_status;
+      s->ended = 1;
+    }
+    s->id = -1;
+  }
+}
+
+/* gRPC's mapping of HTTP statuses for responses without grpc-status. */
+static int http_to_grpc(int http) {
+  switch (http) {
+  case 400: return 13; /* INTERNAL */
+  case 401: return 16; /* UNAUTHENTICATED */
+  case 403: return 7;  /* PERMISSION_DENIED */
+  case 404: return 12; /* UNIMPLEMENTED */
+  case 429: case 502: case 503: case 504: return 14; /* UNAVAILABLE */
+  default: return 2; /* UNKNOWN */
+  }
+}
+
+/* The peer ended the stream (END_STREAM seen): settle the final status. */
+static void stream_end_remote(ctxclient_stream *s) {
+  if (s->ended) return;
+  if (s->have_grpc_status) {
+    s->status.code = s->grpc_status;
+    memcpy(s->status.message, s->grpc_message, sizeof s->status.message);
+    if (s->status.code == 0 && ccw_deframer_partial(&s->df))
+      stream_end_local(s, 13, "response ended inside a message");
+  } else if (s->http_status != 200 && s->http_status != 0) {
+    stream_end_local(s, http_to_grpc(s->http_status),
+                     "server answered HTTP status %d without grpc-status",
+                     s->http_status);
+  } else {
+    stream_end_local(s, 13, "response ended without grpc-status");
+  }
+  s->ended = 1;
+  /* A unary or streaming call whose response is over needs no more of our
+   * data: if we had not half-closed, cancel our side as gRPC clients do. */
+  if (!s->eof_sent) stream_reset(s, NGHTTP2_CANCEL);
+}
+
+/* ---- nghttp2 callbacks --------------------------------------------------*/
+
+static ssize_t on_send(nghttp2_session *sess, const uint8_t *data,
+                       size_t len, int flags, void *ud) {
+  ctxclient *c = ud;
+  (void)sess;
+  (void)flags;
+  for (;;) {
+    ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+    if (n >= 0) return n;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      c->write_blocked = 1;
+      return NGHTTP2_ERR_WOULDBLOCK;
+    }
+    c->io_errno = errno;
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  }
+}
+
+static ssize_t on_read_data(nghttp2_session *sess, int32_t id, uint8_t *buf,
+                            size_t length, uint32_t *flags,
+                            nghttp2_data_source *src, void *ud) {
+  (void)src;
+  (void)ud;
+  ctxclient_stream *s = nghttp2_session_get_stream_user_data(sess, id);
+  if (!s) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  size_t avail = s->out_len - s->out_off;
+  if (avail == 0 && !s->half_close) {
+    s->deferred = 1;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  size_t n = avail < length ? avail : length;
+  memcpy(buf, s->out + s->out_off, n);
+  s->out_off += n;
+  if (s->out_off == s->out_len) {
+    s->out_off = s->out_len = 0;
+    if (s->half_close) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+      s->eof_sent = 1;
+    }
+  }
+  return (ssize_t)n;
+}
+
+static int on_header(nghttp2_session *sess, const nghttp2_frame *frame,
+                     const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *ud) {
+  (void)flags;
+  (void)ud;
+  if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+  ctxclient_stream *s =
+      nghttp2_session_get_stream_user_data(sess, frame->hd.stream_id);
+  if (!s) return 0;
+  if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+    s->http_status = 0;
+    for (size_t i = 0; i < valuelen && i < 3; i++)
+      s->http_status = s->http_status * 10 + (value[i] - '0');
+  } else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
+    int v = 0;
+    size_t i = 0;
+    for (; i < valuelen && i < 4 && value[i] >= '0' && value[i] <= '9'; i++)
+      v = v * 10 + (value[i] - '0');
+    s->have_grpc_status = 1;
+    s->grpc_status = (i == valuelen && i > 0) ? v : 2; /* junk: UNKNOWN */
+  } else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0) {
+    ccw_percent_decode((const char *)value, valuelen, s->grpc_message,
+                       sizeof s->grpc_message);
+  }
+  return 0;
+}
+
+static int queue_message(void *ud, uint8_t *msg, size_t len) {
+  ctxclient_stream *s = ud;
+  msgq *m = malloc(sizeof *m);
+  if (!m) {
+    free(msg);
+    return -1;
+  }
+  m->next = NULL;
+  m->data = msg;
+  m->len = len;
+  if (s->qtail)
+    s->qtail->next = m;
+  else
+    s->qhead = m;
+  s->qtail = m;
+  return 0;
+}
+
+static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id,
+                         const uint8_t *data, size_t len, void *ud) {
+  (void)flags;
+  (void)ud;
+  ctxclient_stream *s = nghttp2_session_get_stream_user_data(sess, id);
+  if (!s || s->ended) return 0;
+  int rc = ccw_deframer_feed(&s->df, data, len, queue_message, s);
+  if (rc == 0) return 0;
+  if (rc == CCW_ETOOBIG)
+    stream_end_local(s, 8, "response message larger than the %zu-byte limit",
+                     s->df.max_len);
+  else if (rc == CCW_ECOMPRESSED)
+    stream_end_local(s, 13, "compressed response message, but no "
+                            "grpc-encoding was offered");
+  else
+    stream_end_local(s, 8, "out of memory receiving a response message");
+  stream_reset(s, NGHTTP2_CANCEL);
+  return 0;
+}
+
+static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame,
+                         void *ud) {
+  (void)ud;
+  if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+      (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+    ctxclient_stream *s =
+        nghttp2_session_get_stream_user_data(sess, frame->hd.stream_id);
+    if (s) stream_end_remote(s);
+  }
+  return 0;
+}
+
+static int on_stream_close(nghttp2_session *sess, int32_t id,
+                           uint32_t error_code, void *ud) {
+  (void)ud;
+  ctxclient_stream *s = nghttp2_session_get_stream_user_data(sess, id);
+  if (!s) return 0;
+  s->id = -1;
+  if (s->ended) return 0;
+  if (error_code == NGHTTP2_REFUSED_STREAM)
+    stream_end_local(s, 14, "stream refused by server");
+  else if (error_code == NGHTTP2_CANCEL)
+    stream_end_local(s, 1, "stream cancelled by server");
+  else if (error_code != NGHTTP2_NO_ERROR)
+    stream_end_local(s, 13, "stream reset by server: %s",
+                     nghttp2_http2_strerror(error_code));
+  else
+    stream_end_remote(s);
+  return 0;
+}
+
+/* ---- the poll loop ------------------------------------------------------*/
+
+static void conn_io_fail(ctxclient *c, const char *what, int err) {
+  conn_fail(c, 14, "%s %s: %s", what, c->addr, strerror(err));
+}
+
+/* Let nghttp2 write what it can. */
+static void flush(ctxclient *c) {
+  if (c->dead) return;
+  int rv = nghttp2_session_send(c->sess);
+  if (rv == NGHTTP2_ERR_CALLBACK_FAILURE)
+    conn_io_fail(c, "write to", c->io_errno);
+  else if (rv != 0)
+    conn_fail(c, 14, "HTTP/2 error on %s: %s", c->addr, nghttp2_strerror(rv));
+}
+
+/* Read everything the socket has and feed it to nghttp2. */
+static void read_some(ctxclient *c) {
+  uint8_t buf[65536];
+  while (!c->dead) {
+    ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      conn_io_fail(c, "read from", errno);
+      return;
+    }
+    if (n == 0) {
+      conn_fail(c, 14, "connection to %s closed by server", c->addr);
+      return;
+    }
+    ssize_t rv = nghttp2_session_mem_recv(c->sess, buf, (size_t)n);
+    if (rv < 0) {
+      conn_fail(c, 14, "HTTP/2 protocol error from %s: %s (is it a gRPC "
+                       "server?)", c->addr, nghttp2_strerror((int)rv));
+      return;
+    }
+    if ((size_t)n < sizeof buf) return;
+  }
+}
+
+typedef int (*pump_cond)(ctxclient_stream *s);
+
+/* Run the connection until cond(s) holds (returns 0), `deadline` (absolute
+ * ms, 0 = none) passes (returns 1; a deadline already passed still gets one
+ * non-blocking round of I/O), or the connection dies (returns -1). */
+static int pump(ctxclient *c, ctxclient_stream *s, pump_cond cond,
+                int64_t deadline) {
+  int polled = 0;
+  for (;;) {
+    flush(c);
+    if (cond(s)) return 0;
+    if (c->dead) return -1;
+    if (!nghttp2_session_want_read(c->sess) &&
+        !nghttp2_session_want_write(c->sess)) {
+      conn_fail(c, 14, "connection to %s closed", c->addr);
+      return -1;
+    }
+    int timeout = -1;
+    if (deadline) {
+      int64_t left = deadline - now_ms();
+      if (left <= 0) {
+        if (polled) return 1;
+        left = 0;
+      }
+      timeout = left > 60000 ? 60000 : (int)left;
+    }
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    if (c->write_blocked) p.events |= POLLOUT;
+    int r = poll(&p, 1, timeout);
+    polled = 1;
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      conn_io_fail(c, "poll on", errno);
+      return -1;
+    }
+    if (r == 0) continue;
+    if (p.revents & POLLOUT) c->write_blocked = 0;
+    if (p.revents & (POLLIN | POLLHUP | POLLERR)) read_some(c);
+  }
+}
+
+/* ---- connection ---------------------------------------------------------*/
+
+static int connect_one(const struct addrinfo *ai, int64_t deadline,
+                       int *err) {
+  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                  ai->ai_protocol);
+  if (fd < 0) {
+    *err = errno;
+    return -1;
+  }
+  if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) return fd;
+  if (errno != EINPROGRESS) goto fail;
+  for (;;) {
+    int64_t left = deadline - now_ms();
+    if (left <= 0) {
+      errno = ETIMEDOUT;
+      goto fail;
+    }
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int r = poll(&p, 1, (int)left);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) goto fail;
+    if (r == 0) continue;
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) goto fail;
+    if (soerr) {
+      errno = soerr;
+      goto fail;
+    }
+    return fd;
+  }
+fail:
+  *err = errno;
+  close(fd);
+  return -1;
+}
+
+int ctxclient_connect(const char *addr, int timeout_ms, ctxclient **out,
+                      ctxclient_status *st) {
+  char host[256], port[8];
+  ctxclient *c = NULL;
+  nghttp2_session_callbacks *cbs = NULL;
+  int rc;
+  clear_status(st);
+  if (!out) return CTXCLIENT_EINVAL;
+  *out = NULL;
+  if (!addr || ccw_parse_addr(addr, CTXCLIENT_DEFAULT_PORT, host, sizeof host,
+                              port, sizeof port) < 0) {
+    fail(st, 3, "bad address \"%s\" (want HOST:PORT or [IPV6]:PORT)",
+         addr ? addr : "");
+    return CTXCLIENT_EINVAL;
+  }
+  c = calloc(1, sizeof *c);
+  if (!c) return fail(st, 8, "out of memory");
+  c->fd = -1;
+  c->max_message = CTXCLIENT_DEFAULT_MAX_MESSAGE;
+  snprintf(c->addr, sizeof c->addr, "%s", addr);
+  if (strchr(host, ':'))
+    snprintf(c->authority, sizeof c->authority, "[%s]:%s", host, port);
+  else
+    snprintf(c->authority, sizeof c->authority, "%s:%s", host, port);
+
+  int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 10000);
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+  struct addrinfo *res = NULL;
+  int gai = getaddrinfo(host, port, &hints, &res);
+  if (gai != 0) {
+    rc = fail(st, 14, "resolve %s: %s", host, gai_strerror(gai));
+    goto fail;
+  }
+  int err = ECONNREFUSED;
+  for (struct addrinfo *ai = res; ai && c->fd < 0; ai = ai->ai_next)
+    c->fd = connect_one(ai, deadline, &err);
+  freeaddrinfo(res);
+  if (c->fd < 0) {
+    rc = fail(st, err == ETIMEDOUT ? 4 : 14, "connect to %s: %s", addr,
+              strerror(err));
+    goto fail;
+  }
+  int one = 1;
+  setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+
+  if (nghttp2_session_callbacks_new(&cbs) != 0) {
+    rc = fail(st, 8, "out of memory");
+    goto fail;
+  }
+  nghttp2_session_callbacks_set_send_callback(cbs, on_send);
+  nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs,
+                                                            on_data_chunk);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cbs,
+                                                         on_stream_close);
+  rc = nghttp2_session_client_new(&c->sess, cbs, c);
+  nghttp2_session_callbacks_del(cbs);
+  if (rc != 0) {
+    c->sess = NULL;
+    rc = fail(st, 8, "nghttp2: %s", nghttp2_strerror(rc));
+    goto fail;
+  }
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, RECV_STREAM_WINDOW},
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+  };
+  nghttp2_submit_settings(c->sess, NGHTTP2_FLAG_NONE, iv,
+                          sizeof iv / sizeof iv[0]);
+  nghttp2_session_set_local_window_size(c->sess, NGHTTP2_FLAG_NONE, 0,
+                                        RECV_CONN_WINDOW);
+  flush(c);
+  if (c->dead) {
+    if (st) *st = c->dead_status;
+    rc = CTXCLIENT_ESTATUS;
+    goto fail;
+  }
+  *out = c;
+  return 0;
+fail:
+  ctxclient_close(c);
+  return rc;
+}
+
+void ctxclient_set_max_message(ctxclient *c, size_t max) {
+  if (c) c->max_message = max;
+}
+
+static void stream_destroy(ctxclient_stream *s) {
+  ctxclient *c = s->c;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    c->streams = s->next;
+  if (s->next) s->next->prev = s->prev;
+  for (msgq *m = s->qhead, *n; m; m = n) {
+    n = m->next;
+    free(m->data);
+    free(m);
+  }
+  ccw_deframer_free(&s->df);
+  free(s->out);
+  free(s);
+}
+
+void ctxclient_close(ctxclient *c) {
+  if (!c) return;
+  while (c->streams) {
+    stream_reset(c->streams, NGHTTP2_CANCEL);
+    stream_destroy(c->streams);
+  }
+  if (c->sess) {
+    if (!c->dead) {
+      nghttp2_session_terminate_session(c->sess, NGHTTP2_NO_ERROR);
+      nghttp2_session_send(c->sess); /* best effort, never blocks */
+    }
+    nghttp2_session_del(c->sess);
+  }
+  if (c->fd >= 0) close(c->fd);
+  free(c);
+}
+
+/* ---- streams ------------------------------------------------------------*/
+
+static int out_append(ctxclient_stream *s, const uint8_t *msg, size_t len) {
+  if (s->out_off > 0 && s->out_off == s->out_len) s->out_off = s->out_len = 0;
+  size_t need = s->out_len + 5 + len;
+  if (need > s->out_cap) {
+    /* Reclaim the part already sent before growing. */
+    if (s->out_off > 0) {
+      memmove(s->out, s->out + s->out_off, s->out_len - s->out_off);
+      s->out_len -= s->out_off;
+      s->out_off = 0;
+      need = s->out_len + 5 + len;
+    }
+    if (need > s->out_cap) {
+      size_t cap = s->out_cap ? s->out_cap : 16384;
+      while (cap < need) cap *= 2;
+      uint8_t *p = realloc(s->out, cap);
+      if (!p) return -1;
+      s->out = p;
+      s->out_cap = cap;
+    }
+  }
+  ccw_frame_header(s->out + s->out_len, (uint32_t)len);
+  if (len) memcpy(s->out + s->out_len + 5, msg, len);
+  s->out_len += 5 + len;
+  return 0;
+}
+
+/* Wake the parked data provider after queueing data or a half-close. */
+static void out_kick(ctxclient_stream *s) {
+  if (s->deferred && s->id >= 0 && !s->c->dead) {
+    s->deferred = 0;
+    nghttp2_session_resume_data(s->c->sess, s->id);
+  }
+}
+
+static int stream_start(ctxclient *c, const char *path, int64_t timeout_ms,
+                        const uint8_t *msg, size_t len, int half_close,
+                        ctxclient_stream **out, ctxclient_status *st) {
+  clear_status(st);
+  *out = NULL;
+  if (c->dead) {
+    if (st) *st = c->dead_status;
+    return CTXCLIENT_ESTATUS;
+  }
+  if (len > UINT32_MAX) return fail(st, 8, "request message too large");
+  ctxclient_stream *s = calloc(1, sizeof *s);
+  if (!s) return fail(st, 8, "out of memory");
+  s->c = c;
+  s->id = -1;
+  ccw_deframer_init(&s->df, c->max_message);
+  if (msg && out_append(s, msg, len) < 0) {
+    free(s);
+    return fail(st, 8, "out of memory");
+  }
+  s->half_close = half_close;
+
+  char tmo[16] = "";
+  if (timeout_ms > 0) {
+    s->deadline = now_ms() + timeout_ms;
+    ccw_format_timeout(timeout_ms, tmo, sizeof tmo);
+  }
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), \
+                  NGHTTP2_NV_FLAG_NONE}
+  nghttp2_nv hdrs[] = {
+      NV(":method", "POST"),
+      NV(":scheme", "http"),
+      NV(":path", path),
+      NV(":authority", c->authority),
+      NV("content-type", "application/grpc"),
+      NV("te", "trailers"),
+      NV("user-agent", "ctxclient/" CTXD_VERSION),
+      NV("grpc-timeout", tmo),
+  };
+#undef NV
+  size_t nh = sizeof hdrs / sizeof hdrs[0] - (tmo[0] ? 0 : 1);
+  nghttp2_data_provider dp = {.source.ptr = s, .read_callback = on_read_data};
+  int32_t id = nghttp2_submit_request(c->sess, NULL, hdrs, nh, &dp, s);
+  if (id < 0) {
+    ccw_deframer_free(&s->df);
+    free(s->out);
+    free(s);
+    if (id == NGHTTP2_ERR_START_STREAM_NOT_ALLOWED ||
+        id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE)
+      return fail(st, 14, "connection to %s is closing", c->addr);
+    return fail(st, 13, "nghttp2: %s", nghttp2_strerror(id));
+  }
+  s->id = id;
+  s->next = c->streams;
+  if (c->streams) c->streams->prev = s;
+  c->streams = s;
+  *out = s;
+  return 0;
+}
+
+/* The stream's deadline passed: end it locally and cancel it. */
+static void stream_expire(ctxclient_stream *s) {
+  stream_end_local(s, 4, "deadline exceeded");
+  stream_reset(s, NGHTTP2_CANCEL);
+  flush(s->c);
+}
+
+static int cond_ended(ctxclient_stream *s) { return s->ended; }
+static int cond_sendable(ctxclient_stream *s) {
+  return s->ended || s->out_len - s->out_off <= SEND_HIGH_WATER;
+}
+static int cond_eof_sent(ctxclient_stream *s) {
+  return s->ended || s->eof_sent;
+}
+static int cond_message(ctxclient_stream *s) {
+  return s->ended || s->qhead != NULL;
+}
+
+/* Pump until cond holds or the stream's deadline passes (which ends it). */
+static void pump_stream(ctxclient_stream *s, pump_cond cond) {
+  if (pump(s->c, s, cond, s->deadline) == 1) stream_expire(s);
+}
+
+/* Copy the final status of an ended stream; 0 for OK. */
+static int stream_result(ctxclient_stream *s, ctxclient_status *st) {
+  if (st) *st = s->status;
+  return s->status.code == 0 ? 0 : CTXCLIENT_ESTATUS;
+}
+
+int ctxclient_stream_open(ctxclient *c, const char *path, int64_t timeout_ms,
+                          ctxclient_stream **out, ctxclient_status *st) {
+  if (!c || !path || !out) return CTXCLIENT_EINVAL;
+  int rc = stream_start(c, path, timeout_ms, NULL, 0, 0, out, st);
+  if (rc == 0) flush(c);
+  return rc;
+}
+
+/* Status for sending on a stream that has already ended. */
+static int ended_send_status(ctxclient_stream *s, ctxclient_status *st) {
+  if (s->status.code != 0) return stream_result(s, st);
+  return fail(st, 9, "the call already finished");
+}
+
+int ctxclient_stream_send(ctxclient_stream *s, const uint8_t *msg,
+                          size_t len, ctxclient_status *st) {
+  clear_status(st);
+  if (!s || (!msg && len)) return CTXCLIENT_EINVAL;
+  if (s->half_close) {
+    fail(st, 9, "send after close_send");
+    return CTXCLIENT_EINVAL;
+  }
+  if (s->ended) return ended_send_status(s, st);
+  if (len > UINT32_MAX) return fail(st, 8, "request message too large");
+  if (out_append(s, msg, len) < 0) return fail(st, 8, "out of memory");
+  out_kick(s);
+  pump_stream(s, cond_sendable);
+  if (s->ended) return ended_send_status(s, st);
+  return 0;
+}
+
+int ctxclient_stream_close_send(ctxclient_stream *s, ctxclient_status *st) {
+  clear_status(st);
+  if (!s) return CTXCLIENT_EINVAL;
+  if (!s->half_close) {
+    s->half_close = 1;
+    out_kick(s);
+  }
+  pump_stream(s, cond_eof_sent);
+  if (s->ended && s->status.code != 0) return stream_result(s, st);
+  return 0;
+}
+
+int ctxclient_stream_recv(ctxclient_stream *s, int wait_ms, uint8_t **msg,
+                          size_t *len, int *done, ctxclient_status *st) {
+  clear_status(st);
+  if (!s || !msg || !len || !done) return CTXCLIENT_EINVAL;
+  *msg = NULL;
+  *len = 0;
+  *done = 0;
+  if (!s->qhead && !s->ended) {
+    int64_t deadline = s->deadline;
+    if (wait_ms >= 0) {
+      int64_t w = now_ms() + wait_ms;
+      if (!deadline || w < deadline) deadline = w;
+    }
+    int r = pump(s->c, s, cond_message, deadline);
+    if (r == 1) {
+      if (s->deadline && now_ms() >= s->deadline)
+        stream_expire(s);
+      else
+        return CTXCLIENT_EAGAIN;
+    }
+  }
+  if (s->qhead) {
+    msgq *m = s->qhead;
+    s->qhead = m->next;
+    if (!s->qhead) s->qtail = NULL;
+    *msg = m->data;
+    *len = m->len;
+    free(m);
+    return 0;
+  }
+  if (s->status.code == 0) *done = 1;
+  return stream_result(s, st);
+}
+
+int ctxclient_stream_finish(ctxclient_stream *s, ctxclient_status *st) {
+  clear_status(st);
+  if (!s) return CTXCLIENT_EINVAL;
+  if (!s->ended && !s->half_close) {
+    s->half_close = 1;
+    out_kick(s);
+  }
+  pump_stream(s, cond_ended);
+  return stream_result(s, st);
+}
+
+void ctxclient_stream_free(ctxclient_stream *s) {
+  if (!s) return;
+  ctxclient *c = s->c;
+  if (s->id >= 0) {
+    stream_reset(s, NGHTTP2_CANCEL);
+    flush(c);
+  }
+  stream_destroy(s);
+}
+
+/* ---- unary --------------------------------------------------------------*/
+
+int ctxclient_unary(ctxclient *c, const char *path, const uint8_t *req,
+                    size_t req_len, int64_t timeout_ms, uint8_t **resp,
+                    size_t *resp_len, ctxclient_status *st) {
+  ctxclient_stream *s = NULL;
+  if (!c || !path || !resp || !resp_len || (!req && req_len))
+    return CTXCLIENT_EINVAL;
+  *resp = NULL;
+  *resp_len = 0;
+  static const uint8_t empty[1];
+  int rc = stream_start(c, path, timeout_ms, req ? req : empty, req_len, 1,
+                        &s, st);
+  if (rc != 0) return rc;
+  pump_stream(s, cond_ended);
+  rc = stream_result(s, st);
+  if (rc == 0) {
+    msgq *m = s->qhead;
+    if (!m || m->next) {
+      rc = fail(st, 13, "%s: expected one response message, got %s", path,
+                m ? "several" : "none");
+    } else {
+      *resp = m->data;
+      *resp_len = m->len;
+      m->data = NULL;
+    }
+  }
+  ctxclient_stream_free(s);
+  return rc;
+}
+
+/* ---- typed helpers ------------------------------------------------------*/
+
+static int pack(const ProtobufCMessage *m, uint8_t **buf, size_t *len,
+                ctxclient_status *st) {
+  *len = protobuf_c_message_get_packed_size(m);
+  *buf = malloc(*len ? *len : 1);
+  if (!*buf) return fail(st, 8, "out of memory");
+  protobuf_c_message_pack(m, *buf);
+  return 0;
+}
+
+static int typed_unary(ctxclient *c, const char *path,
+                       const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *rdesc,
+                       int64_t timeout_ms, ProtobufCMessage **out,
+                       ctxclient_status *st) {
+  uint8_t *buf = NULL, *resp = NULL;
+  size_t len, rlen;
+  static const uint8_t empty[1];
+  if (!c || !req || !out) return CTXCLIENT_EINVAL;
+  *out = NULL;
+  int rc = pack(req, &buf, &len, st);
+  if (rc != 0) return rc;
+  rc = ctxclient_unary(c, path, buf, len, timeout_ms, &resp, &rlen, st);
+  free(buf);
+  if (rc != 0) return rc;
+  *out = protobuf_c_message_unpack(rdesc, NULL, rlen, resp ? resp : empty);
+  free(resp);
+  if (!*out) return fail(st, 13, "%s: cannot parse the response", path);
+  return 0;
+}
+
+#define TYPED(fn, path, Req, Resp, resp_desc)                                 \
+  int fn(ctxclient *c, const Req *req, int64_t timeout_ms, Resp **resp,       \
+         ctxclient_status *st) {                                              \
+    return typed_unary(c, path, &req->base, &resp_desc, timeout_ms,           \
+                       (ProtobufCMessage **)resp, st);                        \
+  }
+
+TYPED(ctxclient_put, "/ctxd.v1.Documents/Put", Ctxd__V1__PutRequest,
+      Ctxd__V1__PutResponse, ctxd__v1__put_response__descriptor)
+TYPED(ctxclient_get, "/ctxd.v1.Documents/Get", Ctxd__V1__GetRequest,
+      Ctxd__V1__GetResponse, ctxd__v1__get_response__descriptor)
+TYPED(ctxclient_delete, "/ctxd.v1.Documents/Delete", Ctxd__V1__DeleteRequest,
+      Ctxd__V1__DeleteResponse, ctxd__v1__delete_response__descriptor)
+TYPED(ctxclient_list, "/ctxd.v1.Documents/List", Ctxd__V1__ListRequest,
+      Ctxd__V1__ListResponse, ctxd__v1__list_response__descriptor)
+TYPED(ctxclient_chunk, "/ctxd.v1.Documents/Chunk", Ctxd__V1__ChunkRequest,
+      Ctxd__V1__ChunkResponse, ctxd__v1__chunk_response__descriptor)
+#undef TYPED
+
+int ctxclient_stats(ctxclient *c, int64_t timeout_ms,
+                    Ctxd__V1__StatsResponse **resp, ctxclient_status *st) {
+  Ctxd__V1__StatsRequest req = CTXD__V1__STATS_REQUEST__INIT;
+  return typed_unary(c, "/ctxd.v1.Admin/Stats", &req.base,
+                     &ctxd__v1__stats_response__descriptor, timeout_ms,
+                     (ProtobufCMessage **)resp, st);
+}
+
+int ctxclient_verify(ctxclient *c, int64_t timeout_ms,
+                     Ctxd__V1__VerifyResponse **resp, ctxclient_status *st) {
+  Ctxd__V1__VerifyRequest req = CTXD__V1__VERIFY_REQUEST__INIT;
+  return typed_unary(c, "/ctxd.v1.Admin/Verify", &req.base,
+                     &ctxd__v1__verify_response__descriptor, timeout_ms,
+                     (ProtobufCMessage **)resp, st);
+}
+
+int ctxclient_health_check(ctxclient *c, const char *service,
+                           int64_t timeout_ms, int *serving,
+                           ctxclient_status *st) {
+  Grpc__Health__V1__HealthCheckRequest req =
+      GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  Grpc__Health__V1__HealthCheckResponse *resp = NULL;
+  if (!serving) return CTXCLIENT_EINVAL;
+  *serving = 0;
+  req.service = (char *)(service ? service : "");
+  int rc = typed_unary(c, "/grpc.health.v1.Health/Check", &req.base,
+                       &grpc__health__v1__health_check_response__descriptor,
+                       timeout_ms, (ProtobufCMessage **)&resp, st);
+  if (rc != 0) return rc;
+  *serving = resp->status;
+  grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
+  return 0;
+}
+
+int ctxclient_putstream_open(ctxclient *c, int64_t timeout_ms,
+                             ctxclient_stream **out, ctxclient_status *st) {
+  return ctxclient_stream_open(c, "/ctxd.v1.Documents/PutStream", timeout_ms,
+                               out, st);
+}
+
+int ctxclient_putstream_send(ctxclient_stream *s,
+                             const Ctxd__V1__PutRequest *req,
+                             ctxclient_status *st) {
+  uint8_t *buf;
+  size_t len;
+  if (!s || !req) return CTXCLIENT_EINVAL;
+  int rc = pack(&req->base, &buf, &len, st);
+  if (rc != 0) return rc;
+  rc = ctxclient_stream_send(s, buf, len, st);
+  free(buf);
+  return rc;
+}
+
+int ctxclient_putstream_recv(ctxclient_stream *s, int wait_ms,
+                             Ctxd__V1__PutAck **ack, int *done,
+                             ctxclient_status *st) {
+  uint8_t *msg;
+  size_t len;
+  static const uint8_t empty[1];
+  if (!ack) return CTXCLIENT_EINVAL;
+  *ack = NULL;
+  int rc = ctxclient_stream_recv(s, wait_ms, &msg, &len, done, st);
+  if (rc != 0 || *done) return rc;
+  *ack = ctxd__v1__put_ack__unpack(NULL, len, msg ? msg : empty);
+  free(msg);
+  if (!*ack) {
+    stream_end_local(s, 13, "PutStream: cannot parse a PutAck");
+    stream_reset(s, NGHTTP2_CANCEL);
+    flush(s->c);
+    return stream_result(s, st);
+  }
+  return 0;
+}

@@ -1,0 +1,186 @@
+/* ctxclient.h - a blocking C client for ctxd's gRPC API over cleartext
+ * HTTP/2 (h2c), built on nghttp2's client session and a plain TCP socket.
+ *
+ * One ctxclient is one connection. Every call blocks its caller (the socket
+ * is non-blocking underneath and each call runs a poll loop until it is
+ * done), and a connection must be used by one thread at a time. Several
+ * streams may be open on one connection at once: whichever call is running
+ * pumps all of them, so messages for the others are queued, never lost.
+ *
+ * Errors: every call returns 0 on success or a negative CTXCLIENT_E* code,
+ * and fills a ctxclient_status (when one is given) with the gRPC status code
+ * and the percent-decoded grpc-message. Failures that never reached a
+ * server answer get a local status: UNAVAILABLE for connection errors
+ * ("connect to HOST:PORT: Connection refused", "connection closed"),
+ * DEADLINE_EXCEEDED when the call's deadline passes (the stream is then
+ * reset with CANCEL), RESOURCE_EXHAUSTED for a response message above the
+ * size limit, INTERNAL for a malformed response.
+ *
+ * Messages are protobuf bytes; the typed helpers at the end pack and unpack
+ * the protobuf-c types of proto/ctxd/v1 and grpc/health/v1. */
+#ifndef CTXCLIENT_H
+#define CTXCLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ctxd/v1/admin.pb-c.h"
+#include "ctxd/v1/documents.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+typedef struct ctxclient ctxclient;
+typedef struct ctxclient_stream ctxclient_stream;
+
+enum {
+  CTXCLIENT_OK = 0,
+  /* The call ended with a non-OK gRPC status (from the server or local);
+   * see the ctxclient_status. */
+  CTXCLIENT_ESTATUS = -1,
+  /* ctxclient_stream_recv(): nothing arrived within its wait; the stream
+   * is still open. */
+  CTXCLIENT_EAGAIN = -2,
+  /* Misuse: NULL argument, sending after half-close, ... */
+  CTXCLIENT_EINVAL = -3,
+};
+
+#define CTXCLIENT_DEFAULT_PORT "50051"
+#define CTXCLIENT_DEFAULT_MAX_MESSAGE (64u << 20)
+
+typedef struct ctxclient_status {
+  int code;          /* gRPC status code; 0 = OK */
+  char message[1024]; /* percent-decoded grpc-message, truncated to fit */
+} ctxclient_status;
+
+/* Static name of a gRPC status code ("INVALID_ARGUMENT"; "CODE_17" for an
+ * unknown one - a static buffer, so not thread-safe for unknown codes). */
+const char *ctxclient_status_name(int code);
+
+/* ---- connection ---------------------------------------------------------*/
+
+/* Connect to `addr` ("HOST:PORT", "[IPV6]:PORT", or "HOST" for port 50051;
+ * hostnames are resolved and every address is tried in turn) and send the
+ * HTTP/2 preface and SETTINGS. `timeout_ms` bounds the connect (0: 10 s).
+ * On success *out is a new client the caller frees with ctxclient_close().
+ * Errors: CTXCLIENT_EINVAL (bad address: status INVALID_ARGUMENT),
+ * CTXCLIENT_ESTATUS with UNAVAILABLE ("connect to HOST:PORT: Connection
+ * refused", "resolve HOST: ...") or DEADLINE_EXCEEDED. */
+int ctxclient_connect(const char *addr, int timeout_ms, ctxclient **out,
+                      ctxclient_status *st);
+
+/* Refuse response messages above `max` bytes (default 64 MiB); checked
+ * from the length prefix, before anything is allocated. */
+void ctxclient_set_max_message(ctxclient *c, size_t max);
+
+/* Send GOAWAY, close the socket and free everything, including streams not
+ * yet freed (their handles become invalid). NULL is a no-op. */
+void ctxclient_close(ctxclient *c);
+
+/* ---- generic calls ------------------------------------------------------*/
+
+/* A unary call: send one request message to `path` ("/ctxd.v1.Admin/Stats")
+ * and wait for one response message and the status. `timeout_ms` > 0 is the
+ * call's deadline (sent as grpc-timeout and enforced locally), 0 = none.
+ * On success *resp is a malloc'd copy of the response (NULL when it is
+ * empty) that the caller frees with free(), and *resp_len its length.
+ * Errors: CTXCLIENT_ESTATUS (status in `st`; *resp is NULL), including a
+ * call that ended OK without exactly one response (INTERNAL). */
+int ctxclient_unary(ctxclient *c, const char *path, const uint8_t *req,
+                    size_t req_len, int64_t timeout_ms, uint8_t **resp,
+                    size_t *resp_len, ctxclient_status *st);
+
+/* Open a streaming call to `path`: sends the request HEADERS only.
+ * `timeout_ms` > 0 is a deadline for the whole stream, 0 = none. Works for
+ * client-, server- and bidirectional streaming methods. *out is freed with
+ * ctxclient_stream_free(). Errors: CTXCLIENT_ESTATUS (UNAVAILABLE when the
+ * connection is gone). */
+int ctxclient_stream_open(ctxclient *c, const char *path, int64_t timeout_ms,
+                          ctxclient_stream **out, ctxclient_status *st);
+
+/* Queue one message (copied) and write it. Blocks while more than about
+ * 1 MiB of this stream's messages are waiting for HTTP/2 flow-control
+ * window; while blocked it keeps reading, so responses the server sends
+ * meanwhile (acks) are queued for ctxclient_stream_recv() and a server
+ * that waits for its responses to drain cannot deadlock us.
+ * Errors: CTXCLIENT_EINVAL after ctxclient_stream_close_send(); 
+ * CTXCLIENT_ESTATUS once the call has ended (the server answered early,
+ * e.g. with an error - its status is in `st` - or the deadline passed or
+ * the connection failed). */
+int ctxclient_stream_send(ctxclient_stream *s, const uint8_t *msg,
+                          size_t len, ctxclient_status *st);
+
+/* Half-close: tell the server no more messages follow. Idempotent. Returns
+ * after the END_STREAM has been handed to the socket or the call ended
+ * (CTXCLIENT_ESTATUS only for an ended call with a non-OK status). */
+int ctxclient_stream_close_send(ctxclient_stream *s, ctxclient_status *st);
+
+/* Wait up to `wait_ms` (0: just poll, <0: until the stream's deadline) for
+ * the next response message. Returns:
+ *   0 with *msg set (malloc'd, caller frees; NULL if the message is empty -
+ *     then *len is 0 and *msg NULL, which also happens at the end, so
+ *     check *done) and *done = 0: one message;
+ *   0 with *done = 1: the call ended with status OK and no more messages;
+ *   CTXCLIENT_EAGAIN: nothing yet, the stream is still open;
+ *   CTXCLIENT_ESTATUS: the call ended with a non-OK status (in `st`) and
+ *     every message that arrived before the status has been returned. */
+int ctxclient_stream_recv(ctxclient_stream *s, int wait_ms, uint8_t **msg,
+                          size_t *len, int *done, ctxclient_status *st);
+
+/* Half-close if not done yet, wait for the end of the call (discarding
+ * response messages not yet received) and report its final status:
+ * 0 for OK, else CTXCLIENT_ESTATUS. */
+int ctxclient_stream_finish(ctxclient_stream *s, ctxclient_status *st);
+
+/* Free a stream. If the call is still running it is cancelled
+ * (RST_STREAM CANCEL). NULL is a no-op. */
+void ctxclient_stream_free(ctxclient_stream *s);
+
+/* ---- typed helpers ------------------------------------------------------*/
+/* Each packs the request, makes the unary call with `timeout_ms` as above
+ * and unpacks the response into *resp, which the caller frees with the
+ * type's protobuf-c free_unpacked function (e.g.
+ * ctxd__v1__put_response__free_unpacked(resp, NULL)). Errors as for
+ * ctxclient_unary(); a response that does not parse is INTERNAL. */
+
+int ctxclient_put(ctxclient *c, const Ctxd__V1__PutRequest *req,
+                  int64_t timeout_ms, Ctxd__V1__PutResponse **resp,
+                  ctxclient_status *st);
+int ctxclient_get(ctxclient *c, const Ctxd__V1__GetRequest *req,
+                  int64_t timeout_ms, Ctxd__V1__GetResponse **resp,
+                  ctxclient_status *st);
+int ctxclient_delete(ctxclient *c, const Ctxd__V1__DeleteRequest *req,
+                     int64_t timeout_ms, Ctxd__V1__DeleteResponse **resp,
+                     ctxclient_status *st);
+int ctxclient_list(ctxclient *c, const Ctxd__V1__ListRequest *req,
+                   int64_t timeout_ms, Ctxd__V1__ListResponse **resp,
+                   ctxclient_status *st);
+int ctxclient_chunk(ctxclient *c, const Ctxd__V1__ChunkRequest *req,
+                    int64_t timeout_ms, Ctxd__V1__ChunkResponse **resp,
+                    ctxclient_status *st);
+int ctxclient_stats(ctxclient *c, int64_t timeout_ms,
+                    Ctxd__V1__StatsResponse **resp, ctxclient_status *st);
+int ctxclient_verify(ctxclient *c, int64_t timeout_ms,
+                     Ctxd__V1__VerifyResponse **resp, ctxclient_status *st);
+
+/* grpc.health.v1.Health/Check for `service` ("" or NULL: the server as a
+ * whole). *serving is the response's ServingStatus (1 = SERVING). */
+int ctxclient_health_check(ctxclient *c, const char *service,
+                           int64_t timeout_ms, int *serving,
+                           ctxclient_status *st);
+
+/* Documents.PutStream: open with ctxclient_putstream_open(), send any
+ * number of requests with ctxclient_putstream_send() (same blocking and
+ * errors as ctxclient_stream_send()), read acks with
+ * ctxclient_putstream_recv() (same returns as ctxclient_stream_recv(); *ack
+ * is NULL when *done is set, else freed by the caller with
+ * ctxd__v1__put_ack__free_unpacked), and end with ctxclient_stream_finish()
+ * or ctxclient_stream_close_send() + recv until done. */
+int ctxclient_putstream_open(ctxclient *c, int64_t timeout_ms,
+                             ctxclient_stream **out, ctxclient_status *st);
+int ctxclient_putstream_send(ctxclient_stream *s,
+                             const Ctxd__V1__PutRequest *req,
+                             ctxclient_status *st);
+int ctxclient_putstream_recv(ctxclient_stream *s, int wait_ms,
+                             Ctxd__V1__PutAck **ack, int *done,
+                             ctxclient_status *st);
+
+#endif

@@ -1,0 +1,1399 @@
+/* ctxctl.c - the ctxd admin CLI: health, stats, storing, reading, listing,
+ * deleting and chunking documents, and store verification, all through
+ * ctxclient over gRPC/h2c.
+ *
+ * Output meant for people goes to stdout (tables) or, for progress, to
+ * stderr when it is a terminal; --json gives machine-readable output.
+ * Errors are one line each on stderr: "ctxctl: CMD: MESSAGE (STATUS)". */
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctxclient.h"
+
+enum {
+  EXIT_OK = 0,
+  EXIT_FAILED = 1,      /* the operation failed or something was rejected */
+  EXIT_USAGE = 2,       /* bad command line */
+  EXIT_UNREACHABLE = 3, /* could not talk to the server */
+};
+
+#define DEFAULT_ADDR "127.0.0.1:50051"
+#define DEFAULT_TIMEOUT_MS 30000
+
+static const char *g_cmd = NULL; /* for messages */
+
+static const char usage_text[] =
+    "usage: ctxctl [--addr HOST:PORT] [--timeout SECONDS] COMMAND [ARGS]\n"
+    "\n"
+    "The ctxd admin CLI. Talks gRPC over cleartext HTTP/2 to a ctxd server.\n"
+    "\n"
+    "Commands:\n"
+    "  status                     health check; prints SERVING\n"
+    "  stats [--json]             store statistics\n"
+    "  put [OPTIONS] INPUT...     store documents (files, directories, -, "
+    "--jsonl FILE)\n"
+    "  get ID [--text] [--chunks] [--json]\n"
+    "                             show a document\n"
+    "  rm [-f] ID...              delete documents\n"
+    "  ls [--limit N] [--all] [--ids] [--json]\n"
+    "                             list documents\n"
+    "  chunk [FILE|-] [--max-tokens N] [--overlap N] [--json]\n"
+    "                             show how the server would chunk a text\n"
+    "  verify                     check the store's consistency\n"
+    "  help [COMMAND]             this text, or a command's details\n"
+    "\n"
+    "Global options:\n"
+    "  --addr HOST:PORT     server address (default $CTXD_ADDR, else "
+    DEFAULT_ADDR ");\n"
+    "                       IPv6 as [ADDR]:PORT; hostnames are resolved\n"
+    "  --timeout SECONDS    deadline of each call (default 30; put: none "
+    "unless given)\n"
+    "  -h, --help           this text\n"
+    "  --version            print the version\n"
+    "\n"
+    "Exit status:\n"
+    "  0  success\n"
+    "  1  the operation failed or was rejected (e.g. a document was refused,\n"
+    "     not found, verify found problems, server not SERVING)\n"
+    "  2  usage error\n"
+    "  3  server unreachable (connection refused or lost, name not "
+    "resolved)\n";
+
+typedef struct cmd_help {
+  const char *name;
+  const char *text;
+} cmd_help;
+
+static const cmd_help cmd_helps[] = {
+    {"status",
+     "usage: ctxctl status\n"
+     "\n"
+     "Calls grpc.health.v1.Health/Check and prints the serving status.\n"
+     "Exit 0 when SERVING, 1 when the server answers anything else, 3 when\n"
+     "it cannot be reached.\n"},
+    {"stats",
+     "usage: ctxctl stats [--json]\n"
+     "\n"
+     "Prints the server's store statistics (Admin/Stats) as a table, or as\n"
+     "one JSON object with --json (the StatsResponse field names).\n"},
+    {"put",
+     "usage: ctxctl put [OPTIONS] INPUT...\n"
+     "\n"
+     "Stores documents through Documents/PutStream. Inputs:\n"
+     "  FILE            one document; its id is the path as given\n"
+     "  DIR             every regular file below DIR, recursively; the id is\n"
+     "                  the path relative to DIR\n"
+     "  -               one document read from standard input (id from --id,\n"
+     "                  else the server generates one)\n"
+     "  --jsonl FILE    one document per line: {\"id\": ..., \"text\": ...,\n"
+     "                  \"metadata\": {\"key\": \"value\"}} (FILE may be -)\n"
+     "Options:\n"
+     "  --id ID             id for a single FILE or - input\n"
+     "  --meta KEY=VALUE    metadata for file inputs (repeatable)\n"
+     "  --max-tokens N      chunk size in tokens (0: server default)\n"
+     "  --overlap N         overlap between chunks in tokens\n"
+     "  -q, --quiet         no summary line\n"
+     "Files are sent as they are; the server checks that text is UTF-8 and\n"
+     "its refusal is shown per document. A progress bar is drawn on stderr\n"
+     "when stderr is a terminal. Exit 0 when every document was stored, 1\n"
+     "when any was rejected.\n"},
+    {"get",
+     "usage: ctxctl get ID [--text] [--chunks] [--json]\n"
+     "\n"
+     "Shows a stored document: size, tokens, metadata.\n"
+     "  --text      print the document text alone (byte for byte)\n"
+     "  --chunks    list its chunks (with --text: each chunk and its text)\n"
+     "  --json      one JSON object (with text/chunks when asked for)\n"
+     "Exit 1 when there is no such document.\n"},
+    {"rm",
+     "usage: ctxctl rm [-f] ID...\n"
+     "\n"
+     "Deletes documents. A missing document is reported and makes the exit\n"
+     "status 1, unless -f/--force is given.\n"},
+    {"ls",
+     "usage: ctxctl ls [--limit N] [--all] [--ids] [--json]\n"
+     "\n"
+     "Lists documents in id order: id, bytes, chunks, tokens.\n"
+     "  --limit N   at most N documents (default 100)\n"
+     "  --all       every document (pages through Documents/List)\n"
+     "  --ids       ids only, one per line\n"
+     "  --json      one JSON object per line\n"},
+    {"chunk",
+     "usage: ctxctl chunk [FILE|-] [--max-tokens N] [--overlap N] [--json]\n"
+     "\n"
+     "Sends a text (FILE, or standard input) to Documents/Chunk and shows\n"
+     "the chunks the server would store: ordinal, byte range, tokens and\n"
+     "the start of each chunk's text. Nothing is stored. --json prints the\n"
+     "whole response, chunk texts included.\n"},
+    {"verify",
+     "usage: ctxctl verify\n"
+     "\n"
+     "Asks the server to check the store (Admin/Verify). Exit 0 when it is\n"
+     "consistent, 1 with each problem printed otherwise.\n"},
+    {"help", "usage: ctxctl help [COMMAND]\n"},
+};
+
+/* ---- messages -----------------------------------------------------------*/
+
+__attribute__((format(printf, 1, 2))) static void errorf(const char *fmt,
+                                                         ...) {
+  va_list ap;
+  fprintf(stderr, "ctxctl: ");
+  if (g_cmd) fprintf(stderr, "%s: ", g_cmd);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt,
+                                                             ...) {
+  va_list ap;
+  fprintf(stderr, "ctxctl: ");
+  if (g_cmd) fprintf(stderr, "%s: ", g_cmd);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  if (g_cmd && strcmp(g_cmd, "help") != 0)
+    fprintf(stderr, "\nTry 'ctxctl help %s'.\n", g_cmd);
+  else
+    fprintf(stderr, "\nTry 'ctxctl --help'.\n");
+  return EXIT_USAGE;
+}
+
+/* Exit status for a failed call: 3 when the server could not be reached. */
+static int status_exit(const ctxclient_status *st) {
+  return st->code == 14 ? EXIT_UNREACHABLE : EXIT_FAILED;
+}
+
+/* Report a failed call ("ctxctl: get: what: message (CODE)") and return
+ * its exit status. `what` may be NULL. */
+static int report(const char *what, const ctxclient_status *st) {
+  if (what)
+    errorf("%s: %s (%s)", what, st->message[0] ? st->message : "failed",
+           ctxclient_status_name(st->code));
+  else
+    errorf("%s (%s)", st->message[0] ? st->message : "failed",
+           ctxclient_status_name(st->code));
+  return status_exit(st);
+}
+
+/* ---- option parsing -----------------------------------------------------*/
+
+/* A tiny getopt_long for "--name VALUE", "--name=VALUE", flags and
+ * positionals in any order; "--" ends options. */
+typedef struct opt_spec {
+  const char *name;  /* "--max-tokens" */
+  const char *alias; /* "-f" or NULL */
+  int has_arg;
+} opt_spec;
+
+typedef struct opt_iter {
+  int argc, i;
+  char **argv;
+  int no_more_opts;
+} opt_iter;
+
+/* Next item: returns the index into `specs` of an option (with *arg set for
+ * options taking one), -1 for a positional (in *arg), -2 at the end, -3 on
+ * a usage error (already reported). */
+static int opt_next(opt_iter *it, const opt_spec *specs, size_t n,
+                    const char **arg) {
+  *arg = NULL;
+  if (it->i >= it->argc) return -2;
+  char *a = it->argv[it->i++];
+  if (it->no_more_opts || a[0] != '-' || strcmp(a, "-") == 0) {
+    *arg = a;
+    return -1;
+  }
+  if (strcmp(a, "--") == 0) {
+    it->no_more_opts = 1;
+    return opt_next(it, specs, n, arg);
+  }
+  const char *eq = strchr(a, '=');
+  size_t nlen = eq && a[1] == '-' ? (size_t)(eq - a) : strlen(a);
+  for (size_t k = 0; k < n; k++) {
+    int match = (strlen(specs[k].name) == nlen &&
+                 strncmp(specs[k].name, a, nlen) == 0) ||
+                (specs[k].alias && strcmp(specs[k].alias, a) == 0);
+    if (!match) continue;
+    if (!specs[k].has_arg) {
+      if (eq && a[1] == '-') {
+        usage_error("option %s takes no value", specs[k].name);
+        return -3;
+      }
+      return (int)k;
+    }
+    if (eq && a[1] == '-') {
+      *arg = eq + 1;
+    } else if (it->i < it->argc) {
+      *arg = it->argv[it->i++];
+    } else {
+      usage_error("option %s needs a value", specs[k].name);
+      return -3;
+    }
+    return (int)k;
+  }
+  usage_error("unknown option %s", a);
+  return -3;
+}
+
+static int parse_u32(const char *opt, const char *s, uint32_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || end == s || *end || s[0] == '-' || v > UINT32_MAX) {
+    usage_error("%s: not a number: %s", opt, s);
+    return -1;
+  }
+  *out = (uint32_t)v;
+  return 0;
+}
+
+/* ---- shared state -------------------------------------------------------*/
+
+typedef struct ctl {
+  const char *addr;
+  int64_t timeout_ms;  /* per unary call */
+  int timeout_given;   /* --timeout was on the command line */
+  ctxclient *client;
+} ctl;
+
+static int ctl_connect(ctl *g) {
+  ctxclient_status st;
+  int rc = ctxclient_connect(g->addr, g->timeout_ms > 0 && g->timeout_ms < 10000
+                                          ? (int)g->timeout_ms : 10000,
+                             &g->client, &st);
+  if (rc == CTXCLIENT_EINVAL) {
+    usage_error("%s", st.message);
+    return EXIT_USAGE;
+  }
+  if (rc != 0) {
+    report(NULL, &st);
+    return EXIT_UNREACHABLE; /* resolve/connect failure or connect timeout */
+  }
+  return 0;
+}
+
+/* ---- small formatting helpers ------------------------------------------*/
+
+static const char *human_bytes(uint64_t b, char *buf, size_t len) {
+  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = (double)b;
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf(buf, len, "%llu B", (unsigned long long)b);
+  else
+    snprintf(buf, len, "%.1f %s", v, units[u]);
+  return buf;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Read a whole stream. Returns a malloc'd, NUL-terminated buffer (the NUL
+ * not counted in *len), or NULL with errno set. */
+static char *read_stream(FILE *f, size_t *len) {
+  size_t cap = 65536, n = 0;
+  char *buf = malloc(cap);
+  if (!buf) return NULL;
+  for (;;) {
+    if (cap - n < 4096 + 1) {
+      char *p = realloc(buf, cap *= 2);
+      if (!p) {
+        free(buf);
+        errno = ENOMEM;
+        return NULL;
+      }
+      buf = p;
+    }
+    size_t r = fread(buf + n, 1, cap - n - 1, f);
+    n += r;
+    if (r == 0) {
+      if (ferror(f)) {
+        int e = errno ? errno : EIO;
+        free(buf);
+        errno = e;
+        return NULL;
+      }
+      break;
+    }
+  }
+  buf[n] = '\0';
+  *len = n;
+  return buf;
+}
+
+static char *read_path(const char *path, size_t *len) {
+  if (strcmp(path, "-") == 0) return read_stream(stdin, len);
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  char *buf = read_stream(f, len);
+  int e = errno;
+  fclose(f);
+  errno = e;
+  return buf;
+}
+
+/* ---- status -------------------------------------------------------------*/
+
+static int cmd_status(ctl *g, int argc, char **argv) {
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg;
+  int k = opt_next(&it, NULL, 0, &arg);
+  if (k == -3) return EXIT_USAGE;
+  if (k == -1) return usage_error("unexpected argument: %s", arg);
+  int rc = ctl_connect(g);
+  if (rc) return rc;
+  ctxclient_status st;
+  int serving = 0;
+  if (ctxclient_health_check(g->client, "", g->timeout_ms, &serving, &st))
+    return report(NULL, &st);
+  static const char *names[] = {"UNKNOWN", "SERVING", "NOT_SERVING",
+                                "SERVICE_UNKNOWN"};
+  if (serving >= 0 && serving <= 3)
+    printf("%s\n", names[serving]);
+  else
+    printf("STATUS_%d\n", serving);
+  return serving == 1 ? EXIT_OK : EXIT_FAILED;
+}
+
+/* ---- stats --------------------------------------------------------------*/
+
+static void print_json(json_t *j, int flags) {
+  char *s = json_dumps(j, flags | JSON_ENSURE_ASCII);
+  if (s) {
+    puts(s);
+    free(s);
+  }
+  json_decref(j);
+}
+
+static int cmd_stats(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {{"--json", NULL, 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg;
+  int json = 0, k;
+  while ((k = opt_next(&it, specs, 1, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) return usage_error("unexpected argument: %s", arg);
+    json = 1;
+  }
+  int rc = ctl_connect(g);
+  if (rc) return rc;
+  ctxclient_status st;
+  Ctxd__V1__StatsResponse *r;
+  if (ctxclient_stats(g->client, g->timeout_ms, &r, &st))
+    return report(NULL, &st);
+  if (json) {
+    json_t *o = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:s, s:I, s:s, s:I}",
+        "documents", (json_int_t)r->documents, "chunks", (json_int_t)r->chunks,
+        "bytes", (json_int_t)r->bytes, "tokens", (json_int_t)r->tokens,
+        "store_bytes", (json_int_t)r->store_bytes, "map_bytes",
+        (json_int_t)r->map_bytes, "map_used_bytes",
+        (json_int_t)r->map_used_bytes, "schema_version",
+        (int)r->schema_version, "version", r->version ? r->version : "",
+        "uptime_seconds", (json_int_t)r->uptime_seconds, "tokenizer",
+        r->tokenizer ? r->tokenizer : "", "last_seq",
+        (json_int_t)r->last_seq);
+    print_json(o, JSON_INDENT(2));
+  } else {
+    char b1[32], b2[32], b3[32], b4[32];
+    uint64_t up = r->uptime_seconds;
+    printf("documents       %llu\n", (unsigned long long)r->documents);
+    printf("chunks          %llu\n", (unsigned long long)r->chunks);
+    printf("text            %s (%llu bytes)\n",
+           human_bytes(r->bytes, b1, sizeof b1),
+           (unsigned long long)r->bytes);
+    printf("tokens          %llu\n", (unsigned long long)r->tokens);
+    printf("store file      %s\n", human_bytes(r->store_bytes, b2, sizeof b2));
+    printf("map             %s used of %s (%.1f%%)\n",
+           human_bytes(r->map_used_bytes, b3, sizeof b3),
+           human_bytes(r->map_bytes, b4, sizeof b4),
+           r->map_bytes ? 100.0 * (double)r->map_used_bytes /
+                              (double)r->map_bytes
+                        : 0.0);
+    printf("tokenizer       %s\n", r->tokenizer && *r->tokenizer
+                                       ? r->tokenizer : "-");
+    printf("last seq        %llu\n", (unsigned long long)r->last_seq);
+    printf("schema version  %u\n", r->schema_version);
+    printf("server version  %s\n", r->version && *r->version ? r->version
+                                                               : "-");
+    printf("uptime          %llud %02lluh %02llum %02llus\n",
+           (unsigned long long)(up / 86400),
+           (unsigned long long)(up / 3600 % 24),
+           (unsigned long long)(up / 60 % 60), (unsigned long long)(up % 60));
+  }
+  ctxd__v1__stats_response__free_unpacked(r, NULL);
+  return EXIT_OK;
+}
+
+/* ---- put ----------------------------------------------------------------*/
+
+typedef struct put_input {
+  char *path; /* file to read; "-" = stdin */
+  char *id;   /* document id (may be "") */
+} put_input;
+
+typedef struct put_state {
+  ctl *g;
+  ctxclient_stream *s;
+  uint32_t max_tokens, overlap;
+  int have_chunking;
+  char **meta_kv; /* "k=v" strings from --meta */
+  size_t n_meta;
+  /* counters */
+  uint64_t sent, stored, rejected, local_rejected, bytes;
+  uint64_t total; /* known number of documents, 0 = unknown */
+  int progress;   /* draw progress on stderr */
+  double t0, last_draw;
+  int progress_drawn;
+  int failed_stream; /* stream ended with an error: stop */
+  ctxclient_status st;
+} put_state;
+
+static void progress_clear(put_state *p) {
+  if (p->progress_drawn) {
+    fputs("\r\033[K", stderr);
+    p->progress_drawn = 0;
+  }
+}
+
+static void progress_draw(put_state *p, int force) {
+  if (!p->progress) return;
+  double t = now_s();
+  if (!force && t - p->last_draw < 0.1) return;
+  p->last_draw = t;
+  double el = t - p->t0;
+  double rate = el > 0 ? (double)p->stored / el : 0;
+  char bar[32] = "";
+  if (p->total) {
+    int w = 24, fill = (int)((double)w * (double)p->sent / (double)p->total);
+    if (fill > w) fill = w;
+    bar[0] = '[';
+    for (int i = 0; i < w; i++) bar[1 + i] = i < fill ? '#' : '.';
+    bar[w + 1] = ']';
+    bar[w + 2] = ' ';
+    bar[w + 3] = '\0';
+  }
+  fprintf(stderr, "\r\033[K%s%llu", bar, (unsigned long long)p->stored);
+  if (p->total) fprintf(stderr, "/%llu", (unsigned long long)p->total);
+  fprintf(stderr, " docs  %.1f MB  %.0f docs/s", (double)p->bytes / 1e6,
+          rate);
+  if (p->rejected + p->local_rejected)
+    fprintf(stderr, "  %llu rejected",
+            (unsigned long long)(p->rejected + p->local_rejected));
+  fflush(stderr);
+  p->progress_drawn = 1;
+}
+
+static void put_note_ack(put_state *p, Ctxd__V1__PutAck *ack) {
+  p->stored += ack->n_ids;
+  for (size_t i = 0; i < ack->n_errors; i++) {
+    progress_clear(p);
+    const Ctxd__V1__PutError *e = ack->errors[i];
+    errorf("document %s: %s", e->id && *e->id ? e->id : "(no id)",
+           e->reason && *e->reason ? e->reason : "rejected");
+    p->rejected++;
+  }
+}
+
+/* Read acks that have arrived. wait_ms: 0 = only what is there,
+ * -1 = until the end of the stream. */
+static void put_drain(put_state *p, int wait_ms) {
+  while (!p->failed_stream) {
+    Ctxd__V1__PutAck *ack;
+    int done;
+    int rc = ctxclient_putstream_recv(p->s, wait_ms, &ack, &done, &p->st);
+    if (rc == CTXCLIENT_EAGAIN) break;
+    if (rc != 0) {
+      p->failed_stream = 1;
+      break;
+    }
+    if (done) break;
+    put_note_ack(p, ack);
+    ctxd__v1__put_ack__free_unpacked(ack, NULL);
+  }
+  progress_draw(p, 0);
+}
+
+/* Send one document. `text` has `len` bytes. */
+static void put_send(put_state *p, const char *id, const char *text,
+                     size_t len, Ctxd__V1__Document__MetadataEntry **meta,
+                     size_t n_meta) {
+  if (p->failed_stream) return;
+  /* protobuf-c strings are NUL-terminated, so a NUL byte would silently cut
+   * the text short: refuse here rather than store half a document. */
+  const char *nul = memchr(text, '\0', len);
+  if (nul) {
+    progress_clear(p);
+    errorf("document %s: text contains a NUL byte at byte offset %zu "
+           "(binary file?); not sent", *id ? id : "(stdin)",
+           (size_t)(nul - text));
+    p->local_rejected++;
+    return;
+  }
+  Ctxd__V1__Document doc = CTXD__V1__DOCUMENT__INIT;
+  Ctxd__V1__ChunkOptions ch = CTXD__V1__CHUNK_OPTIONS__INIT;
+  Ctxd__V1__PutRequest req = CTXD__V1__PUT_REQUEST__INIT;
+  doc.id = (char *)id;
+  doc.text = (char *)text;
+  doc.metadata = meta;
+  doc.n_metadata = n_meta;
+  req.document = &doc;
+  if (p->have_chunking) {
+    ch.max_tokens = p->max_tokens;
+    ch.overlap_tokens = p->overlap;
+    req.chunking = &ch;
+  }
+  if (ctxclient_putstream_send(p->s, &req, &p->st) != 0) {
+    p->failed_stream = 1;
+    return;
+  }
+  p->sent++;
+  p->bytes += len;
+  put_drain(p, 0);
+}
+
+/* Metadata entries from --meta KEY=VALUE. */
+static Ctxd__V1__Document__MetadataEntry **meta_from_kv(put_state *p,
+                                                       size_t *n) {
+  *n = 0;
+  if (!p->n_meta) return NULL;
+  Ctxd__V1__Document__MetadataEntry **v =
+      calloc(p->n_meta, sizeof *v + sizeof **v);
+  if (!v) return NULL;
+  Ctxd__V1__Document__MetadataEntry *e =
+      (Ctxd__V1__Document__MetadataEntry *)(v + p->n_meta);
+  for (size_t i = 0; i < p->n_meta; i++) {
+    Ctxd__V1__Document__MetadataEntry init =
+        CTXD__V1__DOCUMENT__METADATA_ENTRY__INIT;
+    e[i] = init;
+    char *eq = strchr(p->meta_kv[i], '=');
+    *eq = '\0'; /* checked when parsed; the string is ours */
+    e[i].key = p->meta_kv[i];
+    e[i].value = eq + 1;
+    v[i] = &e[i];
+  }
+  *n = p->n_meta;
+  return v;
+}
+
+static void meta_restore(put_state *p) {
+  for (size_t i = 0; i < p->n_meta; i++)
+    p->meta_kv[i][strlen(p->meta_kv[i])] = '=';
+}
+
+static void put_file(put_state *p, const put_input *in) {
+  size_t len;
+  char *text = read_path(in->path, &len);
+  if (!text) {
+    progress_clear(p);
+    errorf("%s: %s", strcmp(in->path, "-") ? in->path : "stdin",
+           strerror(errno));
+    p->local_rejected++;
+    return;
+  }
+  size_t n_meta;
+  Ctxd__V1__Document__MetadataEntry **meta = meta_from_kv(p, &n_meta);
+  put_send(p, in->id, text, len, meta, n_meta);
+  if (meta) meta_restore(p);
+  free(meta);
+  free(text);
+}
+
+static void put_jsonl(put_state *p, const char *path) {
+  FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+  const char *name = strcmp(path, "-") == 0 ? "stdin" : path;
+  if (!f) {
+    errorf("%s: %s", path, strerror(errno));
+    p->local_rejected++;
+    return;
+  }
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t n;
+  unsigned long lineno = 0;
+  while (!p->failed_stream && (n = getline(&line, &cap, f)) >= 0) {
+    lineno++;
+    size_t len = (size_t)n;
+    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+    size_t sp = 0;
+    while (sp < len && (line[sp] == ' ' || line[sp] == '\t')) sp++;
+    if (sp == len) continue; /* blank line */
+    json_error_t jerr;
+    json_t *o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    const char *why = NULL;
+    json_t *jid = NULL, *jtext = NULL, *jmeta = NULL;
+    if (!o) {
+      progress_clear(p);
+      errorf("%s:%lu: invalid JSON: %s", name, lineno, jerr.text);
+      p->local_rejected++;
+      continue;
+    }
+    jid = json_object_get(o, "id");
+    jtext = json_object_get(o, "text");
+    jmeta = json_object_get(o, "metadata");
+    if (!json_is_object(o))
+      why = "not a JSON object";
+    else if (jid && !json_is_string(jid) && !json_is_null(jid))
+      why = "\"id\" must be a string";
+    else if (!json_is_string(jtext))
+      why = "\"text\" must be a string";
+    else if (jmeta && !json_is_object(jmeta) && !json_is_null(jmeta))
+      why = "\"metadata\" must be an object of strings";
+    size_t n_meta = json_is_object(jmeta) ? json_object_size(jmeta) : 0;
+    Ctxd__V1__Document__MetadataEntry **mv = NULL, *me = NULL;
+    if (!why && n_meta) {
+      mv = calloc(n_meta, sizeof *mv);
+      me = calloc(n_meta, sizeof *me);
+      const char *key;
+      json_t *val;
+      size_t i = 0;
+      json_object_foreach(jmeta, key, val) {
+        if (!json_is_string(val)) {
+          why = "\"metadata\" values must be strings";
+          break;
+        }
+        Ctxd__V1__Document__MetadataEntry init =
+            CTXD__V1__DOCUMENT__METADATA_ENTRY__INIT;
+        me[i] = init;
+        me[i].key = (char *)key;
+        me[i].value = (char *)json_string_value(val);
+        mv[i] = &me[i];
+        i++;
+      }
+    }
+    if (why) {
+      progress_clear(p);
+      errorf("%s:%lu: %s", name, lineno, why);
+      p->local_rejected++;
+    } else {
+      put_send(p, jid && json_is_string(jid) ? json_string_value(jid) : "",
+               json_string_value(jtext), json_string_length(jtext), mv,
+               n_meta);
+    }
+    free(mv);
+    free(me);
+    json_decref(o);
+  }
+  free(line);
+  if (f != stdin) fclose(f);
+}
+
+typedef struct input_list {
+  put_input *v;
+  size_t n, cap;
+} input_list;
+
+static int inputs_add(input_list *l, const char *path, const char *id) {
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    put_input *v = realloc(l->v, cap * sizeof *v);
+    if (!v) return -1;
+    l->v = v;
+    l->cap = cap;
+  }
+  l->v[l->n].path = strdup(path);
+  l->v[l->n].id = strdup(id);
+  if (!l->v[l->n].path || !l->v[l->n].id) return -1;
+  l->n++;
+  return 0;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Add every regular file below `dir`; ids relative to the top directory
+ * (`rel` is the part below it, "" at the top). Symlinked directories are
+ * not followed (no loops); symlinked files are. Errors are reported and
+ * counted in *errs. */
+static int walk_dir(input_list *l, const char *dir, const char *rel,
+                    int *errs) {
+  DIR *d = opendir(dir);
+  if (!d) {
+    errorf("%s: %s", dir, strerror(errno));
+    (*errs)++;
+    return 0;
+  }
+  char **names = NULL;
+  size_t n = 0, cap = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 32;
+      char **nn = realloc(names, cap * sizeof *nn);
+      if (!nn) break;
+      names = nn;
+    }
+    if (!(names[n] = strdup(de->d_name))) break;
+    n++;
+  }
+  closedir(d);
+  qsort(names, n, sizeof *names, cmp_str);
+  int rc = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t plen = strlen(dir) + strlen(names[i]) + 2;
+    size_t rlen = strlen(rel) + strlen(names[i]) + 2;
+    char *path = malloc(plen), *r = malloc(rlen);
+    if (!path || !r) {
+      free(path);
+      free(r);
+      rc = -1;
+      break;
+    }
+    int slash = dir[strlen(dir) - 1] == '/';
+    snprintf(path, plen, "%s%s%s", dir, slash ? "" : "/", names[i]);
+    snprintf(r, rlen, "%s%s%s", rel, *rel ? "/" : "", names[i]);
+    struct stat lst, sst;
+    if (lstat(path, &lst) == 0) {
+      if (S_ISDIR(lst.st_mode)) {
+        rc = walk_dir(l, path, r, errs);
+      } else if (S_ISREG(lst.st_mode) ||
+                 (S_ISLNK(lst.st_mode) && stat(path, &sst) == 0 &&
+                  S_ISREG(sst.st_mode))) {
+        rc = inputs_add(l, path, r);
+      }
+    }
+    free(path);
+    free(r);
+    if (rc) break;
+  }
+  for (size_t i = 0; i < n; i++) free(names[i]);
+  free(names);
+  return rc;
+}
+
+static int cmd_put(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {
+      {"--jsonl", NULL, 1},     {"--id", NULL, 1},
+      {"--meta", NULL, 1},      {"--max-tokens", NULL, 1},
+      {"--overlap", NULL, 1},   {"--quiet", "-q", 0},
+  };
+  put_state p;
+  memset(&p, 0, sizeof p);
+  p.g = g;
+  input_list files = {0};
+  const char **jsonl = calloc((size_t)argc + 1, sizeof *jsonl);
+  char **meta = calloc((size_t)argc + 1, sizeof *meta);
+  /* Order of inputs: files/dirs/- first (as given), then --jsonl files. */
+  const char **pos = calloc((size_t)argc + 1, sizeof *pos);
+  size_t n_jsonl = 0, n_pos = 0;
+  const char *id = NULL;
+  int quiet = 0, rc = EXIT_OK, errs = 0, k;
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg;
+  if (!jsonl || !meta || !pos) {
+    errorf("out of memory");
+    rc = EXIT_FAILED;
+    goto out;
+  }
+  p.meta_kv = meta;
+  while ((k = opt_next(&it, specs, sizeof specs / sizeof specs[0], &arg)) !=
+         -2) {
+    switch (k) {
+    case -3: rc = EXIT_USAGE; goto out;
+    case -1: pos[n_pos++] = arg; break;
+    case 0: jsonl[n_jsonl++] = arg; break;
+    case 1: id = arg; break;
+    case 2:
+      if (!strchr(arg, '=') || arg[0] == '=') {
+        rc = usage_error("--meta wants KEY=VALUE, got %s", arg);
+        goto out;
+      }
+      meta[p.n_meta++] = (char *)arg;
+      break;
+    case 3:
+      if (parse_u32("--max-tokens", arg, &p.max_tokens)) {
+        rc = EXIT_USAGE;
+        goto out;
+      }
+      p.have_chunking = 1;
+      break;
+    case 4:
+      if (parse_u32("--overlap", arg, &p.overlap)) {
+        rc = EXIT_USAGE;
+        goto out;
+      }
+      p.have_chunking = 1;
+      break;
+    case 5: quiet = 1; break;
+    }
+  }
+  if (n_pos == 0 && n_jsonl == 0) {
+    rc = usage_error("nothing to store: give files, directories, - or "
+                     "--jsonl FILE");
+    goto out;
+  }
+  int stdin_uses = 0;
+  for (size_t i = 0; i < n_pos; i++) stdin_uses += !strcmp(pos[i], "-");
+  for (size_t i = 0; i < n_jsonl; i++) stdin_uses += !strcmp(jsonl[i], "-");
+  if (stdin_uses > 1) {
+    rc = usage_error("standard input (-) can be read only once");
+    goto out;
+  }
+  if (id && (n_pos != 1 || n_jsonl)) {
+    rc = usage_error("--id needs exactly one FILE or - input");
+    goto out;
+  }
+  /* Expand directories now, so that the total is known for the bar. */
+  for (size_t i = 0; i < n_pos; i++) {
+    struct stat sb;
+    const char *a = pos[i];
+    if (strcmp(a, "-") == 0) {
+      if (inputs_add(&files, "-", id ? id : "")) goto oom;
+      continue;
+    }
+    if (stat(a, &sb) < 0) {
+      errorf("%s: %s", a, strerror(errno));
+      errs++;
+      continue;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+      if (walk_dir(&files, a, "", &errs)) goto oom;
+    } else {
+      const char *fid = id ? id : a;
+      while (fid == a && fid[0] == '.' && fid[1] == '/') fid += 2;
+      if (inputs_add(&files, a, fid)) goto oom;
+    }
+  }
+  p.local_rejected += (uint64_t)errs;
+
+  if ((rc = ctl_connect(g))) goto out;
+  if (ctxclient_putstream_open(g->client, g->timeout_given ? g->timeout_ms : 0,
+                               &p.s, &p.st)) {
+    rc = report(NULL, &p.st);
+    goto out;
+  }
+  p.total = n_jsonl ? 0 : files.n;
+  p.progress = isatty(2);
+  p.t0 = now_s();
+  progress_draw(&p, 1);
+  for (size_t i = 0; i < files.n && !p.failed_stream; i++)
+    put_file(&p, &files.v[i]);
+  for (size_t i = 0; i < n_jsonl && !p.failed_stream; i++)
+    put_jsonl(&p, jsonl[i]);
+  if (!p.failed_stream) {
+    if (ctxclient_stream_close_send(p.s, &p.st) != 0)
+      p.failed_stream = 1;
+    else
+      put_drain(&p, -1);
+  }
+  progress_draw(&p, 1);
+  progress_clear(&p);
+  if (p.failed_stream) {
+    rc = report(NULL, &p.st);
+  } else {
+    uint64_t missing = p.sent - p.stored - p.rejected;
+    if (p.stored + p.rejected > p.sent) missing = 0;
+    if (missing) {
+      errorf("%llu documents were sent but not acknowledged",
+             (unsigned long long)missing);
+      rc = EXIT_FAILED;
+    }
+    if (p.rejected || p.local_rejected) rc = EXIT_FAILED;
+  }
+  if (!quiet) {
+    char hb[32];
+    double el = now_s() - p.t0;
+    printf("stored %llu document%s (%s) in %.2f s",
+           (unsigned long long)p.stored, p.stored == 1 ? "" : "s",
+           human_bytes(p.bytes, hb, sizeof hb), el);
+    if (p.rejected + p.local_rejected)
+      printf(", %llu rejected",
+             (unsigned long long)(p.rejected + p.local_rejected));
+    printf("\n");
+  }
+  goto out;
+oom:
+  errorf("out of memory");
+  rc = EXIT_FAILED;
+out:
+  ctxclient_stream_free(p.s);
+  for (size_t i = 0; i < files.n; i++) {
+    free(files.v[i].path);
+    free(files.v[i].id);
+  }
+  free(files.v);
+  free(jsonl);
+  free(meta);
+  free(pos);
+  return rc;
+}
+
+/* ---- get ----------------------------------------------------------------*/
+
+static json_t *meta_json(Ctxd__V1__Document__MetadataEntry **m, size_t n) {
+  json_t *o = json_object();
+  for (size_t i = 0; i < n; i++)
+    json_object_set_new(o, m[i]->key, json_string(m[i]->value));
+  return o;
+}
+
+/* json_stringn() refuses invalid UTF-8 (which a server might return):
+ * fall back to a lossy copy instead of dropping the field. */
+static json_t *json_text(const char *s) {
+  json_t *j = json_string(s);
+  if (j) return j;
+  size_t n = strlen(s);
+  char *c = malloc(n + 1);
+  if (!c) return json_null();
+  for (size_t i = 0; i <= n; i++)
+    c[i] = (unsigned char)s[i] >= 0x80 ? '?' : s[i];
+  j = json_string(c);
+  free(c);
+  return j;
+}
+
+static json_t *chunk_json(const Ctxd__V1__Chunk *c, int with_text) {
+  json_t *o = json_pack("{s:i, s:I, s:I, s:i}", "ordinal", (int)c->ordinal,
+                        "byte_start", (json_int_t)c->byte_start, "byte_end",
+                        (json_int_t)c->byte_end, "tokens", (int)c->tokens);
+  if (with_text) json_object_set_new(o, "text", json_text(c->text));
+  return o;
+}
+
+static int cmd_get(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {
+      {"--text", NULL, 0}, {"--chunks", NULL, 0}, {"--json", NULL, 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg, *id = NULL;
+  int text = 0, chunks = 0, json = 0, k;
+  while ((k = opt_next(&it, specs, 3, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) {
+      if (id) return usage_error("one ID at a time");
+      id = arg;
+    }
+    if (k == 0) text = 1;
+    if (k == 1) chunks = 1;
+    if (k == 2) json = 1;
+  }
+  if (!id) return usage_error("missing document ID");
+  int rc = ctl_connect(g);
+  if (rc) return rc;
+  Ctxd__V1__GetRequest req = CTXD__V1__GET_REQUEST__INIT;
+  Ctxd__V1__GetResponse *r;
+  ctxclient_status st;
+  req.id = (char *)id;
+  req.with_text = text;
+  req.with_chunks = chunks;
+  if (ctxclient_get(g->client, &req, g->timeout_ms, &r, &st)) {
+    char what[1100];
+    snprintf(what, sizeof what, "document %s", id);
+    return report(what, &st);
+  }
+  Ctxd__V1__Document *d = r->document;
+  const char *did = d && d->id ? d->id : id;
+  if (json) {
+    json_t *o = json_pack("{s:s, s:I, s:I}", "id", did, "bytes",
+                          (json_int_t)r->bytes, "tokens",
+                          (json_int_t)r->tokens);
+    if (!o) o = json_object();
+    json_object_set_new(o, "metadata",
+                        d ? meta_json(d->metadata, d->n_metadata)
+                          : json_object());
+    if (text) json_object_set_new(o, "text", json_text(d && d->text ? d->text
+                                                                   : ""));
+    if (chunks) {
+      json_t *a = json_array();
+      for (size_t i = 0; i < r->n_chunks; i++)
+        json_array_append_new(a, chunk_json(r->chunks[i], text));
+      json_object_set_new(o, "chunks", a);
+    }
+    print_json(o, JSON_INDENT(2));
+  } else if (text && !chunks) {
+    const char *t = d && d->text ? d->text : "";
+    fwrite(t, 1, strlen(t), stdout);
+  } else {
+    printf("id        %s\n", did);
+    printf("bytes     %llu\n", (unsigned long long)r->bytes);
+    printf("tokens    %llu\n", (unsigned long long)r->tokens);
+    for (size_t i = 0; d && i < d->n_metadata; i++)
+      printf("%s%s=%s\n", i ? "          " : "metadata  ",
+             d->metadata[i]->key, d->metadata[i]->value);
+    if (chunks) {
+      printf("chunks    %zu\n", r->n_chunks);
+      if (!text) printf("%8s  %12s  %12s  %8s\n", "ORDINAL", "START", "END",
+                        "TOKENS");
+      for (size_t i = 0; i < r->n_chunks; i++) {
+        const Ctxd__V1__Chunk *c = r->chunks[i];
+        if (text) {
+          printf("--- chunk %u  bytes [%llu, %llu)  %u tokens\n", c->ordinal,
+                 (unsigned long long)c->byte_start,
+                 (unsigned long long)c->byte_end, c->tokens);
+          printf("%s\n", c->text ? c->text : "");
+        } else {
+          printf("%8u  %12llu  %12llu  %8u\n", c->ordinal,
+                 (unsigned long long)c->byte_start,
+                 (unsigned long long)c->byte_end, c->tokens);
+        }
+      }
+    }
+  }
+  ctxd__v1__get_response__free_unpacked(r, NULL);
+  return EXIT_OK;
+}
+
+/* ---- rm -----------------------------------------------------------------*/
+
+static int cmd_rm(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {{"--force", "-f", 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg;
+  int force = 0, k, rc;
+  const char **ids = calloc((size_t)argc + 1, sizeof *ids);
+  size_t n = 0;
+  if (!ids) return EXIT_FAILED;
+  while ((k = opt_next(&it, specs, 1, &arg)) != -2) {
+    if (k == -3) {
+      free(ids);
+      return EXIT_USAGE;
+    }
+    if (k == -1) ids[n++] = arg;
+    if (k == 0) force = 1;
+  }
+  if (n == 0) {
+    free(ids);
+    return usage_error("missing document ID");
+  }
+  if ((rc = ctl_connect(g))) {
+    free(ids);
+    return rc;
+  }
+  for (size_t i = 0; i < n; i++) {
+    Ctxd__V1__DeleteRequest req = CTXD__V1__DELETE_REQUEST__INIT;
+    Ctxd__V1__DeleteResponse *r;
+    ctxclient_status st;
+    req.id = (char *)ids[i];
+    if (ctxclient_delete(g->client, &req, g->timeout_ms, &r, &st)) {
+      char what[1100];
+      snprintf(what, sizeof what, "document %s", ids[i]);
+      int e = report(what, &st);
+      if (e > rc) rc = e;
+      if (e == EXIT_UNREACHABLE) break;
+      continue;
+    }
+    if (r->deleted) {
+      printf("deleted %s (%u chunk%s)\n", ids[i], r->chunks,
+             r->chunks == 1 ? "" : "s");
+    } else if (!force) {
+      errorf("document %s: no such document", ids[i]);
+      if (rc < EXIT_FAILED) rc = EXIT_FAILED;
+    }
+    ctxd__v1__delete_response__free_unpacked(r, NULL);
+  }
+  free(ids);
+  return rc;
+}
+
+/* ---- ls -----------------------------------------------------------------*/
+
+static int cmd_ls(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {{"--limit", "-n", 1},
+                                   {"--all", "-a", 0},
+                                   {"--ids", NULL, 0},
+                                   {"--json", NULL, 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg;
+  uint32_t limit = 100;
+  int all = 0, ids_only = 0, json = 0, k, rc;
+  while ((k = opt_next(&it, specs, 4, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) return usage_error("unexpected argument: %s", arg);
+    if (k == 0 && parse_u32("--limit", arg, &limit)) return EXIT_USAGE;
+    if (k == 1) all = 1;
+    if (k == 2) ids_only = 1;
+    if (k == 3) json = 1;
+  }
+  if ((rc = ctl_connect(g))) return rc;
+  uint64_t shown = 0;
+  char *token = strdup("");
+  int header = !ids_only && !json;
+  int more = 0;
+  while (token && (all || shown < limit)) {
+    Ctxd__V1__ListRequest req = CTXD__V1__LIST_REQUEST__INIT;
+    Ctxd__V1__ListResponse *r;
+    ctxclient_status st;
+    uint64_t want = all ? 1000 : limit - shown;
+    req.page_size = (uint32_t)(want > 1000 ? 1000 : want);
+    req.page_token = token;
+    if (ctxclient_list(g->client, &req, g->timeout_ms, &r, &st)) {
+      free(token);
+      return report(NULL, &st);
+    }
+    if (header) {
+      printf("%-40s  %12s  %8s  %10s\n", "ID", "BYTES", "CHUNKS", "TOKENS");
+      header = 0;
+    }
+    size_t i = 0;
+    for (; i < r->n_documents && (all || shown < limit); i++, shown++) {
+      const Ctxd__V1__DocumentInfo *d = r->documents[i];
+      if (ids_only) {
+        printf("%s\n", d->id);
+      } else if (json) {
+        json_t *o = json_pack("{s:o, s:I, s:i, s:I}", "id", json_text(d->id),
+                              "bytes", (json_int_t)d->bytes, "chunks",
+                              (int)d->chunks, "tokens", (json_int_t)d->tokens);
+        json_object_set_new(o, "metadata",
+                            meta_json((Ctxd__V1__Document__MetadataEntry **)
+                                          d->metadata,
+                                      d->n_metadata));
+        print_json(o, JSON_COMPACT);
+      } else {
+        printf("%-40s  %12llu  %8u  %10llu\n", d->id,
+               (unsigned long long)d->bytes, d->chunks,
+               (unsigned long long)d->tokens);
+      }
+    }
+    free(token);
+    token = NULL;
+    more = i < r->n_documents ||
+           (r->next_page_token && *r->next_page_token);
+    if (r->next_page_token && *r->next_page_token && i == r->n_documents)
+      token = strdup(r->next_page_token);
+    ctxd__v1__list_response__free_unpacked(r, NULL);
+  }
+  free(token);
+  fflush(stdout);
+  if (more && !all)
+    fprintf(stderr, "ctxctl: ls: showing the first %llu documents; use "
+                    "--all or --limit N for more\n",
+            (unsigned long long)shown);
+  return EXIT_OK;
+}
+
+/* ---- chunk --------------------------------------------------------------*/
+
+/* A one-line preview of a chunk's text: control characters shown as
+ * spaces, at most `max` bytes, cut at a UTF-8 boundary. */
+static void preview(const char *s, size_t max, char *out) {
+  size_t n = 0;
+  for (; s[n] && n < max; n++)
+    out[n] = (unsigned char)s[n] < 0x20 ? ' ' : s[n];
+  if (s[n]) {
+    while (n > 0 && ((unsigned char)out[n] & 0xC0) == 0x80 && s[n]) n--;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
+    memcpy(out + n, "...", 4);
+    return;
+  }
+  out[n] = '\0';
+}
+
+static int cmd_chunk(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {
+      {"--max-tokens", NULL, 1}, {"--overlap", NULL, 1}, {"--json", NULL, 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg, *path = NULL;
+  uint32_t max_tokens = 0, overlap = 0;
+  int json = 0, k, rc;
+  while ((k = opt_next(&it, specs, 3, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) {
+      if (path) return usage_error("one FILE at a time");
+      path = arg;
+    }
+    if (k == 0 && parse_u32("--max-tokens", arg, &max_tokens))
+      return EXIT_USAGE;
+    if (k == 1 && parse_u32("--overlap", arg, &overlap)) return EXIT_USAGE;
+    if (k == 2) json = 1;
+  }
+  if (!path) path = "-";
+  size_t len;
+  char *text = read_path(path, &len);
+  if (!text) {
+    errorf("%s: %s", strcmp(path, "-") ? path : "stdin", strerror(errno));
+    return EXIT_FAILED;
+  }
+  if (memchr(text, '\0', len)) {
+    errorf("%s: text contains a NUL byte at byte offset %zu",
+           strcmp(path, "-") ? path : "stdin",
+           (size_t)((char *)memchr(text, '\0', len) - text));
+    free(text);
+    return EXIT_FAILED;
+  }
+  if ((rc = ctl_connect(g))) {
+    free(text);
+    return rc;
+  }
+  Ctxd__V1__ChunkRequest req = CTXD__V1__CHUNK_REQUEST__INIT;
+  Ctxd__V1__ChunkOptions opts = CTXD__V1__CHUNK_OPTIONS__INIT;
+  Ctxd__V1__ChunkResponse *r;
+  ctxclient_status st;
+  opts.max_tokens = max_tokens;
+  opts.overlap_tokens = overlap;
+  req.text = text;
+  req.chunking = &opts;
+  req.with_text = 1;
+  rc = ctxclient_chunk(g->client, &req, g->timeout_ms, &r, &st);
+  free(text);
+  if (rc) return report(NULL, &st);
+  if (json) {
+    json_t *o = json_pack("{s:I, s:s}", "tokens", (json_int_t)r->tokens,
+                          "tokenizer", r->tokenizer ? r->tokenizer : "");
+    json_t *a = json_array();
+    for (size_t i = 0; i < r->n_chunks; i++)
+      json_array_append_new(a, chunk_json(r->chunks[i], 1));
+    json_object_set_new(o, "chunks", a);
+    print_json(o, JSON_INDENT(2));
+  } else {
+    printf("%7s  %10s  %10s  %6s  %s\n", "ORDINAL", "START", "END", "TOKENS",
+           "TEXT");
+    for (size_t i = 0; i < r->n_chunks; i++) {
+      const Ctxd__V1__Chunk *c = r->chunks[i];
+      char pv[64];
+      preview(c->text ? c->text : "", 48, pv);
+      printf("%7u  %10llu  %10llu  %6u  %s\n", c->ordinal,
+             (unsigned long long)c->byte_start,
+             (unsigned long long)c->byte_end, c->tokens, pv);
+    }
+    printf("%zu chunk%s, %llu tokens (tokenizer %s)\n", r->n_chunks,
+           r->n_chunks == 1 ? "" : "s", (unsigned long long)r->tokens,
+           r->tokenizer && *r->tokenizer ? r->tokenizer : "-");
+  }
+  ctxd__v1__chunk_response__free_unpacked(r, NULL);
+  return EXIT_OK;
+}
+
+/* ---- verify -------------------------------------------------------------*/
+
+static int cmd_verify(ctl *g, int argc, char **argv) {
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg;
+  int k = opt_next(&it, NULL, 0, &arg);
+  if (k == -3) return EXIT_USAGE;
+  if (k == -1) return usage_error("unexpected argument: %s", arg);
+  int rc = ctl_connect(g);
+  if (rc) return rc;
+  Ctxd__V1__VerifyResponse *r;
+  ctxclient_status st;
+  if (ctxclient_verify(g->client, g->timeout_ms, &r, &st))
+    return report(NULL, &st);
+  if (r->ok && r->n_problems == 0) {
+    printf("ok: %llu documents, %llu chunks checked\n",
+           (unsigned long long)r->documents_checked,
+           (unsigned long long)r->chunks_checked);
+    rc = EXIT_OK;
+  } else {
+    for (size_t i = 0; i < r->n_problems; i++)
+      printf("problem: %s\n", r->problems[i]);
+    printf("FAILED: %zu problem%s in %llu documents, %llu chunks checked\n",
+           r->n_problems, r->n_problems == 1 ? "" : "s",
+           (unsigned long long)r->documents_checked,
+           (unsigned long long)r->chunks_checked);
+    rc = EXIT_FAILED;
+  }
+  ctxd__v1__verify_response__free_unpacked(r, NULL);
+  return rc;
+}
+
+/* ---- main ---------------------------------------------------------------*/
+
+typedef struct command {
+  const char *name;
+  int (*fn)(ctl *g, int argc, char **argv);
+} command;
+
+static const command commands[] = {
+    {"status", cmd_status}, {"stats", cmd_stats}, {"put", cmd_put},
+    {"get", cmd_get},       {"rm", cmd_rm},       {"ls", cmd_ls},
+    {"chunk", cmd_chunk},   {"verify", cmd_verify},
+};
+
+static int help(const char *name) {
+  if (!name) {
+    fputs(usage_text, stdout);
+    return EXIT_OK;
+  }
+  for (size_t i = 0; i < sizeof cmd_helps / sizeof cmd_helps[0]; i++)
+    if (strcmp(cmd_helps[i].name, name) == 0) {
+      fputs(cmd_helps[i].text, stdout);
+      return EXIT_OK;
+    }
+  g_cmd = "help";
+  return usage_error("unknown command %s", name);
+}
+
+int main(int argc, char **argv) {
+  ctl g = {0};
+  g.addr = getenv("CTXD_ADDR");
+  if (!g.addr || !*g.addr) g.addr = DEFAULT_ADDR;
+  g.timeout_ms = DEFAULT_TIMEOUT_MS;
+  int i = 1;
+  for (; i < argc; i++) {
+    const char *a = argv[i], *val = NULL;
+    if (a[0] != '-') break;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) return help(NULL);
+    if (!strcmp(a, "--version")) {
+      printf("ctxctl %s\n", CTXD_VERSION);
+      return EXIT_OK;
+    }
+    int is_addr = !strncmp(a, "--addr", 6) && (a[6] == '\0' || a[6] == '=');
+    int is_tmo = !strncmp(a, "--timeout", 9) && (a[9] == '\0' || a[9] == '=');
+    if (!is_addr && !is_tmo) return usage_error("unknown option %s", a);
+    const char *eq = strchr(a, '=');
+    if (eq)
+      val = eq + 1;
+    else if (i + 1 < argc)
+      val = argv[++i];
+    else
+      return usage_error("option %s needs a value", a);
+    if (is_addr) {
+      g.addr = val;
+    } else {
+      char *end;
+      double s = strtod(val, &end);
+      if (end == val || *end || !(s > 0) || s > 1e7)
+        return usage_error("--timeout: want a number of seconds > 0, got %s",
+                           val);
+      g.timeout_ms = (int64_t)(s * 1000 + 0.5);
+      if (g.timeout_ms < 1) g.timeout_ms = 1;
+      g.timeout_given = 1;
+    }
+  }
+  if (i >= argc) {
+    fputs(usage_text, stderr);
+    return EXIT_USAGE;
+  }
+  const char *name = argv[i];
+  if (!strcmp(name, "help")) {
+    if (i + 2 < argc) {
+      g_cmd = "help";
+      return usage_error("help takes at most one COMMAND");
+    }
+    return help(i + 1 < argc ? argv[i + 1] : NULL);
+  }
+  for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++) {
+    if (strcmp(commands[c].name, name) != 0) continue;
+    g_cmd = name;
+    for (int j = i + 1; j < argc; j++) {
+      if (!strcmp(argv[j], "--")) break;
+      if (!strcmp(argv[j], "-h") || !strcmp(argv[j], "--help"))
+        return help(name);
+    }
+    int rc = commands[c].fn(&g, argc - i - 1, argv + i + 1);
+    ctxclient_close(g.client);
+    if (fflush(stdout) != 0 && rc == EXIT_OK) rc = EXIT_FAILED;
+    return rc;
+  }
+  return usage_error("unknown command %s", name);
+}
