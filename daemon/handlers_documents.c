@@ -479,7 +479,7 @@ static int batch_error_is_local(int rc) {
  * for one transaction. */
 static int commit_range(ps_state *st, size_t lo, size_t hi, ctxd_error *e) {
   size_t n = hi - lo;
-  store_put_doc *docs = malloc(n * sizeof *docs);
+  store_put_doc *docs = calloc(n ? n : 1, sizeof *docs);
   store_put_result *res = malloc(n * sizeof *res);
   int rc;
   if (!docs || !res) {
