@@ -1,0 +1,573 @@
+/* chunk.c - the chunker: cuts a document into segments of at most max_tokens,
+ * at the strongest boundary that fits (paragraph > sentence > word > inside
+ * a word). The built-in estimator gets a single-pass fast path; any other
+ * tokenizer goes through a generic path that calls tok_count() on spans.
+ *
+ * Boundaries. A boundary is the start of a non-whitespace character that
+ * follows ASCII whitespace, or that follows a CJK full stop (U+3002, U+FF01,
+ * U+FF1F) directly. Its level is:
+ *   - paragraph: the whitespace before it holds two or more '\n';
+ *   - sentence: the whitespace follows '.', '!' or '?' (optionally followed
+ *     by closing ' " ) ]), or a CJK full stop precedes it - unless the next
+ *     word starts with a lowercase ASCII letter ("e.g. this" is one sentence);
+ *   - word: otherwise.
+ * Whitespace before a boundary ends the chunk it follows, so every chunk but
+ * the first starts at a non-whitespace character.
+ *
+ * Cutting. A chunk starting at cs (after a previous chunk ending at pe) ends
+ * at the end of the text if that fits; otherwise at the latest boundary of
+ * the highest level among those in (pe, ...] whose span from cs fits and
+ * holds some non-whitespace; failing that, at the latest character boundary
+ * that fits inside the current word; failing that (overlap left no room),
+ * the overlap is dropped and the chunk starts at pe. A single character
+ * whose own cost exceeds max_tokens (with the estimator: a 4-byte character
+ * when max_tokens == 1) becomes a chunk of its own, with the whitespace after
+ * it: the only case where a chunk exceeds max_tokens.
+ *
+ * Overlap. The next chunk starts at the earliest boundary w in (cs, pe] with
+ * tokens(w..pe) <= overlap_tokens, or at pe when there is none. */
+#include "chunk.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "utf8.h"
+
+enum { LV_WORD = 0, LV_SENT = 1, LV_PARA = 2, LV_END = 3 };
+
+/* Sentence state between characters: nothing pending, an ASCII terminator
+ * seen (whitespace must follow), or a sentence end confirmed. */
+enum { SENT_NONE = 0, SENT_TERM = 1, SENT_END = 2 };
+
+typedef struct span_vec {
+  chunk_span *v;
+  size_t n, cap;
+} span_vec;
+
+static int span_push(span_vec *sv, uint64_t a, uint64_t b, uint64_t tokens) {
+  if (sv->n == sv->cap) {
+    size_t cap = sv->cap ? sv->cap * 2 : 16;
+    chunk_span *v = realloc(sv->v, cap * sizeof *v);
+    if (!v)
+      return CTXD_ENOMEM;
+    sv->v = v;
+    sv->cap = cap;
+  }
+  sv->v[sv->n].byte_start = a;
+  sv->v[sv->n].byte_end = b;
+  sv->v[sv->n].tokens = tokens > UINT32_MAX ? UINT32_MAX : (uint32_t)tokens;
+  sv->n++;
+  return 0;
+}
+
+static int is_term(unsigned char b) { return b == '.' || b == '!' || b == '?'; }
+static int is_closer(unsigned char b) {
+  return b == '"' || b == '\'' || b == ')' || b == ']';
+}
+
+/* 1 if the 3-byte character at s[i] is 。！or ？ (caller checked length). */
+static int is_cjk_term(const unsigned char *s, size_t i) {
+  if (s[i] == 0xE3)
+    return s[i + 1] == 0x80 && s[i + 2] == 0x82;
+  if (s[i] == 0xEF)
+    return s[i + 1] == 0xBC && (s[i + 2] == 0x81 || s[i + 2] == 0x9F);
+  return 0;
+}
+
+static size_t char_len(unsigned char b) {
+  return b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4;
+}
+
+/* Scanner state shared by both paths so they see the same boundaries. */
+typedef struct bscan {
+  int in_ws;  /* the previous character was whitespace */
+  int sent;   /* SENT_* */
+  unsigned nl; /* '\n' in the current whitespace run */
+} bscan;
+
+/* Level of the boundary at the character s[i] (non-whitespace), or -1. */
+static inline int bscan_level(const bscan *b, unsigned char c) {
+  if (!b->in_ws && b->sent != SENT_END)
+    return -1;
+  if (b->in_ws && b->nl >= 2)
+    return LV_PARA;
+  if (b->sent == SENT_END && !(c >= 'a' && c <= 'z'))
+    return LV_SENT;
+  return LV_WORD;
+}
+
+/* Update the sentence state after the non-whitespace character at s[i]. */
+static inline void bscan_after_char(bscan *b, const unsigned char *s, size_t i,
+                                    size_t len) {
+  unsigned char c = s[i];
+  b->in_ws = 0;
+  if (len == 1)
+    b->sent = is_term(c) ? SENT_TERM
+              : (is_closer(c) && b->sent == SENT_TERM) ? SENT_TERM
+                                                       : SENT_NONE;
+  else
+    b->sent = (len == 3 && is_cjk_term(s, i)) ? SENT_END : SENT_NONE;
+}
+
+static inline void bscan_space(bscan *b, unsigned char c) {
+  if (!b->in_ws) {
+    b->in_ws = 1;
+    b->nl = 0;
+    if (b->sent == SENT_TERM)
+      b->sent = SENT_END;
+  }
+  b->nl += (c == '\n');
+}
+
+/* ---- fast path: the built-in estimator, one pass ---------------------- */
+
+typedef struct fast {
+  const unsigned char *s;
+  size_t n;
+  uint64_t max, overlap;
+  span_vec out;
+  size_t cs, pe;  /* current chunk start; end of the previous chunk */
+  uint64_t t_cs;  /* running count at cs */
+  size_t lv_pos[3]; /* latest boundary of each level and the count there */
+  uint64_t lv_t[3];
+  /* With overlap: every boundary after cs (ring buffer), to find where the
+   * next chunk may start. At most max_tokens + 3 of them are live, since
+   * each boundary is followed by a character costing at least 1. */
+  size_t *rpos;
+  uint64_t *rt;
+  size_t rcap, rhead, rlen;
+} fast;
+
+enum { H_CONTINUE = 0, H_ACCEPT = 1, H_RESTART = 2 };
+
+static void ring_push(fast *f, size_t pos, uint64_t t) {
+  if (f->rlen == f->rcap) { /* cannot happen (see above); stay safe */
+    f->rhead = (f->rhead + 1) & (f->rcap - 1);
+    f->rlen--;
+  }
+  size_t k = (f->rhead + f->rlen) & (f->rcap - 1);
+  f->rpos[k] = pos;
+  f->rt[k] = t;
+  f->rlen++;
+}
+
+/* Drop boundaries at or before pos: they can no longer start a chunk. */
+static void ring_drop_upto(fast *f, size_t pos) {
+  while (f->rlen && f->rpos[f->rhead] <= pos) {
+    f->rhead = (f->rhead + 1) & (f->rcap - 1);
+    f->rlen--;
+  }
+}
+
+/* Where the chunk after one ending at b (count tb there) starts. */
+static void overlap_start(const fast *f, size_t b, uint64_t tb, size_t *w,
+                          uint64_t *tw) {
+  *w = b;
+  *tw = tb;
+  if (!f->overlap)
+    return;
+  for (size_t k = f->rlen; k-- > 0;) {
+    size_t idx = (f->rhead + k) & (f->rcap - 1);
+    if (f->rpos[idx] > b)
+      continue;
+    if (f->rpos[idx] <= f->cs || tb - f->rt[idx] > f->overlap)
+      break;
+    *w = f->rpos[idx];
+    *tw = f->rt[idx];
+  }
+}
+
+/* Called when the character at o (count t_o before it, cost `cost`) does
+ * not fit the current chunk. Cuts chunks until it fits (H_CONTINUE), or
+ * restarts the chunk at o with a fresh letter/digit run (H_RESTART: the
+ * caller recomputes the cost of o), or accepts it as a lone oversized
+ * character (H_ACCEPT). */
+static int fast_overflow(fast *f, size_t o, uint64_t t_o, uint64_t cost) {
+  int rc;
+  for (;;) {
+    if (t_o + cost - f->t_cs <= f->max)
+      return H_CONTINUE;
+    int lv = LV_PARA;
+    while (lv >= LV_WORD && !(f->lv_pos[lv] > f->pe && f->lv_t[lv] > f->t_cs))
+      lv--;
+    if (lv >= LV_WORD) {
+      size_t b = f->lv_pos[lv], w;
+      uint64_t tb = f->lv_t[lv], tw;
+      if ((rc = span_push(&f->out, f->cs, b, tb - f->t_cs)))
+        return rc;
+      overlap_start(f, b, tb, &w, &tw);
+      f->pe = b;
+      f->cs = w;
+      f->t_cs = tw;
+      ring_drop_upto(f, w);
+      continue;
+    }
+    if (o > f->pe && t_o > f->t_cs) { /* inside a word: last resort */
+      size_t w;
+      uint64_t tw;
+      if ((rc = span_push(&f->out, f->cs, o, t_o - f->t_cs)))
+        return rc;
+      overlap_start(f, o, t_o, &w, &tw);
+      f->pe = o;
+      if (w == o)
+        goto restart;
+      /* The overlap holds the start of this word, so the run goes on. */
+      f->cs = w;
+      f->t_cs = tw;
+      ring_drop_upto(f, w);
+      continue;
+    }
+    if (f->cs < f->pe) /* here o == pe: the overlap left no room */
+      goto restart;
+    return H_ACCEPT;
+  restart:
+    f->cs = o;
+    f->pe = o;
+    f->t_cs = t_o;
+    f->rlen = 0;
+    return H_RESTART;
+  }
+}
+
+static int chunk_fast(const char *text, size_t n, const chunk_opts *o,
+                      span_vec *out) {
+  fast f = {0};
+  bscan bs = {0};
+  const uint8_t *cls = tok_est_class;
+  uint64_t t = 0;
+  unsigned run = TOK_EST_SPACE, ph = 0;
+  size_t i = 0;
+  int rc = 0;
+
+  f.s = (const unsigned char *)text;
+  f.n = n;
+  f.max = o->max_tokens;
+  f.overlap = o->overlap_tokens;
+  if (f.overlap) {
+    f.rcap = 16;
+    while (f.rcap < (size_t)o->max_tokens + 8)
+      f.rcap *= 2;
+    f.rpos = malloc(f.rcap * sizeof *f.rpos);
+    f.rt = malloc(f.rcap * sizeof *f.rt);
+    if (!f.rpos || !f.rt) {
+      rc = CTXD_ENOMEM;
+      goto done;
+    }
+  }
+  const unsigned char *s = f.s;
+
+  while (i < n) {
+    unsigned char b = s[i];
+    unsigned c = cls[b];
+    if (c == TOK_EST_SPACE) {
+      bscan_space(&bs, b);
+      run = TOK_EST_SPACE;
+      i++;
+      continue;
+    }
+    if (c == TOK_EST_CONT) { /* not reached on valid UTF-8 */
+      i++;
+      continue;
+    }
+    int lv = bscan_level(&bs, b);
+    if (lv >= 0) {
+      for (int k = 0; k <= lv; k++) {
+        f.lv_pos[k] = i;
+        f.lv_t[k] = t;
+      }
+      if (f.overlap)
+        ring_push(&f, i, t);
+    }
+    if (c == TOK_EST_LETTER || c == TOK_EST_DIGIT) {
+      /* A whole run at once: of its letters, those at run offsets 0, K,
+       * 2K, ... cost one token each (K letters or digits per token). */
+      unsigned k = c == TOK_EST_LETTER ? TOK_EST_LETTER_RUN : TOK_EST_DIGIT_RUN;
+      size_t j = i + 1;
+      if (run != c) {
+        run = c;
+        ph = 0;
+      }
+      while (j < n && cls[s[j]] == c)
+        j++;
+      size_t len = j - i;
+      uint64_t cost = (ph + len - 1 + k) / k - (ph - 1 + k) / k;
+      bs.in_ws = 0;
+      bs.sent = SENT_NONE;
+      if (t + cost - f.t_cs <= f.max) {
+        t += cost;
+        ph = (unsigned)((ph + len) % k);
+        i = j;
+        continue;
+      }
+      /* The budget runs out at the (avail+1)-th costing letter of the run. */
+      uint64_t used = t - f.t_cs;
+      uint64_t avail = used < f.max ? f.max - used : 0;
+      size_t first = ph ? k - ph : 0;
+      size_t at = i + first + (size_t)avail * k;
+      t += avail;
+      ph = 0;
+      rc = fast_overflow(&f, at, t, 1);
+      if (rc < 0)
+        goto done;
+      i = at; /* resume inside the run (or restart it) at `at` */
+      if (rc == H_RESTART) {
+        run = TOK_EST_SPACE;
+      } else if (rc == H_ACCEPT) { /* a letter costs 1 <= max: unreachable */
+        t += 1;
+        ph = 1 % k;
+        i = at + 1;
+      }
+      rc = 0;
+      continue;
+    }
+    /* Any other character: a symbol, or a non-ASCII character. */
+    size_t len = char_len(b);
+    uint64_t cost = tok_est_cost[c];
+    run = TOK_EST_SPACE;
+    if (t + cost - f.t_cs > f.max) {
+      do {
+        rc = fast_overflow(&f, i, t, cost);
+      } while (rc == H_RESTART);
+      if (rc < 0)
+        goto done;
+      rc = 0;
+    }
+    bscan_after_char(&bs, s, i, len);
+    t += cost;
+    i += len;
+  }
+  if (n > 0)
+    rc = span_push(&f.out, f.cs, n, t - f.t_cs);
+
+done:
+  free(f.rpos);
+  free(f.rt);
+  *out = f.out;
+  return rc;
+}
+
+/* ---- generic path: any tokenizer, counts spans with tok_count() ------- */
+
+typedef struct gen {
+  const char *s;
+  size_t n;
+  const tok *tk;
+  uint64_t max, overlap;
+  size_t *bpos; /* boundaries in text order, then n as an end sentinel */
+  uint8_t *blv;
+  size_t nb;    /* boundaries, not counting the sentinel */
+} gen;
+
+static uint64_t gcount(const gen *g, size_t a, size_t b) {
+  return tok_count(g->tk, g->s + a, b - a);
+}
+
+static int gen_scan(gen *g) {
+  const unsigned char *s = (const unsigned char *)g->s;
+  bscan bs = {0};
+  size_t cap = 64, nb = 0;
+  size_t *pos = malloc(cap * sizeof *pos);
+  uint8_t *lv = malloc(cap);
+  size_t i = 0;
+
+  if (!pos || !lv)
+    goto nomem;
+  while (i < g->n) {
+    unsigned char b = s[i];
+    if (tok_est_class[b] == TOK_EST_SPACE) {
+      bscan_space(&bs, b);
+      i++;
+      continue;
+    }
+    size_t len = char_len(b);
+    int l = bscan_level(&bs, b);
+    if (l >= 0) {
+      if (nb + 1 >= cap) {
+        cap *= 2;
+        size_t *np = realloc(pos, cap * sizeof *np);
+        if (np)
+          pos = np;
+        uint8_t *nl = realloc(lv, cap);
+        if (nl)
+          lv = nl;
+        if (!np || !nl)
+          goto nomem;
+      }
+      pos[nb] = i;
+      lv[nb] = (uint8_t)l;
+      nb++;
+    }
+    bscan_after_char(&bs, s, i, len);
+    i += len;
+  }
+  pos[nb] = g->n;
+  lv[nb] = LV_END;
+  g->bpos = pos;
+  g->blv = lv;
+  g->nb = nb;
+  return 0;
+nomem:
+  free(pos);
+  free(lv);
+  return CTXD_ENOMEM;
+}
+
+static int chunk_generic(const char *text, size_t n, const chunk_opts *o,
+                         const tok *tk, span_vec *out) {
+  gen g = {.s = text, .n = n, .tk = tk, .max = o->max_tokens,
+           .overlap = o->overlap_tokens};
+  span_vec sv = {0};
+  size_t cs = 0, pe = 0, first = 0;
+  int rc;
+
+  if (n == 0) {
+    *out = sv;
+    return 0;
+  }
+  if ((rc = gen_scan(&g)))
+    goto done;
+  while (first < n && tok_est_class[(unsigned char)text[first]] == TOK_EST_SPACE)
+    first++;
+
+  for (;;) {
+    size_t lo = pe > first ? pe : first; /* cuts must lie after lo */
+    size_t k0 = 0, hi, f, cut;
+    /* First candidate boundary (binary search: boundaries are sorted). */
+    {
+      size_t a = 0, b = g.nb;
+      while (a < b) {
+        size_t m = a + (b - a) / 2;
+        if (g.bpos[m] <= lo)
+          a = m + 1;
+        else
+          b = m;
+      }
+      k0 = a;
+    }
+    /* Last boundary that fits, galloping then bisecting (counts are
+     * assumed to grow with the span, as they do for any tokenizer). */
+    if (gcount(&g, cs, g.bpos[k0]) > g.max) {
+      f = SIZE_MAX;
+    } else {
+      size_t good = k0, step = 1;
+      hi = g.nb + 1;
+      while (good + step <= g.nb) {
+        if (gcount(&g, cs, g.bpos[good + step]) > g.max) {
+          hi = good + step;
+          break;
+        }
+        good += step;
+        step *= 2;
+      }
+      if (hi > g.nb + 1)
+        hi = g.nb + 1;
+      while (hi - good > 1) {
+        size_t m = good + (hi - good) / 2;
+        if (gcount(&g, cs, g.bpos[m]) <= g.max)
+          good = m;
+        else
+          hi = m;
+      }
+      f = good;
+    }
+    if (f == g.nb) { /* the rest fits */
+      rc = span_push(&sv, cs, n, gcount(&g, cs, n));
+      goto done;
+    }
+    if (f != SIZE_MAX) {
+      size_t best = f;
+      for (size_t k = f; k-- > k0 && g.blv[best] < LV_PARA;)
+        if (g.blv[k] > g.blv[best])
+          best = k;
+      cut = g.bpos[best];
+    } else {
+      /* Inside the word: the latest character boundary that fits. */
+      size_t good = lo, bad = g.bpos[k0];
+      for (;;) {
+        size_t m = utf8_floor(text, n, good + (bad - good) / 2);
+        if (m <= good)
+          m = good + char_len((unsigned char)text[good]);
+        if (m >= bad)
+          break;
+        if (gcount(&g, cs, m) <= g.max)
+          good = m;
+        else
+          bad = m;
+      }
+      if (good > lo) {
+        cut = good;
+      } else if (cs < pe) {
+        cs = pe; /* the overlap left no room: drop it */
+        continue;
+      } else {
+        /* A lone character over budget: it and its trailing whitespace. */
+        cut = lo + char_len((unsigned char)text[lo]);
+        while (cut < n && tok_est_class[(unsigned char)text[cut]] == TOK_EST_SPACE)
+          cut++;
+        if (cut == n) {
+          rc = span_push(&sv, cs, n, gcount(&g, cs, n));
+          goto done;
+        }
+      }
+    }
+    if ((rc = span_push(&sv, cs, cut, gcount(&g, cs, cut))))
+      goto done;
+    size_t w = cut;
+    if (g.overlap) {
+      /* Boundaries at or before the cut, latest first. */
+      size_t a = 0, b = g.nb;
+      while (a < b) {
+        size_t m = a + (b - a) / 2;
+        if (g.bpos[m] <= cut)
+          a = m + 1;
+        else
+          b = m;
+      }
+      while (a-- > 0 && g.bpos[a] > cs && gcount(&g, g.bpos[a], cut) <= g.overlap)
+        w = g.bpos[a];
+    }
+    pe = cut;
+    cs = w;
+  }
+
+done:
+  free(g.bpos);
+  free(g.blv);
+  if (rc) {
+    free(sv.v);
+    sv = (span_vec){0};
+  }
+  *out = sv;
+  return rc;
+}
+
+int chunk_text(const char *text, size_t len, const chunk_opts *o,
+               const tok *tk, chunk_span **out, size_t *n, ctxd_error *e) {
+  span_vec sv = {0};
+  int rc;
+
+  if (!o || !tk || !out || !n || (!text && len))
+    return ctxd_seterr(e, CTXD_EINVAL, "chunk: missing argument");
+  if (o->max_tokens < 1 || o->max_tokens > CHUNK_MAX_MAX_TOKENS)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "chunk: max_tokens must be 1..%d, got %u",
+                       CHUNK_MAX_MAX_TOKENS, o->max_tokens);
+  if (o->overlap_tokens >= o->max_tokens)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "chunk: overlap_tokens (%u) must be less than "
+                       "max_tokens (%u)",
+                       o->overlap_tokens, o->max_tokens);
+  *out = NULL;
+  *n = 0;
+  if (tk == tok_estimator())
+    rc = chunk_fast(text, len, o, &sv);
+  else
+    rc = chunk_generic(text, len, o, tk, &sv);
+  if (rc) {
+    free(sv.v);
+    return ctxd_seterr(e, rc, "chunk: out of memory");
+  }
+  *out = sv.v;
+  *n = sv.n;
+  return 0;
+}
