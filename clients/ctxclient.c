@@ -69,6 +69,9 @@ struct ctxclient {
   int write_blocked; /* the last send() hit EAGAIN */
   int io_errno;      /* errno of a failed send() */
   int dead;          /* connection unusable; dead_status says why */
+  int got_settings;  /* the server has spoken HTTP/2 */
+  int got_goaway;
+  uint32_t goaway_error;
   ctxclient_status dead_status;
   ctxclient_stream *streams;
 };
@@ -304,7 +307,12 @@ static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id,
 
 static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame,
                          void *ud) {
-  (void)ud;
+  ctxclient *c = ud;
+  if (frame->hd.type == NGHTTP2_SETTINGS) c->got_settings = 1;
+  if (frame->hd.type == NGHTTP2_GOAWAY) {
+    c->got_goaway = 1;
+    c->goaway_error = frame->goaway.error_code;
+  }
   if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
       (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
     ctxclient_stream *s =
@@ -388,7 +396,14 @@ static int pump(ctxclient *c, ctxclient_stream *s, pump_cond cond,
     if (c->dead) return -1;
     if (!nghttp2_session_want_read(c->sess) &&
         !nghttp2_session_want_write(c->sess)) {
-      conn_fail(c, 14, "connection to %s closed", c->addr);
+      if (!c->got_settings)
+        conn_fail(c, 14, "%s does not speak HTTP/2 (is it a gRPC server?)",
+                  c->addr);
+      else if (c->got_goaway && c->goaway_error != NGHTTP2_NO_ERROR)
+        conn_fail(c, 14, "connection to %s closed by server: %s", c->addr,
+                  nghttp2_http2_strerror(c->goaway_error));
+      else
+        conn_fail(c, 14, "connection to %s closed", c->addr);
       return -1;
     }
     int timeout = -1;

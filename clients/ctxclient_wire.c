@@ -44,6 +44,7 @@ int ccw_parse_addr(const char *addr, const char *default_port, char *host,
     const char *colon = strchr(addr, ':');
     if (colon && strchr(colon + 1, ':')) {
       /* Two or more colons and no brackets: a bare IPv6 literal. */
+      if (addr[strspn(addr, "0123456789abcdefABCDEF:.")] != '\0') return -1;
       h = addr;
       hn = strlen(addr);
     } else if (colon) {
