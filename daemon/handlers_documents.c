@@ -41,6 +41,25 @@ static int send_msg(rpc_call *c, const ProtobufCMessage *m) {
   return rc;
 }
 
+/* A write is not started with less than this left before the call's
+ * deadline: a durable commit costs at least an fsync, so the client would
+ * most likely give up first and be left not knowing whether its write
+ * landed. Refusing up front makes DEADLINE_EXCEEDED mean "not written". */
+#define WRITE_MIN_LEFT_NS 2000000ULL
+
+/* The call is over, or its deadline is too close for a write to start. The
+ * transport answers DEADLINE_EXCEEDED itself too, but its timer may fire
+ * after a worker has picked the request up. */
+static int call_expired(rpc_call *c) {
+  if (rpc_is_done(c)) return 1;
+  uint64_t dl = rpc_deadline_ns(c);
+  if (!dl) return 0;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t now = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+  return now + WRITE_MIN_LEFT_NS >= dl;
+}
+
 static void finish_err(rpc_call *c, const ctxd_error *e) {
   rpc_finish(c, ctxd_err_grpc_status(e->code), "%s", e->msg);
 }
@@ -324,6 +343,11 @@ static void put_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   if (prepare(ctx, msg, len, &p, &bad_id, &e)) {
     free(bad_id);
     finish_err(c, &e);
+    return;
+  }
+  if (call_expired(c)) {
+    prepared_free(&p);
+    rpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the write");
     return;
   }
   if (store_put(ctx->st, &p.doc, 1, &res, &e)) {
@@ -808,6 +832,8 @@ static void delete_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   size_t id_len = strlen(req->id);
   if (wire_field_has_nul(msg, len, 1)) {
     rpc_finish(c, GRPC_INVALID_ARGUMENT, "id contains a NUL byte");
+  } else if (call_expired(c)) {
+    rpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the write");
   } else if (check_id(req->id, id_len, 0, &e) ||
              store_delete(ctx->st, req->id, id_len, &deleted, &n_chunks, &e)) {
     finish_err(c, &e);
