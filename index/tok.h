@@ -33,7 +33,7 @@ enum tok_est_class {
   TOK_EST_LEAD4 = 5,  /* first byte of a 4-byte character: 2 */
   TOK_EST_CONT = 6,   /* continuation byte: free */
 };
-#define TOK_EST_LETTER_RUN 6
+#define TOK_EST_LETTER_RUN 8
 #define TOK_EST_DIGIT_RUN 3
 
 extern const uint8_t tok_est_class[256];

@@ -138,8 +138,8 @@ static void test_preference(void) {
 }
 
 static void test_long_words(void) {
-  /* 26 letters = 5 tokens; at 2 tokens a chunk holds 12 letters. */
-  EXPECT("abcdefghijklmnopqrstuvwxyz", 2, 0, 0, 12, 12, 24, 24, 26);
+  /* 26 letters = 4 tokens; at 2 tokens a chunk holds 16 letters. */
+  EXPECT("abcdefghijklmnopqrstuvwxyz", 2, 0, 0, 16, 16, 26);
   /* A word of 2-byte characters (1 token each): cut every 4 characters,
    * always between characters. */
   EXPECT("\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9",
@@ -148,7 +148,7 @@ static void test_long_words(void) {
   EXPECT("\xE6\x97\xA5\xF0\x9F\x98\x80\xE6\x97\xA5\xF0\x9F\x98\x80", 3, 0,
          0, 7, 7, 14);
   /* A long word after short ones: the short ones go first, whole. */
-  EXPECT("aa bb abcdefghijklmnopqrstuvwxyz", 3, 0, 0, 6, 6, 24, 24, 32);
+  EXPECT("aa bb abcdefghijklmnopqrstuvwxyz", 3, 0, 0, 6, 6, 30, 30, 32);
 }
 
 static void test_oversize_char(void) {
@@ -181,7 +181,11 @@ static void test_overlap(void) {
   EXPECT("aa bb cc dd ee ff gg", 4, 2, 0, 12, 6, 18, 12, 20);
   /* Overlap 1 with a long word: the cut inside the word has no word
    * boundary within one token before it, so no overlap there. */
-  EXPECT("aa abcdefghijklmnopqrstuvwxyz", 2, 1, 0, 3, 3, 15, 15, 27, 27, 29);
+  EXPECT("aa abcdefghijklmnopqrstuvwxyz", 2, 1, 0, 3, 3, 19, 19, 29);
+  /* Overlap 2 across a long word: after the cut inside the word, the next
+   * chunk starts back at the word's start (16 letters = 2 tokens before
+   * the cut), and the word is counted from there. */
+  EXPECT("aa bb abcdefghijklmnopqrstuvwxyz", 3, 2, 0, 6, 3, 22, 6, 30, 30, 32);
 }
 
 static void test_bad_options(void) {

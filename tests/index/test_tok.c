@@ -18,10 +18,10 @@ static void test_rule(void) {
   CHECK_EQ_INT(cnt(" \t\r\n\n  "), 0);           /* whitespace is free */
   CHECK_EQ_INT(cnt("a"), 1);
   CHECK_EQ_INT(cnt("the"), 1);
-  CHECK_EQ_INT(cnt("abcdef"), 1);                /* up to 6 letters: 1 */
-  CHECK_EQ_INT(cnt("abcdefg"), 2);               /* 7..12: 2 */
-  CHECK_EQ_INT(cnt("abcdefghijkl"), 2);
-  CHECK_EQ_INT(cnt("abcdefghijklm"), 3);
+  CHECK_EQ_INT(cnt("abcdefgh"), 1);              /* up to 8 letters: 1 */
+  CHECK_EQ_INT(cnt("abcdefghi"), 2);             /* 9..16: 2 */
+  CHECK_EQ_INT(cnt("abcdefghijklmnop"), 2);
+  CHECK_EQ_INT(cnt("abcdefghijklmnopq"), 3);
   CHECK_EQ_INT(cnt("The quick brown fox"), 4);
   CHECK_EQ_INT(cnt("1"), 1);                     /* digits: groups of 3 */
   CHECK_EQ_INT(cnt("123"), 1);
