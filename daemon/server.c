@@ -78,6 +78,7 @@ struct rpc_call {
   unsigned is_post : 1, ct_ok : 1, bad_timeout : 1, started : 1,
       headers_sent : 1, deferred : 1, trailers_sent : 1, counted : 1;
   char path[PATH_MAX_LEN];
+  struct msg_task *parked; /* unary request held until the half-close */
 
   /* --- shared, under mu --- */
   uint8_t *out;          /* framed response bytes */
@@ -338,8 +339,15 @@ static void call_dispatch(rpc_call *c, pool_task *t) {
   }
 }
 
-static void dispatch_message(rpc_call *c, const grpc_msg *gm, size_t wire) {
-  if (c->m->run_inline) {
+/* Deliver a request message. A unary request is delivered only once the
+ * client half-closed, so a second message can still be refused: when the
+ * END_STREAM came with it (`last`), it goes out at once (and, inline,
+ * without a copy); otherwise it is parked until the half-close. */
+static void dispatch_message(rpc_call *c, const grpc_msg *gm, size_t wire,
+                             int last) {
+  int unary = c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM;
+  int park = unary && !last;
+  if (c->m->run_inline && !park) {
     /* No copy, no allocation: the bytes stay valid during the call. */
     call_ref(c);
     if (!atomic_load(&c->done)) c->m->on_message(c, gm->data, gm->len);
@@ -366,7 +374,20 @@ static void dispatch_message(rpc_call *c, const grpc_msg *gm, size_t wire) {
     mt->data = mt->inl;
   }
   atomic_fetch_add(&c->queued, wire);
-  call_dispatch(c, &mt->t);
+  if (park)
+    c->parked = mt;
+  else
+    call_dispatch(c, &mt->t);
+}
+
+/* Drop a parked message that will never be delivered. */
+static void drop_parked(rpc_call *c) {
+  msg_task *mt = c->parked;
+  if (!mt) return;
+  c->parked = NULL;
+  atomic_fetch_sub(&c->queued, mt->wire);
+  free(mt->owned);
+  free(mt);
 }
 
 /* ------------------------------------------------------ dirty handling */
@@ -663,6 +684,11 @@ static void call_half_closed(rpc_call *c) {
     call_finish_internal(c, GRPC_INTERNAL, "request message missing");
     return;
   }
+  if (c->parked) {
+    msg_task *mt = c->parked;
+    c->parked = NULL;
+    call_dispatch(c, &mt->t);
+  }
   if (c->m->on_half_close) {
     c->t_half.run = half_task_run;
     c->t_half.done = embedded_task_done;
@@ -743,7 +769,6 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f,
 static int on_data_chunk(nghttp2_session *h2, uint8_t flags,
                          int32_t stream_id, const uint8_t *data, size_t len,
                          void *user) {
-  (void)flags;
   (void)user;
   rpc_call *c = nghttp2_session_get_stream_user_data(h2, stream_id);
   if (!c) {
@@ -780,12 +805,14 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags,
     }
     if (++c->n_msgs > 1 &&
         (c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM)) {
+      drop_parked(c);
       call_finish_internal(c, GRPC_INTERNAL,
                            "more than one request message for a unary "
                            "request");
       break;
     }
-    dispatch_message(c, &gm, GRPC_PREFIX_LEN + gm.len);
+    dispatch_message(c, &gm, GRPC_PREFIX_LEN + gm.len,
+                     len == 0 && (flags & NGHTTP2_FLAG_END_STREAM));
   }
   call_consume(c);
   return 0;
@@ -816,6 +843,7 @@ static void call_detach(rpc_call *c, conn *cn) {
     nghttp2_session_consume_connection(cn->h2, c->owed);
   c->owed = 0;
   c->conn = NULL;
+  drop_parked(c);
   if (c->deadline_ev) event_free(c->deadline_ev);
   if (c->timer_ev) event_free(c->timer_ev);
   c->deadline_ev = c->timer_ev = NULL;

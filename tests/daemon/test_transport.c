@@ -1,0 +1,589 @@
+/* test_transport.c - the gRPC transport over a real socket: the server runs
+ * in-process on port 0 in its own thread; the test speaks HTTP/2 to it with
+ * nghttp2's client API and checks statuses, Trailers-Only answers,
+ * deadlines, limits and flow control. */
+#include "../check.h"
+
+#include <arpa/inet.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "ctx.h"
+#include "grpc_wire.h"
+#include "handlers.h"
+#include "pool.h"
+#include "server.h"
+
+/* ------------------------------------------------------ server thread */
+
+static ctxd_config cfg;
+static ctxd_ctx ctx;
+static int port;
+static int stop_pipe[2];
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static server_stats final_stats;
+
+typedef struct srv_thread {
+  struct event_base *base;
+  server *srv;
+} srv_thread;
+
+static void drained(void *arg) {
+  event_base_loopexit(((srv_thread *)arg)->base, NULL);
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg) {
+  srv_thread *t = arg;
+  (void)fd;
+  (void)what;
+  atomic_store(&ctx.serving, 0);
+  health_notify();
+  server_shutdown(t->srv, 2000, drained, t);
+}
+
+static void *server_main(void *arg) {
+  srv_thread t;
+  char err[256];
+  (void)arg;
+  pool *workers = pool_create(2);
+  t.base = event_base_new();
+  if (server_create(t.base, &cfg, &ctx, workers, &t.srv, err, sizeof err)) {
+    fprintf(stderr, "server_create: %s\n", err);
+    exit(1);
+  }
+  struct event *stop =
+      event_new(t.base, stop_pipe[0], EV_READ, on_stop, &t);
+  event_add(stop, NULL);
+  pthread_mutex_lock(&mu);
+  port = server_port(t.srv);
+  pthread_cond_signal(&cv);
+  pthread_mutex_unlock(&mu);
+  event_base_dispatch(t.base);
+  server_close_all(t.srv);
+  pool_destroy(workers);
+  server_get_stats(t.srv, &final_stats);
+  server_free(t.srv);
+  event_free(stop);
+  event_base_free(t.base);
+  return NULL;
+}
+
+/* ------------------------------------------------------ test client */
+
+typedef struct tstream {
+  int32_t id;
+  /* request */
+  const char *path;
+  const char *content_type;
+  const char *timeout;
+  uint8_t *body;
+  size_t body_len, body_off;
+  int end;           /* half-close after the body */
+  int headers_only;  /* send HEADERS with END_STREAM, no DATA */
+  /* response */
+  int http_status;
+  int grpc_status;   /* -1 until seen */
+  char grpc_message[512];
+  int header_frames;
+  int trailers_only; /* grpc-status came in the first HEADERS */
+  uint8_t *data;
+  size_t data_len;
+  int closed;
+  uint32_t close_error;
+  uint64_t closed_at_ns;
+} tstream;
+
+typedef struct tclient {
+  int fd;
+  nghttp2_session *h2;
+  tstream **streams;
+  size_t n;
+} tclient;
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static tstream *find_stream(tclient *c, int32_t id) {
+  for (size_t i = 0; i < c->n; i++)
+    if (c->streams[i]->id == id) return c->streams[i];
+  return NULL;
+}
+
+static ssize_t cl_send(nghttp2_session *h2, const uint8_t *data, size_t len,
+                       int flags, void *user) {
+  tclient *c = user;
+  (void)h2;
+  (void)flags;
+  ssize_t w = send(c->fd, data, len, MSG_NOSIGNAL);
+  if (w < 0) return NGHTTP2_ERR_WOULDBLOCK;
+  return w;
+}
+
+static int cl_header(nghttp2_session *h2, const nghttp2_frame *f,
+                     const uint8_t *name, size_t namelen, const uint8_t *value,
+                     size_t valuelen, uint8_t flags, void *user) {
+  tstream *s = find_stream(user, f->hd.stream_id);
+  char v[512];
+  (void)h2;
+  (void)flags;
+  if (!s) return 0;
+  snprintf(v, sizeof v, "%.*s", (int)valuelen, (const char *)value);
+  if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+    s->http_status = atoi(v);
+  } else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
+    s->grpc_status = atoi(v);
+    s->trailers_only = s->header_frames == 0;
+  } else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0) {
+    grpc_percent_decode(v, strlen(v), s->grpc_message,
+                        sizeof s->grpc_message);
+  }
+  return 0;
+}
+
+static int cl_frame_recv(nghttp2_session *h2, const nghttp2_frame *f,
+                         void *user) {
+  tstream *s = find_stream(user, f->hd.stream_id);
+  (void)h2;
+  if (s && f->hd.type == NGHTTP2_HEADERS) s->header_frames++;
+  return 0;
+}
+
+static int cl_data(nghttp2_session *h2, uint8_t flags, int32_t id,
+                   const uint8_t *data, size_t len, void *user) {
+  tstream *s = find_stream(user, id);
+  (void)h2;
+  (void)flags;
+  if (!s) return 0;
+  s->data = realloc(s->data, s->data_len + len + 1);
+  memcpy(s->data + s->data_len, data, len);
+  s->data_len += len;
+  return 0;
+}
+
+static int cl_close(nghttp2_session *h2, int32_t id, uint32_t err,
+                    void *user) {
+  tstream *s = find_stream(user, id);
+  (void)h2;
+  if (s) {
+    s->closed = 1;
+    s->close_error = err;
+    s->closed_at_ns = now_ns();
+  }
+  return 0;
+}
+
+static ssize_t cl_read_body(nghttp2_session *h2, int32_t id, uint8_t *buf,
+                            size_t length, uint32_t *flags,
+                            nghttp2_data_source *src, void *user) {
+  tstream *s = src->ptr;
+  (void)h2;
+  (void)id;
+  (void)user;
+  size_t n = s->body_len - s->body_off;
+  if (n > length) n = length;
+  memcpy(buf, s->body + s->body_off, n);
+  s->body_off += n;
+  if (s->body_off == s->body_len) {
+    if (s->end)
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+    else if (n == 0)
+      return NGHTTP2_ERR_DEFERRED;
+  }
+  return (ssize_t)n;
+}
+
+static int client_open(tclient *c) {
+  struct sockaddr_in a;
+  nghttp2_session_callbacks *cb;
+  memset(c, 0, sizeof *c);
+  c->fd = socket(AF_INET, SOCK_STREAM, 0);
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0) return -1;
+  int one = 1;
+  setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_send_callback(cb, cl_send);
+  nghttp2_session_callbacks_set_on_header_callback(cb, cl_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, cl_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, cl_data);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, cl_close);
+  nghttp2_session_client_new(&c->h2, cb, c);
+  nghttp2_session_callbacks_del(cb);
+  nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, NULL, 0);
+  return 0;
+}
+
+static void client_close(tclient *c) {
+  nghttp2_session_del(c->h2);
+  close(c->fd);
+  free(c->streams);
+}
+
+#define HNV(n, v) \
+  {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
+
+static void client_submit(tclient *c, tstream *s) {
+  nghttp2_nv nv[8];
+  size_t n = 0;
+  nv[n++] = (nghttp2_nv)HNV(":method", "POST");
+  nv[n++] = (nghttp2_nv)HNV(":scheme", "http");
+  nv[n++] = (nghttp2_nv)HNV(":authority", "localhost");
+  nv[n++] = (nghttp2_nv)HNV(":path", s->path);
+  nv[n++] = (nghttp2_nv)HNV(
+      "content-type", s->content_type ? s->content_type : "application/grpc");
+  nv[n++] = (nghttp2_nv)HNV("te", "trailers");
+  if (s->timeout) nv[n++] = (nghttp2_nv)HNV("grpc-timeout", s->timeout);
+  s->grpc_status = -1;
+  if (s->headers_only) {
+    s->id = nghttp2_submit_request(c->h2, NULL, nv, n, NULL, s);
+  } else {
+    nghttp2_data_provider dp;
+    dp.source.ptr = s;
+    dp.read_callback = cl_read_body;
+    s->id = nghttp2_submit_request(c->h2, NULL, nv, n, &dp, s);
+  }
+  c->streams = realloc(c->streams, (c->n + 1) * sizeof *c->streams);
+  c->streams[c->n++] = s;
+}
+
+/* Drive the connection until every stream closed or `ms` passed. */
+static int client_run(tclient *c, int ms) {
+  uint64_t until = now_ns() + (uint64_t)ms * 1000000ULL;
+  uint8_t buf[65536];
+  for (;;) {
+    size_t open = 0;
+    for (size_t i = 0; i < c->n; i++) open += !c->streams[i]->closed;
+    if (!open) return 0;
+    if (now_ns() > until) return -1;
+    if (nghttp2_session_send(c->h2) != 0) return -1;
+    struct pollfd p = {c->fd, POLLIN, 0};
+    if (poll(&p, 1, 50) > 0) {
+      ssize_t r = recv(c->fd, buf, sizeof buf, 0);
+      if (r <= 0) return -1;
+      if (nghttp2_session_mem_recv(c->h2, buf, (size_t)r) < 0) return -1;
+    }
+  }
+}
+
+/* One gRPC message framed: prefix + payload. */
+static uint8_t *frame(const uint8_t *p, size_t n, size_t *out_len) {
+  uint8_t *b = malloc(n + 5);
+  grpc_prefix_put(b, (uint32_t)n);
+  if (n) memcpy(b + 5, p, n);
+  *out_len = n + 5;
+  return b;
+}
+
+static void stream_free(tstream *s) {
+  free(s->body);
+  free(s->data);
+}
+
+/* ------------------------------------------------------------- tests */
+
+static void test_health_check(void) {
+  tclient c;
+  tstream s = {.path = "/grpc.health.v1.Health/Check", .end = 1};
+  CHECK_EQ_INT(client_open(&c), 0);
+  s.body = frame(NULL, 0, &s.body_len);
+  client_submit(&c, &s);
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(s.http_status, 200);
+  CHECK_EQ_INT(s.grpc_status, 0);
+  CHECK_EQ_INT(s.trailers_only, 0);
+  CHECK_EQ_INT(s.header_frames, 2); /* headers + trailers */
+  CHECK_EQ_INT(s.data_len, 7);
+  CHECK(s.data_len == 7 && memcmp(s.data, "\0\0\0\0\2\x08\x01", 7) == 0);
+  CHECK_EQ_INT(s.close_error, 0);
+
+  /* A service the server does not have. */
+  tstream u = {.path = "/grpc.health.v1.Health/Check", .end = 1};
+  const uint8_t req[] = {0x0a, 3, 'x', 'y', 'z'};
+  u.body = frame(req, sizeof req, &u.body_len);
+  client_submit(&c, &u);
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(u.grpc_status, 5);
+  CHECK_EQ_STR(u.grpc_message, "unknown service xyz");
+  client_close(&c);
+  stream_free(&s);
+  stream_free(&u);
+}
+
+static void test_unknown_method(void) {
+  tclient c;
+  tstream s = {.path = "/x/y", .end = 1};
+  CHECK_EQ_INT(client_open(&c), 0);
+  s.body = frame(NULL, 0, &s.body_len);
+  client_submit(&c, &s);
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(s.http_status, 200);
+  CHECK_EQ_INT(s.grpc_status, 12);
+  CHECK_EQ_INT(s.trailers_only, 1);
+  CHECK_EQ_INT(s.header_frames, 1);
+  CHECK_EQ_INT(s.data_len, 0);
+  CHECK_EQ_STR(s.grpc_message, "unknown method /x/y");
+  client_close(&c);
+  stream_free(&s);
+}
+
+static void test_zero_message_unary(void) {
+  tclient c;
+  tstream s = {.path = "/grpc.health.v1.Health/Check", .headers_only = 1};
+  CHECK_EQ_INT(client_open(&c), 0);
+  client_submit(&c, &s);
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(s.grpc_status, 13);
+  CHECK_EQ_STR(s.grpc_message, "request message missing");
+  CHECK_EQ_INT(s.close_error, 0); /* a status, not a reset */
+  client_close(&c);
+}
+
+static void test_two_messages_unary(void) {
+  tclient c;
+  tstream s = {.path = "/grpc.health.v1.Health/Check", .end = 1};
+  CHECK_EQ_INT(client_open(&c), 0);
+  s.body = calloc(1, 10);
+  s.body_len = 10;
+  client_submit(&c, &s);
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(s.grpc_status, 13);
+  client_close(&c);
+  stream_free(&s);
+}
+
+static void test_oversize(void) {
+  tclient c;
+  tstream s = {.path = "/grpc.health.v1.Health/Check", .end = 1};
+  CHECK_EQ_INT(client_open(&c), 0);
+  s.body = malloc(5);
+  grpc_prefix_put(s.body, (uint32_t)cfg.max_message_bytes + 1);
+  s.body_len = 5;
+  client_submit(&c, &s);
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(s.grpc_status, 8);
+  char want[128];
+  snprintf(want, sizeof want, "message of %llu bytes exceeds the limit of %llu",
+           (unsigned long long)cfg.max_message_bytes + 1,
+           (unsigned long long)cfg.max_message_bytes);
+  CHECK_EQ_STR(s.grpc_message, want);
+  client_close(&c);
+  stream_free(&s);
+}
+
+static void test_compressed(void) {
+  tclient c;
+  tstream s = {.path = "/grpc.health.v1.Health/Check", .end = 1};
+  CHECK_EQ_INT(client_open(&c), 0);
+  s.body = frame(NULL, 0, &s.body_len);
+  s.body[0] = 1;
+  client_submit(&c, &s);
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(s.grpc_status, 12);
+  CHECK_EQ_STR(s.grpc_message, "compressed messages are not supported");
+  client_close(&c);
+  stream_free(&s);
+}
+
+static void test_bad_request_headers(void) {
+  tclient c;
+  tstream s = {.path = "/grpc.health.v1.Health/Check",
+               .end = 1,
+               .content_type = "application/json"};
+  CHECK_EQ_INT(client_open(&c), 0);
+  s.body = frame(NULL, 0, &s.body_len);
+  client_submit(&c, &s);
+  tstream t = {.path = "/grpc.health.v1.Health/Check",
+               .end = 1,
+               .timeout = "12x"};
+  t.body = frame(NULL, 0, &t.body_len);
+  client_submit(&c, &t);
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(s.http_status, 415);
+  CHECK(s.grpc_status > 0);
+  CHECK_EQ_INT(t.grpc_status, 13);
+  CHECK_EQ_STR(t.grpc_message, "malformed grpc-timeout");
+  client_close(&c);
+  stream_free(&s);
+  stream_free(&t);
+}
+
+static void test_deadline(void) {
+  tclient c;
+  CHECK_EQ_INT(client_open(&c), 0);
+  /* Watch stays open: the deadline ends it after the first message. */
+  tstream w = {.path = "/grpc.health.v1.Health/Watch",
+               .end = 1,
+               .timeout = "100m"};
+  w.body = frame(NULL, 0, &w.body_len);
+  /* A bidi call (pool path) whose client never half-closes. */
+  tstream r = {.path = "/grpc.reflection.v1.ServerReflection/"
+                       "ServerReflectionInfo",
+               .end = 0,
+               .timeout = "150000u"};
+  uint64_t t0 = now_ns();
+  client_submit(&c, &w);
+  client_submit(&c, &r);
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(w.grpc_status, 4);
+  CHECK_EQ_INT(w.data_len, 7); /* the SERVING message came first */
+  CHECK(w.closed_at_ns - t0 >= 90000000ULL);
+  CHECK(w.closed_at_ns - t0 < 1000000000ULL);
+  CHECK_EQ_INT(r.grpc_status, 4);
+  CHECK(r.closed_at_ns - t0 >= 140000000ULL);
+  client_close(&c);
+  stream_free(&w);
+  stream_free(&r);
+}
+
+/* list_services through the pool, and a message far above the stream
+ * window in both directions (flow control both ways). */
+static void test_reflection_and_flow_control(void) {
+  tclient c;
+  CHECK_EQ_INT(client_open(&c), 0);
+  const uint8_t ls[] = {0x3a, 0}; /* list_services = "" */
+  tstream a = {.path = "/grpc.reflection.v1alpha.ServerReflection/"
+                       "ServerReflectionInfo",
+               .end = 1};
+  a.body = frame(ls, sizeof ls, &a.body_len);
+  client_submit(&c, &a);
+
+  /* host (field 1) of 3 MiB + list_services: the answer echoes it back. */
+  size_t big = 3u << 20;
+  uint8_t *req = malloc(big + 16);
+  size_t n = 0;
+  req[n++] = 0x0a;
+  n += pbw_put_varint(req + n, big);
+  memset(req + n, 'h', big);
+  n += big;
+  req[n++] = 0x3a;
+  req[n++] = 0;
+  tstream b = {.path = "/grpc.reflection.v1.ServerReflection/"
+                       "ServerReflectionInfo",
+               .end = 1};
+  b.body = frame(req, n, &b.body_len);
+  free(req);
+  client_submit(&c, &b);
+  CHECK_EQ_INT(client_run(&c, 10000), 0);
+  CHECK_EQ_INT(a.grpc_status, 0);
+  CHECK(a.data_len > 5);
+  CHECK(a.data && memmem(a.data, a.data_len, "ctxd.v1.Documents", 17));
+  CHECK(a.data &&
+        memmem(a.data, a.data_len, "grpc.reflection.v1alpha.ServerReflection",
+               40));
+  CHECK_EQ_INT(b.grpc_status, 0);
+  CHECK(b.data_len > big);
+  client_close(&c);
+  stream_free(&a);
+  stream_free(&b);
+}
+
+static void test_many_streams(void) {
+  enum { N = 300 };
+  tclient c;
+  static tstream s[N];
+  CHECK_EQ_INT(client_open(&c), 0);
+  for (int i = 0; i < N; i++) {
+    memset(&s[i], 0, sizeof s[i]);
+    s[i].path = i % 3 == 2 ? "/grpc.reflection.v1.ServerReflection/"
+                             "ServerReflectionInfo"
+                           : "/grpc.health.v1.Health/Check";
+    s[i].end = 1;
+    if (i % 3 == 2) {
+      const uint8_t ls[] = {0x3a, 0};
+      s[i].body = frame(ls, sizeof ls, &s[i].body_len);
+    } else {
+      s[i].body = frame(NULL, 0, &s[i].body_len);
+    }
+    client_submit(&c, &s[i]);
+  }
+  CHECK_EQ_INT(client_run(&c, 10000), 0);
+  int ok = 0;
+  for (int i = 0; i < N; i++) {
+    ok += s[i].grpc_status == 0 && s[i].data_len > 5;
+    stream_free(&s[i]);
+  }
+  CHECK_EQ_INT(ok, N);
+  client_close(&c);
+}
+
+/* A client that vanishes mid-call must not disturb the server. */
+static void test_client_vanishes(void) {
+  tclient c;
+  CHECK_EQ_INT(client_open(&c), 0);
+  tstream r = {.path = "/grpc.reflection.v1.ServerReflection/"
+                       "ServerReflectionInfo",
+               .end = 0};
+  const uint8_t ls[] = {0x3a, 0};
+  r.body = frame(ls, sizeof ls, &r.body_len);
+  client_submit(&c, &r);
+  client_run(&c, 200); /* stays open: returns -1 after 200 ms */
+  CHECK(r.data_len > 5);
+  client_close(&c);
+  stream_free(&r);
+  /* The server still answers. */
+  test_health_check();
+}
+
+int main(void) {
+  config_defaults(&cfg);
+  strcpy(cfg.listen, "127.0.0.1:0");
+  cfg.max_message_bytes = 4u << 20;
+  ctx.cfg = &cfg;
+  atomic_init(&ctx.serving, 1);
+  if (pipe(stop_pipe) != 0) return 1;
+  pthread_t th;
+  pthread_create(&th, NULL, server_main, NULL);
+  pthread_mutex_lock(&mu);
+  while (!port) pthread_cond_wait(&cv, &mu);
+  pthread_mutex_unlock(&mu);
+
+  test_health_check();
+  test_unknown_method();
+  test_zero_message_unary();
+  test_two_messages_unary();
+  test_oversize();
+  test_compressed();
+  test_bad_request_headers();
+  test_deadline();
+  test_reflection_and_flow_control();
+  test_many_streams();
+  test_client_vanishes();
+
+  /* Graceful stop: an open Watch gets NOT_SERVING and ends, the loop
+   * exits by itself. */
+  tclient c;
+  CHECK_EQ_INT(client_open(&c), 0);
+  tstream w = {.path = "/grpc.health.v1.Health/Watch", .end = 1};
+  w.body = frame(NULL, 0, &w.body_len);
+  client_submit(&c, &w);
+  client_run(&c, 200);
+  CHECK_EQ_INT(w.data_len, 7);
+  if (write(stop_pipe[1], "x", 1) != 1) return 1;
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(w.data_len, 14);
+  CHECK(w.data_len == 14 && w.data[13] == 2); /* NOT_SERVING */
+  CHECK_EQ_INT(w.grpc_status, 14);
+  client_close(&c);
+  stream_free(&w);
+  pthread_join(th, NULL);
+  CHECK(final_stats.calls > 300);
+  return check_report("transport");
+}
