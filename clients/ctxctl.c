@@ -122,7 +122,7 @@ static const cmd_help cmd_helps[] = {
     {"ls",
      "usage: ctxctl ls [--limit N] [--all] [--ids] [--json]\n"
      "\n"
-     "Lists documents in id order: id, bytes, chunks, tokens.\n"
+     "Lists documents (in the server's order): id, bytes, chunks, tokens.\n"
      "  --limit N   at most N documents (default 100)\n"
      "  --all       every document (pages through Documents/List)\n"
      "  --ids       ids only, one per line\n"
@@ -176,9 +176,10 @@ static int status_exit(const ctxclient_status *st) {
 }
 
 /* Report a failed call ("ctxctl: get: what: message (CODE)") and return
- * its exit status. `what` may be NULL. */
+ * its exit status. `what` may be NULL; it is left out when the server's
+ * message already names it ("document x: not found"). */
 static int report(const char *what, const ctxclient_status *st) {
-  if (what)
+  if (what && !strstr(st->message, what))
     errorf("%s: %s (%s)", what, st->message[0] ? st->message : "failed",
            ctxclient_status_name(st->code));
   else
@@ -509,8 +510,14 @@ static void put_note_ack(put_state *p, Ctxd__V1__PutAck *ack) {
   for (size_t i = 0; i < ack->n_errors; i++) {
     progress_clear(p);
     const Ctxd__V1__PutError *e = ack->errors[i];
-    errorf("document %s: %s", e->id && *e->id ? e->id : "(no id)",
-           e->reason && *e->reason ? e->reason : "rejected");
+    const char *id = e->id && *e->id ? e->id : "(no id)";
+    const char *reason = e->reason && *e->reason ? e->reason : "rejected";
+    char what[1100];
+    snprintf(what, sizeof what, "document %s", id);
+    if (strstr(reason, what))
+      errorf("%s", reason);
+    else
+      errorf("%s: %s", what, reason);
     p->rejected++;
   }
 }

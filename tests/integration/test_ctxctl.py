@@ -1,0 +1,293 @@
+"""test_ctxctl - the ctxctl CLI against a real daemon, over the wire.
+
+Starts $CTXD_BIN on a free port with a temp data dir (ctxd_harness.Daemon)
+and runs $CTXCTL_BIN: status, put (directory, --jsonl, stdin, a file that is
+not UTF-8, a binary file), ls, get, chunk, rm, stats, verify; checks output
+and exit codes (0 ok, 1 failed/rejected, 2 usage, 3 unreachable).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+
+from ctxd_harness import Daemon, Report
+
+CTXCTL = os.environ.get("CTXCTL_BIN", "")
+r = Report("test_ctxctl")
+
+
+def ctl(addr, *args, stdin=None, env_addr=None, timeout=120):
+    """Run ctxctl; returns (exit code, stdout str, stderr str)."""
+    env = dict(os.environ)
+    env.pop("CTXD_ADDR", None)
+    cmd = [CTXCTL]
+    if env_addr is not None:
+        env["CTXD_ADDR"] = env_addr
+    elif addr:
+        cmd += ["--addr", addr]
+    cmd += list(args)
+    p = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout,
+                       env=env, cwd=WORK)
+    return (p.returncode, p.stdout.decode("utf-8", "replace"),
+            p.stderr.decode("utf-8", "replace"))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+WORK = tempfile.mkdtemp(prefix="ctxctl-it-")
+TEXT_A = b"The quick brown fox jumps over the lazy dog. " * 40
+TEXT_B = "Caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u2014 unicode text.\n".encode() * 5
+write(os.path.join(WORK, "corpus", "a.txt"), TEXT_A)
+write(os.path.join(WORK, "corpus", "sub", "b.md"), TEXT_B)
+write(os.path.join(WORK, "corpus", "sub", "deeper", "c.txt"), b"third document")
+# Not UTF-8: 0xff at byte offset 12. Sent as is; the server must refuse it.
+write(os.path.join(WORK, "bad.txt"), b"hello world \xff\xfe more text")
+write(os.path.join(WORK, "binary.bin"), b"ab\x00cd")
+with open(os.path.join(WORK, "docs.jsonl"), "w") as f:
+    f.write(json.dumps({"id": "j1", "text": "jsonl document one",
+                        "metadata": {"lang": "en", "src": "test"}}) + "\n")
+    f.write(json.dumps({"id": "j2", "text": "jsonl document two"}) + "\n")
+    f.write("\n")
+    f.write("{not json\n")
+    f.write(json.dumps({"id": "j3", "text": 42}) + "\n")
+with open(os.path.join(WORK, "many.jsonl"), "w") as f:
+    for i in range(3000):
+        f.write(json.dumps({"id": "many/%04d" % i, "text": "document %d " % i * 20}) + "\n")
+
+
+def case_usage():
+    rc, out, err = ctl(None, "--help")
+    r.eq(rc, 0, "--help exits 0")
+    r.check("Exit status" in out and "put" in out and "--addr" in out,
+            "--help lists commands, options, exit codes", out[:300])
+    rc, out, err = ctl(None, "help", "put")
+    r.eq(rc, 0, "help put exits 0")
+    r.check("--jsonl" in out and "--max-tokens" in out, "help put documents options")
+    rc, out, err = ctl(None, "put", "--help")
+    r.check(rc == 0 and "--jsonl" in out, "put --help is help put")
+    rc, out, err = ctl(None)
+    r.eq(rc, 2, "no command: exit 2")
+    rc, out, err = ctl(None, "frobnicate")
+    r.eq(rc, 2, "unknown command: exit 2")
+    r.check("unknown command" in err, "unknown command is named", err)
+    rc, out, err = ctl(None, "ls", "--bogus")
+    r.eq(rc, 2, "unknown option: exit 2")
+    rc, out, err = ctl(None, "ls", "--limit", "x")
+    r.eq(rc, 2, "bad number: exit 2")
+    rc, out, err = ctl(None, "put")
+    r.eq(rc, 2, "put without inputs: exit 2")
+    rc, out, err = ctl(None, "get")
+    r.eq(rc, 2, "get without id: exit 2")
+    rc, out, err = ctl(None, "--timeout", "0", "status")
+    r.eq(rc, 2, "--timeout 0: exit 2")
+    rc, out, err = ctl("127.0.0.1:99999", "status")
+    r.eq(rc, 2, "bad --addr: exit 2")
+
+
+def case_unreachable():
+    addr = "127.0.0.1:%d" % free_port()
+    rc, out, err = ctl(addr, "status")
+    r.eq(rc, 3, "status with no server: exit 3")
+    r.check("connect to %s: Connection refused" % addr in err and "UNAVAILABLE" in err,
+            "says connection refused", err)
+    rc, out, err = ctl(None, "stats", env_addr=addr)
+    r.eq(rc, 3, "CTXD_ADDR is used (stats: exit 3)")
+    r.check(addr in err, "error names CTXD_ADDR's address", err)
+    rc, out, err = ctl(addr, "put", "corpus")
+    r.eq(rc, 3, "put with no server: exit 3")
+    rc, out, err = ctl(addr, "ls")
+    r.eq(rc, 3, "ls with no server: exit 3")
+
+
+def case_status(addr):
+    rc, out, err = ctl(addr, "status")
+    r.eq((rc, out.strip()), (0, "SERVING"), "status prints SERVING")
+    rc, out, err = ctl(None, "status", env_addr=addr)
+    r.eq(rc, 0, "status via CTXD_ADDR")
+    host, port = addr.rsplit(":", 1)
+    rc, out, err = ctl("localhost:" + port, "--timeout", "5", "status")
+    r.eq(rc, 0, "hostname address (localhost) resolves")
+
+
+def ids_of(addr):
+    rc, out, err = ctl(addr, "ls", "--all", "--ids")
+    r.eq(rc, 0, "ls --all --ids exits 0")
+    return set(l for l in out.splitlines() if l)
+
+
+def case_put(addr):
+    rc, out, err = ctl(addr, "put", "corpus", "--jsonl", "docs.jsonl", "bad.txt",
+                       "binary.bin", "--max-tokens", "16")
+    r.eq(rc, 1, "put with rejected documents exits 1")
+    r.check("document bad.txt:" in err and "UTF-8" in err and "12" in err,
+            "the server's UTF-8 refusal is shown for bad.txt", err)
+    r.check("ctxctl: put: " in err, "errors carry the ctxctl: put: prefix", err)
+    r.check("binary.bin" in err and "NUL" in err, "binary file refused locally", err)
+    r.check("docs.jsonl:4" in err, "bad JSON line reported with its line number", err)
+    r.check("docs.jsonl:5" in err and "text" in err, "non-string text reported", err)
+    r.check("stored 5 documents" in out, "summary counts 5 stored", out)
+    r.check("4 rejected" in out, "summary counts 4 rejected", out)
+    r.check("\r" not in err, "no progress bar when stderr is not a terminal", repr(err[:200]))
+    ids = ids_of(addr)
+    want = {"a.txt", "sub/b.md", "sub/deeper/c.txt", "j1", "j2"}
+    r.check(want <= ids, "directory ids are relative paths; jsonl ids kept",
+            sorted(ids))
+    r.check("bad.txt" not in ids and "binary.bin" not in ids, "rejected ones not stored")
+
+    # a clean put exits 0; re-putting replaces
+    rc, out, err = ctl(addr, "put", "corpus/a.txt")
+    r.eq(rc, 0, "put of one file exits 0")
+    r.check("corpus/a.txt" in ids_of(addr), "single file id is the path as given")
+    rc, out, err = ctl(addr, "put", "-", "--id", "from-stdin", "--meta", "k=v",
+                       stdin="text from standard input".encode())
+    r.eq(rc, 0, "put - exits 0")
+    rc, out, err = ctl(addr, "get", "from-stdin", "--json")
+    r.eq(rc, 0, "get from-stdin exits 0")
+    try:
+        g = json.loads(out)
+        r.eq(g.get("metadata"), {"k": "v"}, "--meta stored")
+    except ValueError:
+        r.check(False, "get --json parses", out)
+
+    rc, out, err = ctl(addr, "put", "--quiet", "--jsonl", "many.jsonl")
+    r.eq(rc, 0, "put of 3000 jsonl documents exits 0")
+    r.eq(out, "", "--quiet prints nothing")
+    many = [i for i in ids_of(addr) if i.startswith("many/")]
+    r.eq(len(many), 3000, "all 3000 stored")
+
+
+def case_get(addr):
+    rc, out, err = ctl(addr, "get", "a.txt")
+    r.eq(rc, 0, "get exits 0")
+    r.check("bytes     %d" % len(TEXT_A) in out, "get shows the byte count", out)
+    p = subprocess.run([CTXCTL, "--addr", addr, "get", "sub/b.md", "--text"],
+                       capture_output=True, cwd=WORK)
+    r.eq(p.stdout, TEXT_B, "get --text prints the text byte for byte")
+    rc, out, err = ctl(addr, "get", "j1", "--json", "--chunks", "--text")
+    try:
+        g = json.loads(out)
+        r.eq(g["id"], "j1", "json id")
+        r.eq(g["metadata"], {"lang": "en", "src": "test"}, "json metadata")
+        r.eq(g["text"], "jsonl document one", "json text")
+        r.check(len(g["chunks"]) >= 1 and g["chunks"][0]["byte_start"] == 0,
+                "json chunks", g.get("chunks"))
+    except (ValueError, KeyError) as e:
+        r.check(False, "get --json parses", "%s: %s" % (e, out))
+    rc, out, err = ctl(addr, "get", "a.txt", "--chunks")
+    r.check(rc == 0 and "ORDINAL" in out, "get --chunks lists chunks", out)
+    rc, out, err = ctl(addr, "get", "no-such-doc")
+    r.eq(rc, 1, "get of a missing document exits 1")
+    r.check("NOT_FOUND" in err and "no-such-doc" in err, "NOT_FOUND reported", err)
+
+
+def case_ls(addr):
+    rc, out, err = ctl(addr, "ls")
+    r.eq(rc, 0, "ls exits 0")
+    lines = out.splitlines()
+    r.check(lines and lines[0].startswith("ID"), "ls prints a header", out[:200])
+    r.eq(len(lines), 101, "ls shows 100 documents by default")
+    r.check("--all" in err, "ls says there are more", err)
+    rc, out, err = ctl(addr, "ls", "--limit", "3", "--ids")
+    r.eq(len(out.splitlines()), 3, "ls --limit 3 --ids")
+    rc, out, err = ctl(addr, "ls", "--all", "--json")
+    rows = [json.loads(l) for l in out.splitlines()]
+    r.check(len(rows) > 3000 and all("bytes" in x for x in rows), "ls --all --json rows",
+            len(rows))
+    a = [x for x in rows if x["id"] == "a.txt"]
+    r.check(a and a[0]["bytes"] == len(TEXT_A), "ls --json byte count", a)
+    return len(rows)
+
+
+def case_chunk(addr):
+    rc, out, err = ctl(addr, "chunk", "corpus/a.txt", "--max-tokens", "20", "--json")
+    r.eq(rc, 0, "chunk exits 0")
+    try:
+        c = json.loads(out)
+        ch = c["chunks"]
+        r.check(len(ch) > 1, "long text gives several chunks", len(ch))
+        r.check(all(x["tokens"] <= 20 for x in ch), "chunks within --max-tokens")
+        r.eq(ch[0]["byte_start"], 0, "first chunk starts at 0")
+        r.eq(ch[-1]["byte_end"], len(TEXT_A), "last chunk ends at the end")
+        r.eq(ch[0]["text"].encode(), TEXT_A[ch[0]["byte_start"]:ch[0]["byte_end"]],
+             "chunk text is its byte range")
+    except (ValueError, KeyError) as e:
+        r.check(False, "chunk --json parses", "%s: %s" % (e, out[:300]))
+    rc, out, err = ctl(addr, "chunk", "--max-tokens", "4", stdin=b"one two three four five six")
+    r.check(rc == 0 and "ORDINAL" in out and "tokens" in out.splitlines()[-1],
+            "chunk from stdin prints a table and a total", out)
+    rc, out, err = ctl(addr, "chunk", "bad.txt")
+    r.eq(rc, 1, "chunk of non-UTF-8 text exits 1")
+    r.check("INVALID_ARGUMENT" in err, "chunk shows INVALID_ARGUMENT", err)
+    rc, out, err = ctl(addr, "chunk", "no-such-file")
+    r.eq(rc, 1, "chunk of a missing file exits 1")
+
+
+def case_rm(addr):
+    rc, out, err = ctl(addr, "rm", "j2", "sub/deeper/c.txt")
+    r.eq(rc, 0, "rm exits 0")
+    r.check("deleted j2" in out and "deleted sub/deeper/c.txt" in out, "rm reports", out)
+    rc, out, err = ctl(addr, "get", "j2")
+    r.eq(rc, 1, "get after rm exits 1")
+    rc, out, err = ctl(addr, "rm", "j2")
+    r.eq(rc, 1, "rm of a missing document exits 1")
+    r.check("no such document" in err, "rm says no such document", err)
+    rc, out, err = ctl(addr, "rm", "-f", "j2")
+    r.eq(rc, 0, "rm -f of a missing document exits 0")
+
+
+def case_stats(addr, n_docs):
+    rc, out, err = ctl(addr, "stats")
+    r.eq(rc, 0, "stats exits 0")
+    r.check("documents" in out and "tokens" in out and "uptime" in out, "stats table", out)
+    rc, out, err = ctl(addr, "stats", "--json")
+    try:
+        s = json.loads(out)
+        r.eq(s["documents"], n_docs, "stats --json document count matches ls")
+        r.check(s["chunks"] >= n_docs and s["bytes"] > 0, "stats counts", s)
+    except (ValueError, KeyError) as e:
+        r.check(False, "stats --json parses", "%s: %s" % (e, out))
+
+
+def case_verify(addr):
+    rc, out, err = ctl(addr, "verify")
+    r.eq(rc, 0, "verify exits 0")
+    r.check(out.startswith("ok:"), "verify says ok", out)
+
+
+if not CTXCTL or not os.path.exists(CTXCTL):
+    r.check(False, "CTXCTL_BIN is set", CTXCTL)
+    r.finish()
+
+r.case("usage", case_usage)
+r.case("unreachable", case_unreachable)
+with Daemon(r) as d:
+    r.case("status", case_status, d.addr)
+    r.case("put", case_put, d.addr)
+    r.case("get", case_get, d.addr)
+    n = r.case("ls", case_ls, d.addr)
+    r.case("chunk", case_chunk, d.addr)
+    r.case("rm", case_rm, d.addr)
+    r.case("stats", case_stats, d.addr, (n or 0) - 2)
+    r.case("verify", case_verify, d.addr)
+    addr = d.addr
+# The daemon is gone now: the same address is unreachable.
+rc, out, err = ctl(addr, "status")
+r.eq(rc, 3, "status after the daemon stopped: exit 3")
+import shutil  # noqa: E402
+
+shutil.rmtree(WORK, ignore_errors=True)
+r.finish()
