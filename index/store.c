@@ -39,11 +39,14 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #define MAP_SIZE_DEFAULT (1ULL << 30)
 #define MAX_MAP_SIZE_DEFAULT (1ULL << 40)
 #define MAX_READERS_DEFAULT 1024
 #define VERIFY_MAX_PROBLEMS 1000
+/* Free space under which a failed write is taken for a full disk. */
+#define DISK_MARGIN (16ULL << 20)
 
 /* Returned by internal write steps when the map is full: the caller aborts,
  * grows the map and reruns the whole transaction. Never leaves this file. */
@@ -275,10 +278,24 @@ static int txn_begin(store *s, int write, MDB_txn **txn, ctxd_error *e) {
 static void txn_unlock(store *s) { pthread_rwlock_unlock(&s->lock); }
 
 /* Commit a write transaction and release the lock. ST_MAPFULL means grow and
- * retry; any failure leaves the store as it was. */
-static int txn_commit(store *s, MDB_txn *txn, ctxd_error *e) {
+ * retry; any failure leaves the store as it was. `need` estimates the bytes
+ * the commit writes: LMDB reports a full disk as EIO when pwrite comes back
+ * short (which is how a full disk usually shows), so an EIO with less free
+ * space than that (plus a margin) is reported as the full disk it is. */
+static int txn_commit(store *s, MDB_txn *txn, uint64_t need, ctxd_error *e) {
   int rc = mdb_txn_commit(txn);
   txn_unlock(s);
+  if (rc == EIO) {
+    struct statvfs vfs;
+    if (statvfs(s->path, &vfs) == 0) {
+      uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+      if (avail < need + DISK_MARGIN)
+        return ctxd_seterr(e, CTXD_ENOSPC,
+                           "store: commit: disk full (%llu bytes free on the "
+                           "data volume); nothing was written",
+                           (unsigned long long)avail);
+    }
+  }
   if (rc) return mdb_fail(e, rc, "commit");
   return 0;
 }
@@ -476,7 +493,7 @@ static int open_dbs(store *s, ctxd_error *e) {
       goto fail;
     }
   }
-  rc = txn_commit(s, txn, e);
+  rc = txn_commit(s, txn, 0, e);
   if (rc == ST_MAPFULL)
     rc = ctxd_seterr(e, CTXD_ENOSPC, "store: map too small to initialise");
   return rc;
@@ -771,6 +788,14 @@ int store_put(store *s, const store_put_doc *docs, size_t n,
     }
     refs[i].idx = i;
   }
+  /* What the commit will write, roughly: texts, records, chunks. */
+  uint64_t need = 0;
+  for (size_t i = 0; i < n; i++) {
+    need += docs[i].text_len + DOC_HDR + 2 * (uint64_t)refs[i].len +
+            (uint64_t)docs[i].n_chunks * (CHUNK_KEY + CHUNK_VAL + 16);
+    for (size_t m = 0; m < docs[i].n_meta; m++)
+      need += 8 + docs[i].meta[m].key_len + docs[i].meta[m].val_len;
+  }
   qsort(refs, n, sizeof *refs, id_ref_cmp);
   for (size_t i = 1; i < n; i++)
     if (refs[i].len == refs[i - 1].len &&
@@ -796,7 +821,7 @@ int store_put(store *s, const store_put_doc *docs, size_t n,
     }
     if (rc == 0) rc = counters_write(s, txn, &c, e);
     if (rc == 0) {
-      rc = txn_commit(s, txn, e);
+      rc = txn_commit(s, txn, need, e);
     } else {
       txn_abort(s, txn);
     }
@@ -1104,7 +1129,7 @@ int store_delete(store *s, const char *id, size_t id_len, int *deleted,
       if (rc == 0) rc = counters_write(s, txn, &c, e);
     }
     if (rc == 0) {
-      rc = txn_commit(s, txn, e);
+      rc = txn_commit(s, txn, 0, e);
     } else {
       txn_abort(s, txn);
     }
@@ -1173,7 +1198,7 @@ int store_set_tokenizer(store *s, const char *name, ctxd_error *e) {
       txn_abort(s, txn);
       rc = mdb_fail(e, mrc, "writing the tokenizer");
     } else {
-      rc = txn_commit(s, txn, e);
+      rc = txn_commit(s, txn, 0, e);
     }
     if (rc != ST_MAPFULL) return rc;
     rc = map_resize(s, 1, e);
