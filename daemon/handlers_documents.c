@@ -381,7 +381,8 @@ const rpc_method h_documents_put = {
  * the client can resend them. Any other store error (I/O, corruption) means
  * the store cannot be trusted with more writes: the failed documents are
  * acked as PutErrors and the call ends with the mapped status. A batch too
- * large for one transaction (CTXD_ELIMIT) is first retried in halves. */
+ * large for one transaction (CTXD_ELIMIT) or for the space left
+ * (CTXD_ENOSPC) is first retried in halves, so what still fits is stored. */
 
 typedef struct ps_err {
   char *id;
@@ -499,8 +500,8 @@ static int batch_error_is_local(int rc) {
 }
 
 /* Commit pend[lo, hi): 0 (ids added to acked), or the store's error after
- * turning the documents into PutErrors. Halves a batch that is too large
- * for one transaction. */
+ * turning the documents into PutErrors. Halves a batch that does not fit
+ * (one transaction's limits, or the space left). */
 static int commit_range(ps_state *st, size_t lo, size_t hi, ctxd_error *e) {
   size_t n = hi - lo;
   store_put_doc *docs = calloc(n ? n : 1, sizeof *docs);
@@ -512,7 +513,7 @@ static int commit_range(ps_state *st, size_t lo, size_t hi, ctxd_error *e) {
   }
   for (size_t i = 0; i < n; i++) docs[i] = st->pend[lo + i].doc;
   rc = store_put(st->ctx->st, docs, n, res, e);
-  if (rc == CTXD_ELIMIT && n > 1) {
+  if ((rc == CTXD_ELIMIT || rc == CTXD_ENOSPC) && n > 1) {
     free(docs);
     free(res);
     rc = commit_range(st, lo, lo + n / 2, e);
