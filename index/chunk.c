@@ -229,6 +229,35 @@ static int fast_overflow(fast *f, size_t o, uint64_t t_o, uint64_t cost) {
   }
 }
 
+#define SWAR_ONES(b) (0x0101010101010101ULL * (b))
+
+/* End of the ASCII letter run that continues at s[j]. Eight bytes per step
+ * (prose words are short, so this is usually one step and no per-byte
+ * branches): a byte is a letter iff (b | 0x20) is in 'a'..'z' and b < 0x80,
+ * tested with per-byte additions that cannot carry into the next byte. */
+static inline size_t letter_run_end(const unsigned char *s, size_t j, size_t n) {
+  while (j + 8 <= n) {
+    uint64_t v;
+    memcpy(&v, s + j, 8);
+    uint64_t x = (v | SWAR_ONES(0x20)) & SWAR_ONES(0x7F);
+    uint64_t ge_a = x + SWAR_ONES(0x80 - 'a');
+    uint64_t gt_z = x + SWAR_ONES(0x80 - 'z' - 1);
+    uint64_t letters = ge_a & ~gt_z & ~v & SWAR_ONES(0x80);
+    if (letters != SWAR_ONES(0x80))
+      return j + (size_t)__builtin_ctzll(~letters & SWAR_ONES(0x80)) / 8;
+    j += 8;
+  }
+  while (j < n && tok_est_class[s[j]] == TOK_EST_LETTER)
+    j++;
+  return j;
+}
+
+/* Tokens of `len` more run characters when `ph` of the current group of k
+ * are already consumed: the characters at group offset 0 cost 1 each. */
+static inline uint64_t run_cost(unsigned ph, size_t len, unsigned k) {
+  return (ph + len - 1 + k) / k - (ph ? 1 : 0);
+}
+
 static int chunk_fast(const char *text, size_t n, const chunk_opts *o,
                       span_vec *out) {
   fast f = {0};
@@ -271,39 +300,69 @@ static int chunk_fast(const char *text, size_t n, const chunk_opts *o,
     }
     int lv = bscan_level(&bs, b);
     if (lv >= 0) {
-      for (int k = 0; k <= lv; k++) {
-        f.lv_pos[k] = i;
-        f.lv_t[k] = t;
+      f.lv_pos[LV_WORD] = i;
+      f.lv_t[LV_WORD] = t;
+      if (lv >= LV_SENT) {
+        f.lv_pos[LV_SENT] = i;
+        f.lv_t[LV_SENT] = t;
+        if (lv == LV_PARA) {
+          f.lv_pos[LV_PARA] = i;
+          f.lv_t[LV_PARA] = t;
+        }
       }
       if (f.overlap)
         ring_push(&f, i, t);
     }
     if (c == TOK_EST_LETTER || c == TOK_EST_DIGIT) {
       /* A whole run at once: of its letters, those at run offsets 0, K,
-       * 2K, ... cost one token each (K letters or digits per token). */
-      unsigned k = c == TOK_EST_LETTER ? TOK_EST_LETTER_RUN : TOK_EST_DIGIT_RUN;
-      size_t j = i + 1;
+       * 2K, ... cost one token each (K letters or digits per token). K is a
+       * constant on each branch so the divisions compile to shifts and
+       * multiplies. */
+      size_t j, len, at;
+      uint64_t cost;
       if (run != c) {
         run = c;
         ph = 0;
       }
-      while (j < n && cls[s[j]] == c)
-        j++;
-      size_t len = j - i;
-      uint64_t cost = (ph + len - 1 + k) / k - (ph - 1 + k) / k;
+    letter_run:
+      j = i + 1;
+      if (c == TOK_EST_LETTER)
+        j = letter_run_end(s, j, n);
+      else
+        while (j < n && cls[s[j]] == c)
+          j++;
+      len = j - i;
       bs.in_ws = 0;
       bs.sent = SENT_NONE;
+      if (c == TOK_EST_LETTER)
+        cost = run_cost(ph, len, TOK_EST_LETTER_RUN);
+      else
+        cost = run_cost(ph, len, TOK_EST_DIGIT_RUN);
       if (t + cost - f.t_cs <= f.max) {
         t += cost;
-        ph = (unsigned)((ph + len) % k);
+        ph = c == TOK_EST_LETTER ? (unsigned)((ph + len) % TOK_EST_LETTER_RUN)
+                                 : (unsigned)((ph + len) % TOK_EST_DIGIT_RUN);
         i = j;
+        /* The common case in prose: one space, then another word. Take it
+         * here (a word boundary: no terminator, no newline) and go on with
+         * the next run without the general dispatch. */
+        if (c == TOK_EST_LETTER && i + 1 < n && s[i] == ' ' &&
+            cls[s[i + 1]] == TOK_EST_LETTER) {
+          i++;
+          f.lv_pos[LV_WORD] = i;
+          f.lv_t[LV_WORD] = t;
+          if (f.overlap)
+            ring_push(&f, i, t);
+          ph = 0;
+          goto letter_run;
+        }
         continue;
       }
       /* The budget runs out at the (avail+1)-th costing letter of the run. */
+      unsigned k = c == TOK_EST_LETTER ? TOK_EST_LETTER_RUN : TOK_EST_DIGIT_RUN;
       uint64_t used = t - f.t_cs;
       uint64_t avail = used < f.max ? f.max - used : 0;
-      size_t first = ph ? k - ph : 0;
-      size_t at = i + first + (size_t)avail * k;
+      at = i + (ph ? k - ph : 0) + (size_t)avail * k;
       t += avail;
       ph = 0;
       rc = fast_overflow(&f, at, t, 1);
