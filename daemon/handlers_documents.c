@@ -250,9 +250,9 @@ static int prepare(const ctxd_ctx *ctx, const uint8_t *msg, size_t len,
     if (strcmp(nul_what, "id") != 0 && utf8_valid(d->id, id_len, NULL))
       *bad_id = d->id;
     rc = ctxd_seterr(e, CTXD_EINVAL,
-                     "document %s: %s contains a NUL byte, which ctxd does not "
+                     "document %s%s%s contains a NUL byte, which ctxd does not "
                      "store",
-                     *bad_id ? d->id : "", nul_what);
+                     *bad_id ? d->id : "", *bad_id ? ": " : "", nul_what);
     goto fail;
   }
   if (utf8_valid(d->id, id_len, NULL)) *bad_id = d->id;
