@@ -135,6 +135,7 @@ struct server {
   rpc_call *remote_dirty;
   nghttp2_session_callbacks *cbs;
   nghttp2_option *opt;
+  const rpc_method *(*lookup)(const char *path);
   char addr[300];
   int port;
   int stopping;
@@ -653,7 +654,7 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f,
       size_t n = valuelen < PATH_MAX_LEN - 1 ? valuelen : PATH_MAX_LEN - 1;
       memcpy(c->path, value, n);
       c->path[n] = '\0';
-      c->m = valuelen < PATH_MAX_LEN - 1 ? methods_find(c->path) : NULL;
+      c->m = valuelen < PATH_MAX_LEN - 1 ? c->srv->lookup(c->path) : NULL;
     } else if (HDR_IS(name, ":method")) {
       c->is_post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
     }
@@ -1173,6 +1174,7 @@ int server_create(struct event_base *base, const ctxd_config *cfg,
   s->ctx = ctx;
   s->workers = workers;
   s->loop_thread = pthread_self();
+  s->lookup = methods_find;
   s->lfd = s->efd = -1;
   pthread_mutex_init(&s->mu, NULL);
   if (listen_on(s, err, errlen) != 0) goto fail;
@@ -1212,6 +1214,11 @@ int server_create(struct event_base *base, const ctxd_config *cfg,
 fail:
   server_free(s);
   return -1;
+}
+
+void server_set_lookup(server *s,
+                       const rpc_method *(*lookup)(const char *path)) {
+  s->lookup = lookup ? lookup : methods_find;
 }
 
 const char *server_addr(const server *s) {

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "pool.h"
+#include "rpc.h"
 
 struct event_base;
 struct ctxd_ctx;
@@ -33,6 +34,11 @@ typedef struct server_stats {
 int server_create(struct event_base *base, const ctxd_config *cfg,
                   struct ctxd_ctx *ctx, pool *workers, server **out,
                   char *err, size_t errlen);
+
+/* Replace the method table lookup (default methods_find): tests serve their
+ * own methods through the real transport. Call before the first request. */
+void server_set_lookup(server *s,
+                       const rpc_method *(*lookup)(const char *path));
 
 /* The bound address as "HOST:PORT" (the real port when 0 was asked). */
 const char *server_addr(const server *s);
