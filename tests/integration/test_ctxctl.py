@@ -30,8 +30,10 @@ def ctl(addr, *args, stdin=None, env_addr=None, timeout=120):
     cmd += list(args)
     p = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout,
                        env=env, cwd=WORK)
-    return (p.returncode, p.stdout.decode("utf-8", "replace"),
-            p.stderr.decode("utf-8", "replace"))
+    err = p.stderr.decode("utf-8", "replace")
+    if "Sanitizer" in err or "runtime error:" in err:
+        r.check(False, "ctxctl %s: no sanitizer report" % " ".join(args[:3]), err[-3000:])
+    return (p.returncode, p.stdout.decode("utf-8", "replace"), err)
 
 
 def free_port():

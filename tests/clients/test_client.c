@@ -1,0 +1,439 @@
+/* test_client.c - ctxclient against a tiny in-process h2c gRPC server (an
+ * nghttp2 server session on a loopback socket, in a thread), so that the
+ * client's HTTP/2 handling is tested without the daemon:
+ *   /t/Echo     unary echo: response, then trailers
+ *   /t/Fail     Trailers-Only error with a percent-encoded grpc-message
+ *   /t/Silent   never answers (client deadline)
+ *   /t/Big      one 200000-byte message cut into many DATA frames
+ *   /t/Flood    bidi echo with back-pressure: the server stops granting
+ *               flow-control window while it has more than 256 KiB of
+ *               replies unsent, so a client that does not read while it
+ *               sends would deadlock. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "ctxclient.h"
+
+/* ---- the test server ----------------------------------------------------*/
+
+#define BACKLOG_LIMIT (256 * 1024)
+
+typedef struct tstream {
+  int32_t id;
+  char path[64];
+  uint8_t *out;
+  size_t out_off, out_len, out_cap;
+  int finish; /* send trailers once out is drained */
+  int status; /* grpc-status for the trailers */
+  size_t unconsumed;
+  int deferred;
+  struct tstream *next;
+} tstream;
+
+typedef struct tconn {
+  int fd;
+  nghttp2_session *sess;
+  tstream *streams;
+  int blocked;
+} tconn;
+
+static int listen_fd = -1;
+static int server_port;
+
+static void out_add(tstream *s, const uint8_t *p, size_t n) {
+  if (s->out_len + n > s->out_cap) {
+    size_t cap = s->out_cap ? s->out_cap : 65536;
+    while (cap < s->out_len + n) cap *= 2;
+    s->out = realloc(s->out, cap);
+    s->out_cap = cap;
+  }
+  memcpy(s->out + s->out_len, p, n);
+  s->out_len += n;
+}
+
+static tstream *find(tconn *c, int32_t id) {
+  for (tstream *s = c->streams; s; s = s->next)
+    if (s->id == id) return s;
+  return NULL;
+}
+
+static ssize_t t_send(nghttp2_session *sess, const uint8_t *d, size_t n,
+                      int flags, void *ud) {
+  tconn *c = ud;
+  ssize_t w = send(c->fd, d, n, MSG_NOSIGNAL);
+  if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    c->blocked = 1;
+    return NGHTTP2_ERR_WOULDBLOCK;
+  }
+  return w < 0 ? NGHTTP2_ERR_CALLBACK_FAILURE : w;
+}
+
+static ssize_t t_read(nghttp2_session *sess, int32_t id, uint8_t *buf,
+                      size_t len, uint32_t *flags, nghttp2_data_source *src,
+                      void *ud) {
+  tstream *s = src->ptr;
+  size_t avail = s->out_len - s->out_off;
+  if (avail == 0) {
+    if (!s->finish) {
+      s->deferred = 1;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+    *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+    char st[8];
+    snprintf(st, sizeof st, "%d", s->status);
+    nghttp2_nv tr[] = {{(uint8_t *)"grpc-status", (uint8_t *)st, 11,
+                        strlen(st), 0}};
+    nghttp2_submit_trailer(sess, id, tr, 1);
+    return 0;
+  }
+  size_t n = avail < len ? avail : len;
+  memcpy(buf, s->out + s->out_off, n);
+  s->out_off += n;
+  if (s->out_off == s->out_len) s->out_off = s->out_len = 0;
+  return (ssize_t)n;
+}
+
+static void respond(tconn *c, tstream *s) {
+  nghttp2_nv h[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, 0},
+                    {(uint8_t *)"content-type",
+                     (uint8_t *)"application/grpc", 12, 16, 0}};
+  nghttp2_data_provider dp = {.source.ptr = s, .read_callback = t_read};
+  nghttp2_submit_response(c->sess, s->id, h, 2, &dp);
+}
+
+static void kick(tconn *c, tstream *s) {
+  if (s->deferred) {
+    s->deferred = 0;
+    nghttp2_session_resume_data(c->sess, s->id);
+  }
+}
+
+static int t_begin_headers(nghttp2_session *sess, const nghttp2_frame *f,
+                           void *ud) {
+  tconn *c = ud;
+  tstream *s = calloc(1, sizeof *s);
+  s->id = f->hd.stream_id;
+  s->next = c->streams;
+  c->streams = s;
+  return 0;
+}
+
+static int t_header(nghttp2_session *sess, const nghttp2_frame *f,
+                    const uint8_t *name, size_t nl, const uint8_t *value,
+                    size_t vl, uint8_t flags, void *ud) {
+  tstream *s = find(ud, f->hd.stream_id);
+  if (s && nl == 5 && memcmp(name, ":path", 5) == 0 && vl < sizeof s->path)
+    memcpy(s->path, value, vl);
+  return 0;
+}
+
+static int t_data(nghttp2_session *sess, uint8_t flags, int32_t id,
+                  const uint8_t *d, size_t n, void *ud) {
+  tconn *c = ud;
+  tstream *s = find(c, id);
+  if (!s) return 0;
+  if (strcmp(s->path, "/t/Flood") == 0) {
+    out_add(s, d, n); /* echo the framed bytes as they come */
+    kick(c, s);
+    if (s->out_len - s->out_off > BACKLOG_LIMIT)
+      s->unconsumed += n; /* hold the window back */
+    else
+      nghttp2_session_consume(sess, id, n);
+  } else {
+    if (strcmp(s->path, "/t/Echo") == 0) out_add(s, d, n);
+    nghttp2_session_consume(sess, id, n);
+  }
+  return 0;
+}
+
+static int t_frame_recv(nghttp2_session *sess, const nghttp2_frame *f,
+                        void *ud) {
+  tconn *c = ud;
+  tstream *s = find(c, f->hd.stream_id);
+  if (!s) return 0;
+  if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+    if (strcmp(s->path, "/t/Flood") == 0) respond(c, s);
+    if (strcmp(s->path, "/t/Fail") == 0) {
+      nghttp2_nv h[] = {
+          {(uint8_t *)":status", (uint8_t *)"200", 7, 3, 0},
+          {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
+           0},
+          {(uint8_t *)"grpc-status", (uint8_t *)"3", 11, 1, 0},
+          {(uint8_t *)"grpc-message",
+           (uint8_t *)"bad%20thing: 100%25 caf%C3%A9", 12, 29, 0}};
+      nghttp2_submit_response(sess, s->id, h, 4, NULL);
+    }
+  }
+  if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
+  if (strcmp(s->path, "/t/Echo") == 0) {
+    s->finish = 1;
+    respond(c, s);
+  } else if (strcmp(s->path, "/t/Big") == 0) {
+    uint8_t hdr[5] = {0, 0, 0x03, 0x0d, 0x40}; /* 200000 */
+    out_add(s, hdr, 5);
+    uint8_t *big = malloc(200000);
+    for (int i = 0; i < 200000; i++) big[i] = (uint8_t)i;
+    out_add(s, big, 200000);
+    free(big);
+    s->finish = 1;
+    respond(c, s);
+  } else if (strcmp(s->path, "/t/Flood") == 0) {
+    s->finish = 1;
+    kick(c, s);
+  }
+  return 0;
+}
+
+static int t_close(nghttp2_session *sess, int32_t id, uint32_t err,
+                   void *ud) {
+  tconn *c = ud;
+  for (tstream **pp = &c->streams; *pp; pp = &(*pp)->next)
+    if ((*pp)->id == id) {
+      tstream *s = *pp;
+      *pp = s->next;
+      free(s->out);
+      free(s);
+      break;
+    }
+  return 0;
+}
+
+static void serve_conn(int fd) {
+  tconn c = {.fd = fd};
+  nghttp2_session_callbacks *cb;
+  nghttp2_option *opt;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_send_callback(cb, t_send);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cb,
+                                                          t_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback(cb, t_header);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, t_data);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, t_frame_recv);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, t_close);
+  nghttp2_option_new(&opt);
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  nghttp2_session_server_new2(&c.sess, cb, &c, opt);
+  nghttp2_session_callbacks_del(cb);
+  nghttp2_option_del(opt);
+  nghttp2_submit_settings(c.sess, 0, NULL, 0);
+  uint8_t buf[16384];
+  while (nghttp2_session_want_read(c.sess) ||
+         nghttp2_session_want_write(c.sess)) {
+    /* Give back held window once the reply backlog has drained (sending
+     * drains it, so repeat until nothing changes). */
+    int more = 1, rv = 0;
+    while (more && rv == 0) {
+      rv = nghttp2_session_send(c.sess);
+      more = 0;
+      for (tstream *s = c.streams; s; s = s->next)
+        if (s->unconsumed && s->out_len - s->out_off <= BACKLOG_LIMIT) {
+          nghttp2_session_consume(c.sess, s->id, s->unconsumed);
+          s->unconsumed = 0;
+          more = 1;
+        }
+    }
+    if (rv != 0) break;
+    struct pollfd p = {fd, POLLIN | (c.blocked ? POLLOUT : 0), 0};
+    if (poll(&p, 1, 100) < 0) break;
+    if (p.revents & POLLOUT) c.blocked = 0;
+    if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      if (nghttp2_session_mem_recv(c.sess, buf, (size_t)n) < 0) break;
+    }
+  }
+  while (c.streams) t_close(c.sess, c.streams->id, 0, &c);
+  nghttp2_session_del(c.sess);
+  close(fd);
+}
+
+static void *server_main(void *arg) {
+  (void)arg;
+  for (;;) {
+    int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      return NULL; /* listen socket shut down: test over */
+    }
+    int one = 1; /* small WINDOW_UPDATEs must not wait for delayed ACKs */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    serve_conn(fd);
+  }
+}
+
+static pthread_t start_server(void) {
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t al = sizeof a;
+  listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  bind(listen_fd, (struct sockaddr *)&a, sizeof a);
+  listen(listen_fd, 8);
+  getsockname(listen_fd, (struct sockaddr *)&a, &al);
+  server_port = ntohs(a.sin_port);
+  pthread_t t;
+  pthread_create(&t, NULL, server_main, NULL);
+  return t;
+}
+
+/* ---- the tests ----------------------------------------------------------*/
+
+static void test_unary(ctxclient *c) {
+  ctxclient_status st;
+  uint8_t *resp;
+  size_t len;
+  const char *req = "hello";
+  CHECK_EQ_INT(ctxclient_unary(c, "/t/Echo", (const uint8_t *)req, 5, 5000,
+                               &resp, &len, &st), 0);
+  CHECK_EQ_INT(st.code, 0);
+  CHECK_EQ_INT(len, 5);
+  CHECK(resp && memcmp(resp, "hello", 5) == 0);
+  free(resp);
+  /* empty request and response */
+  CHECK_EQ_INT(ctxclient_unary(c, "/t/Echo", NULL, 0, 0, &resp, &len, &st),
+               0);
+  CHECK_EQ_INT(len, 0);
+  CHECK(resp == NULL);
+}
+
+static void test_trailers_only(ctxclient *c) {
+  ctxclient_status st;
+  uint8_t *resp = (uint8_t *)1;
+  size_t len;
+  CHECK_EQ_INT(ctxclient_unary(c, "/t/Fail", (const uint8_t *)"x", 1, 5000,
+                               &resp, &len, &st), CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(st.code, 3);
+  CHECK_EQ_STR(st.message, "bad thing: 100% caf\xc3\xa9");
+  CHECK(resp == NULL);
+}
+
+static void test_big(ctxclient *c) {
+  ctxclient_status st;
+  uint8_t *resp;
+  size_t len;
+  CHECK_EQ_INT(ctxclient_unary(c, "/t/Big", NULL, 0, 5000, &resp, &len, &st),
+               0);
+  CHECK_EQ_INT(len, 200000);
+  int ok = resp != NULL;
+  for (size_t i = 0; ok && i < len; i++) ok = resp[i] == (uint8_t)i;
+  CHECK(ok);
+  free(resp);
+  /* over the limit: refused from the prefix, connection still usable */
+  ctxclient_set_max_message(c, 100000);
+  CHECK_EQ_INT(ctxclient_unary(c, "/t/Big", NULL, 0, 5000, &resp, &len, &st),
+               CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(st.code, 8);
+  CHECK(strstr(st.message, "100000-byte limit") != NULL);
+  ctxclient_set_max_message(c, CTXCLIENT_DEFAULT_MAX_MESSAGE);
+  CHECK_EQ_INT(ctxclient_unary(c, "/t/Echo", (const uint8_t *)"ok", 2, 5000,
+                               &resp, &len, &st), 0);
+  free(resp);
+}
+
+static void test_deadline(ctxclient *c) {
+  ctxclient_status st;
+  uint8_t *resp;
+  size_t len;
+  CHECK_EQ_INT(ctxclient_unary(c, "/t/Silent", NULL, 0, 200, &resp, &len,
+                               &st), CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(st.code, 4);
+  /* a stream: recv with a short wait says EAGAIN, then the deadline ends it */
+  ctxclient_stream *s;
+  CHECK_EQ_INT(ctxclient_stream_open(c, "/t/Silent", 300, &s, &st), 0);
+  uint8_t *m;
+  int done;
+  CHECK_EQ_INT(ctxclient_stream_recv(s, 10, &m, &len, &done, &st),
+               CTXCLIENT_EAGAIN);
+  CHECK_EQ_INT(ctxclient_stream_recv(s, -1, &m, &len, &done, &st),
+               CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(st.code, 4);
+  CHECK_EQ_INT(ctxclient_stream_send(s, (const uint8_t *)"x", 1, &st),
+               CTXCLIENT_ESTATUS);
+  ctxclient_stream_free(s);
+}
+
+static void test_flood(ctxclient *c) {
+  /* 32 MiB each way, sent without reading in between; the server holds
+   * back window while its replies are not read. */
+  enum { N = 512, SZ = 65536 };
+  ctxclient_status st;
+  ctxclient_stream *s;
+  CHECK_EQ_INT(ctxclient_stream_open(c, "/t/Flood", 20000, &s, &st), 0);
+  uint8_t *msg = malloc(SZ);
+  int sent = 0;
+  for (int i = 0; i < N; i++) {
+    memset(msg, i & 0xff, SZ);
+    if (ctxclient_stream_send(s, msg, SZ, &st) != 0) break;
+    sent++;
+  }
+  free(msg);
+  CHECK_EQ_INT(sent, N);
+  CHECK_EQ_INT(ctxclient_stream_close_send(s, &st), 0);
+  int got = 0, in_order = 1, done = 0, rc;
+  for (;;) {
+    uint8_t *m;
+    size_t len;
+    rc = ctxclient_stream_recv(s, -1, &m, &len, &done, &st);
+    if (rc != 0 || done) break;
+    if (len != SZ || m[0] != (uint8_t)got || m[SZ - 1] != (uint8_t)got)
+      in_order = 0;
+    got++;
+    free(m);
+  }
+  CHECK_EQ_INT(rc, 0);
+  CHECK_EQ_INT(done, 1);
+  CHECK_EQ_INT(got, N);
+  CHECK(in_order);
+  CHECK_EQ_INT(ctxclient_stream_finish(s, &st), 0);
+  ctxclient_stream_free(s);
+}
+
+static void test_refused(void) {
+  ctxclient *c;
+  ctxclient_status st;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t al = sizeof a;
+  bind(fd, (struct sockaddr *)&a, sizeof a); /* a port nobody listens on */
+  getsockname(fd, (struct sockaddr *)&a, &al);
+  char addr[64], want[128];
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(a.sin_port));
+  CHECK_EQ_INT(ctxclient_connect(addr, 2000, &c, &st), CTXCLIENT_ESTATUS);
+  snprintf(want, sizeof want, "connect to %s: Connection refused", addr);
+  CHECK_EQ_STR(st.message, want);
+  CHECK_EQ_INT(st.code, 14);
+  close(fd);
+}
+
+int main(void) {
+  pthread_t t = start_server();
+  char addr[64];
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", server_port);
+  ctxclient *c = NULL;
+  ctxclient_status st;
+  CHECK_EQ_INT(ctxclient_connect(addr, 2000, &c, &st), 0);
+  if (c) {
+    test_unary(c);
+    test_trailers_only(c);
+    test_big(c);
+    test_deadline(c);
+    test_flood(c);
+    test_unary(c); /* the connection survived all of that */
+    ctxclient_close(c);
+  }
+  test_refused();
+  shutdown(listen_fd, SHUT_RDWR);
+  close(listen_fd);
+  pthread_join(t, NULL);
+  return check_report("clients_client");
+}
