@@ -1,6 +1,8 @@
 /* log.c - one line per event on stderr: level, UTC timestamp, msg=, then the
- * caller's key=value fields. Lines are written with one write(2) so that lines
- * from different threads never interleave. */
+ * caller's key=value fields (logfmt). The event name is one word, so msg= is
+ * not quoted: `msg=listening addr=...` is what scripts grep for. Lines are
+ * written with one write(2) so that lines from different threads never
+ * interleave. */
 #include "log.h"
 
 #include <stdarg.h>
@@ -43,7 +45,7 @@ void log_write(int level, const char *fmt, ...) {
 
   int n = snprintf(line, sizeof line,
                    "level=%s ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ "
-                   "msg=\"%.*s\"%s\n",
+                   "msg=%.*s%s\n",
                    level_names[level], tm.tm_year + 1900, tm.tm_mon + 1,
                    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                    ts.tv_nsec / 1000000, name_len, body, rest);

@@ -1,6 +1,6 @@
 /* log.h - one line per event to stderr: level first, then key=value fields.
  *   LOG_INFO("listening addr=%s", addr);
- *   -> "level=info ts=2026-11-26T15:50:00.123Z msg=\"listening\" addr=..."
+ *   -> "level=info ts=2026-11-26T15:50:00.123Z msg=listening addr=..."
  * The macros check the level before evaluating their arguments. */
 #ifndef CTXD_LOG_H
 #define CTXD_LOG_H
