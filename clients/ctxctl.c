@@ -66,7 +66,10 @@ static const char usage_text[] =
     "     not found, verify found problems, server not SERVING)\n"
     "  2  usage error\n"
     "  3  server unreachable (connection refused or lost, name not "
-    "resolved)\n";
+    "resolved)\n"
+    "\n"
+    "Global options may also follow the command. Run 'ctxctl help COMMAND'\n"
+    "for a command's options.\n";
 
 typedef struct cmd_help {
   const char *name;
@@ -541,6 +544,16 @@ static void put_drain(put_state *p, int wait_ms) {
   progress_draw(p, 0);
 }
 
+/* The stream ended early: count the acks that came before the status, and
+ * keep that status in p->st for the final report. */
+static void put_failed(put_state *p) {
+  ctxclient_status st = p->st;
+  p->failed_stream = 0;
+  put_drain(p, 0);
+  p->failed_stream = 1;
+  p->st = st;
+}
+
 /* Send one document. `text` has `len` bytes. */
 static void put_send(put_state *p, const char *id, const char *text,
                      size_t len, Ctxd__V1__Document__MetadataEntry **meta,
@@ -571,7 +584,7 @@ static void put_send(put_state *p, const char *id, const char *text,
     req.chunking = &ch;
   }
   if (ctxclient_putstream_send(p->s, &req, &p->st) != 0) {
-    p->failed_stream = 1;
+    put_failed(p);
     return;
   }
   p->sent++;
@@ -901,7 +914,7 @@ static int cmd_put(ctl *g, int argc, char **argv) {
     put_jsonl(&p, jsonl[i]);
   if (!p.failed_stream) {
     if (ctxclient_stream_close_send(p.s, &p.st) != 0)
-      p.failed_stream = 1;
+      put_failed(&p);
     else
       put_drain(&p, -1);
   }
@@ -1345,18 +1358,34 @@ int main(int argc, char **argv) {
   g.addr = getenv("CTXD_ADDR");
   if (!g.addr || !*g.addr) g.addr = DEFAULT_ADDR;
   g.timeout_ms = DEFAULT_TIMEOUT_MS;
-  int i = 1;
-  for (; i < argc; i++) {
+  /* Take --addr and --timeout out of argv wherever they are (before a
+   * "--"), so that "ctxctl ls --addr X" works as well as "ctxctl --addr X
+   * ls"; everything else keeps its order. */
+  static char **rest; /* static: still reachable at exit, not a leak */
+  rest = calloc((size_t)argc + 1, sizeof *rest);
+  int nrest = 0, seen_cmd = 0, dashdash = 0;
+  if (!rest) return EXIT_FAILED;
+  rest[nrest++] = argv[0];
+  for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *val = NULL;
-    if (a[0] != '-') break;
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) return help(NULL);
-    if (!strcmp(a, "--version")) {
-      printf("ctxctl %s\n", CTXD_VERSION);
-      return EXIT_OK;
+    if (dashdash || a[0] != '-' || !strcmp(a, "-")) {
+      if (!dashdash && a[0] != '-' && !seen_cmd) {
+        seen_cmd = 1;
+        g_cmd = a;
+      }
+      rest[nrest++] = argv[i];
+      continue;
     }
+    if (!strcmp(a, "--")) dashdash = 1;
     int is_addr = !strncmp(a, "--addr", 6) && (a[6] == '\0' || a[6] == '=');
     int is_tmo = !strncmp(a, "--timeout", 9) && (a[9] == '\0' || a[9] == '=');
-    if (!is_addr && !is_tmo) return usage_error("unknown option %s", a);
+    if (!is_addr && !is_tmo) {
+      if (!seen_cmd && strcmp(a, "-h") && strcmp(a, "--help") &&
+          strcmp(a, "--version") && !dashdash)
+        return usage_error("unknown option %s", a);
+      rest[nrest++] = argv[i];
+      continue;
+    }
     const char *eq = strchr(a, '=');
     if (eq)
       val = eq + 1;
@@ -1376,6 +1405,19 @@ int main(int argc, char **argv) {
       if (g.timeout_ms < 1) g.timeout_ms = 1;
       g.timeout_given = 1;
     }
+  }
+  g_cmd = NULL;
+  argc = nrest;
+  argv = rest;
+  int i = 1;
+  for (; i < argc && argv[i][0] == '-'; i++) {
+    if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
+      return help(NULL);
+    if (!strcmp(argv[i], "--version")) {
+      printf("ctxctl %s\n", CTXD_VERSION);
+      return EXIT_OK;
+    }
+    return usage_error("unknown option %s", argv[i]);
   }
   if (i >= argc) {
     fputs(usage_text, stderr);

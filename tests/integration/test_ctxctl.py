@@ -120,6 +120,8 @@ def case_status(addr):
     r.eq((rc, out.strip()), (0, "SERVING"), "status prints SERVING")
     rc, out, err = ctl(None, "status", env_addr=addr)
     r.eq(rc, 0, "status via CTXD_ADDR")
+    rc, out, err = ctl(None, "status", "--addr", addr, "--timeout", "5")
+    r.eq((rc, out.strip()), (0, "SERVING"), "global options after the command")
     host, port = addr.rsplit(":", 1)
     rc, out, err = ctl("localhost:" + port, "--timeout", "5", "status")
     r.eq(rc, 0, "hostname address (localhost) resolves")
