@@ -471,6 +471,7 @@ typedef struct put_state {
   int progress_drawn;
   int failed_stream; /* stream ended with an error: stop */
   ctxclient_status st;
+  char last_sent[1100]; /* id of the last document handed to the stream */
 } put_state;
 
 static void progress_clear(put_state *p) {
@@ -583,6 +584,7 @@ static void put_send(put_state *p, const char *id, const char *text,
     ch.overlap_tokens = p->overlap;
     req.chunking = &ch;
   }
+  snprintf(p->last_sent, sizeof p->last_sent, "%s", *id ? id : "(no id)");
   if (ctxclient_putstream_send(p->s, &req, &p->st) != 0) {
     put_failed(p);
     return;
@@ -921,7 +923,13 @@ static int cmd_put(ctl *g, int argc, char **argv) {
   progress_draw(&p, 1);
   progress_clear(&p);
   if (p.failed_stream) {
-    rc = report(NULL, &p.st);
+    /* The server ends the whole stream for some errors (a message above
+     * its size limit); name the last document sent, the likely cause. */
+    char what[1200];
+    snprintf(what, sizeof what, "stream ended at document %s", p.last_sent);
+    rc = report(p.last_sent[0] ? what : NULL, &p.st);
+    errorf("the stream ended: documents not yet acknowledged were not "
+           "stored");
   } else {
     uint64_t missing = p.sent - p.stored - p.rejected;
     if (p.stored + p.rejected > p.sent) missing = 0;

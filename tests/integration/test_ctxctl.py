@@ -288,6 +288,21 @@ with Daemon(r) as d:
     r.case("stats", case_stats, d.addr, (n or 0) - 2)
     r.case("verify", case_verify, d.addr)
     addr = d.addr
+
+
+def case_too_big(addr):
+    write(os.path.join(WORK, "big", "huge.txt"), b"word " * 400000)  # 2 MB
+    write(os.path.join(WORK, "big", "small.txt"), b"small")
+    rc, out, err = ctl(addr, "put", "big/small.txt", "big/huge.txt")
+    r.eq(rc, 1, "put of a document above the server's message limit exits 1")
+    r.check("document big/huge.txt:" in err and "RESOURCE_EXHAUSTED" in err,
+            "the oversized document and the status are named", err)
+    r.check("not stored" in err, "says unacknowledged documents were not stored", err)
+
+
+with Daemon(r, args=["--server.max_message_bytes", "1048576"], name="ctxd-small") as d:
+    r.case("too big", case_too_big, d.addr)
+
 # The daemon is gone now: the same address is unreachable.
 rc, out, err = ctl(addr, "status")
 r.eq(rc, 3, "status after the daemon stopped: exit 3")
