@@ -78,13 +78,23 @@ struct ctxclient {
 
 /* ---- small helpers ------------------------------------------------------*/
 
-static const char *const status_names[] = {
-    "OK",           "CANCELLED",          "UNKNOWN",
-    "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION", "ABORTED",     "OUT_OF_RANGE",
-    "UNIMPLEMENTED", "INTERNAL",          "UNAVAILABLE",
-    "DATA_LOSS",    "UNAUTHENTICATED"};
+static const char *const status_names[] = {"OK",
+                                           "CANCELLED",
+                                           "UNKNOWN",
+                                           "INVALID_ARGUMENT",
+                                           "DEADLINE_EXCEEDED",
+                                           "NOT_FOUND",
+                                           "ALREADY_EXISTS",
+                                           "PERMISSION_DENIED",
+                                           "RESOURCE_EXHAUSTED",
+                                           "FAILED_PRECONDITION",
+                                           "ABORTED",
+                                           "OUT_OF_RANGE",
+                                           "UNIMPLEMENTED",
+                                           "INTERNAL",
+                                           "UNAVAILABLE",
+                                           "DATA_LOSS",
+                                           "UNAUTHENTICATED"};
 
 const char *ctxclient_status_name(int code) {
   static char buf[32];
@@ -107,8 +117,9 @@ static void set_status_v(ctxclient_status *st, int code, const char *fmt,
   vsnprintf(st->message, sizeof st->message, fmt, ap);
 }
 
-__attribute__((format(printf, 3, 4))) static int
-fail(ctxclient_status *st, int code, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static int fail(ctxclient_status *st,
+                                                      int code, const char *fmt,
+                                                      ...) {
   va_list ap;
   va_start(ap, fmt);
   set_status_v(st, code, fmt, ap);
@@ -124,8 +135,8 @@ static void clear_status(ctxclient_status *st) {
 }
 
 /* End a stream with a locally made status (first end wins). */
-__attribute__((format(printf, 3, 4))) static void
-stream_end_local(ctxclient_stream *s, int code, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static void stream_end_local(
+    ctxclient_stream *s, int code, const char *fmt, ...) {
   if (s->ended) return;
   va_list ap;
   va_start(ap, fmt);
@@ -164,12 +175,21 @@ static void conn_fail(ctxclient *c, int code, const char *fmt, ...) {
 /* gRPC's mapping of HTTP statuses for responses without grpc-status. */
 static int http_to_grpc(int http) {
   switch (http) {
-  case 400: return 13; /* INTERNAL */
-  case 401: return 16; /* UNAUTHENTICATED */
-  case 403: return 7;  /* PERMISSION_DENIED */
-  case 404: return 12; /* UNIMPLEMENTED */
-  case 429: case 502: case 503: case 504: return 14; /* UNAVAILABLE */
-  default: return 2; /* UNKNOWN */
+    case 400:
+      return 13; /* INTERNAL */
+    case 401:
+      return 16; /* UNAUTHENTICATED */
+    case 403:
+      return 7; /* PERMISSION_DENIED */
+    case 404:
+      return 12; /* UNIMPLEMENTED */
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return 14; /* UNAVAILABLE */
+    default:
+      return 2; /* UNKNOWN */
   }
 }
 
@@ -196,8 +216,8 @@ static void stream_end_remote(ctxclient_stream *s) {
 
 /* ---- nghttp2 callbacks --------------------------------------------------*/
 
-static ssize_t on_send(nghttp2_session *sess, const uint8_t *data,
-                       size_t len, int flags, void *ud) {
+static ssize_t on_send(nghttp2_session *sess, const uint8_t *data, size_t len,
+                       int flags, void *ud) {
   ctxclient *c = ud;
   (void)sess;
   (void)flags;
@@ -240,9 +260,8 @@ static ssize_t on_read_data(nghttp2_session *sess, int32_t id, uint8_t *buf,
 }
 
 static int on_header(nghttp2_session *sess, const nghttp2_frame *frame,
-                     const uint8_t *name, size_t namelen,
-                     const uint8_t *value, size_t valuelen, uint8_t flags,
-                     void *ud) {
+                     const uint8_t *name, size_t namelen, const uint8_t *value,
+                     size_t valuelen, uint8_t flags, void *ud) {
   (void)flags;
   (void)ud;
   if (frame->hd.type != NGHTTP2_HEADERS) return 0;
@@ -297,8 +316,9 @@ static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id,
     stream_end_local(s, 8, "response message larger than the %zu-byte limit",
                      s->df.max_len);
   else if (rc == CCW_ECOMPRESSED)
-    stream_end_local(s, 13, "compressed response message, but no "
-                            "grpc-encoding was offered");
+    stream_end_local(s, 13,
+                     "compressed response message, but no "
+                     "grpc-encoding was offered");
   else
     stream_end_local(s, 8, "out of memory receiving a response message");
   stream_reset(s, NGHTTP2_CANCEL);
@@ -374,8 +394,10 @@ static void read_some(ctxclient *c) {
     }
     ssize_t rv = nghttp2_session_mem_recv(c->sess, buf, (size_t)n);
     if (rv < 0) {
-      conn_fail(c, 14, "HTTP/2 protocol error from %s: %s (is it a gRPC "
-                       "server?)", c->addr, nghttp2_strerror((int)rv));
+      conn_fail(c, 14,
+                "HTTP/2 protocol error from %s: %s (is it a gRPC "
+                "server?)",
+                c->addr, nghttp2_strerror((int)rv));
       return;
     }
     if ((size_t)n < sizeof buf) return;
@@ -432,8 +454,7 @@ static int pump(ctxclient *c, ctxclient_stream *s, pump_cond cond,
 
 /* ---- connection ---------------------------------------------------------*/
 
-static int connect_one(const struct addrinfo *ai, int64_t deadline,
-                       int *err) {
+static int connect_one(const struct addrinfo *ai, int64_t deadline, int *err) {
   int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                   ai->ai_protocol);
   if (fd < 0) {
@@ -519,11 +540,9 @@ int ctxclient_connect(const char *addr, int timeout_ms, ctxclient **out,
   }
   nghttp2_session_callbacks_set_send_callback(cbs, on_send);
   nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs,
-                                                            on_data_chunk);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
-  nghttp2_session_callbacks_set_on_stream_close_callback(cbs,
-                                                         on_stream_close);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
   rc = nghttp2_session_client_new(&c->sess, cbs, c);
   nghttp2_session_callbacks_del(cbs);
   if (rc != 0) {
@@ -653,8 +672,9 @@ static int stream_start(ctxclient *c, const char *path, int64_t timeout_ms,
     s->deadline = now_ms() + timeout_ms;
     ccw_format_timeout(timeout_ms, tmo, sizeof tmo);
   }
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), \
-                  NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                             \
+  {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), \
+   NGHTTP2_NV_FLAG_NONE}
   nghttp2_nv hdrs[] = {
       NV(":method", "POST"),
       NV(":scheme", "http"),
@@ -693,7 +713,9 @@ static void stream_expire(ctxclient_stream *s) {
   flush(s->c);
 }
 
-static int cond_ended(ctxclient_stream *s) { return s->ended; }
+static int cond_ended(ctxclient_stream *s) {
+  return s->ended;
+}
 static int cond_sendable(ctxclient_stream *s) {
   return s->ended || s->out_len - s->out_off <= SEND_HIGH_WATER;
 }
@@ -729,8 +751,8 @@ static int ended_send_status(ctxclient_stream *s, ctxclient_status *st) {
   return fail(st, 9, "the call already finished");
 }
 
-int ctxclient_stream_send(ctxclient_stream *s, const uint8_t *msg,
-                          size_t len, ctxclient_status *st) {
+int ctxclient_stream_send(ctxclient_stream *s, const uint8_t *msg, size_t len,
+                          ctxclient_status *st) {
   clear_status(st);
   if (!s || (!msg && len)) return CTXCLIENT_EINVAL;
   if (s->half_close) {
@@ -824,8 +846,8 @@ int ctxclient_unary(ctxclient *c, const char *path, const uint8_t *req,
   *resp = NULL;
   *resp_len = 0;
   static const uint8_t empty[1];
-  int rc = stream_start(c, path, timeout_ms, req ? req : empty, req_len, 1,
-                        &s, st);
+  int rc =
+      stream_start(c, path, timeout_ms, req ? req : empty, req_len, 1, &s, st);
   if (rc != 0) return rc;
   pump_stream(s, cond_ended);
   rc = stream_result(s, st);
@@ -876,11 +898,11 @@ static int typed_unary(ctxclient *c, const char *path,
   return 0;
 }
 
-#define TYPED(fn, path, Req, Resp, resp_desc)                                 \
-  int fn(ctxclient *c, const Req *req, int64_t timeout_ms, Resp **resp,       \
-         ctxclient_status *st) {                                              \
-    return typed_unary(c, path, &req->base, &resp_desc, timeout_ms,           \
-                       (ProtobufCMessage **)resp, st);                        \
+#define TYPED(fn, path, Req, Resp, resp_desc)                           \
+  int fn(ctxclient *c, const Req *req, int64_t timeout_ms, Resp **resp, \
+         ctxclient_status *st) {                                        \
+    return typed_unary(c, path, &req->base, &resp_desc, timeout_ms,     \
+                       (ProtobufCMessage **)resp, st);                  \
   }
 
 TYPED(ctxclient_put, "/ctxd.v1.Documents/Put", Ctxd__V1__PutRequest,

@@ -47,7 +47,7 @@ enum {
 #define CTXCLIENT_DEFAULT_MAX_MESSAGE (64u << 20)
 
 typedef struct ctxclient_status {
-  int code;          /* gRPC status code; 0 = OK */
+  int code;           /* gRPC status code; 0 = OK */
   char message[1024]; /* percent-decoded grpc-message, truncated to fit */
 } ctxclient_status;
 
@@ -101,12 +101,12 @@ int ctxclient_stream_open(ctxclient *c, const char *path, int64_t timeout_ms,
  * window; while blocked it keeps reading, so responses the server sends
  * meanwhile (acks) are queued for ctxclient_stream_recv() and a server
  * that waits for its responses to drain cannot deadlock us.
- * Errors: CTXCLIENT_EINVAL after ctxclient_stream_close_send(); 
+ * Errors: CTXCLIENT_EINVAL after ctxclient_stream_close_send();
  * CTXCLIENT_ESTATUS once the call has ended (the server answered early,
  * e.g. with an error - its status is in `st` - or the deadline passed or
  * the connection failed). */
-int ctxclient_stream_send(ctxclient_stream *s, const uint8_t *msg,
-                          size_t len, ctxclient_status *st);
+int ctxclient_stream_send(ctxclient_stream *s, const uint8_t *msg, size_t len,
+                          ctxclient_status *st);
 
 /* Half-close: tell the server no more messages follow. Idempotent. Returns
  * after the END_STREAM has been handed to the socket or the call ended

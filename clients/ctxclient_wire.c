@@ -164,7 +164,9 @@ int ccw_deframer_feed(ccw_deframer *d, const uint8_t *data, size_t len,
   return 0;
 }
 
-int ccw_deframer_partial(const ccw_deframer *d) { return d->hdr_have > 0; }
+int ccw_deframer_partial(const ccw_deframer *d) {
+  return d->hdr_have > 0;
+}
 
 void ccw_deframer_free(ccw_deframer *d) {
   free(d->msg);

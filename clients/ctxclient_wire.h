@@ -31,8 +31,7 @@ int ccw_format_timeout(int64_t ms, char *out, size_t outlen);
  * `out` (size `outlen`), NUL-terminated and truncated to fit. A '%' not
  * followed by two hex digits is copied as is, as the spec asks. Returns the
  * decoded length (before truncation). */
-size_t ccw_percent_decode(const char *in, size_t len, char *out,
-                          size_t outlen);
+size_t ccw_percent_decode(const char *in, size_t len, char *out, size_t outlen);
 
 /* Write the 5-byte gRPC message prefix (uncompressed, big-endian length). */
 void ccw_frame_header(uint8_t hdr[5], uint32_t len);
@@ -42,10 +41,10 @@ void ccw_frame_header(uint8_t hdr[5], uint32_t len);
 typedef struct ccw_deframer {
   uint8_t hdr[5];
   size_t hdr_have;
-  uint8_t *msg;    /* owned; NULL between messages */
+  uint8_t *msg; /* owned; NULL between messages */
   size_t msg_len;
   size_t msg_have;
-  size_t max_len;  /* messages longer than this are refused */
+  size_t max_len; /* messages longer than this are refused */
 } ccw_deframer;
 
 /* Called for each complete message. `msg` is malloc'd (NULL when `len` is 0)
@@ -54,7 +53,7 @@ typedef struct ccw_deframer {
 typedef int (*ccw_on_message)(void *ud, uint8_t *msg, size_t len);
 
 enum {
-  CCW_ETOOBIG = -1,    /* length prefix above max_len (RESOURCE_EXHAUSTED) */
+  CCW_ETOOBIG = -1,     /* length prefix above max_len (RESOURCE_EXHAUSTED) */
   CCW_ECOMPRESSED = -2, /* compressed flag set; we offer no encoding */
   CCW_ENOMEM = -3,
   CCW_ECALLBACK = -4,

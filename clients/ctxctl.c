@@ -52,8 +52,9 @@ static const char usage_text[] =
     "  help [COMMAND]             this text, or a command's details\n"
     "\n"
     "Global options:\n"
-    "  --addr HOST:PORT     server address (default $CTXD_ADDR, else "
-    DEFAULT_ADDR ");\n"
+    "  --addr HOST:PORT     server address (default $CTXD_ADDR, "
+    "else " DEFAULT_ADDR
+    ");\n"
     "                       IPv6 as [ADDR]:PORT; hostnames are resolved\n"
     "  --timeout SECONDS    deadline of each call (default 30; put: none "
     "unless given)\n"
@@ -147,8 +148,7 @@ static const cmd_help cmd_helps[] = {
 
 /* ---- messages -----------------------------------------------------------*/
 
-__attribute__((format(printf, 1, 2))) static void errorf(const char *fmt,
-                                                         ...) {
+__attribute__((format(printf, 1, 2))) static void errorf(const char *fmt, ...) {
   va_list ap;
   fprintf(stderr, "ctxctl: ");
   if (g_cmd) fprintf(stderr, "%s: ", g_cmd);
@@ -267,16 +267,17 @@ static int parse_u32(const char *opt, const char *s, uint32_t *out) {
 
 typedef struct ctl {
   const char *addr;
-  int64_t timeout_ms;  /* per unary call */
-  int timeout_given;   /* --timeout was on the command line */
+  int64_t timeout_ms; /* per unary call */
+  int timeout_given;  /* --timeout was on the command line */
   ctxclient *client;
 } ctl;
 
 static int ctl_connect(ctl *g) {
   ctxclient_status st;
-  int rc = ctxclient_connect(g->addr, g->timeout_ms > 0 && g->timeout_ms < 10000
-                                          ? (int)g->timeout_ms : 10000,
-                             &g->client, &st);
+  int rc = ctxclient_connect(
+      g->addr,
+      g->timeout_ms > 0 && g->timeout_ms < 10000 ? (int)g->timeout_ms : 10000,
+      &g->client, &st);
   if (rc == CTXCLIENT_EINVAL) {
     usage_error("%s", st.message);
     return EXIT_USAGE;
@@ -412,11 +413,10 @@ static int cmd_stats(ctl *g, int argc, char **argv) {
         "bytes", (json_int_t)r->bytes, "tokens", (json_int_t)r->tokens,
         "store_bytes", (json_int_t)r->store_bytes, "map_bytes",
         (json_int_t)r->map_bytes, "map_used_bytes",
-        (json_int_t)r->map_used_bytes, "schema_version",
-        (int)r->schema_version, "version", r->version ? r->version : "",
-        "uptime_seconds", (json_int_t)r->uptime_seconds, "tokenizer",
-        r->tokenizer ? r->tokenizer : "", "last_seq",
-        (json_int_t)r->last_seq);
+        (json_int_t)r->map_used_bytes, "schema_version", (int)r->schema_version,
+        "version", r->version ? r->version : "", "uptime_seconds",
+        (json_int_t)r->uptime_seconds, "tokenizer",
+        r->tokenizer ? r->tokenizer : "", "last_seq", (json_int_t)r->last_seq);
     print_json(o, JSON_INDENT(2));
   } else {
     char b1[32], b2[32], b3[32], b4[32];
@@ -424,22 +424,21 @@ static int cmd_stats(ctl *g, int argc, char **argv) {
     printf("documents       %llu\n", (unsigned long long)r->documents);
     printf("chunks          %llu\n", (unsigned long long)r->chunks);
     printf("text            %s (%llu bytes)\n",
-           human_bytes(r->bytes, b1, sizeof b1),
-           (unsigned long long)r->bytes);
+           human_bytes(r->bytes, b1, sizeof b1), (unsigned long long)r->bytes);
     printf("tokens          %llu\n", (unsigned long long)r->tokens);
     printf("store file      %s\n", human_bytes(r->store_bytes, b2, sizeof b2));
     printf("map             %s used of %s (%.1f%%)\n",
            human_bytes(r->map_used_bytes, b3, sizeof b3),
            human_bytes(r->map_bytes, b4, sizeof b4),
-           r->map_bytes ? 100.0 * (double)r->map_used_bytes /
-                              (double)r->map_bytes
-                        : 0.0);
-    printf("tokenizer       %s\n", r->tokenizer && *r->tokenizer
-                                       ? r->tokenizer : "-");
+           r->map_bytes
+               ? 100.0 * (double)r->map_used_bytes / (double)r->map_bytes
+               : 0.0);
+    printf("tokenizer       %s\n",
+           r->tokenizer && *r->tokenizer ? r->tokenizer : "-");
     printf("last seq        %llu\n", (unsigned long long)r->last_seq);
     printf("schema version  %u\n", r->schema_version);
-    printf("server version  %s\n", r->version && *r->version ? r->version
-                                                               : "-");
+    printf("server version  %s\n",
+           r->version && *r->version ? r->version : "-");
     printf("uptime          %llud %02lluh %02llum %02llus\n",
            (unsigned long long)(up / 86400),
            (unsigned long long)(up / 3600 % 24),
@@ -500,8 +499,7 @@ static void progress_draw(put_state *p, int force) {
   }
   fprintf(stderr, "\r\033[K%s%llu", bar, (unsigned long long)p->stored);
   if (p->total) fprintf(stderr, "/%llu", (unsigned long long)p->total);
-  fprintf(stderr, " docs  %.1f MB  %.0f docs/s", (double)p->bytes / 1e6,
-          rate);
+  fprintf(stderr, " docs  %.1f MB  %.0f docs/s", (double)p->bytes / 1e6, rate);
   if (p->rejected + p->local_rejected)
     fprintf(stderr, "  %llu rejected",
             (unsigned long long)(p->rejected + p->local_rejected));
@@ -556,18 +554,18 @@ static void put_failed(put_state *p) {
 }
 
 /* Send one document. `text` has `len` bytes. */
-static void put_send(put_state *p, const char *id, const char *text,
-                     size_t len, Ctxd__V1__Document__MetadataEntry **meta,
-                     size_t n_meta) {
+static void put_send(put_state *p, const char *id, const char *text, size_t len,
+                     Ctxd__V1__Document__MetadataEntry **meta, size_t n_meta) {
   if (p->failed_stream) return;
   /* protobuf-c strings are NUL-terminated, so a NUL byte would silently cut
    * the text short: refuse here rather than store half a document. */
   const char *nul = memchr(text, '\0', len);
   if (nul) {
     progress_clear(p);
-    errorf("document %s: text contains a NUL byte at byte offset %zu "
-           "(binary file?); not sent", *id ? id : "(stdin)",
-           (size_t)(nul - text));
+    errorf(
+        "document %s: text contains a NUL byte at byte offset %zu "
+        "(binary file?); not sent",
+        *id ? id : "(stdin)", (size_t)(nul - text));
     p->local_rejected++;
     return;
   }
@@ -596,7 +594,7 @@ static void put_send(put_state *p, const char *id, const char *text,
 
 /* Metadata entries from --meta KEY=VALUE. */
 static Ctxd__V1__Document__MetadataEntry **meta_from_kv(put_state *p,
-                                                       size_t *n) {
+                                                        size_t *n) {
   *n = 0;
   if (!p->n_meta) return NULL;
   Ctxd__V1__Document__MetadataEntry **v =
@@ -709,8 +707,7 @@ static void put_jsonl(put_state *p, const char *path) {
       p->local_rejected++;
     } else {
       put_send(p, jid && json_is_string(jid) ? json_string_value(jid) : "",
-               json_string_value(jtext), json_string_length(jtext), mv,
-               n_meta);
+               json_string_value(jtext), json_string_length(jtext), mv, n_meta);
     }
     free(mv);
     free(me);
@@ -807,9 +804,8 @@ static int walk_dir(input_list *l, const char *dir, const char *rel,
 
 static int cmd_put(ctl *g, int argc, char **argv) {
   static const opt_spec specs[] = {
-      {"--jsonl", NULL, 1},     {"--id", NULL, 1},
-      {"--meta", NULL, 1},      {"--max-tokens", NULL, 1},
-      {"--overlap", NULL, 1},   {"--quiet", "-q", 0},
+      {"--jsonl", NULL, 1},      {"--id", NULL, 1},      {"--meta", NULL, 1},
+      {"--max-tokens", NULL, 1}, {"--overlap", NULL, 1}, {"--quiet", "-q", 0},
   };
   put_state p;
   memset(&p, 0, sizeof p);
@@ -833,37 +829,48 @@ static int cmd_put(ctl *g, int argc, char **argv) {
   while ((k = opt_next(&it, specs, sizeof specs / sizeof specs[0], &arg)) !=
          -2) {
     switch (k) {
-    case -3: rc = EXIT_USAGE; goto out;
-    case -1: pos[n_pos++] = arg; break;
-    case 0: jsonl[n_jsonl++] = arg; break;
-    case 1: id = arg; break;
-    case 2:
-      if (!strchr(arg, '=') || arg[0] == '=') {
-        rc = usage_error("--meta wants KEY=VALUE, got %s", arg);
-        goto out;
-      }
-      meta[p.n_meta++] = (char *)arg;
-      break;
-    case 3:
-      if (parse_u32("--max-tokens", arg, &p.max_tokens)) {
+      case -3:
         rc = EXIT_USAGE;
         goto out;
-      }
-      p.have_chunking = 1;
-      break;
-    case 4:
-      if (parse_u32("--overlap", arg, &p.overlap)) {
-        rc = EXIT_USAGE;
-        goto out;
-      }
-      p.have_chunking = 1;
-      break;
-    case 5: quiet = 1; break;
+      case -1:
+        pos[n_pos++] = arg;
+        break;
+      case 0:
+        jsonl[n_jsonl++] = arg;
+        break;
+      case 1:
+        id = arg;
+        break;
+      case 2:
+        if (!strchr(arg, '=') || arg[0] == '=') {
+          rc = usage_error("--meta wants KEY=VALUE, got %s", arg);
+          goto out;
+        }
+        meta[p.n_meta++] = (char *)arg;
+        break;
+      case 3:
+        if (parse_u32("--max-tokens", arg, &p.max_tokens)) {
+          rc = EXIT_USAGE;
+          goto out;
+        }
+        p.have_chunking = 1;
+        break;
+      case 4:
+        if (parse_u32("--overlap", arg, &p.overlap)) {
+          rc = EXIT_USAGE;
+          goto out;
+        }
+        p.have_chunking = 1;
+        break;
+      case 5:
+        quiet = 1;
+        break;
     }
   }
   if (n_pos == 0 && n_jsonl == 0) {
-    rc = usage_error("nothing to store: give files, directories, - or "
-                     "--jsonl FILE");
+    rc = usage_error(
+        "nothing to store: give files, directories, - or "
+        "--jsonl FILE");
     goto out;
   }
   int stdin_uses = 0;
@@ -928,8 +935,9 @@ static int cmd_put(ctl *g, int argc, char **argv) {
     char what[1200];
     snprintf(what, sizeof what, "stream ended at document %s", p.last_sent);
     rc = report(p.last_sent[0] ? what : NULL, &p.st);
-    errorf("the stream ended: documents not yet acknowledged were not "
-           "stored");
+    errorf(
+        "the stream ended: documents not yet acknowledged were not "
+        "stored");
   } else {
     uint64_t missing = p.sent - p.stored - p.rejected;
     if (p.stored + p.rejected > p.sent) missing = 0;
@@ -1033,15 +1041,15 @@ static int cmd_get(ctl *g, int argc, char **argv) {
   Ctxd__V1__Document *d = r->document;
   const char *did = d && d->id ? d->id : id;
   if (json) {
-    json_t *o = json_pack("{s:s, s:I, s:I}", "id", did, "bytes",
-                          (json_int_t)r->bytes, "tokens",
-                          (json_int_t)r->tokens);
+    json_t *o =
+        json_pack("{s:s, s:I, s:I}", "id", did, "bytes", (json_int_t)r->bytes,
+                  "tokens", (json_int_t)r->tokens);
     if (!o) o = json_object();
-    json_object_set_new(o, "metadata",
-                        d ? meta_json(d->metadata, d->n_metadata)
-                          : json_object());
-    if (text) json_object_set_new(o, "text", json_text(d && d->text ? d->text
-                                                                   : ""));
+    json_object_set_new(
+        o, "metadata",
+        d ? meta_json(d->metadata, d->n_metadata) : json_object());
+    if (text)
+      json_object_set_new(o, "text", json_text(d && d->text ? d->text : ""));
     if (chunks) {
       json_t *a = json_array();
       for (size_t i = 0; i < r->n_chunks; i++)
@@ -1057,12 +1065,12 @@ static int cmd_get(ctl *g, int argc, char **argv) {
     printf("bytes     %llu\n", (unsigned long long)r->bytes);
     printf("tokens    %llu\n", (unsigned long long)r->tokens);
     for (size_t i = 0; d && i < d->n_metadata; i++)
-      printf("%s%s=%s\n", i ? "          " : "metadata  ",
-             d->metadata[i]->key, d->metadata[i]->value);
+      printf("%s%s=%s\n", i ? "          " : "metadata  ", d->metadata[i]->key,
+             d->metadata[i]->value);
     if (chunks) {
       printf("chunks    %zu\n", r->n_chunks);
-      if (!text) printf("%8s  %12s  %12s  %8s\n", "ORDINAL", "START", "END",
-                        "TOKENS");
+      if (!text)
+        printf("%8s  %12s  %12s  %8s\n", "ORDINAL", "START", "END", "TOKENS");
       for (size_t i = 0; i < r->n_chunks; i++) {
         const Ctxd__V1__Chunk *c = r->chunks[i];
         if (text) {
@@ -1182,10 +1190,10 @@ static int cmd_ls(ctl *g, int argc, char **argv) {
         json_t *o = json_pack("{s:o, s:I, s:i, s:I}", "id", json_text(d->id),
                               "bytes", (json_int_t)d->bytes, "chunks",
                               (int)d->chunks, "tokens", (json_int_t)d->tokens);
-        json_object_set_new(o, "metadata",
-                            meta_json((Ctxd__V1__Document__MetadataEntry **)
-                                          d->metadata,
-                                      d->n_metadata));
+        json_object_set_new(
+            o, "metadata",
+            meta_json((Ctxd__V1__Document__MetadataEntry **)d->metadata,
+                      d->n_metadata));
         print_json(o, JSON_COMPACT);
       } else {
         printf("%-40s  %12llu  %8u  %10llu\n", d->id,
@@ -1195,8 +1203,7 @@ static int cmd_ls(ctl *g, int argc, char **argv) {
     }
     free(token);
     token = NULL;
-    more = i < r->n_documents ||
-           (r->next_page_token && *r->next_page_token);
+    more = i < r->n_documents || (r->next_page_token && *r->next_page_token);
     if (r->next_page_token && *r->next_page_token && i == r->n_documents)
       token = strdup(r->next_page_token);
     ctxd__v1__list_response__free_unpacked(r, NULL);
@@ -1204,8 +1211,9 @@ static int cmd_ls(ctl *g, int argc, char **argv) {
   free(token);
   fflush(stdout);
   if (more && !all)
-    fprintf(stderr, "ctxctl: ls: showing the first %llu documents; use "
-                    "--all or --limit N for more\n",
+    fprintf(stderr,
+            "ctxctl: ls: showing the first %llu documents; use "
+            "--all or --limit N for more\n",
             (unsigned long long)shown);
   return EXIT_OK;
 }
@@ -1216,8 +1224,7 @@ static int cmd_ls(ctl *g, int argc, char **argv) {
  * spaces, at most `max` bytes, cut at a UTF-8 boundary. */
 static void preview(const char *s, size_t max, char *out) {
   size_t n = 0;
-  for (; s[n] && n < max; n++)
-    out[n] = (unsigned char)s[n] < 0x20 ? ' ' : s[n];
+  for (; s[n] && n < max; n++) out[n] = (unsigned char)s[n] < 0x20 ? ' ' : s[n];
   if (s[n]) {
     while (n > 0 && ((unsigned char)out[n] & 0xC0) == 0x80 && s[n]) n--;
     while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
@@ -1291,8 +1298,8 @@ static int cmd_chunk(ctl *g, int argc, char **argv) {
       char pv[64];
       preview(c->text ? c->text : "", 48, pv);
       printf("%7u  %10llu  %10llu  %6u  %s\n", c->ordinal,
-             (unsigned long long)c->byte_start,
-             (unsigned long long)c->byte_end, c->tokens, pv);
+             (unsigned long long)c->byte_start, (unsigned long long)c->byte_end,
+             c->tokens, pv);
     }
     printf("%zu chunk%s, %llu tokens (tokenizer %s)\n", r->n_chunks,
            r->n_chunks == 1 ? "" : "s", (unsigned long long)r->tokens,
@@ -1342,8 +1349,8 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    {"status", cmd_status}, {"stats", cmd_stats}, {"put", cmd_put},
-    {"get", cmd_get},       {"rm", cmd_rm},       {"ls", cmd_ls},
+    {"status", cmd_status}, {"stats", cmd_stats},   {"put", cmd_put},
+    {"get", cmd_get},       {"rm", cmd_rm},         {"ls", cmd_ls},
     {"chunk", cmd_chunk},   {"verify", cmd_verify},
 };
 
@@ -1419,8 +1426,7 @@ int main(int argc, char **argv) {
   argv = rest;
   int i = 1;
   for (; i < argc && argv[i][0] == '-'; i++) {
-    if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
-      return help(NULL);
+    if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return help(NULL);
     if (!strcmp(argv[i], "--version")) {
       printf("ctxctl %s\n", CTXD_VERSION);
       return EXIT_OK;

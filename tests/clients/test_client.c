@@ -91,8 +91,8 @@ static ssize_t t_read(nghttp2_session *sess, int32_t id, uint8_t *buf,
     *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
     char st[8];
     snprintf(st, sizeof st, "%d", s->status);
-    nghttp2_nv tr[] = {{(uint8_t *)"grpc-status", (uint8_t *)st, 11,
-                        strlen(st), 0}};
+    nghttp2_nv tr[] = {
+        {(uint8_t *)"grpc-status", (uint8_t *)st, 11, strlen(st), 0}};
     nghttp2_submit_trailer(sess, id, tr, 1);
     return 0;
   }
@@ -104,9 +104,9 @@ static ssize_t t_read(nghttp2_session *sess, int32_t id, uint8_t *buf,
 }
 
 static void respond(tconn *c, tstream *s) {
-  nghttp2_nv h[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, 0},
-                    {(uint8_t *)"content-type",
-                     (uint8_t *)"application/grpc", 12, 16, 0}};
+  nghttp2_nv h[] = {
+      {(uint8_t *)":status", (uint8_t *)"200", 7, 3, 0},
+      {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, 0}};
   nghttp2_data_provider dp = {.source.ptr = s, .read_callback = t_read};
   nghttp2_submit_response(c->sess, s->id, h, 2, &dp);
 }
@@ -166,8 +166,7 @@ static int t_frame_recv(nghttp2_session *sess, const nghttp2_frame *f,
     if (strcmp(s->path, "/t/Fail") == 0) {
       nghttp2_nv h[] = {
           {(uint8_t *)":status", (uint8_t *)"200", 7, 3, 0},
-          {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
-           0},
+          {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, 0},
           {(uint8_t *)"grpc-status", (uint8_t *)"3", 11, 1, 0},
           {(uint8_t *)"grpc-message",
            (uint8_t *)"bad%20thing: 100%25 caf%C3%A9", 12, 29, 0}};
@@ -194,8 +193,7 @@ static int t_frame_recv(nghttp2_session *sess, const nghttp2_frame *f,
   return 0;
 }
 
-static int t_close(nghttp2_session *sess, int32_t id, uint32_t err,
-                   void *ud) {
+static int t_close(nghttp2_session *sess, int32_t id, uint32_t err, void *ud) {
   tconn *c = ud;
   for (tstream **pp = &c->streams; *pp; pp = &(*pp)->next)
     if ((*pp)->id == id) {
@@ -214,8 +212,7 @@ static void serve_conn(int fd) {
   nghttp2_option *opt;
   nghttp2_session_callbacks_new(&cb);
   nghttp2_session_callbacks_set_send_callback(cb, t_send);
-  nghttp2_session_callbacks_set_on_begin_headers_callback(cb,
-                                                          t_begin_headers);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cb, t_begin_headers);
   nghttp2_session_callbacks_set_on_header_callback(cb, t_header);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, t_data);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cb, t_frame_recv);
@@ -293,14 +290,14 @@ static void test_unary(ctxclient *c) {
   size_t len;
   const char *req = "hello";
   CHECK_EQ_INT(ctxclient_unary(c, "/t/Echo", (const uint8_t *)req, 5, 5000,
-                               &resp, &len, &st), 0);
+                               &resp, &len, &st),
+               0);
   CHECK_EQ_INT(st.code, 0);
   CHECK_EQ_INT(len, 5);
   CHECK(resp && memcmp(resp, "hello", 5) == 0);
   free(resp);
   /* empty request and response */
-  CHECK_EQ_INT(ctxclient_unary(c, "/t/Echo", NULL, 0, 0, &resp, &len, &st),
-               0);
+  CHECK_EQ_INT(ctxclient_unary(c, "/t/Echo", NULL, 0, 0, &resp, &len, &st), 0);
   CHECK_EQ_INT(len, 0);
   CHECK(resp == NULL);
 }
@@ -310,7 +307,8 @@ static void test_trailers_only(ctxclient *c) {
   uint8_t *resp = (uint8_t *)1;
   size_t len;
   CHECK_EQ_INT(ctxclient_unary(c, "/t/Fail", (const uint8_t *)"x", 1, 5000,
-                               &resp, &len, &st), CTXCLIENT_ESTATUS);
+                               &resp, &len, &st),
+               CTXCLIENT_ESTATUS);
   CHECK_EQ_INT(st.code, 3);
   CHECK_EQ_STR(st.message, "bad thing: 100% caf\xc3\xa9");
   CHECK(resp == NULL);
@@ -335,7 +333,8 @@ static void test_big(ctxclient *c) {
   CHECK(strstr(st.message, "100000-byte limit") != NULL);
   ctxclient_set_max_message(c, CTXCLIENT_DEFAULT_MAX_MESSAGE);
   CHECK_EQ_INT(ctxclient_unary(c, "/t/Echo", (const uint8_t *)"ok", 2, 5000,
-                               &resp, &len, &st), 0);
+                               &resp, &len, &st),
+               0);
   free(resp);
 }
 
@@ -343,8 +342,8 @@ static void test_deadline(ctxclient *c) {
   ctxclient_status st;
   uint8_t *resp;
   size_t len;
-  CHECK_EQ_INT(ctxclient_unary(c, "/t/Silent", NULL, 0, 200, &resp, &len,
-                               &st), CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(ctxclient_unary(c, "/t/Silent", NULL, 0, 200, &resp, &len, &st),
+               CTXCLIENT_ESTATUS);
   CHECK_EQ_INT(st.code, 4);
   /* a stream: recv with a short wait says EAGAIN, then the deadline ends it */
   ctxclient_stream *s;
