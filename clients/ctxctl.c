@@ -102,6 +102,8 @@ static const cmd_help cmd_helps[] = {
      "                  \"metadata\": {\"key\": \"value\"}} (FILE may be -)\n"
      "Options:\n"
      "  --id ID             id for a single FILE or - input\n"
+     "  --prefix P          prepend P to the ids of FILE and DIR inputs\n"
+     "                      (put --prefix docs/ docs gives docs/a.md)\n"
      "  --meta KEY=VALUE    metadata for file inputs (repeatable)\n"
      "  --max-tokens N      chunk size in tokens (0: server default)\n"
      "  --overlap N         overlap between chunks in tokens\n"
@@ -722,6 +724,9 @@ typedef struct input_list {
   size_t n, cap;
 } input_list;
 
+/* put --prefix: prepended to the ids of FILE and DIR inputs. */
+static const char *put_prefix = "";
+
 static int inputs_add(input_list *l, const char *path, const char *id) {
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 64;
@@ -731,7 +736,9 @@ static int inputs_add(input_list *l, const char *path, const char *id) {
     l->cap = cap;
   }
   l->v[l->n].path = strdup(path);
-  l->v[l->n].id = strdup(id);
+  const char *pre = strcmp(path, "-") ? put_prefix : "";
+  l->v[l->n].id = malloc(strlen(pre) + strlen(id) + 1);
+  if (l->v[l->n].id) sprintf(l->v[l->n].id, "%s%s", pre, id);
   if (!l->v[l->n].path || !l->v[l->n].id) return -1;
   l->n++;
   return 0;
@@ -806,6 +813,7 @@ static int cmd_put(ctl *g, int argc, char **argv) {
   static const opt_spec specs[] = {
       {"--jsonl", NULL, 1},      {"--id", NULL, 1},      {"--meta", NULL, 1},
       {"--max-tokens", NULL, 1}, {"--overlap", NULL, 1}, {"--quiet", "-q", 0},
+      {"--prefix", NULL, 1},
   };
   put_state p;
   memset(&p, 0, sizeof p);
@@ -864,6 +872,9 @@ static int cmd_put(ctl *g, int argc, char **argv) {
         break;
       case 5:
         quiet = 1;
+        break;
+      case 6:
+        put_prefix = arg;
         break;
     }
   }

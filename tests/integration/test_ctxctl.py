@@ -167,6 +167,12 @@ def case_put(addr):
     except ValueError:
         r.check(False, "get --json parses", out)
 
+    rc, out, err = ctl(addr, "put", "--prefix", "pre/", "corpus/sub")
+    r.eq(rc, 0, "put --prefix exits 0")
+    r.check({"pre/b.md", "pre/deeper/c.txt"} <= ids_of(addr), "--prefix prepended to ids")
+    rc, out, err = ctl(addr, "rm", "pre/b.md", "pre/deeper/c.txt")
+    r.eq(rc, 0, "rm of the prefixed documents")
+
     rc, out, err = ctl(addr, "put", "--quiet", "--jsonl", "many.jsonl")
     r.eq(rc, 0, "put of 3000 jsonl documents exits 0")
     r.eq(out, "", "--quiet prints nothing")
