@@ -465,19 +465,20 @@ static ssize_t data_read_cb(nghttp2_session *h2, int32_t stream_id,
 
 /* Trailers-Only: a single HEADERS carrying the status, ending the stream. */
 static void submit_trailers_only(rpc_call *c, const char *http_status) {
-  nghttp2_nv nv[4] = {
+  nghttp2_nv nv[5] = {
       NV(":status", "200"),
       NV("content-type", "application/grpc"),
+      NV("grpc-accept-encoding", "identity"),
       NV("grpc-status", "0"),
       NV("grpc-message", ""),
   };
   nv[0].value = (uint8_t *)http_status;
   nv[0].valuelen = strlen(http_status);
-  nv[2].value = (uint8_t *)status_str[c->status];
-  nv[2].valuelen = strlen(status_str[c->status]);
-  nv[3].value = (uint8_t *)c->msg;
-  nv[3].valuelen = c->msg_len;
-  nghttp2_submit_response(c->conn->h2, c->stream_id, nv, c->msg_len ? 4 : 3,
+  nv[3].value = (uint8_t *)status_str[c->status];
+  nv[3].valuelen = strlen(status_str[c->status]);
+  nv[4].value = (uint8_t *)c->msg;
+  nv[4].valuelen = c->msg_len;
+  nghttp2_submit_response(c->conn->h2, c->stream_id, nv, c->msg_len ? 5 : 4,
                           NULL);
   c->headers_sent = c->trailers_sent = 1;
   c->srv->stats.calls++;
