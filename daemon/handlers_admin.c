@@ -17,19 +17,6 @@
 #define CTXD_VERSION "unknown"
 #endif
 
-static int send_msg(rpc_call *c, const ProtobufCMessage *m) {
-  size_t n = protobuf_c_message_get_packed_size(m);
-  uint8_t *buf = malloc(n ? n : 1);
-  if (!buf) {
-    rpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "out of memory packing a response");
-    return -1;
-  }
-  protobuf_c_message_pack(m, buf);
-  int rc = rpc_send(c, buf, n);
-  free(buf);
-  return rc;
-}
-
 static void stats_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   ctxd_ctx *ctx = rpc_ctx(c);
   ctxd_error e;
@@ -64,7 +51,7 @@ static void stats_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   r.tokenizer = (char *)(ctx->tk && ctx->tk->name ? ctx->tk->name
                                                   : st.tokenizer);
   r.last_seq = st.last_seq;
-  if (send_msg(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
+  if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
 }
 
 const rpc_method h_admin_stats = {"/ctxd.v1.Admin/Stats", RPC_UNARY, 0,
@@ -92,7 +79,7 @@ static void verify_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   r.chunks_checked = rep.chunks_checked;
   r.n_problems = rep.n_problems;
   r.problems = rep.problems;
-  if (send_msg(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
+  if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
   store_verify_free(&rep);
 }
 

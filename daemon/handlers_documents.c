@@ -26,21 +26,6 @@
 
 /* ---- small helpers --------------------------------------------------------- */
 
-/* Pack `m` and queue it; -1 when the call is gone or memory ran out (the
- * call is then finished with RESOURCE_EXHAUSTED). */
-static int send_msg(rpc_call *c, const ProtobufCMessage *m) {
-  size_t n = protobuf_c_message_get_packed_size(m);
-  uint8_t *buf = malloc(n ? n : 1);
-  if (!buf) {
-    rpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "out of memory packing a response");
-    return -1;
-  }
-  protobuf_c_message_pack(m, buf);
-  int rc = rpc_send(c, buf, n);
-  free(buf);
-  return rc;
-}
-
 /* A write is not started with less than this left before the call's
  * deadline: a durable commit costs at least an fsync, so the client would
  * most likely give up first and be left not knowing whether its write
@@ -361,7 +346,7 @@ static void put_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   r.replaced = res.replaced;
   r.tokens = res.tokens;
   prepared_free(&p);
-  if (send_msg(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
+  if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
 }
 
 const rpc_method h_documents_put = {
@@ -568,7 +553,7 @@ static void send_ack(rpc_call *c, ps_state *st) {
   ack.ids = st->acked;
   ack.n_errors = st->n_errs;
   ack.errors = errp;
-  send_msg(c, &ack.base); /* a gone call drops it: the writes still stand */
+  rpc_send_pb(c, &ack.base); /* a gone call drops it: the writes still stand */
 done:
   free(errs);
   free(errp);
@@ -796,7 +781,7 @@ static void get_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   r.document = &doc;
   r.bytes = d->bytes;
   r.tokens = d->tokens;
-  if (send_msg(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
+  if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
   goto done;
 oom:
   rpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "out of memory building GetResponse");
@@ -842,7 +827,7 @@ static void delete_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     Ctxd__V1__DeleteResponse r = CTXD__V1__DELETE_RESPONSE__INIT;
     r.deleted = deleted;
     r.chunks = n_chunks;
-    if (send_msg(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
+    if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
   }
   ctxd__v1__delete_request__free_unpacked(req, NULL);
 }
@@ -937,7 +922,7 @@ static void list_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   r.n_documents = n;
   r.documents = infop;
   r.next_page_token = token;
-  if (send_msg(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
+  if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
 done:
   free(infos);
   free(infop);
@@ -1012,7 +997,7 @@ static void chunk_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   r.chunks = chunkp;
   r.tokens = total;
   r.tokenizer = (char *)ctx->tk->name;
-  if (send_msg(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
+  if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
   goto done;
 oom:
   rpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "out of memory building chunks");

@@ -64,6 +64,12 @@ const char *rpc_path(rpc_call *c);
  * (the message is dropped). Bytes are copied. */
 int rpc_send(rpc_call *c, const uint8_t *msg, size_t len);
 
+/* Pack a protobuf-c message and queue it as with rpc_send(). Returns 0, or
+ * -1 when the call is gone or memory ran out (the call is then finished with
+ * RESOURCE_EXHAUSTED). */
+struct ProtobufCMessage;
+int rpc_send_pb(rpc_call *c, const struct ProtobufCMessage *m);
+
 /* Bytes queued by rpc_send() not yet written to the socket: a producer that
  * can run ahead (a job streaming events) keeps this bounded. */
 size_t rpc_pending_bytes(rpc_call *c);
