@@ -125,6 +125,45 @@ class Ctxd(Server):
         return rc
 
 
+def build_ref(build, name, protos):
+    """Compile tests/bench/grpc_ref/NAME.cc against Debian's libgrpc++ into
+    BUILD/bench-grpc-ref/NAME (skipped when up to date); returns the path.
+    `protos` are paths under proto/ whose C++ code it needs."""
+    out_dir = os.path.join(build, "bench-grpc-ref")
+    gen = os.path.join(out_dir, "gen")
+    exe = os.path.join(out_dir, name)
+    src = os.path.join(HERE, "grpc_ref", name + ".cc")
+    inputs = [src] + [os.path.join(REPO, "proto", p) for p in protos]
+    if os.path.exists(exe) and all(os.path.getmtime(i) <= os.path.getmtime(exe)
+                                   for i in inputs):
+        return exe
+    os.makedirs(gen, exist_ok=True)
+    plugin = shutil.which("grpc_cpp_plugin")
+    if not plugin or not shutil.which("protoc"):
+        raise RuntimeError("protoc / grpc_cpp_plugin not installed "
+                           "(apt: protobuf-compiler-grpc)")
+    sys.stderr.write("building %s\n" % exe)
+    subprocess.check_call(["protoc", "-I", os.path.join(REPO, "proto"),
+                           "--cpp_out=" + gen, "--grpc_out=" + gen,
+                           "--plugin=protoc-gen-grpc=" + plugin] + list(protos))
+    ccs = []
+    for p in protos:
+        base = os.path.join(gen, p[:-len(".proto")])
+        ccs += [base + ".pb.cc", base + ".grpc.pb.cc"]
+    flags = subprocess.check_output(["pkg-config", "--cflags", "--libs",
+                                     "grpc++", "protobuf"]).decode().split()
+    subprocess.check_call(["g++", "-O2", "-std=c++17", "-I", gen, src] + ccs +
+                          flags + ["-o", exe + ".tmp"])
+    os.replace(exe + ".tmp", exe)
+    return exe
+
+
+def pin_self(cpu):
+    """Pin this process (and the threads it starts later) to `cpu`."""
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {int(cpu)})
+
+
 def rss_anon_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
