@@ -258,6 +258,244 @@ static inline uint64_t run_cost(unsigned ph, size_t len, unsigned k) {
   return (ph + len - 1 + k) / k - (ph ? 1 : 0);
 }
 
+/* ---- fast path, block step: 64 ASCII bytes at a time ------------------- *
+ * Each byte of a block is classified at once into bitmasks (bit k = byte
+ * k), and the block's tokens and boundaries are computed from the masks
+ * with shifts, additions and popcounts instead of a walk over the bytes.
+ * The step is taken only when the block is all ASCII and its tokens fit the
+ * current chunk whole; then no cut can fall inside it and the result is
+ * exactly what the byte-at-a-time loop would have produced: the same count,
+ * the same latest boundary of each level, the same boundaries pushed for
+ * overlap, the same scanner and run state at the end. Otherwise the block
+ * goes through the byte-at-a-time loop. */
+
+#define BLK 64
+
+typedef struct blk_masks {
+  uint64_t ws;     /* ASCII whitespace */
+  uint64_t letter; /* A-Z a-z */
+  uint64_t lower;  /* a-z */
+  uint64_t digit;  /* 0-9 */
+  uint64_t nl;     /* '\n' */
+  uint64_t term;   /* . ! ? */
+  uint64_t close;  /* " ' ) ] */
+} blk_masks;
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+/* Bytes of v in lo..lo+len-1 (v must be ASCII: signed compare after a
+ * bias that maps lo to -128). */
+static inline __m128i sse_range(__m128i v, int lo, int len) {
+  return _mm_cmplt_epi8(_mm_add_epi8(v, _mm_set1_epi8((char)(0x80 - lo))),
+                        _mm_set1_epi8((char)(-128 + len)));
+}
+
+static inline __m128i sse_eq(__m128i v, int c) {
+  return _mm_cmpeq_epi8(v, _mm_set1_epi8((char)c));
+}
+
+static inline uint64_t sse_bits(__m128i x, int k) {
+  return (uint64_t)(unsigned)_mm_movemask_epi8(x) << (16 * k);
+}
+
+/* 0 if p[0..64) holds a byte >= 0x80; else fills *m and returns 1. */
+static inline int blk_classify(const unsigned char *p, blk_masks *m) {
+  __m128i v[4];
+  for (int k = 0; k < 4; k++)
+    v[k] = _mm_loadu_si128((const __m128i *)(const void *)(p + 16 * k));
+  if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(v[0], v[1]),
+                                     _mm_or_si128(v[2], v[3]))))
+    return 0;
+  *m = (blk_masks){0};
+  for (int k = 0; k < 4; k++) {
+    __m128i x = v[k];
+    m->ws |= sse_bits(_mm_or_si128(sse_range(x, 9, 5), sse_eq(x, ' ')), k);
+    m->letter |= sse_bits(sse_range(_mm_or_si128(x, _mm_set1_epi8(0x20)), 'a', 26), k);
+    m->lower |= sse_bits(sse_range(x, 'a', 26), k);
+    m->digit |= sse_bits(sse_range(x, '0', 10), k);
+    m->nl |= sse_bits(sse_eq(x, '\n'), k);
+    m->term |= sse_bits(_mm_or_si128(_mm_or_si128(sse_eq(x, '.'), sse_eq(x, '!')),
+                                     sse_eq(x, '?')), k);
+    m->close |= sse_bits(_mm_or_si128(_mm_or_si128(sse_eq(x, '"'), sse_eq(x, '\'')),
+                                      _mm_or_si128(sse_eq(x, ')'), sse_eq(x, ']'))), k);
+  }
+  return 1;
+}
+#else
+/* Portable version: one byte at a time (same masks). */
+static inline int blk_classify(const unsigned char *p, blk_masks *m) {
+  for (int k = 0; k < BLK; k++)
+    if (p[k] >= 0x80)
+      return 0;
+  *m = (blk_masks){0};
+  for (int k = 0; k < BLK; k++) {
+    unsigned char b = p[k];
+    uint64_t bit = 1ULL << k;
+    unsigned c = tok_est_class[b];
+    if (c == TOK_EST_SPACE)
+      m->ws |= bit;
+    else if (c == TOK_EST_LETTER)
+      m->letter |= bit;
+    else if (c == TOK_EST_DIGIT)
+      m->digit |= bit;
+    if (b >= 'a' && b <= 'z')
+      m->lower |= bit;
+    if (b == '\n')
+      m->nl |= bit;
+    if (is_term(b))
+      m->term |= bit;
+    if (is_closer(b))
+      m->close |= bit;
+  }
+  return 1;
+}
+#endif
+
+static inline unsigned popc64(uint64_t x) {
+#if defined(__POPCNT__)
+  return (unsigned)__builtin_popcountll(x);
+#else
+  /* Without the popcnt instruction the builtin is a library call. */
+  x = x - ((x >> 1) & 0x5555555555555555ULL);
+  x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+  x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+  return (unsigned)((x * 0x0101010101010101ULL) >> 56);
+#endif
+}
+
+static inline unsigned top_bit(uint64_t x) { /* x != 0 */
+  return 63u - (unsigned)__builtin_clzll(x);
+}
+
+/* The positions of `in` at or after the lowest bit of m in each run of
+ * consecutive set bits (m must lie inside `in`): adding m carries from its
+ * lowest bit in a run through the rest of the run. */
+static inline uint64_t fill_runs(uint64_t m, uint64_t in) {
+  return (in & ~(in + m)) | m;
+}
+
+/* For each run of `in` holding a bit of m, the bit just after the run (m
+ * inside `in`, or at bit 0 to stand for a run that began in the block
+ * before: then bit 0 itself if it is not in `in`). */
+static inline uint64_t after_runs(uint64_t m, uint64_t in) {
+  return (in + m) & ~in;
+}
+
+/* Group starts (the costing characters) of the letter or digit runs of r,
+ * whose k-th character from a group start begins the next group: `mk` has
+ * bit p when r holds p-k+1..p. `cont`: the run before the block goes on
+ * at bit 0 with `ph` characters of its group already taken. */
+static inline uint64_t group_starts(uint64_t r, uint64_t mk, unsigned k, int cont,
+                                    unsigned ph) {
+  uint64_t g = r & ~(r << 1);
+  if (cont && (r & 1)) {
+    unsigned q = ph ? k - ph : 0; /* first group start of the run here */
+    uint64_t need = (2ULL << q) - 1;
+    g &= ~1ULL;
+    if ((r & need) == need)
+      g |= 1ULL << q;
+  }
+  for (uint64_t x = g; (x = (x << k) & mk) != 0;)
+    g |= x;
+  return g;
+}
+
+/* One block at s[i..i+64): 1 if taken (all state advanced), 0 if the block
+ * must go byte by byte (non-ASCII, or its tokens do not fit). */
+static inline int fast_block(fast *f, bscan *bs, unsigned *run, unsigned *ph,
+                             uint64_t *t, size_t i) {
+  blk_masks m;
+  if (!blk_classify(f->s + i, &m))
+    return 0;
+  const uint64_t W = m.ws, L = m.letter, D = m.digit;
+
+  /* Tokens: a letter run costs at offsets 0, 8, 16...; a digit run at 0, 3,
+   * 6...; every other byte (a symbol here) costs 1. */
+  uint64_t l2 = L & (L << 1), l4 = l2 & (l2 << 2), l8 = l4 & (l4 << 4);
+  uint64_t d3 = D & (D << 1) & (D << 2);
+  uint64_t GL = group_starts(L, l8, TOK_EST_LETTER_RUN, *run == TOK_EST_LETTER, *ph);
+  uint64_t GD = group_starts(D, d3, TOK_EST_DIGIT_RUN, *run == TOK_EST_DIGIT, *ph);
+  uint64_t TOK = GL | GD | ~(W | L | D);
+  uint64_t nt = popc64(TOK);
+  if (*t + nt - f->t_cs > f->max)
+    return 0;
+
+  /* Scanner state carried in from the byte before the block. */
+  uint64_t in_ws = (uint64_t)(bs->in_ws != 0);
+  uint64_t end_in = (uint64_t)(bs->sent == SENT_END);
+  uint64_t term_in = (uint64_t)(!bs->in_ws && bs->sent == SENT_TERM);
+  uint64_t nl1_in = (uint64_t)(bs->in_ws && bs->nl >= 1);
+  uint64_t nl2_in = (uint64_t)(bs->in_ws && bs->nl >= 2);
+
+  /* Sentence state: a terminator, then any closers directly after it. */
+  uint64_t TS = m.term | fill_runs(((m.term << 1) | term_in) & m.close, m.close);
+  /* Boundaries: non-whitespace after whitespace (or after a CJK stop, from
+   * the block before). */
+  uint64_t B = ~W & ((W << 1) | in_ws | end_in);
+  uint64_t t0 = *t;
+  if (B) {
+    /* Sentence ends: after whitespace that follows a TS byte. */
+    uint64_t SE = after_runs((W & ((TS << 1) | term_in)) | end_in, W);
+    uint64_t PB = 0;
+    if (m.nl | nl1_in) {
+      /* Paragraphs: after whitespace holding two or more '\n'. */
+      uint64_t seen = fill_runs(((m.nl << 1) | nl1_in) & W, W);
+      PB = after_runs((m.nl & seen) | nl2_in, W);
+    }
+    uint64_t SL = (SE & ~m.lower) | PB;
+    unsigned p = top_bit(B);
+    f->lv_pos[LV_WORD] = i + p;
+    f->lv_t[LV_WORD] = t0 + popc64(TOK & ((1ULL << p) - 1));
+    if (SL) {
+      p = top_bit(SL);
+      f->lv_pos[LV_SENT] = i + p;
+      f->lv_t[LV_SENT] = t0 + popc64(TOK & ((1ULL << p) - 1));
+      if (PB) {
+        p = top_bit(PB);
+        f->lv_pos[LV_PARA] = i + p;
+        f->lv_t[LV_PARA] = t0 + popc64(TOK & ((1ULL << p) - 1));
+      }
+    }
+    if (f->overlap)
+      for (uint64_t x = B; x; x &= x - 1) {
+        p = (unsigned)__builtin_ctzll(x);
+        ring_push(f, i + p, t0 + popc64(TOK & ((1ULL << p) - 1)));
+      }
+  }
+  *t = t0 + nt;
+
+  /* State after the block's last byte. */
+  if (L >> 63) {
+    *run = TOK_EST_LETTER;
+    *ph = (BLK - top_bit(GL)) % TOK_EST_LETTER_RUN;
+  } else if (D >> 63) {
+    *run = TOK_EST_DIGIT;
+    *ph = (BLK - top_bit(GD)) % TOK_EST_DIGIT_RUN;
+  } else {
+    *run = TOK_EST_SPACE;
+  }
+  if (W >> 63) {
+    uint64_t nw = ~W;
+    unsigned r = nw ? top_bit(nw) + 1 : 0; /* the trailing whitespace run */
+    unsigned nl = popc64(m.nl & (~0ULL << r));
+    int sent;
+    if (r) {
+      sent = (TS >> (r - 1)) & 1 ? SENT_END : SENT_NONE;
+    } else {
+      nl += bs->in_ws ? bs->nl : 0;
+      sent = bs->sent != SENT_NONE ? SENT_END : SENT_NONE;
+    }
+    bs->in_ws = 1;
+    bs->nl = nl;
+    bs->sent = sent;
+  } else {
+    bs->in_ws = 0;
+    bs->sent = (TS >> 63) ? SENT_TERM : SENT_NONE;
+  }
+  return 1;
+}
+
 static int chunk_fast(const char *text, size_t n, const chunk_opts *o,
                       span_vec *out) {
   fast f = {0};
@@ -286,114 +524,126 @@ static int chunk_fast(const char *text, size_t n, const chunk_opts *o,
   const unsigned char *s = f.s;
 
   while (i < n) {
-    unsigned char b = s[i];
-    unsigned c = cls[b];
-    if (c == TOK_EST_SPACE) {
-      bscan_space(&bs, b);
-      run = TOK_EST_SPACE;
-      i++;
-      continue;
-    }
-    if (c == TOK_EST_CONT) { /* not reached on valid UTF-8 */
-      i++;
-      continue;
-    }
-    int lv = bscan_level(&bs, b);
-    if (lv >= 0) {
-      f.lv_pos[LV_WORD] = i;
-      f.lv_t[LV_WORD] = t;
-      if (lv >= LV_SENT) {
-        f.lv_pos[LV_SENT] = i;
-        f.lv_t[LV_SENT] = t;
-        if (lv == LV_PARA) {
-          f.lv_pos[LV_PARA] = i;
-          f.lv_t[LV_PARA] = t;
-        }
-      }
-      if (f.overlap)
-        ring_push(&f, i, t);
-    }
-    if (c == TOK_EST_LETTER || c == TOK_EST_DIGIT) {
-      /* A whole run at once: of its letters, those at run offsets 0, K,
-       * 2K, ... cost one token each (K letters or digits per token). K is a
-       * constant on each branch so the divisions compile to shifts and
-       * multiplies. */
-      size_t j, len, at;
-      uint64_t cost;
-      if (run != c) {
-        run = c;
-        ph = 0;
-      }
-    letter_run:
-      j = i + 1;
-      if (c == TOK_EST_LETTER)
-        j = letter_run_end(s, j, n);
-      else
-        while (j < n && cls[s[j]] == c)
-          j++;
-      len = j - i;
-      bs.in_ws = 0;
-      bs.sent = SENT_NONE;
-      if (c == TOK_EST_LETTER)
-        cost = run_cost(ph, len, TOK_EST_LETTER_RUN);
-      else
-        cost = run_cost(ph, len, TOK_EST_DIGIT_RUN);
-      if (t + cost - f.t_cs <= f.max) {
-        t += cost;
-        ph = c == TOK_EST_LETTER ? (unsigned)((ph + len) % TOK_EST_LETTER_RUN)
-                                 : (unsigned)((ph + len) % TOK_EST_DIGIT_RUN);
-        i = j;
-        /* The common case in prose: one space, then another word. Take it
-         * here (a word boundary: no terminator, no newline) and go on with
-         * the next run without the general dispatch. */
-        if (c == TOK_EST_LETTER && i + 1 < n && s[i] == ' ' &&
-            cls[s[i + 1]] == TOK_EST_LETTER) {
-          i++;
-          f.lv_pos[LV_WORD] = i;
-          f.lv_t[LV_WORD] = t;
-          if (f.overlap)
-            ring_push(&f, i, t);
-          ph = 0;
-          goto letter_run;
-        }
+    /* A whole block when it can be taken, else byte by byte up to its end
+     * (a run may carry the loop beyond it). */
+    size_t stop = n;
+    if (n - i >= BLK) {
+      if (fast_block(&f, &bs, &run, &ph, &t, i)) {
+        i += BLK;
         continue;
       }
-      /* The budget runs out at the (avail+1)-th costing letter of the run. */
-      unsigned k = c == TOK_EST_LETTER ? TOK_EST_LETTER_RUN : TOK_EST_DIGIT_RUN;
-      uint64_t used = t - f.t_cs;
-      uint64_t avail = used < f.max ? f.max - used : 0;
-      at = i + (ph ? k - ph : 0) + (size_t)avail * k;
-      t += avail;
-      ph = 0;
-      rc = fast_overflow(&f, at, t, 1);
-      if (rc < 0)
-        goto done;
-      i = at; /* resume inside the run (or restart it) at `at` */
-      if (rc == H_RESTART) {
+      stop = i + BLK;
+    }
+    while (i < stop) {
+      unsigned char b = s[i];
+      unsigned c = cls[b];
+      if (c == TOK_EST_SPACE) {
+        bscan_space(&bs, b);
         run = TOK_EST_SPACE;
-      } else if (rc == H_ACCEPT) { /* a letter costs 1 <= max: unreachable */
-        t += 1;
-        ph = 1 % k;
-        i = at + 1;
+        i++;
+        continue;
       }
-      rc = 0;
-      continue;
+      if (c == TOK_EST_CONT) { /* not reached on valid UTF-8 */
+        i++;
+        continue;
+      }
+      int lv = bscan_level(&bs, b);
+      if (lv >= 0) {
+        f.lv_pos[LV_WORD] = i;
+        f.lv_t[LV_WORD] = t;
+        if (lv >= LV_SENT) {
+          f.lv_pos[LV_SENT] = i;
+          f.lv_t[LV_SENT] = t;
+          if (lv == LV_PARA) {
+            f.lv_pos[LV_PARA] = i;
+            f.lv_t[LV_PARA] = t;
+          }
+        }
+        if (f.overlap)
+          ring_push(&f, i, t);
+      }
+      if (c == TOK_EST_LETTER || c == TOK_EST_DIGIT) {
+        /* A whole run at once: of its letters, those at run offsets 0, K,
+         * 2K, ... cost one token each (K letters or digits per token). K is a
+         * constant on each branch so the divisions compile to shifts and
+         * multiplies. */
+        size_t j, len, at;
+        uint64_t cost;
+        if (run != c) {
+          run = c;
+          ph = 0;
+        }
+      letter_run:
+        j = i + 1;
+        if (c == TOK_EST_LETTER)
+          j = letter_run_end(s, j, n);
+        else
+          while (j < n && cls[s[j]] == c)
+            j++;
+        len = j - i;
+        bs.in_ws = 0;
+        bs.sent = SENT_NONE;
+        if (c == TOK_EST_LETTER)
+          cost = run_cost(ph, len, TOK_EST_LETTER_RUN);
+        else
+          cost = run_cost(ph, len, TOK_EST_DIGIT_RUN);
+        if (t + cost - f.t_cs <= f.max) {
+          t += cost;
+          ph = c == TOK_EST_LETTER ? (unsigned)((ph + len) % TOK_EST_LETTER_RUN)
+                                   : (unsigned)((ph + len) % TOK_EST_DIGIT_RUN);
+          i = j;
+          /* The common case in prose: one space, then another word. Take it
+           * here (a word boundary: no terminator, no newline) and go on with
+           * the next run without the general dispatch. */
+          if (c == TOK_EST_LETTER && i + 1 < stop && s[i] == ' ' &&
+              cls[s[i + 1]] == TOK_EST_LETTER) {
+            i++;
+            f.lv_pos[LV_WORD] = i;
+            f.lv_t[LV_WORD] = t;
+            if (f.overlap)
+              ring_push(&f, i, t);
+            ph = 0;
+            goto letter_run;
+          }
+          continue;
+        }
+        /* The budget runs out at the (avail+1)-th costing letter of the run. */
+        unsigned k = c == TOK_EST_LETTER ? TOK_EST_LETTER_RUN : TOK_EST_DIGIT_RUN;
+        uint64_t used = t - f.t_cs;
+        uint64_t avail = used < f.max ? f.max - used : 0;
+        at = i + (ph ? k - ph : 0) + (size_t)avail * k;
+        t += avail;
+        ph = 0;
+        rc = fast_overflow(&f, at, t, 1);
+        if (rc < 0)
+          goto done;
+        i = at; /* resume inside the run (or restart it) at `at` */
+        if (rc == H_RESTART) {
+          run = TOK_EST_SPACE;
+        } else if (rc == H_ACCEPT) { /* a letter costs 1 <= max: unreachable */
+          t += 1;
+          ph = 1 % k;
+          i = at + 1;
+        }
+        rc = 0;
+        continue;
+      }
+      /* Any other character: a symbol, or a non-ASCII character. */
+      size_t len = char_len(b);
+      uint64_t cost = tok_est_cost[c];
+      run = TOK_EST_SPACE;
+      if (t + cost - f.t_cs > f.max) {
+        do {
+          rc = fast_overflow(&f, i, t, cost);
+        } while (rc == H_RESTART);
+        if (rc < 0)
+          goto done;
+        rc = 0;
+      }
+      bscan_after_char(&bs, s, i, len);
+      t += cost;
+      i += len;
     }
-    /* Any other character: a symbol, or a non-ASCII character. */
-    size_t len = char_len(b);
-    uint64_t cost = tok_est_cost[c];
-    run = TOK_EST_SPACE;
-    if (t + cost - f.t_cs > f.max) {
-      do {
-        rc = fast_overflow(&f, i, t, cost);
-      } while (rc == H_RESTART);
-      if (rc < 0)
-        goto done;
-      rc = 0;
-    }
-    bscan_after_char(&bs, s, i, len);
-    t += cost;
-    i += len;
   }
   if (n > 0)
     rc = span_push(&f.out, f.cs, n, t - f.t_cs);

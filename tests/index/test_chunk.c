@@ -1,7 +1,8 @@
 /* test_chunk.c - the chunker: boundary preference, budgets, coverage,
  * overlap, UTF-8 safety, token counts against tok_count(), option checks,
- * and a randomized property test that also runs the generic (any
- * tokenizer) path and requires it to cut exactly where the fast path does. */
+ * and randomized property tests that also run the generic (any tokenizer)
+ * path and require it to cut exactly where the fast path does - including
+ * where the fast path takes 64-byte blocks at once (test_block_*). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -315,6 +316,163 @@ static void test_fill(void) {
   free(c);
 }
 
+/* Runs both paths on s[0..len) and returns 1 if they cut identically (the
+ * fast path takes 64-byte blocks of ASCII at once, the generic path never
+ * does, so this checks the block step against the plain rule). */
+static int same_as_generic(const char *s, size_t len, uint32_t max, uint32_t ov) {
+  chunk_span *a = NULL, *b = NULL;
+  size_t na = 0, nb = 0;
+  run(s, len, max, ov, tok_estimator(), &a, &na);
+  run(s, len, max, ov, &wrapped, &b, &nb);
+  int same = na == nb;
+  for (size_t k = 0; same && k < na; k++)
+    same = a[k].byte_start == b[k].byte_start && a[k].byte_end == b[k].byte_end &&
+           a[k].tokens == b[k].tokens;
+  if (!same) {
+    fprintf(stderr, "fast/generic differ: max %u ov %u len %zu text: \"%.*s\"\n", max, ov,
+            len, (int)len, s);
+    for (size_t k = 0; k < na || k < nb; k++)
+      fprintf(stderr, "  %zu: fast %lld-%lld/%lld generic %lld-%lld/%lld\n", k,
+              k < na ? (long long)a[k].byte_start : -1, k < na ? (long long)a[k].byte_end : -1,
+              k < na ? (long long)a[k].tokens : -1, k < nb ? (long long)b[k].byte_start : -1,
+              k < nb ? (long long)b[k].byte_end : -1, k < nb ? (long long)b[k].tokens : -1);
+  }
+  free(a);
+  free(b);
+  return same;
+}
+
+/* The block step at its edges: each piece below (a sentence end, closers, a
+ * paragraph break, whitespace runs longer than a block, long letter and
+ * digit runs, multibyte and CJK characters) is placed at every offset
+ * across the first blocks, between prose before and a long tail of words
+ * without sentence ends after (so that the piece's boundary is the latest
+ * of its level when a later cut is made), and the cuts compared with the
+ * generic path under budgets that take every block whole, some, or none. */
+static void test_block_edges(void) {
+  static const char *pieces[] = {
+      ". Next",         ".\" Next",      "?)] next",        "!\n\nNew",
+      "x\n \n y",       "a\r\n\r\nB",    "a \n b \n c",     ".\n\n\n\nZ",
+      "   \t  ",        "abcdefghijklmnopqrstuvwxyzabcdefghij", "1234567890123",
+      "e.g. this",      "end.'  Then",   "caf\xC3\xA9 ok",  "\xE6\x97\xA5\xE6\x9C\xAC",
+      "\xF0\x9F\x98\x80 \xF0\x9F\x98\x80", "\xE4\xB8\x80\xE3\x80\x82" "Abc",
+      "\xE3\x80\x82  abc", "x\x01y\x7Fz",  "Tail.",
+      /* whitespace runs spanning a whole block: */
+      "x\n                                                                      \nY",
+      "x                                                                      \n\nY",
+      "x.                                                                       Y",
+      "x\n                                                                       Y",
+  };
+  static const uint32_t maxes[] = {1, 3, 7, 16, 24, 32, 40, 48, 64, 1000};
+  const char *prose = "The jury said it did find that many of the laws are outmoded "
+                      "or inadequate and often ambiguous. It recommended that the "
+                      "legislators act to have these laws studied and revised. ";
+  const char *words = " and so on with words, more words and yet more words without "
+                      "any end at all for a while, so that the budget runs out here "
+                      "and there in the middle of it, then the text ends";
+  size_t prose_len = strlen(prose), words_len = strlen(words);
+  char buf[600];
+  int mismatch = 0;
+  for (size_t p = 0; p < sizeof pieces / sizeof pieces[0]; p++) {
+    size_t pl = strlen(pieces[p]);
+    for (size_t off = 0; off <= 200; off++) {
+      /* prose[0..off), the piece, then words; any cut at off keeps the
+       * text valid UTF-8 since prose is ASCII. */
+      size_t len = 0;
+      for (size_t k = 0; k < off; k++)
+        buf[len++] = prose[k % prose_len];
+      memcpy(buf + len, pieces[p], pl);
+      len += pl;
+      memcpy(buf + len, words, words_len);
+      len += words_len;
+      for (size_t m = 0; m < sizeof maxes / sizeof maxes[0]; m++) {
+        mismatch += !same_as_generic(buf, len, maxes[m], 0);
+        if (maxes[m] > 1)
+          mismatch += !same_as_generic(buf, len, maxes[m], maxes[m] / 2);
+        if (mismatch > 3)
+          goto out;
+      }
+    }
+  }
+out:
+  CHECK_EQ_INT(mismatch, 0);
+}
+
+/* Texts whose lengths straddle block sizes, and a run of each kind ending
+ * exactly at a block edge. */
+static void test_block_lengths(void) {
+  char buf[400];
+  int mismatch = 0;
+  for (size_t len = 1; len <= 260; len++) {
+    for (size_t k = 0; k < len; k++)
+      buf[k] = (k % 7 == 6) ? ' ' : (char)('a' + k % 26);
+    mismatch += !same_as_generic(buf, len, 1000, 0);
+    mismatch += !same_as_generic(buf, len, 5, 2);
+    for (size_t k = 0; k < len; k++) /* one long word, then digits */
+      buf[k] = k < len / 2 ? (char)('A' + k % 26) : (char)('0' + k % 10);
+    mismatch += !same_as_generic(buf, len, 1000, 0);
+    mismatch += !same_as_generic(buf, len, 3, 1);
+    for (size_t k = 0; k < len; k++) /* whitespace and newlines only */
+      buf[k] = k % 3 ? ' ' : '\n';
+    mismatch += !same_as_generic(buf, len, 2, 0);
+  }
+  /* A word boundary, a sentence end and a paragraph break exactly at 64
+   * and 128; letters and digits ending at 63 or continuing across. */
+  static const char *at_edge[] = {" W", ". S", "\n\nP", ".\"\n\nQ", "aaaaaaaaaaaaaaaaa",
+                                  "12345", "\xC3\xA9\xC3\xA9"};
+  for (size_t e = 0; e < sizeof at_edge / sizeof at_edge[0]; e++)
+    for (size_t edge = 64; edge <= 128; edge += 64)
+      for (size_t back = 0; back <= 3; back++) {
+        size_t pl = strlen(at_edge[e]), start = edge - back, len = 0;
+        while (len < start) {
+          buf[len] = (len % 5 == 4) ? ' ' : 'w';
+          len++;
+        }
+        memcpy(buf + len, at_edge[e], pl);
+        len += pl;
+        for (size_t k = 0; k < 100; k++) /* two more blocks of words */
+          buf[len++] = (k % 6 == 5) ? ' ' : 'z';
+        for (uint32_t max = 1; max <= 60; max += 3)
+          mismatch += !same_as_generic(buf, len, max, max / 3);
+        mismatch += !same_as_generic(buf, len, 1000, 0);
+      }
+  CHECK_EQ_INT(mismatch, 0);
+}
+
+/* Longer ASCII-only texts (every block eligible for the block step) with
+ * budgets from tiny to larger than the text, fast against generic. */
+static void test_random_ascii(void) {
+  static const char *pieces[] = {
+      "a", "bc", "def", "word", "Longer", "abcdefghijklm", "abcdefghijklmnopqrstu",
+      "12", "34567", "1234567890", ".", ",", "!", "?", "\"", ")", "]", "'", "-",
+      " ", " ", " ", " ", " ", "  ", "\n", "\n\n", "\t", "\r\n", " \n \n",
+      ". The", "? a", ".\" B", "e.g. so", "\x01",
+  };
+  static char buf[6000];
+  uint32_t r = 77u;
+#define RND() (r ^= r << 13, r ^= r >> 17, r ^= r << 5, r)
+  int mismatch = 0;
+  for (int it = 0; it < 600 && mismatch < 3; it++) {
+    size_t target = RND() % sizeof buf, n = 0;
+    size_t np = sizeof pieces / sizeof pieces[0];
+    while (n < target) {
+      const char *p = pieces[RND() % np];
+      size_t l = strlen(p);
+      if (n + l > sizeof buf)
+        break;
+      memcpy(buf + n, p, l);
+      n += l;
+    }
+    uint32_t kind = RND() % 3;
+    uint32_t max = 1 + RND() % (kind == 0 ? 8 : kind == 1 ? 100 : 2000);
+    uint32_t with_ov = RND() % 2;
+    uint32_t ov = with_ov ? RND() % max : 0;
+    mismatch += !same_as_generic(buf, n, max, ov);
+  }
+#undef RND
+  CHECK_EQ_INT(mismatch, 0);
+}
+
 int main(void) {
   test_preference();
   test_long_words();
@@ -324,5 +482,8 @@ int main(void) {
   test_bad_options();
   test_random();
   test_fill();
+  test_block_edges();
+  test_block_lengths();
+  test_random_ascii();
   return check_report("chunk");
 }
