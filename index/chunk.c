@@ -402,12 +402,13 @@ static inline uint64_t group_starts(uint64_t r, uint64_t mk, unsigned k, int con
 }
 
 /* One block at s[i..i+64): 1 if taken (all state advanced), 0 if the block
- * must go byte by byte (non-ASCII, or its tokens do not fit). */
+ * must go byte by byte because its tokens do not fit, -1 because it holds
+ * non-ASCII bytes. */
 static inline int fast_block(fast *f, bscan *bs, unsigned *run, unsigned *ph,
                              uint64_t *t, size_t i) {
   blk_masks m;
   if (!blk_classify(f->s + i, &m))
-    return 0;
+    return -1;
   const uint64_t W = m.ws, L = m.letter, D = m.digit;
 
   /* Tokens: a letter run costs at offsets 0, 8, 16...; a digit run at 0, 3,
@@ -503,7 +504,7 @@ static int chunk_fast(const char *text, size_t n, const chunk_opts *o,
   const uint8_t *cls = tok_est_class;
   uint64_t t = 0;
   unsigned run = TOK_EST_SPACE, ph = 0;
-  size_t i = 0;
+  size_t i = 0, skip = 1;
   int rc = 0;
 
   f.s = (const unsigned char *)text;
@@ -525,14 +526,22 @@ static int chunk_fast(const char *text, size_t n, const chunk_opts *o,
 
   while (i < n) {
     /* A whole block when it can be taken, else byte by byte up to its end
-     * (a run may carry the loop beyond it). */
+     * (a run may carry the loop beyond it). In non-ASCII text the byte loop
+     * goes on for up to 16 blocks before the next try. */
     size_t stop = n;
     if (n - i >= BLK) {
-      if (fast_block(&f, &bs, &run, &ph, &t, i)) {
+      int taken = fast_block(&f, &bs, &run, &ph, &t, i);
+      if (taken > 0) {
         i += BLK;
+        skip = 1;
         continue;
       }
-      stop = i + BLK;
+      if (taken < 0) {
+        stop = n - i > skip * BLK ? i + skip * BLK : n;
+        skip = skip < 16 ? skip * 2 : 16;
+      } else {
+        stop = i + BLK;
+      }
     }
     while (i < stop) {
       unsigned char b = s[i];

@@ -436,6 +436,21 @@ static void test_block_lengths(void) {
           mismatch += !same_as_generic(buf, len, max, max / 3);
         mismatch += !same_as_generic(buf, len, 1000, 0);
       }
+  /* Non-ASCII text makes the fast path try blocks less often (up to every
+   * 16 blocks); ASCII after it of any length must still cut the same. */
+  static char mixed[3000];
+  for (size_t cjk = 1; cjk <= 700; cjk += 37) {
+    size_t len = 0;
+    for (size_t k = 0; k < cjk; k++) {
+      memcpy(mixed + len, k % 9 == 8 ? "\xE3\x80\x82" : "\xE6\x97\xA5", 3);
+      len += 3;
+    }
+    for (size_t k = 0; k < 600 && len < sizeof mixed; k++)
+      mixed[len++] = (k % 7 == 6) ? ' ' : (k % 50 == 48) ? '.' : (char)('a' + k % 26);
+    mismatch += !same_as_generic(mixed, len, 1000, 0);
+    mismatch += !same_as_generic(mixed, len, 3000, 0);
+    mismatch += !same_as_generic(mixed, len, 37, 11);
+  }
   CHECK_EQ_INT(mismatch, 0);
 }
 
