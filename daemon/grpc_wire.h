@@ -1,7 +1,8 @@
 /* grpc_wire.h - pure functions of the gRPC-over-HTTP/2 wire format: the
  * message deframer (5-byte prefix: compressed flag, big-endian length),
- * grpc-timeout parsing, grpc-message percent-encoding and the content-type
- * check. No I/O, no globals: server.c and the unit tests use them. */
+ * request decompression (grpc-encoding gzip/deflate), grpc-timeout parsing,
+ * grpc-message percent-encoding and the content-type check. No I/O, no
+ * globals: server.c and the unit tests use them. */
 #ifndef CTXD_GRPC_WIRE_H
 #define CTXD_GRPC_WIRE_H
 
@@ -55,6 +56,42 @@ uint8_t *grpc_deframer_steal(grpc_deframer *d);
 
 /* 1 when a message is partly received (the stream must not end here). */
 int grpc_deframer_partial(const grpc_deframer *d);
+
+/* Message encodings (grpc-encoding) the server can decompress. "deflate"
+ * is the zlib format (RFC 1950), as gRPC uses it; "gzip" is RFC 1952. */
+enum grpc_encoding {
+  GRPC_ENC_IDENTITY = 0, /* header absent or "identity" */
+  GRPC_ENC_DEFLATE = 1,
+  GRPC_ENC_GZIP = 2,
+  GRPC_ENC_UNKNOWN = 3, /* anything else: the call is refused */
+};
+
+/* What the server advertises in grpc-accept-encoding. */
+#define GRPC_ACCEPT_ENCODING "identity,deflate,gzip"
+
+/* Map a grpc-encoding header value (exact, lower-case token) to an enum
+ * grpc_encoding. */
+int grpc_encoding_parse(const char *s, size_t n);
+
+enum {
+  GRPC_INFLATE_OK = 0,
+  GRPC_INFLATE_TOO_LARGE = -1, /* output would exceed the limit */
+  GRPC_INFLATE_CORRUPT = -2,   /* not a valid, complete stream of `enc` */
+  GRPC_INFLATE_NOMEM = -3,
+};
+
+/* Decompress one message in[0..n) encoded with `enc` (GRPC_ENC_DEFLATE or
+ * GRPC_ENC_GZIP; any other value is GRPC_INFLATE_CORRUPT). The output grows
+ * as inflate produces it and never beyond `limit` bytes, so a small
+ * "decompression bomb" costs at most `limit` bytes of memory and the CPU to
+ * produce them; one byte more is GRPC_INFLATE_TOO_LARGE. The input must be
+ * exactly one stream: truncated input, a bad checksum or bytes after the end
+ * of the stream are GRPC_INFLATE_CORRUPT. An empty input (n == 0) is an
+ * empty message. On GRPC_INFLATE_OK *out is a malloc'd buffer of *out_len
+ * bytes that the caller frees (NULL when *out_len is 0); on error *out is
+ * NULL and nothing is left allocated. */
+int grpc_inflate(int enc, const uint8_t *in, size_t n, uint64_t limit,
+                 uint8_t **out, size_t *out_len);
 
 /* Parse a grpc-timeout value ("100m", "5S", "1H", "250u", "10n": 1-8 ASCII
  * digits and a unit H M S m u n) into nanoseconds. -1 if malformed. */

@@ -17,6 +17,12 @@
  * on_close is queued behind every other task of the call, so it is the
  * last one. rpc_* on a call whose stream is gone are harmless no-ops.
  *
+ * Compression. Request messages may be compressed (grpc-encoding gzip or
+ * deflate). The loop only checks the flag against the header; the message
+ * is inflated where on_message runs, on the worker, so the loop never spends
+ * CPU on it (run_inline methods excepted, see deliver_message()).
+ * Responses are never compressed.
+ *
  * Flow control. Automatic WINDOW_UPDATEs are off: received bytes are
  * consumed (nghttp2_session_consume) while the call's messages waiting for
  * the handler stay under RECV_QUEUE_LIMIT, so a slow handler stops the
@@ -57,6 +63,7 @@
 #define READ_CHUNK (64u << 10)
 #define GRPC_MSG_MAX 512              /* encoded grpc-message, truncated */
 #define PATH_MAX_LEN 200
+#define ENC_NAME_MAX 40               /* unsupported grpc-encoding, quoted */
 
 typedef struct conn conn;
 
@@ -77,7 +84,9 @@ struct rpc_call {
   struct event *deadline_ev, *timer_ev;
   unsigned is_post : 1, ct_ok : 1, bad_timeout : 1, started : 1,
       headers_sent : 1, deferred : 1, trailers_sent : 1, counted : 1;
+  uint8_t encoding; /* enum grpc_encoding of grpc-encoding */
   char path[PATH_MAX_LEN];
+  char bad_encoding[ENC_NAME_MAX]; /* for the error, when GRPC_ENC_UNKNOWN */
   struct msg_task *parked; /* unary request held until the half-close */
 
   /* --- shared, under mu --- */
@@ -152,7 +161,7 @@ struct server {
 static const nghttp2_nv resp_headers[] = {
     NV(":status", "200"),
     NV("content-type", "application/grpc"),
-    NV("grpc-accept-encoding", "identity"),
+    NV("grpc-accept-encoding", GRPC_ACCEPT_ENCODING),
 };
 static const char *const status_str[] = {"0",  "1",  "2",  "3",  "4",  "5",
                                          "6",  "7",  "8",  "9",  "10", "11",
@@ -274,13 +283,46 @@ typedef struct msg_task {
   size_t len;
   size_t wire;    /* bytes of the request stream this message used */
   uint8_t *owned; /* gathered buffer, or NULL when data is inline */
+  int enc;        /* enum grpc_encoding the bytes are in */
   uint8_t inl[];
 } msg_task;
+
+/* Hand one request message to on_message, inflating it first when `enc`
+ * is not identity. Runs where on_message runs: on the call's strand, or on
+ * the loop for run_inline methods, whose callbacks must stay there. On the
+ * loop the work is bounded: the output stops at max_message_bytes (a bomb
+ * ends with RESOURCE_EXHAUSTED once it got there), and inline methods take
+ * tiny requests, so a real client's message inflates in microseconds.
+ * Any thread; the inflated copy is freed when on_message returns. */
+static void deliver_message(rpc_call *c, int enc, const uint8_t *p, size_t n) {
+  uint8_t *plain;
+  size_t plain_len;
+  uint64_t limit = c->srv->cfg->max_message_bytes;
+  if (enc == GRPC_ENC_IDENTITY) {
+    c->m->on_message(c, p, n);
+    return;
+  }
+  int rc = grpc_inflate(enc, p, n, limit, &plain, &plain_len);
+  if (rc == GRPC_INFLATE_TOO_LARGE) {
+    call_finish_internal(c, GRPC_RESOURCE_EXHAUSTED,
+                         "decompressed message exceeds the limit of %llu "
+                         "bytes",
+                         (unsigned long long)limit);
+  } else if (rc == GRPC_INFLATE_NOMEM) {
+    call_finish_internal(c, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+  } else if (rc != GRPC_INFLATE_OK) {
+    call_finish_internal(c, GRPC_INTERNAL, "could not decompress message");
+  } else {
+    /* Handlers get a valid pointer even for an empty message. */
+    c->m->on_message(c, plain ? plain : (const uint8_t *)"", plain_len);
+    free(plain);
+  }
+}
 
 static void msg_task_run(pool_task *t) {
   msg_task *mt = (msg_task *)t;
   rpc_call *c = mt->c;
-  if (!atomic_load(&c->done)) c->m->on_message(c, mt->data, mt->len);
+  if (!atomic_load(&c->done)) deliver_message(c, mt->enc, mt->data, mt->len);
 }
 
 static void msg_task_done(pool_task *t) {
@@ -344,14 +386,14 @@ static void call_dispatch(rpc_call *c, pool_task *t) {
  * client half-closed, so a second message can still be refused: when the
  * END_STREAM came with it (`last`), it goes out at once (and, inline,
  * without a copy); otherwise it is parked until the half-close. */
-static void dispatch_message(rpc_call *c, const grpc_msg *gm, size_t wire,
-                             int last) {
+static void dispatch_message(rpc_call *c, const grpc_msg *gm, int enc,
+                             size_t wire, int last) {
   int unary = c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM;
   int park = unary && !last;
   if (c->m->run_inline && !park) {
     /* No copy, no allocation: the bytes stay valid during the call. */
     call_ref(c);
-    if (!atomic_load(&c->done)) c->m->on_message(c, gm->data, gm->len);
+    if (!atomic_load(&c->done)) deliver_message(c, enc, gm->data, gm->len);
     call_unref(c);
     return;
   }
@@ -368,6 +410,7 @@ static void dispatch_message(rpc_call *c, const grpc_msg *gm, size_t wire,
   mt->len = gm->len;
   mt->wire = wire;
   mt->owned = owned;
+  mt->enc = enc;
   if (owned) {
     mt->data = owned;
   } else {
@@ -468,7 +511,7 @@ static void submit_trailers_only(rpc_call *c, const char *http_status) {
   nghttp2_nv nv[5] = {
       NV(":status", "200"),
       NV("content-type", "application/grpc"),
-      NV("grpc-accept-encoding", "identity"),
+      NV("grpc-accept-encoding", GRPC_ACCEPT_ENCODING),
       NV("grpc-status", "0"),
       NV("grpc-message", ""),
   };
@@ -661,6 +704,13 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f,
     }
   } else if (HDR_IS(name, "content-type")) {
     c->ct_ok = grpc_content_type_ok((const char *)value, valuelen);
+  } else if (HDR_IS(name, "grpc-encoding")) {
+    c->encoding = (uint8_t)grpc_encoding_parse((const char *)value, valuelen);
+    if (c->encoding == GRPC_ENC_UNKNOWN) {
+      size_t n = valuelen < ENC_NAME_MAX - 1 ? valuelen : ENC_NAME_MAX - 1;
+      memcpy(c->bad_encoding, value, n);
+      c->bad_encoding[n] = '\0';
+    }
   } else if (HDR_IS(name, "grpc-timeout")) {
     uint64_t ns;
     if (grpc_timeout_parse((const char *)value, valuelen, &ns) == 0) {
@@ -729,6 +779,14 @@ static void call_start(rpc_call *c) {
   if (c->bad_timeout) {
     c->m = NULL;
     call_finish_internal(c, GRPC_INTERNAL, "malformed grpc-timeout");
+    return;
+  }
+  if (c->encoding == GRPC_ENC_UNKNOWN) {
+    /* As stock servers do, before any message: the answer's
+     * grpc-accept-encoding tells the client what to use instead. */
+    c->m = NULL;
+    call_finish_internal(c, GRPC_UNIMPLEMENTED,
+                         "grpc-encoding %s is not supported", c->bad_encoding);
     return;
   }
   if (c->srv->stopping) {
@@ -800,9 +858,9 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags,
       call_finish_internal(c, GRPC_RESOURCE_EXHAUSTED, "out of memory");
       break;
     }
-    if (gm.compressed) {
-      call_finish_internal(c, GRPC_UNIMPLEMENTED,
-                           "compressed messages are not supported");
+    if (gm.compressed && c->encoding == GRPC_ENC_IDENTITY) {
+      call_finish_internal(c, GRPC_INTERNAL,
+                           "compressed flag set but no grpc-encoding");
       break;
     }
     if (++c->n_msgs > 1 &&
@@ -813,7 +871,8 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags,
                            "request");
       break;
     }
-    dispatch_message(c, &gm, GRPC_PREFIX_LEN + gm.len,
+    dispatch_message(c, &gm, gm.compressed ? c->encoding : GRPC_ENC_IDENTITY,
+                     GRPC_PREFIX_LEN + gm.len,
                      len == 0 && (flags & NGHTTP2_FLAG_END_STREAM));
   }
   call_consume(c);

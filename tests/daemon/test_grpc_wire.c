@@ -1,10 +1,12 @@
-/* test_grpc_wire.c - the gRPC message deframer, grpc-timeout parsing,
- * grpc-message percent-encoding, content-type check, protobuf reader. */
+/* test_grpc_wire.c - the gRPC message deframer, request decompression,
+ * grpc-timeout parsing, grpc-message percent-encoding, content-type check,
+ * protobuf reader. */
 #include "../check.h"
 #include "grpc_wire.h"
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <zlib.h>
 
 /* Frame `n` messages of lengths lens[] (contents: byte i%251) into out. */
 static size_t frame_all(const size_t *lens, size_t n, uint8_t *out) {
@@ -146,6 +148,183 @@ static void test_flags(void) {
   grpc_deframer_free(&d);
 }
 
+/* Compress in[0..n) as gRPC's gzip (windowBits 31) or deflate (zlib
+ * format, windowBits 15). Returns a malloc'd buffer of *out_len bytes. */
+static uint8_t *zpack(int enc, const uint8_t *in, size_t n, size_t *out_len) {
+  z_stream zs;
+  memset(&zs, 0, sizeof zs);
+  if (deflateInit2(&zs, 9, Z_DEFLATED, enc == GRPC_ENC_GZIP ? 31 : 15, 8,
+                   Z_DEFAULT_STRATEGY) != Z_OK)
+    return NULL;
+  size_t cap = deflateBound(&zs, (uLong)n);
+  uint8_t *out = malloc(cap);
+  zs.next_in = (Bytef *)(uintptr_t)in;
+  zs.avail_in = (uInt)n;
+  zs.next_out = out;
+  zs.avail_out = (uInt)cap;
+  int rc = deflate(&zs, Z_FINISH);
+  *out_len = cap - zs.avail_out;
+  deflateEnd(&zs);
+  if (rc != Z_STREAM_END) {
+    free(out);
+    return NULL;
+  }
+  return out;
+}
+
+/* Inflate and compare with `want`; returns the grpc_inflate code. */
+static int unpack_eq(int enc, const uint8_t *z, size_t zn, uint64_t limit,
+                     const uint8_t *want, size_t wn) {
+  uint8_t *out = (uint8_t *)"sentinel";
+  size_t out_len = 12345;
+  int rc = grpc_inflate(enc, z, zn, limit, &out, &out_len);
+  if (rc == GRPC_INFLATE_OK) {
+    CHECK_EQ_INT(out_len, wn);
+    CHECK(out_len == wn && (wn == 0 || memcmp(out, want, wn) == 0));
+    CHECK(wn > 0 || out == NULL);
+    free(out);
+  } else {
+    CHECK(out == NULL);
+    CHECK_EQ_INT(out_len, 0);
+  }
+  return rc;
+}
+
+static void test_encoding_parse(void) {
+#define ENC(s) grpc_encoding_parse(s, strlen(s))
+  CHECK_EQ_INT(ENC(""), GRPC_ENC_IDENTITY);
+  CHECK_EQ_INT(ENC("identity"), GRPC_ENC_IDENTITY);
+  CHECK_EQ_INT(ENC("gzip"), GRPC_ENC_GZIP);
+  CHECK_EQ_INT(ENC("deflate"), GRPC_ENC_DEFLATE);
+  CHECK_EQ_INT(ENC("snappy"), GRPC_ENC_UNKNOWN);
+  CHECK_EQ_INT(ENC("GZIP"), GRPC_ENC_UNKNOWN);
+  CHECK_EQ_INT(ENC("gzip "), GRPC_ENC_UNKNOWN);
+  CHECK_EQ_INT(ENC("identity,gzip"), GRPC_ENC_UNKNOWN);
+#undef ENC
+}
+
+static void test_inflate(void) {
+  /* 300 KiB of compressible text with some variety, both encodings, with
+   * a limit above, exactly at and one below the inflated size. */
+  size_t n = 300u << 10;
+  uint8_t *text = malloc(n);
+  for (size_t i = 0; i < n; i++)
+    text[i] = (uint8_t)("the quick brown fox "[i % 20] + (i / 4099) % 3);
+  static const int encs[] = {GRPC_ENC_GZIP, GRPC_ENC_DEFLATE};
+  for (int e = 0; e < 2; e++) {
+    size_t zn;
+    uint8_t *z = zpack(encs[e], text, n, &zn);
+    CHECK(z != NULL && zn < n / 10);
+    CHECK_EQ_INT(unpack_eq(encs[e], z, zn, 64u << 20, text, n),
+                 GRPC_INFLATE_OK);
+    CHECK_EQ_INT(unpack_eq(encs[e], z, zn, n, text, n), GRPC_INFLATE_OK);
+    CHECK_EQ_INT(unpack_eq(encs[e], z, zn, n - 1, text, n),
+                 GRPC_INFLATE_TOO_LARGE);
+    /* The other wrapper is not accepted. */
+    CHECK_EQ_INT(unpack_eq(encs[1 - e], z, zn, 64u << 20, text, n),
+                 GRPC_INFLATE_CORRUPT);
+    /* Identity / unknown are not inflate's business. */
+    CHECK_EQ_INT(unpack_eq(GRPC_ENC_IDENTITY, z, zn, 64u << 20, text, n),
+                 GRPC_INFLATE_CORRUPT);
+    CHECK_EQ_INT(unpack_eq(GRPC_ENC_UNKNOWN, z, zn, 64u << 20, text, n),
+                 GRPC_INFLATE_CORRUPT);
+    free(z);
+
+    /* A tiny message (smaller than the first buffer). */
+    z = zpack(encs[e], (const uint8_t *)"hello", 5, &zn);
+    CHECK_EQ_INT(unpack_eq(encs[e], z, zn, 1024, (const uint8_t *)"hello", 5),
+                 GRPC_INFLATE_OK);
+    free(z);
+  }
+  free(text);
+}
+
+static void test_inflate_empty(void) {
+  size_t zn;
+  for (int e = GRPC_ENC_DEFLATE; e <= GRPC_ENC_GZIP; e++) {
+    /* A compressed empty message, and an empty payload. */
+    uint8_t *z = zpack(e, (const uint8_t *)"", 0, &zn);
+    CHECK(z != NULL && zn > 0);
+    CHECK_EQ_INT(unpack_eq(e, z, zn, 1024, NULL, 0), GRPC_INFLATE_OK);
+    CHECK_EQ_INT(unpack_eq(e, z, zn, 0, NULL, 0), GRPC_INFLATE_OK);
+    CHECK_EQ_INT(unpack_eq(e, (const uint8_t *)"", 0, 1024, NULL, 0),
+                 GRPC_INFLATE_OK);
+    free(z);
+  }
+  /* A limit of 0: one byte is already too many. */
+  uint8_t *z = zpack(GRPC_ENC_GZIP, (const uint8_t *)"x", 1, &zn);
+  CHECK_EQ_INT(unpack_eq(GRPC_ENC_GZIP, z, zn, 0, NULL, 0),
+               GRPC_INFLATE_TOO_LARGE);
+  free(z);
+}
+
+static void test_inflate_corrupt(void) {
+  size_t n = 100000, zn;
+  uint8_t *text = malloc(n);
+  for (size_t i = 0; i < n; i++) text[i] = (uint8_t)(rand() % 16 + 'a');
+  for (int e = GRPC_ENC_DEFLATE; e <= GRPC_ENC_GZIP; e++) {
+    uint8_t *z = zpack(e, text, n, &zn);
+    CHECK(z != NULL);
+    /* Truncated anywhere, including right after the header. */
+    static const size_t cuts[] = {1, 2, 10, 50, 1000};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++)
+      CHECK_EQ_INT(unpack_eq(e, z, cuts[i], 1u << 20, text, n),
+                   GRPC_INFLATE_CORRUPT);
+    CHECK_EQ_INT(unpack_eq(e, z, zn - 1, 1u << 20, text, n),
+                 GRPC_INFLATE_CORRUPT);
+    /* Checksum flipped (adler32 / crc32+size sit at the end). */
+    uint8_t *bad = malloc(zn + 3);
+    memcpy(bad, z, zn);
+    bad[zn - (e == GRPC_ENC_GZIP ? 6 : 2)] ^= 0x55;
+    CHECK_EQ_INT(unpack_eq(e, bad, zn, 1u << 20, text, n),
+                 GRPC_INFLATE_CORRUPT);
+    /* Trailing bytes after a complete stream. */
+    memcpy(bad, z, zn);
+    memcpy(bad + zn, "abc", 3);
+    CHECK_EQ_INT(unpack_eq(e, bad, zn + 3, 1u << 20, text, n),
+                 GRPC_INFLATE_CORRUPT);
+    /* Damage in the middle: never a crash, never a wrong OK. */
+    int wrong = 0;
+    for (int r = 0; r < 200; r++) {
+      memcpy(bad, z, zn);
+      bad[(size_t)rand() % zn] ^= (uint8_t)(1 + rand() % 255);
+      uint8_t *out;
+      size_t out_len;
+      int rc = grpc_inflate(e, bad, zn, 1u << 20, &out, &out_len);
+      if (rc == GRPC_INFLATE_OK && (out_len != n || memcmp(out, text, n) != 0))
+        wrong++;
+      if (rc != GRPC_INFLATE_OK && rc != GRPC_INFLATE_CORRUPT) wrong++;
+      free(out);
+    }
+    CHECK_EQ_INT(wrong, 0);
+    free(bad);
+    free(z);
+  }
+  /* Random garbage and plain text are not streams. */
+  CHECK_EQ_INT(unpack_eq(GRPC_ENC_GZIP, text, 1000, 1u << 20, NULL, 0),
+               GRPC_INFLATE_CORRUPT);
+  CHECK_EQ_INT(unpack_eq(GRPC_ENC_DEFLATE, text, 1000, 1u << 20, NULL, 0),
+               GRPC_INFLATE_CORRUPT);
+  free(text);
+}
+
+/* A bomb: 64 MiB of zeros compress to ~64 KiB; with a 1 MiB limit the
+ * inflater stops at the limit (no 64 MiB buffer). */
+static void test_inflate_bomb(void) {
+  size_t n = 64u << 20, zn;
+  uint8_t *zeros = calloc(1, n);
+  for (int e = GRPC_ENC_DEFLATE; e <= GRPC_ENC_GZIP; e++) {
+    uint8_t *z = zpack(e, zeros, n, &zn);
+    CHECK(z != NULL && zn < 128u << 10);
+    CHECK_EQ_INT(unpack_eq(e, z, zn, 1u << 20, NULL, 0),
+                 GRPC_INFLATE_TOO_LARGE);
+    CHECK_EQ_INT(unpack_eq(e, z, zn, n - 1, NULL, 0), GRPC_INFLATE_TOO_LARGE);
+    CHECK_EQ_INT(unpack_eq(e, z, zn, n, zeros, n), GRPC_INFLATE_OK);
+    free(z);
+  }
+  free(zeros);
+}
+
 static uint64_t tmo(const char *s) {
   uint64_t ns = 12345;
   if (grpc_timeout_parse(s, strlen(s), &ns) != 0) return (uint64_t)-2;
@@ -239,6 +418,11 @@ int main(void) {
   test_zero_length();
   test_oversize();
   test_flags();
+  test_encoding_parse();
+  test_inflate();
+  test_inflate_empty();
+  test_inflate_corrupt();
+  test_inflate_bomb();
   test_timeout();
   test_percent();
   test_content_type();

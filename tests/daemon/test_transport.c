@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "config.h"
 #include "ctx.h"
@@ -91,6 +92,7 @@ typedef struct tstream {
   const char *path;
   const char *content_type;
   const char *timeout;
+  const char *encoding; /* grpc-encoding, NULL: none */
   uint8_t *body;
   size_t body_len, body_off;
   int end;           /* half-close after the body */
@@ -99,6 +101,7 @@ typedef struct tstream {
   int http_status;
   int grpc_status;   /* -1 until seen */
   char grpc_message[512];
+  char accept_encoding[64]; /* grpc-accept-encoding of the answer */
   int header_frames;
   int trailers_only; /* grpc-status came in the first HEADERS */
   uint8_t *data;
@@ -154,6 +157,8 @@ static int cl_header(nghttp2_session *h2, const nghttp2_frame *f,
   } else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0) {
     grpc_percent_decode(v, strlen(v), s->grpc_message,
                         sizeof s->grpc_message);
+  } else if (namelen == 20 && memcmp(name, "grpc-accept-encoding", 20) == 0) {
+    snprintf(s->accept_encoding, sizeof s->accept_encoding, "%.63s", v);
   }
   return 0;
 }
@@ -244,7 +249,7 @@ static void client_close(tclient *c) {
   {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
 
 static void client_submit(tclient *c, tstream *s) {
-  nghttp2_nv nv[8];
+  nghttp2_nv nv[10];
   size_t n = 0;
   nv[n++] = (nghttp2_nv)HNV(":method", "POST");
   nv[n++] = (nghttp2_nv)HNV(":scheme", "http");
@@ -254,6 +259,7 @@ static void client_submit(tclient *c, tstream *s) {
       "content-type", s->content_type ? s->content_type : "application/grpc");
   nv[n++] = (nghttp2_nv)HNV("te", "trailers");
   if (s->timeout) nv[n++] = (nghttp2_nv)HNV("grpc-timeout", s->timeout);
+  if (s->encoding) nv[n++] = (nghttp2_nv)HNV("grpc-encoding", s->encoding);
   s->grpc_status = -1;
   if (s->headers_only) {
     s->id = nghttp2_submit_request(c->h2, NULL, nv, n, NULL, s);
@@ -391,19 +397,7 @@ static void test_oversize(void) {
   stream_free(&s);
 }
 
-static void test_compressed(void) {
-  tclient c;
-  tstream s = {.path = "/grpc.health.v1.Health/Check", .end = 1};
-  CHECK_EQ_INT(client_open(&c), 0);
-  s.body = frame(NULL, 0, &s.body_len);
-  s.body[0] = 1;
-  client_submit(&c, &s);
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
-  CHECK_EQ_INT(s.grpc_status, 12);
-  CHECK_EQ_STR(s.grpc_message, "compressed messages are not supported");
-  client_close(&c);
-  stream_free(&s);
-}
+/* Compressed request messages are tested below, with the test methods. */
 
 static void test_bad_request_headers(void) {
   tclient c;
@@ -692,6 +686,197 @@ static const rpc_method *test_lookup(const char *path) {
 
 static int test_calls_started;
 
+/* ------------------------------------------------ request compression */
+
+/* Append to *b one message: p[0..n) compressed with grpc-encoding `enc`
+ * ("gzip" or "deflate", flag 1) or, for NULL, as is (flag 0). */
+static void append_msg(uint8_t **b, size_t *len, const char *enc,
+                       const uint8_t *p, size_t n) {
+  z_stream zs;
+  memset(&zs, 0, sizeof zs);
+  size_t cap = n;
+  if (enc) {
+    deflateInit2(&zs, 6, Z_DEFLATED, strcmp(enc, "gzip") == 0 ? 31 : 15, 8,
+                 Z_DEFAULT_STRATEGY);
+    cap = deflateBound(&zs, (uLong)n);
+  }
+  *b = realloc(*b, *len + 5 + cap);
+  uint8_t *m = *b + *len + 5;
+  size_t mn = n;
+  if (enc) {
+    zs.next_in = (Bytef *)(uintptr_t)p;
+    zs.avail_in = (uInt)n;
+    zs.next_out = m;
+    zs.avail_out = (uInt)cap;
+    CHECK_EQ_INT(deflate(&zs, Z_FINISH), Z_STREAM_END);
+    mn = cap - zs.avail_out;
+    deflateEnd(&zs);
+  } else if (n) {
+    memcpy(m, p, n);
+  }
+  grpc_prefix_put(*b + *len, (uint32_t)mn);
+  (*b)[*len] = enc ? 1 : 0;
+  *len += 5 + mn;
+}
+
+/* gzip and deflate through the pool (bidi Echo, client-stream Sum) and
+ * the loop (inline Health.Check); compressed and plain messages mix on one
+ * stream, as the compressed flag is per message. */
+static void test_compressed_ok(void) {
+  static const char *const encs[] = {"gzip", "deflate"};
+  tclient c;
+  tstream e[2], sum[2], h[2];
+  uint8_t *big = malloc(200000), *want[2] = {NULL, NULL};
+  size_t want_len[2] = {0, 0};
+  for (size_t i = 0; i < 200000; i++)
+    big[i] = (uint8_t)("abcd"[i % 4] + i / 50000);
+  CHECK_EQ_INT(client_open(&c), 0);
+  for (int k = 0; k < 2; k++) {
+    memset(&e[k], 0, sizeof e[k]);
+    e[k].path = "/t.T/Echo";
+    e[k].end = 1;
+    e[k].encoding = encs[k];
+    /* Echo answers plain framed messages: build the expected bytes too. */
+    for (int i = 0; i < 12; i++) {
+      size_t n = i == 5 ? 200000 : (size_t)i * 97;
+      const char *enc = i % 3 == 2 ? NULL : encs[k];
+      append_msg(&e[k].body, &e[k].body_len, enc, big, n);
+      append_msg(&want[k], &want_len[k], NULL, big, n);
+    }
+    client_submit(&c, &e[k]);
+
+    memset(&sum[k], 0, sizeof sum[k]);
+    sum[k].path = "/t.T/Sum";
+    sum[k].end = 1;
+    sum[k].encoding = encs[k];
+    for (int i = 0; i < 30; i++)
+      append_msg(&sum[k].body, &sum[k].body_len, encs[k], big, 1000);
+    client_submit(&c, &sum[k]);
+
+    /* Health.Check runs inline: the loop inflates its (empty) request. */
+    memset(&h[k], 0, sizeof h[k]);
+    h[k].path = "/grpc.health.v1.Health/Check";
+    h[k].end = 1;
+    h[k].encoding = encs[k];
+    append_msg(&h[k].body, &h[k].body_len, encs[k], NULL, 0);
+    client_submit(&c, &h[k]);
+    test_calls_started += 2;
+  }
+  CHECK_EQ_INT(client_run(&c, 10000), 0);
+  for (int k = 0; k < 2; k++) {
+    CHECK_EQ_INT(e[k].grpc_status, 0);
+    CHECK_EQ_INT(e[k].data_len, want_len[k]);
+    CHECK(e[k].data_len == want_len[k] &&
+          memcmp(e[k].data, want[k], want_len[k]) == 0);
+    CHECK_EQ_STR(e[k].accept_encoding, "identity,deflate,gzip");
+    CHECK_EQ_INT(sum[k].grpc_status, 0);
+    CHECK(sum[k].data_len == 5 + 8 &&
+          memcmp(sum[k].data + 5, "30/30000", 8) == 0);
+    CHECK_EQ_INT(h[k].grpc_status, 0);
+    CHECK(h[k].data_len == 7 &&
+          memcmp(h[k].data, "\0\0\0\0\2\x08\x01", 7) == 0);
+    stream_free(&e[k]);
+    stream_free(&sum[k]);
+    stream_free(&h[k]);
+    free(want[k]);
+  }
+  free(big);
+  client_close(&c);
+}
+
+/* The refusals: flag without grpc-encoding (or identity), an unknown
+ * encoding, corrupt data, and a bomb over max_message_bytes, on the pool
+ * and on the loop. The server keeps serving afterwards. */
+static void test_compressed_errors(void) {
+  tclient c;
+  uint8_t *zeros = calloc(1, 8u << 20);
+  uint8_t text[] = "some request bytes some request bytes";
+  CHECK_EQ_INT(client_open(&c), 0);
+
+  tstream noenc = {.path = "/t.T/Echo", .end = 1};
+  append_msg(&noenc.body, &noenc.body_len, "gzip", text, sizeof text);
+  tstream ident = {.path = "/t.T/Echo", .end = 1, .encoding = "identity"};
+  append_msg(&ident.body, &ident.body_len, "gzip", text, sizeof text);
+  /* An unknown encoding is refused before any message, even a plain one,
+   * and the answer says what the server accepts. */
+  tstream unk = {.path = "/t.T/Echo", .end = 1, .encoding = "snappy"};
+  append_msg(&unk.body, &unk.body_len, NULL, text, sizeof text);
+  tstream unk_h = {
+      .path = "/grpc.health.v1.Health/Check", .end = 1, .encoding = "br"};
+  append_msg(&unk_h.body, &unk_h.body_len, NULL, NULL, 0);
+  /* gzip bytes under the deflate name: corrupt. */
+  tstream wrong = {.path = "/t.T/Echo", .end = 1, .encoding = "deflate"};
+  append_msg(&wrong.body, &wrong.body_len, "gzip", text, sizeof text);
+  /* A plain message first (echoed), then garbage flagged compressed. */
+  tstream garbage = {.path = "/t.T/Echo", .end = 1, .encoding = "gzip"};
+  append_msg(&garbage.body, &garbage.body_len, NULL, text, 4);
+  append_msg(&garbage.body, &garbage.body_len, NULL, text, sizeof text);
+  garbage.body[4 + 5] = 1;
+  tstream garbage_h = {
+      .path = "/grpc.health.v1.Health/Check", .end = 1, .encoding = "gzip"};
+  append_msg(&garbage_h.body, &garbage_h.body_len, NULL, text, 10);
+  garbage_h.body[0] = 1;
+  /* 8 MiB of zeros compress to a few KiB; the limit is 4 MiB. */
+  tstream bomb = {.path = "/t.T/Echo", .end = 1, .encoding = "gzip"};
+  append_msg(&bomb.body, &bomb.body_len, "gzip", zeros, 8u << 20);
+  tstream bomb_h = {
+      .path = "/grpc.health.v1.Health/Check", .end = 1, .encoding = "deflate"};
+  append_msg(&bomb_h.body, &bomb_h.body_len, "deflate", zeros, 8u << 20);
+  tstream bomb_u = {.path = "/t.T/Timer", .end = 1, .encoding = "deflate"};
+  append_msg(&bomb_u.body, &bomb_u.body_len, "deflate", zeros, 8u << 20);
+  CHECK(bomb.body_len < 64u << 10);
+  /* Exactly at the limit is fine (Sum counts the bytes). */
+  tstream at = {.path = "/t.T/Sum", .end = 1, .encoding = "gzip"};
+  append_msg(&at.body, &at.body_len, "gzip", zeros,
+             (size_t)cfg.max_message_bytes);
+
+  tstream *all[] = {&noenc,     &ident, &unk,    &unk_h,  &wrong, &garbage,
+                    &garbage_h, &bomb,  &bomb_h, &bomb_u, &at};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    client_submit(&c, all[i]);
+  /* Every /t.T call but the unknown-encoding one starts. */
+  test_calls_started += 7;
+  CHECK_EQ_INT(client_run(&c, 10000), 0);
+
+  CHECK_EQ_INT(noenc.grpc_status, 13);
+  CHECK_EQ_STR(noenc.grpc_message, "compressed flag set but no grpc-encoding");
+  CHECK_EQ_INT(ident.grpc_status, 13);
+  CHECK_EQ_STR(ident.grpc_message, "compressed flag set but no grpc-encoding");
+  CHECK_EQ_INT(unk.grpc_status, 12);
+  CHECK_EQ_STR(unk.grpc_message, "grpc-encoding snappy is not supported");
+  CHECK_EQ_INT(unk.trailers_only, 1);
+  CHECK_EQ_STR(unk.accept_encoding, "identity,deflate,gzip");
+  CHECK_EQ_INT(unk.data_len, 0);
+  CHECK_EQ_INT(unk_h.grpc_status, 12);
+  CHECK_EQ_STR(unk_h.grpc_message, "grpc-encoding br is not supported");
+  CHECK_EQ_STR(unk_h.accept_encoding, "identity,deflate,gzip");
+  CHECK_EQ_INT(wrong.grpc_status, 13);
+  CHECK_EQ_STR(wrong.grpc_message, "could not decompress message");
+  CHECK_EQ_INT(garbage.grpc_status, 13);
+  CHECK_EQ_STR(garbage.grpc_message, "could not decompress message");
+  CHECK_EQ_INT(garbage_h.grpc_status, 13);
+  CHECK_EQ_STR(garbage_h.grpc_message, "could not decompress message");
+  char want[128];
+  snprintf(want, sizeof want,
+           "decompressed message exceeds the limit of %llu bytes",
+           (unsigned long long)cfg.max_message_bytes);
+  CHECK_EQ_INT(bomb.grpc_status, 8);
+  CHECK_EQ_STR(bomb.grpc_message, want);
+  CHECK_EQ_INT(bomb_h.grpc_status, 8);
+  CHECK_EQ_STR(bomb_h.grpc_message, want);
+  CHECK_EQ_INT(bomb_u.grpc_status, 8);
+  CHECK_EQ_STR(bomb_u.grpc_message, want);
+  snprintf(want, sizeof want, "1/%llu",
+           (unsigned long long)cfg.max_message_bytes);
+  CHECK_EQ_INT(at.grpc_status, 0);
+  CHECK(at.data_len == 5 + strlen(want) &&
+        memcmp(at.data + 5, want, strlen(want)) == 0);
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) stream_free(all[i]);
+  free(zeros);
+  client_close(&c);
+  test_health_check();
+}
+
 /* Frame messages of the given sizes (byte pattern per message). */
 static uint8_t *frame_many(int n, size_t (*size_of)(int), size_t *out_len) {
   size_t total = 0;
@@ -850,7 +1035,6 @@ int main(void) {
   test_zero_message_unary();
   test_two_messages_unary();
   test_oversize();
-  test_compressed();
   test_bad_request_headers();
   test_deadline();
   test_reflection_and_flow_control();
@@ -861,6 +1045,8 @@ int main(void) {
   test_client_stream_and_timer();
   test_server_stream_backpressure();
   test_client_reset();
+  test_compressed_ok();
+  test_compressed_errors();
 
   /* Graceful stop: an open Watch gets NOT_SERVING and ends, the loop
    * exits by itself. */
