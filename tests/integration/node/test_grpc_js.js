@@ -63,9 +63,17 @@ function assert(cond, msg) {
   if (!cond) throw new Error(msg);
 }
 
+// JSON with object keys sorted: protobuf maps have no order.
+function canon(v) {
+  return JSON.stringify(v, (k, x) => (x && typeof x === 'object' && !Array.isArray(x) &&
+    !Buffer.isBuffer(x)
+    ? Object.keys(x).sort().reduce((o, key) => { o[key] = x[key]; return o; }, {})
+    : x));
+}
+
 function eq(a, b, what) {
-  const ja = JSON.stringify(a);
-  const jb = JSON.stringify(b);
+  const ja = canon(a);
+  const jb = canon(b);
   if (ja !== jb) throw new Error(what + ': got ' + ja + ', want ' + jb);
 }
 
