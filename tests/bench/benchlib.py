@@ -114,8 +114,9 @@ class Ctxd(Server):
             data = self.tmp
         self.data = data
         ctxd = os.environ.get("CTXD_BIN", os.path.join(build, "ctxd"))
-        super().__init__([ctxd, "--listen", "127.0.0.1:0", "--data", data,
-                          "--log-level", "warn"] + list(extra),
+        # Default log level: the `listening addr=` line is logged at info.
+        super().__init__([ctxd, "--listen", "127.0.0.1:0", "--data", data]
+                         + list(extra),
                          cpu=cpu, name="ctxd")
 
     def stop(self, timeout=30.0):

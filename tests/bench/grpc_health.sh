@@ -99,7 +99,7 @@ taskset -c "$SERVER_CPU" "$REF" 127.0.0.1:0 2>"$WORK/ref.log" &
 PIDS+=($!); REF_PID=$!
 mkdir -p "$WORK/data"
 taskset -c "$SERVER_CPU" "$CTXD" --listen 127.0.0.1:0 --data "$WORK/data" \
-  --log-level warn 2>"$WORK/ctxd.log" &
+  2>"$WORK/ctxd.log" &
 PIDS+=($!); CTXD_PID=$!
 REF_ADDR=$(wait_addr "$WORK/ref.log" "$REF_PID")
 CTXD_ADDR=$(wait_addr "$WORK/ctxd.log" "$CTXD_PID")
@@ -136,10 +136,19 @@ after_load_checks() {  # ADDR
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 
-run_load() {  # LABEL ADDR PATH REQFILE NREQ RECORD(0/1)
-  local label=$1 addr=$2 path=$3 req=$4 n=$5 record=$6 out rps ok
+cpu_ticks() {  # PID -> utime+stime of all its threads, in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+TICK=$(getconf CLK_TCK)
+
+run_load() {  # LABEL ADDR PATH REQFILE NREQ RECORD(0/1) PID
+  local label=$1 addr=$2 path=$3 req=$4 n=$5 record=$6 pid=$7 out rps ok t0 t1 us
+  t0=$(cpu_ticks "$pid")
   out=$(taskset -c "$LOAD_CPU" h2load -n "$n" -c "$C" -m "$M" -t 1 "http://$addr$path" \
         -d "$req" -H 'content-type: application/grpc' -H 'te: trailers' 2>&1) || true
+  t1=$(cpu_ticks "$pid")
+  # server CPU time per call (user+system, all threads), in microseconds
+  us=$(awk -v a="$t0" -v b="$t1" -v n="$n" -v hz="$TICK" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
   rps=$(echo "$out" | sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p')
   ok=$(echo "$out" | sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p')
   local s2xx
@@ -149,8 +158,8 @@ run_load() {  # LABEL ADDR PATH REQFILE NREQ RECORD(0/1)
     echo "$out" | grep -E 'finished|requests:|status codes' | sed 's/^/    /'
     rps=${rps:-0}
   fi
-  printf '  %-22s %s req/s  (%s/%s ok)\n' "$label" "$rps" "${ok:-0}" "$n"
-  [ "$record" = 1 ] && printf '%s\t%s\n' "$label" "$rps" >>"$RESULTS"
+  printf '  %-22s %10s req/s  (%s/%s ok, server %s us CPU/call)\n' "$label" "$rps" "${ok:-0}" "$n" "$us"
+  [ "$record" = 1 ] && printf '%s\t%s\t%s\n' "$label" "$rps" "$us" >>"$RESULTS"
   return 0
 }
 
@@ -158,13 +167,13 @@ HPATH=/grpc.health.v1.Health/Check
 echo
 echo "== Health.Check: h2load -n $N -c $C -m $M -t 1 (server on cpu $SERVER_CPU, h2load on cpu $LOAD_CPU)"
 echo "warm-up"
-run_load reference "$REF_ADDR" $HPATH "$WORK/health.bin" "$N" 0
-run_load ctxd "$CTXD_ADDR" $HPATH "$WORK/health.bin" "$N" 0
+run_load reference "$REF_ADDR" $HPATH "$WORK/health.bin" "$N" 0 "$REF_PID"
+run_load ctxd "$CTXD_ADDR" $HPATH "$WORK/health.bin" "$N" 0 "$CTXD_PID"
 for r in $(seq 1 "$RUNS"); do
   echo "run $r"
-  run_load reference "$REF_ADDR" $HPATH "$WORK/health.bin" "$N" 1
+  run_load reference "$REF_ADDR" $HPATH "$WORK/health.bin" "$N" 1 "$REF_PID"
   after_load_checks "$REF_ADDR"
-  run_load ctxd "$CTXD_ADDR" $HPATH "$WORK/health.bin" "$N" 1
+  run_load ctxd "$CTXD_ADDR" $HPATH "$WORK/health.bin" "$N" 1 "$CTXD_PID"
   after_load_checks "$CTXD_ADDR"
 done
 
@@ -174,10 +183,10 @@ DOC_BYTES=$("$PY" "$HERE/grpc_check.py" prepare-get "$CTXD_ADDR" bench-get-doc "
   { note_fail "could not store the Get document"; DOC_BYTES=0; }
 GPATH=/ctxd.v1.Documents/Get
 if [ "$DOC_BYTES" != 0 ]; then
-  run_load "ctxd Get (warm-up)" "$CTXD_ADDR" $GPATH "$WORK/get.meta.bin" "$GET_N" 0
+  run_load "ctxd Get (warm-up)" "$CTXD_ADDR" $GPATH "$WORK/get.meta.bin" "$GET_N" 0 "$CTXD_PID"
   for r in $(seq 1 "$RUNS"); do
-    run_load "ctxd Get id-only" "$CTXD_ADDR" $GPATH "$WORK/get.meta.bin" "$GET_N" 1
-    run_load "ctxd Get with_text" "$CTXD_ADDR" $GPATH "$WORK/get.text.bin" "$GET_N" 1
+    run_load "ctxd Get id-only" "$CTXD_ADDR" $GPATH "$WORK/get.meta.bin" "$GET_N" 1 "$CTXD_PID"
+    run_load "ctxd Get with_text" "$CTXD_ADDR" $GPATH "$WORK/get.text.bin" "$GET_N" 1 "$CTXD_PID"
   done
   "$PY" "$HERE/grpc_check.py" get "$CTXD_ADDR" bench-get-doc "$DOC_BYTES" ||
     note_fail "grpcio Documents.Get after load"
@@ -196,23 +205,28 @@ echo
 "$PY" - "$RESULTS" "$DOC_BYTES" <<'EOF'
 import statistics, sys
 rows = {}
+cpu = {}
 order = []
 for line in open(sys.argv[1]):
-    k, v = line.rstrip("\n").split("\t")
+    k, v, us = line.rstrip("\n").split("\t")
     if k not in rows:
         rows[k] = []
+        cpu[k] = []
         order.append(k)
     rows[k].append(float(v))
+    cpu[k].append(float(us))
 doc_bytes = int(sys.argv[2])
 def mmm(xs):
     return min(xs), statistics.median(xs), max(xs)
-print("%-22s %10s %10s %10s %5s" % ("unary gRPC calls/s", "min", "median", "max", "runs"))
+print("%-30s %10s %10s %10s %5s %14s" % ("unary gRPC calls/s", "min", "median", "max",
+                                         "runs", "server us/call"))
 for k in order:
     lo, md, hi = mmm(rows[k])
     label = k
-    if k.startswith("ctxd Get"):
-        label = k + (" (%d B doc)" % doc_bytes if "text" in k else "")
-    print("%-22s %10.0f %10.0f %10.0f %5d" % (label[:22] if len(label) <= 22 else label, lo, md, hi, len(rows[k])))
+    if k.endswith("with_text"):
+        label = k + " (%.1f KB)" % (doc_bytes / 1000.0)
+    print("%-30s %10.0f %10.0f %10.0f %5d %14.1f" % (label, lo, md, hi, len(rows[k]),
+                                                  statistics.median(cpu[k])))
 if "reference" in rows and "ctxd" in rows:
     ref, ctx = rows["reference"], rows["ctxd"]
     pairs = [c / r for c, r in zip(ctx, ref) if r > 0]
@@ -220,6 +234,8 @@ if "reference" in rows and "ctxd" in rows:
     print("Health.Check ctxd/reference: %.2f (median/median); pair-by-pair %s"
           % (statistics.median(ctx) / statistics.median(ref),
              " ".join("%.2f" % p for p in pairs)))
+    print("server CPU per Health.Check: ctxd %.1f us, reference %.1f us (medians)"
+          % (statistics.median(cpu["ctxd"]), statistics.median(cpu["reference"])))
     print("target: ctxd >= reference -> %s" %
           ("MET" if statistics.median(ctx) >= statistics.median(ref) else "NOT MET"))
 EOF
