@@ -230,15 +230,26 @@ static int mdb_fail(ctxd_error *e, int rc, const char *what) {
   }
 }
 
+/* The current map size; stable while the caller holds s->lock. */
+static uint64_t map_size_now(store *s) {
+  MDB_envinfo info;
+  mdb_env_info(s->env, &info);
+  return info.me_mapsize;
+}
+
 /* Under the exclusive lock: double the map (MDB_MAP_FULL) or adopt the size
- * another process set (MDB_MAP_RESIZED, new_size 0). */
-static int map_resize(store *s, int grow, ctxd_error *e) {
+ * another process set (MDB_MAP_RESIZED, grow 0). `seen` is the map size the
+ * failed transaction ran with (0: grow regardless). Writers that fail on the
+ * same full map queue here one after another: only the first grows it, the
+ * others find it already larger and simply rerun. Growing once per failed
+ * writer instead would overshoot, and hit max_map_size (a false "full")
+ * while the map just doubled had room for all of them. */
+static int map_resize(store *s, int grow, uint64_t seen, ctxd_error *e) {
   int rc = 0;
   pthread_rwlock_wrlock(&s->lock);
   if (grow) {
-    MDB_envinfo info;
-    mdb_env_info(s->env, &info);
-    uint64_t cur = info.me_mapsize;
+    uint64_t cur = map_size_now(s);
+    if (seen && cur > seen) goto done; /* grown meanwhile: rerun */
     if (cur >= s->max_map_size) {
       rc = ctxd_seterr(e, CTXD_ENOSPC,
                        "store: map is full at %llu bytes (store.max_map_size)",
@@ -266,7 +277,7 @@ static int txn_begin(store *s, int write, MDB_txn **txn, ctxd_error *e) {
     if (rc == 0) return 0;
     pthread_rwlock_unlock(&s->lock);
     if (rc == MDB_MAP_RESIZED) {
-      int r = map_resize(s, 0, e);
+      int r = map_resize(s, 0, 0, e);
       if (r) return r;
       continue;
     }
@@ -555,7 +566,7 @@ int store_open(const char *dir, const store_opts *opts, store **out,
     rc = open_dbs(s, e);
     if (rc != CTXD_ENOSPC || o.map_size >= o.max_map_size) break;
     /* A tiny initial map can be too small even for the empty databases. */
-    int grc = map_resize(s, 1, e);
+    int grc = map_resize(s, 1, 0, e);
     if (grc) break;
   }
   if (rc) goto fail;
@@ -812,6 +823,7 @@ int store_put(store *s, const store_put_doc *docs, size_t n,
     counters c;
     rc = txn_begin(s, 1, &txn, e);
     if (rc) goto fail;
+    uint64_t seen = map_size_now(s);
     rc = counters_read(s, txn, &c, e);
     for (size_t i = 0; rc == 0 && i < n; i++) {
       const store_put_doc *d = &docs[i];
@@ -826,7 +838,7 @@ int store_put(store *s, const store_put_doc *docs, size_t n,
       txn_abort(s, txn);
     }
     if (rc != ST_MAPFULL) break;
-    rc = map_resize(s, 1, e);
+    rc = map_resize(s, 1, seen, e);
     if (rc) goto fail;
   }
   if (rc) goto fail;
@@ -1102,6 +1114,7 @@ int store_delete(store *s, const char *id, size_t id_len, int *deleted,
     uint32_t gone = 0;
     int rc = txn_begin(s, 1, &txn, e), mrc;
     if (rc) return rc;
+    uint64_t seen = map_size_now(s);
     rc = lookup(s, txn, id, id_len, &doc, &r, e);
     if (rc == CTXD_ENOTFOUND) {
       txn_abort(s, txn);
@@ -1134,7 +1147,7 @@ int store_delete(store *s, const char *id, size_t id_len, int *deleted,
       txn_abort(s, txn);
     }
     if (rc == ST_MAPFULL) {
-      rc = map_resize(s, 1, e);
+      rc = map_resize(s, 1, seen, e);
       if (rc) return rc;
       continue;
     }
@@ -1192,6 +1205,7 @@ int store_set_tokenizer(store *s, const char *name, ctxd_error *e) {
     MDB_txn *txn = NULL;
     int rc = txn_begin(s, 1, &txn, e);
     if (rc) return rc;
+    uint64_t seen = map_size_now(s);
     MDB_val k = {9, "tokenizer"}, v = {len, (void *)name};
     int mrc = mdb_put(txn, s->meta, &k, &v, 0);
     if (mrc) {
@@ -1201,7 +1215,7 @@ int store_set_tokenizer(store *s, const char *name, ctxd_error *e) {
       rc = txn_commit(s, txn, 0, e);
     }
     if (rc != ST_MAPFULL) return rc;
-    rc = map_resize(s, 1, e);
+    rc = map_resize(s, 1, seen, e);
     if (rc) return rc;
   }
 }

@@ -534,6 +534,87 @@ static void test_concurrent_growth(void) {
   store_close(s);
 }
 
+/* Several writers that hit the same full map at once must share one
+ * growth: the first doubles it, the others find it grown and rerun. Growing
+ * once per writer used to overshoot, and with max_map_size at twice the map
+ * the second writer got a false "map is full" though the doubled map held
+ * everything. Each round: a store filled to just under its map, reopened
+ * with max_map_size = 2 x map, then 8 writers released together. */
+typedef struct race_arg {
+  store *s;
+  pthread_barrier_t *bar;
+  int id;
+  int rc;
+  char msg[CTXD_ERRMSG_MAX];
+} race_arg;
+
+static int put_small(store *s, const char *id, size_t len, ctxd_error *e) {
+  static char text[2048];
+  memset(text, 'q', sizeof text);
+  chunk_span c = {0, len, 10};
+  store_put_doc d = {id, strlen(id), text, len, NULL, 0, &c, 1};
+  return store_put(s, &d, 1, NULL, e);
+}
+
+static void *race_writer(void *p) {
+  race_arg *a = p;
+  char id[32];
+  ctxd_error e;
+  snprintf(id, sizeof id, "racer%d", a->id);
+  pthread_barrier_wait(a->bar);
+  a->rc = put_small(a->s, id, 2000, &e);
+  if (a->rc) snprintf(a->msg, sizeof a->msg, "%s", e.msg);
+  return NULL;
+}
+
+static void test_growth_shared_by_writers(void) {
+  int false_full = 0;
+  for (int round = 0; round < 5; round++) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", new_dir());
+    store *s;
+    ctxd_error e;
+    store_stats st;
+    store_opts o = {64 << 10, 1ULL << 30, 0, 1};
+    CHECK_EQ_INT(store_open(dir, &o, &s, &e), 0);
+    for (int i = 0;; i++) {
+      char id[32];
+      snprintf(id, sizeof id, "pre%d", i);
+      CHECK_EQ_INT(put_small(s, id, 300, &e), 0);
+      CHECK_EQ_INT(store_stats_get(s, &st, &e), 0);
+      if (st.map_bytes >= (256 << 10) &&
+          st.map_used_bytes + (16 << 10) >= st.map_bytes)
+        break;
+    }
+    uint64_t map = st.map_bytes;
+    store_close(s);
+    store_opts o2 = {map, 2 * map, 0, 1};
+    CHECK_EQ_INT(store_open(dir, &o2, &s, &e), 0);
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 8);
+    pthread_t th[8];
+    race_arg args[8];
+    for (int i = 0; i < 8; i++) {
+      args[i] = (race_arg){s, &bar, i, 0, ""};
+      pthread_create(&th[i], NULL, race_writer, &args[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+      pthread_join(th[i], NULL);
+      if (args[i].rc) {
+        false_full++;
+        fprintf(stderr, "round %d writer %d: %s\n", round, i, args[i].msg);
+      }
+    }
+    pthread_barrier_destroy(&bar);
+    CHECK_EQ_INT(store_stats_get(s, &st, &e), 0);
+    CHECK_EQ_INT(st.map_bytes, 2 * map); /* grown once, not per writer */
+    CHECK(st.map_used_bytes < 2 * map - (64 << 10)); /* it really fit */
+    CHECK(verify_ok(s));
+    store_close(s);
+  }
+  CHECK_EQ_INT(false_full, 0);
+}
+
 static void rm_rf(const char *dir) {
   char cmd[512];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -555,6 +636,7 @@ int main(void) {
   test_verify_detects_damage();
   test_schema_refusal();
   test_concurrent_growth();
+  test_growth_shared_by_writers();
   rm_rf(base);
   return check_report("store");
 }
