@@ -135,6 +135,7 @@ after_load_checks() {  # ADDR
 # ---------------------------------------------------------------- load
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
+CTXD_SENT=0  # h2load requests that ctxd answered with HTTP 200
 
 cpu_ticks() {  # PID -> utime+stime of all its threads, in clock ticks
   awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
@@ -160,6 +161,7 @@ run_load() {  # LABEL ADDR PATH REQFILE NREQ RECORD(0/1) PID
   fi
   printf '  %-22s %10s req/s  (%s/%s ok, server %s us CPU/call)\n' "$label" "$rps" "${ok:-0}" "$n" "$us"
   [ "$record" = 1 ] && printf '%s\t%s\t%s\n' "$label" "$rps" "$us" >>"$RESULTS"
+  [ "$pid" = "$CTXD_PID" ] && CTXD_SENT=$((CTXD_SENT + ${ok:-0}))
   return 0
 }
 
@@ -199,6 +201,26 @@ if grep -a -E '^(error|fatal)' "$WORK/ctxd.log" >/dev/null 2>&1; then
   echo "ctxd logged errors:"; grep -a -E '^(error|fatal)' "$WORK/ctxd.log" | head -5
 fi
 echo "ctxd: $(grep -E '^(VmHWM|RssAnon)' /proc/"$CTXD_PID"/status | tr -s ' \t' ' ' | tr '\n' ' ')"
+
+# ctxd logs its call counters when it stops: every call must have ended with
+# grpc-status 0 (ok == calls) and it must have seen at least every request
+# h2load counted (the grpcio/nghttp checks add a few more).
+kill -TERM "$CTXD_PID" 2>/dev/null || true
+rc=0; wait "$CTXD_PID" || rc=$?
+[ "$rc" = 0 ] || note_fail "ctxd exit code $rc after SIGTERM"
+STOPPED=$(grep -a 'msg=stopped' "$WORK/ctxd.log" | tail -1 || true)
+if [ -n "$STOPPED" ]; then
+  calls=$(echo "$STOPPED" | sed -n 's/.* calls=\([0-9]*\).*/\1/p')
+  okc=$(echo "$STOPPED" | sed -n 's/.* ok=\([0-9]*\).*/\1/p')
+  echo "ctxd counters at stop: ${STOPPED#*msg=stopped }; h2load got $CTXD_SENT HTTP 200s"
+  if [ -z "$calls" ] || [ "$calls" != "$okc" ]; then
+    note_fail "ctxd counted calls=$calls but ok=$okc (some calls ended with a non-zero grpc-status)"
+  elif [ "$okc" -lt "$CTXD_SENT" ]; then
+    note_fail "ctxd counted ok=$okc calls, fewer than the $CTXD_SENT h2load completed"
+  fi
+else
+  echo "ctxd logged no 'msg=stopped' counters line (grpc-status not cross-checked by count)"
+fi
 
 # ---------------------------------------------------------------- table
 echo
