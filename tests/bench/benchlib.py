@@ -165,6 +165,13 @@ def pin_self(cpu):
         os.sched_setaffinity(0, {int(cpu)})
 
 
+def cpu_seconds(pid):
+    """user + system CPU seconds of all threads of process `pid`."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_anon_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:

@@ -14,6 +14,8 @@ Client: one grpcio PutStream call that sends the pre-serialized PutRequest
 messages from an iterator and reads the PutAck stream as it arrives; the
 clock runs from the first message to the end of the call (the last ack and
 the OK status), so the figures include the durable commit of the last batch.
+The server's CPU time (user + system, all threads, from /proc) is measured
+over the same span: "us/doc" is independent of how fast the client is.
 
 Baseline ("ack-only gRPC C++"): tests/bench/grpc_ref/putstream_ack_server.cc,
 a stock gRPC C++ server that decodes every PutRequest and acks the ids in
@@ -110,6 +112,7 @@ def main():
         ref = benchlib.Server([exe, "127.0.0.1:0"], cpu=server_cpu, name="ackref")
 
     results = {"ack-only gRPC C++": [], "ctxd": []}
+    cpu = {"ack-only gRPC C++": [], "ctxd": []}
     failures = []
     try:
         # warm-up: a 1/10 stream against each (not counted)
@@ -123,16 +126,22 @@ def main():
             d.stop()
         for r in range(1, a.runs + 1):
             if ref:
+                c0 = benchlib.cpu_seconds(ref.pid)
                 dt, acked, errors, acks = stream_once(s, ref.addr, reqs, a.timeout)
+                cpu["ack-only gRPC C++"].append(benchlib.cpu_seconds(ref.pid) - c0)
                 if acked != len(reqs) or errors:
                     failures.append("baseline run %d: acked %d/%d, %d errors"
                                     % (r, acked, len(reqs), len(errors)))
                 results["ack-only gRPC C++"].append(dt)
-                print("  run %d  %-18s %7.2f s  %8.0f docs/s  %7.1f MB/s  (%d acks)"
-                      % (r, "ack-only gRPC C++", dt, len(reqs) / dt, mb / dt, acks))
+                print("  run %d  %-18s %7.2f s  %8.0f docs/s  %7.1f MB/s  (%d acks, "
+                      "server CPU %.2f s)" % (r, "ack-only gRPC C++", dt,
+                                              len(reqs) / dt, mb / dt, acks,
+                                              cpu["ack-only gRPC C++"][-1]))
             d = benchlib.Ctxd(build, cpu=server_cpu)
             try:
+                c0 = benchlib.cpu_seconds(d.pid)
                 dt, acked, errors, acks = stream_once(s, d.addr, reqs, a.timeout)
+                cpu["ctxd"].append(benchlib.cpu_seconds(d.pid) - c0)
                 rss = benchlib.rss_anon_kib(d.pid)
                 try:
                     st = ctxd_stats(s, d.addr)
@@ -154,17 +163,19 @@ def main():
                 failures.append("ctxd run %d: exit code %s after SIGTERM" % (r, rc))
             results["ctxd"].append(dt)
             print("  run %d  %-18s %7.2f s  %8.0f docs/s  %7.1f MB/s  (%d acks, "
-                  "%d chunks, store %.0f MB, RssAnon %.0f MB)"
-                  % (r, "ctxd", dt, len(reqs) / dt, mb / dt, acks, st.chunks,
-                     st.store_bytes / 1e6, rss / 1024))
+                  "server CPU %.2f s, %d chunks, store %.0f MB, RssAnon %.0f MB)"
+                  % (r, "ctxd", dt, len(reqs) / dt, mb / dt, acks, cpu["ctxd"][-1],
+                     st.chunks, st.store_bytes / 1e6, rss / 1024))
     finally:
         if ref:
             ref.stop()
 
     print()
-    print("%-20s %28s %28s" % ("", "documents/s", "MB/s (text)"))
-    print("%-20s %9s %9s %9s %9s %9s %9s" % ("server", "min", "median", "max",
-                                             "min", "median", "max"))
+    print("%-20s %28s %28s %12s" % ("", "documents/s", "MB/s (text)",
+                                    "server CPU"))
+    print("%-20s %9s %9s %9s %9s %9s %9s %12s" % ("server", "min", "median", "max",
+                                                  "min", "median", "max",
+                                                  "us/doc"))
     med = {}
     for name, dts in results.items():
         if not dts:
@@ -174,8 +185,9 @@ def main():
         lo, md, hi = benchlib.mmm(rates)
         mlo, mmd, mhi = benchlib.mmm(mbs)
         med[name] = md
-        print("%-20s %9.0f %9.0f %9.0f %9.1f %9.1f %9.1f"
-              % (name, lo, md, hi, mlo, mmd, mhi))
+        print("%-20s %9.0f %9.0f %9.0f %9.1f %9.1f %9.1f %12.1f"
+              % (name, lo, md, hi, mlo, mmd, mhi,
+                 statistics.median(cpu[name]) / len(reqs) * 1e6))
     if len(med) == 2:
         b, c = results["ack-only gRPC C++"], results["ctxd"]
         pairs = " ".join("%.2f" % (tb / tc) for tb, tc in zip(b, c))
