@@ -257,6 +257,23 @@ async function main() {
       eq(r.status, 'SERVING', 'status');
     });
 
+    await check('Health.Check unknown service -> NOT_FOUND', async () => {
+      await expectCode(unary(health, 'Check', { service: 'no.such.Service' }, { deadline: deadline(T) }),
+                       Status.NOT_FOUND, 'Check');
+    });
+
+    await check('Health.Watch unknown service -> SERVICE_UNKNOWN', async () => {
+      const call = health.Watch({ service: 'no.such.Service' }, new grpc.Metadata(),
+                                { deadline: deadline(T) });
+      call.on('error', () => {});
+      const first = await withTimeout(new Promise((resolve, reject) => {
+        call.once('data', resolve);
+        call.once('error', reject);
+      }), T, 'Watch');
+      call.cancel();
+      eq(first.status, 'SERVICE_UNKNOWN', 'first status');
+    });
+
     const text = 'ctxd stores long documents.\n\nThis one was written by the ' +
       'Node interop test. Ünïcödé survives the round trip: 長い文書.';
     await check('Documents.Put', async () => {
