@@ -24,6 +24,22 @@
 #define LIST_DEFAULT_PAGE 100
 #define LIST_MAX_PAGE 10000
 
+/* Metadata limits, per document. Metadata is copied into every List page and
+ * Get response, so unbounded metadata would let one document make those
+ * (and a PutStream batch) arbitrarily large. */
+#define META_MAX_ENTRIES 1024
+#define META_MAX_KEY_BYTES 256
+#define META_MAX_BYTES (64 * 1024) /* keys plus values */
+
+/* A PutError echoes the id it is about; an id over this length (so already
+ * refused as too long) is echoed as its first STORE_ID_MAX bytes plus "...",
+ * so that an ack always fits a client's default 4 MiB message limit. */
+#define ERR_ID_ECHO_MAX 4096
+
+/* A PutStream sends its ack early once the errors gathered for it reach
+ * this many bytes (ids plus reasons), whatever the batch holds. */
+#define PS_ERR_BYTES_MAX (1024 * 1024)
+
 /* ---- small helpers --------------------------------------------------------- */
 
 /* A write is not started with less than this left before the call's
@@ -139,6 +155,12 @@ static int put_has_nul(const uint8_t *msg, size_t len, const char **what) {
   return 0;
 }
 
+/* How error messages name a document: its id, or a placeholder for one
+ * sent without (the server would have generated its id). */
+static const char *doc_name(const char *id) {
+  return *id ? id : "(no id)";
+}
+
 /* Check a client id taken from a request: 1..STORE_ID_MAX bytes of UTF-8. */
 static int check_id(const char *id, size_t len, int allow_empty,
                     ctxd_error *e) {
@@ -247,13 +269,40 @@ static int prepare(const ctxd_ctx *ctx, const uint8_t *msg, size_t len,
   if (!utf8_valid(d->text, text_len, &bad)) {
     rc = ctxd_seterr(e, CTXD_EINVAL,
                      "document %s: text is not valid UTF-8 at byte offset %zu",
-                     d->id, bad);
+                     doc_name(d->id), bad);
     goto fail;
   }
   /* Metadata: UTF-8 keys and values; a key sent twice keeps its last value
    * (protobuf map semantics); stored sorted by key. */
   size_t n_meta = 0;
+  if (d->n_metadata > META_MAX_ENTRIES) {
+    rc = ctxd_seterr(e, CTXD_EINVAL,
+                     "document %s: metadata has %zu entries, more than the "
+                     "limit of %d",
+                     doc_name(d->id), d->n_metadata, META_MAX_ENTRIES);
+    goto fail;
+  }
   if (d->n_metadata) {
+    size_t meta_bytes = 0;
+    for (size_t i = 0; i < d->n_metadata; i++) {
+      const Ctxd__V1__Document__MetadataEntry *kv = d->metadata[i];
+      size_t kl = strlen(kv->key);
+      if (kl > META_MAX_KEY_BYTES) {
+        rc = ctxd_seterr(e, CTXD_EINVAL,
+                         "document %s: metadata key \"%.32s...\" is %zu bytes, "
+                         "more than the limit of %d",
+                         doc_name(d->id), kv->key, kl, META_MAX_KEY_BYTES);
+        goto fail;
+      }
+      meta_bytes += kl + strlen(kv->value);
+    }
+    if (meta_bytes > META_MAX_BYTES) {
+      rc = ctxd_seterr(e, CTXD_EINVAL,
+                       "document %s: metadata is %zu bytes (keys and values), "
+                       "more than the limit of %d",
+                       doc_name(d->id), meta_bytes, META_MAX_BYTES);
+      goto fail;
+    }
     refs = malloc(d->n_metadata * sizeof *refs);
     p->meta = malloc(d->n_metadata * sizeof *p->meta);
     if (!refs || !p->meta) {
@@ -266,14 +315,14 @@ static int prepare(const ctxd_ctx *ctx, const uint8_t *msg, size_t len,
         rc = ctxd_seterr(e, CTXD_EINVAL,
                          "document %s: metadata key is not valid UTF-8 at byte "
                          "offset %zu",
-                         d->id, bad);
+                         doc_name(d->id), bad);
         goto fail;
       }
       if (!utf8_valid(kv->value, strlen(kv->value), &bad)) {
         rc = ctxd_seterr(e, CTXD_EINVAL,
                          "document %s: metadata value of key \"%s\" is not "
                          "valid UTF-8 at byte offset %zu",
-                         d->id, kv->key, bad);
+                         doc_name(d->id), kv->key, bad);
         goto fail;
       }
       refs[i].kv = kv;
@@ -296,7 +345,7 @@ static int prepare(const ctxd_ctx *ctx, const uint8_t *msg, size_t len,
   if (rc) {
     char msg_copy[CTXD_ERRMSG_MAX];
     snprintf(msg_copy, sizeof msg_copy, "%s", e->msg);
-    ctxd_seterr(e, rc, "document %s: %s", d->id, msg_copy);
+    ctxd_seterr(e, rc, "document %s: %s", doc_name(d->id), msg_copy);
     goto fail;
   }
   size_t n_chunks = 0;
@@ -378,7 +427,7 @@ typedef struct ps_state {
   ctxd_ctx *ctx;
   prepared *pend; /* the batch */
   size_t n_pend, cap_pend;
-  uint64_t pend_bytes;
+  uint64_t pend_bytes; /* memory the batch holds: messages and chunk lists */
   uint64_t first_ns; /* CLOCK_MONOTONIC when the batch got its first entry */
   int timer_armed;
   /* Open-addressing set of the batch's client ids (index + 1; 0 = empty),
@@ -389,6 +438,7 @@ typedef struct ps_state {
   size_t n_acked, cap_acked;
   ps_err *errs;
   size_t n_errs, cap_errs;
+  uint64_t err_bytes; /* ids and reasons in errs */
   int fatal; /* a store error ended the call */
 } ps_state;
 
@@ -438,6 +488,22 @@ static int pend_ids_probe(ps_state *st, const char *id, size_t len,
   return 0;
 }
 
+/* The id a PutError echoes: the id itself, or for one far over the limit
+ * (already refused for that) its first STORE_ID_MAX bytes, cut at a
+ * character boundary, plus "..." - never a valid id, so never mistaken for
+ * one that was stored. */
+static char *err_id_copy(const char *id) {
+  size_t len = strlen(id);
+  if (len <= ERR_ID_ECHO_MAX) return strdup(id);
+  size_t cut = STORE_ID_MAX;
+  while (cut > 0 && ((uint8_t)id[cut] & 0xC0) == 0x80) cut--;
+  char *out = malloc(cut + 4);
+  if (!out) return NULL;
+  memcpy(out, id, cut);
+  memcpy(out + cut, "...", 4);
+  return out;
+}
+
 static int add_err(ps_state *st, const char *id, const char *reason) {
   if (st->n_errs == st->cap_errs) {
     size_t nc = st->cap_errs ? st->cap_errs * 2 : 16;
@@ -447,7 +513,7 @@ static int add_err(ps_state *st, const char *id, const char *reason) {
     st->cap_errs = nc;
   }
   ps_err *pe = &st->errs[st->n_errs];
-  pe->id = strdup(id ? id : "");
+  pe->id = err_id_copy(id ? id : "");
   pe->reason = strdup(reason);
   if (!pe->id || !pe->reason) {
     free(pe->id);
@@ -455,6 +521,7 @@ static int add_err(ps_state *st, const char *id, const char *reason) {
     return -1;
   }
   st->n_errs++;
+  st->err_bytes += strlen(pe->id) + strlen(pe->reason);
   return 0;
 }
 
@@ -564,6 +631,7 @@ done:
   }
   st->n_acked = 0;
   st->n_errs = 0;
+  st->err_bytes = 0;
 }
 
 /* Commit the pending batch (if any) and ack. */
@@ -620,6 +688,13 @@ static void ps_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
       rpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "out of memory");
       return;
     }
+    /* Rejections count against the batch limits too: a stream of bad
+     * documents must not pile up errors until the timer fires. */
+    if (st->n_pend + st->n_errs >= (cfg->put_batch_docs ? cfg->put_batch_docs : 1) ||
+        st->err_bytes >= PS_ERR_BYTES_MAX) {
+      ps_flush(c, st);
+      return;
+    }
     ps_arm_timer(c, st);
     return;
   }
@@ -647,7 +722,11 @@ static void ps_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
       pend_ids_probe(st, p.doc.id, p.doc.id_len, (long)st->n_pend) < 0)
     goto oom;
   st->pend[st->n_pend++] = p;
-  st->pend_bytes += p.doc.text_len;
+  /* What the batch holds, not just its text: the unpacked message (text,
+   * id, metadata) and the chunk list, which for tiny chunks is larger than
+   * the text. So batch_bytes bounds a stream's memory whatever it sends. */
+  st->pend_bytes += len + p.doc.n_chunks * sizeof(chunk_span) +
+                    p.doc.n_meta * sizeof(store_kv);
   if (st->n_pend >= (cfg->put_batch_docs ? cfg->put_batch_docs : 1) ||
       st->pend_bytes >= cfg->put_batch_bytes) {
     ps_flush(c, st);
@@ -880,8 +959,20 @@ static void list_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     goto done;
   }
   if (parse_token(req->page_token, &after)) {
+    /* Quote it printable and short: it is arbitrary client bytes. */
+    char shown[68];
+    size_t i = 0;
+    for (const char *t = req->page_token; *t && i < 64; t++, i++)
+      shown[i] = *t >= 0x20 && *t < 0x7f && *t != '"' ? *t : '?';
+    if (req->page_token[i]) {
+      memcpy(shown + i, "...", 3);
+      i += 3;
+    }
+    shown[i] = '\0';
     rpc_finish(c, GRPC_INVALID_ARGUMENT,
-               "page_token is not one this server issued");
+               "page_token \"%s\" is not one this server issued (the "
+               "next_page_token of an earlier page, or empty)",
+               shown);
     goto done;
   }
   if (store_list(ctx->st, after, page, &docs, &n, &next, &e)) {

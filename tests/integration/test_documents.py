@@ -238,6 +238,94 @@ def case_id_limits(r, s, rng):
     r.eq(get(s, pre + "-y").document.text, "second of the twins.", "the other twin survives")
 
 
+def case_metadata_limits(r, s, rng):
+    """At most 1024 entries, keys of at most 256 bytes, 64 KiB of keys and
+    values together; each limit is inclusive and named when exceeded."""
+    ok = {"k%04d" % i: "v" for i in range(1024)}
+    s.docs.Put(put_req("meta-max-entries", "Text.", ok), timeout=T)
+    r.eq(len(get(s, "meta-max-entries").document.metadata), 1024, "1024 metadata entries accepted")
+    too_many = dict(ok, extra="v")
+    r.raises(grpc.StatusCode.INVALID_ARGUMENT,
+             lambda: s.docs.Put(put_req("meta-1025", "Text.", too_many), timeout=T),
+             "1025 metadata entries: INVALID_ARGUMENT", contains=["1025", "1024", "meta-1025"])
+    s.docs.Put(put_req("meta-key-256", "Text.", {"k" * 256: "v"}), timeout=T)
+    r.eq(list(get(s, "meta-key-256").document.metadata), ["k" * 256], "256-byte key accepted")
+    r.raises(grpc.StatusCode.INVALID_ARGUMENT,
+             lambda: s.docs.Put(put_req("meta-key-257", "Text.", {"k" * 257: "v"}), timeout=T),
+             "257-byte metadata key: INVALID_ARGUMENT", contains=["257", "256", "key"])
+    big = {"a": "x" * (65536 - 2), "b": ""}  # keys + values = 65536 bytes
+    s.docs.Put(put_req("meta-64k", "Text.", big), timeout=T)
+    r.eq(len(get(s, "meta-64k").document.metadata["a"]), 65534, "64 KiB of metadata accepted")
+    over = {"a": "x" * (65536 - 2), "b": "y"}  # 65537 bytes
+    r.raises(grpc.StatusCode.INVALID_ARGUMENT,
+             lambda: s.docs.Put(put_req("meta-64k+1", "Text.", over), timeout=T),
+             "64 KiB + 1 of metadata: INVALID_ARGUMENT", contains=["65537", "65536"])
+    r.raises(grpc.StatusCode.INVALID_ARGUMENT,
+             lambda: s.docs.Put(put_req("", "Text.", over), timeout=T),
+             "a document without id is named as such", contains="(no id)")
+    r.raises(grpc.StatusCode.NOT_FOUND, lambda: get(s, "meta-1025"),
+             "a refused document is not stored")
+
+
+def case_page_tokens(r, s, rng):
+    for i in range(3):
+        s.docs.Put(put_req("tok-%d" % i, "Token test %d." % i), timeout=T)
+    total = stats(s).documents
+    first = s.docs.List(D.ListRequest(page_size=10000, page_token=""), timeout=T)
+    r.eq(len(first.documents), total, "page_token \"\": from the start")
+    zero = s.docs.List(D.ListRequest(page_size=10000, page_token="0"), timeout=T)
+    r.eq([d.id for d in zero.documents], [d.id for d in first.documents],
+         "page_token \"0\": from the start")
+    end = s.docs.List(D.ListRequest(page_size=10, page_token="18446744073709551615"),
+                      timeout=T)
+    r.eq((len(end.documents), end.next_page_token), (0, ""),
+         "page_token 2^64-1: an empty last page")
+    for bad in ("-1", "18446744073709551616", "99999999999999999999999", "12abc", " 1",
+                "+1", "1 ", "0x10", "１"):
+        r.raises(grpc.StatusCode.INVALID_ARGUMENT,
+                 lambda bad=bad: s.docs.List(D.ListRequest(page_token=bad), timeout=T),
+                 "page_token %r: INVALID_ARGUMENT" % bad, contains="page_token")
+    # A token taken from a page, reused after the document it names is
+    # deleted, still continues right after it.
+    p1 = s.docs.List(D.ListRequest(page_size=1), timeout=T)
+    s.docs.Delete(D.DeleteRequest(id=p1.documents[0].id), timeout=T)
+    p2 = s.docs.List(D.ListRequest(page_size=10000, page_token=p1.next_page_token), timeout=T)
+    r.eq([d.id for d in p2.documents], [d.id for d in first.documents][1:],
+         "a token stays valid after its document is deleted")
+
+
+def case_id_hash_boundaries(r, s, rng):
+    """Ids around the LMDB key limit (511 bytes: shorter ids are the key,
+    longer ones a 503-byte prefix plus a hash), all sharing that prefix, one
+    with a multi-byte character cut by the prefix: put, get, replace,
+    delete, with exact counters."""
+    before = stats(s)
+    pre = "h" * 502
+    ids = [pre[:n] for n in (502,)] + [pre + "x" * (n - 502) for n in (503, 504, 510, 511, 512, 600, 1023, 1024)]
+    ids += [pre + "é" + "z" * 100, pre + "é" + "z" * 101, "ü" * 512]
+    for i, id in enumerate(ids):
+        p = s.docs.Put(put_req(id, "text %d." % i), timeout=T)
+        r.eq((p.id, p.replaced), (id, False), "%d-byte id stored fresh" % len(id.encode()))
+    for i, id in enumerate(ids):
+        r.eq(get(s, id).document.text, "text %d." % i, "%d-byte id reads its own text" % len(id.encode()))
+    for i, id in enumerate(ids[::2]):
+        p = s.docs.Put(put_req(id, "again %d." % i), timeout=T)
+        r.eq(p.replaced, True, "%d-byte id replaced" % len(id.encode()))
+    st = stats(s)
+    r.eq(st.documents - before.documents, len(ids), "replacements keep the count")
+    for id in ids[1::2]:
+        r.eq(s.docs.Delete(D.DeleteRequest(id=id), timeout=T).deleted, True,
+             "%d-byte id deleted" % len(id.encode()))
+    for id in ids[1::2]:
+        r.raises(grpc.StatusCode.NOT_FOUND, lambda id=id: get(s, id),
+                 "%d-byte id gone" % len(id.encode()))
+    for i, id in enumerate(ids[::2]):
+        r.eq(get(s, id).document.text, "again %d." % i, "%d-byte neighbour intact" % len(id.encode()))
+    r.eq(stats(s).documents - before.documents, len(ids[::2]), "counters exact after deletes")
+    v = verify(s)
+    r.eq((v.ok, list(v.problems)[:3]), (True, []), "Verify ok with ids around the key limit")
+
+
 def case_unicode(r, s, rng):
     text = ("Ein langer Satz über Straßen. " * 40 + "\n\n" + "東京は大きい都市です。" * 60 +
             "\n\n" + "Emoji 😀🎉 test 🚀. " * 50)
@@ -285,6 +373,9 @@ def main():
         r.case("generated id", case_generated_id, r, s, rng)
         r.case("id limits", case_id_limits, r, s, rng)
         r.case("unicode", case_unicode, r, s, rng)
+        r.case("metadata limits", case_metadata_limits, r, s, rng)
+        r.case("page tokens", case_page_tokens, r, s, rng)
+        r.case("ids around the key limit", case_id_hash_boundaries, r, s, rng)
         r.case("stats and verify", case_stats_verify, r, s, rng)
         # The same numbers after a clean restart.
         before = stats(s)

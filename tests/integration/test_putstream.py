@@ -4,7 +4,9 @@ once; List and Stats show them all), a stream with bad documents mixed in
 (each rejected alone with a reason naming the problem, the rest stored), and
 the data intact after a clean restart (SIGTERM exit 0, restart, Verify ok)."""
 
+import queue
 import random
+import threading
 
 import grpc
 
@@ -117,6 +119,122 @@ def case_empty_stream(r, s, rng, sent):
     r.eq((ids, errors), ([], []), "an empty PutStream acks nothing and ends OK")
 
 
+class LiveStream:
+    """A PutStream driven one request at a time, with acks read by a thread,
+    so a test can wait for an ack before it sends more (or half-closes)."""
+
+    def __init__(self, stub, timeout=120):
+        self.reqs = queue.Queue()
+        self.acks = queue.Queue()
+        self.error = None
+        it = iter(self.reqs.get, None)
+        self.call = stub.PutStream(it, timeout=timeout * SLOW)
+        self.th = threading.Thread(target=self._read, daemon=True)
+        self.th.start()
+
+    def _read(self):
+        try:
+            for ack in self.call:
+                self.acks.put(ack)
+        except grpc.RpcError as e:
+            self.error = e
+        self.acks.put(None)
+
+    def send(self, req):
+        self.reqs.put(req)
+
+    def ack(self, wait=10.0):
+        """The next ack, or None if none came within `wait` seconds."""
+        try:
+            return self.acks.get(timeout=wait * SLOW)
+        except queue.Empty:
+            return None
+
+    def close(self):
+        """Half-close; return the remaining acks."""
+        self.reqs.put(None)
+        rest = []
+        while True:
+            a = self.acks.get(timeout=60 * SLOW)
+            if a is None:
+                return rest
+            rest.append(a)
+
+
+def case_memory_bounded(r, d):
+    """putstream.batch_bytes bounds what a batch holds in memory, not just its
+    text: metadata and chunk lists count too, and so do rejected documents,
+    so a stream can't make the server hold more than about batch_bytes
+    (batch_ms is 60 s here, so only the byte limit can cause these acks)."""
+    s = d.stubs()
+    # Small text, 40 KiB of metadata: each document alone passes 32 KiB.
+    ls = LiveStream(s.docs)
+    for i in range(3):
+        ls.send(put_req("meta-heavy-%d" % i, "tiny", {"m": "x" * 40000}))
+        a = ls.ack()
+        r.check(a is not None and list(a.ids) == ["meta-heavy-%d" % i],
+                "metadata-heavy document %d acked without waiting for the timer" % i,
+                a)
+        if a is None:
+            break
+    ls.close()
+    # 8 KiB of text cut into 1-token chunks: the chunk list is far larger
+    # than the text.
+    ls = LiveStream(s.docs)
+    t = "a. " * 2700
+    for i in range(2):
+        ls.send(put_req("chunk-heavy-%d" % i, t, max_tokens=1))
+        a = ls.ack()
+        r.check(a is not None and list(a.ids) == ["chunk-heavy-%d" % i],
+                "chunk-heavy document %d acked at once" % i, a)
+        if a is None:
+            break
+    ls.close()
+    # Rejected documents: errors are acked in bounded groups too (here
+    # batch_docs = 100), and a huge rejected id is echoed shortened.
+    ls = LiveStream(s.docs)
+    for i in range(100):
+        ls.send(put_req("bad-%03d" % i, "bad options", max_tokens=8, overlap_tokens=8))
+    a = ls.ack()
+    r.check(a is not None and len(a.errors) == 100 and not a.ids,
+            "100 rejected documents acked without waiting for the timer",
+            a and (len(a.ids), len(a.errors)))
+    huge = "é" * 100000 + "-end"
+    ls.send(put_req(huge, "id far too long"))
+    ls.send(put_req("after-huge", "stored after the huge id"))
+    rest = ls.close()
+    errs = [e for a in rest for e in a.errors]
+    ids = [i for a in rest for i in a.ids]
+    r.eq(ids, ["after-huge"], "the document after a huge bad id is stored")
+    r.eq(len(errs), 1, "the huge id rejected once")
+    if errs:
+        e = errs[0]
+        r.check(len(e.id.encode()) <= 1024 + 3 and e.id.endswith("...") and
+                huge.startswith(e.id[:-3]),
+                "a huge bad id is echoed as its first 1024 bytes + '...'",
+                (len(e.id.encode()), e.id[-8:]))
+        r.check("200004" in e.reason and "1024" in e.reason,
+                "its reason names the length and the limit", e.reason)
+    r.check(ls.error is None, "the stream ended OK", ls.error)
+
+
+def case_huge_id_default_client(r, d):
+    """A client with grpcio's default 4 MiB receive limit sends a 5 MB id:
+    the PutError must still fit its ack, so the stream survives."""
+    ch = grpc.insecure_channel(d.addr, options=[("grpc.max_send_message_length", 64 << 20)])
+    try:
+        stub = pb.documents_pb2_grpc.DocumentsStub(ch)
+        reqs = [put_req("x" * (5 << 20), "t"), put_req("fine-after-5mb", "t")]
+        ids, errors, _ = run_stream(type("S", (), {"docs": stub}), reqs)
+        r.eq(ids, ["fine-after-5mb"], "the stream goes on after a 5 MB bad id")
+        r.eq(len(errors), 1, "the 5 MB id is one PutError")
+    except grpc.RpcError as e:
+        r.check(False, "a 5 MB bad id does not break a default client's stream",
+                "%s %s" % (e.code(), e.details()[:200]))
+    finally:
+        ch.close()
+
+
 def check_all(r, s, sent, what):
     infos = {d.id: d for d in list_all(s, page_size=5000)}
     missing = [id for id in sent if id not in infos]
@@ -152,6 +270,12 @@ def main():
              (before.documents, before.chunks, before.bytes, before.tokens),
              "Stats identical after a clean restart")
         r.case("all there after restart", check_all, r, s, sent, "after restart")
+    with Daemon(r, args=["--putstream.batch_bytes", "32K", "--putstream.batch_ms", "60000",
+                         "--putstream.batch_docs", "100"], name="ctxd-small-batch") as d:
+        r.case("batch memory bounded", case_memory_bounded, r, d)
+        r.case("huge bad id, default client", case_huge_id_default_client, r, d)
+        v = verify(d.stubs())
+        r.eq((v.ok, list(v.problems)[:3]), (True, []), "small batches: Verify ok")
     r.finish()
 
 
