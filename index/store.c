@@ -66,6 +66,11 @@ struct store {
   pthread_rwlock_t lock;
   uint64_t max_map_size;
   size_t max_key; /* mdb_env_get_maxkeysize */
+  /* Set (under the exclusive lock) when LMDB could not map the file again
+   * after a resize: it then has no map at all, and any transaction would
+   * crash, so every call fails with `broken_msg` until a restart. */
+  int broken;
+  char broken_msg[256];
   char path[4096];
 };
 
@@ -237,6 +242,19 @@ static uint64_t map_size_now(store *s) {
   return info.me_mapsize;
 }
 
+/* mdb_env_set_mapsize failed (mmap refused the new size: address space or
+ * RLIMIT_AS). LMDB unmapped the old map first and does not restore it, so
+ * the environment is unusable; mark the store broken rather than let the
+ * next transaction dereference a missing map. Under the exclusive lock. */
+static int map_lost(store *s, int mrc, uint64_t size, ctxd_error *e) {
+  s->broken = 1;
+  snprintf(s->broken_msg, sizeof s->broken_msg,
+           "store: cannot map the data file at %llu bytes (%s); the store is "
+           "unusable until ctxd restarts",
+           (unsigned long long)size, mdb_strerror(mrc));
+  return ctxd_seterr(e, CTXD_EIO, "%s", s->broken_msg);
+}
+
 /* Under the exclusive lock: double the map (MDB_MAP_FULL) or adopt the size
  * another process set (MDB_MAP_RESIZED, grow 0). `seen` is the map size the
  * failed transaction ran with (0: grow regardless). Writers that fail on the
@@ -247,6 +265,10 @@ static uint64_t map_size_now(store *s) {
 static int map_resize(store *s, int grow, uint64_t seen, ctxd_error *e) {
   int rc = 0;
   pthread_rwlock_wrlock(&s->lock);
+  if (s->broken) {
+    rc = ctxd_seterr(e, CTXD_EIO, "%s", s->broken_msg);
+    goto done;
+  }
   if (grow) {
     uint64_t cur = map_size_now(s);
     if (seen && cur > seen) goto done; /* grown meanwhile: rerun */
@@ -258,10 +280,10 @@ static int map_resize(store *s, int grow, uint64_t seen, ctxd_error *e) {
     }
     uint64_t next = cur * 2 > s->max_map_size ? s->max_map_size : cur * 2;
     int mrc = mdb_env_set_mapsize(s->env, (size_t)next);
-    if (mrc) rc = mdb_fail(e, mrc, "growing the map");
+    if (mrc) rc = map_lost(s, mrc, next, e);
   } else {
     int mrc = mdb_env_set_mapsize(s->env, 0);
-    if (mrc) rc = mdb_fail(e, mrc, "adopting the new map size");
+    if (mrc) rc = map_lost(s, mrc, 0, e);
   }
 done:
   pthread_rwlock_unlock(&s->lock);
@@ -273,6 +295,10 @@ done:
 static int txn_begin(store *s, int write, MDB_txn **txn, ctxd_error *e) {
   for (;;) {
     pthread_rwlock_rdlock(&s->lock);
+    if (s->broken) {
+      pthread_rwlock_unlock(&s->lock);
+      return ctxd_seterr(e, CTXD_EIO, "%s", s->broken_msg);
+    }
     int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, txn);
     if (rc == 0) return 0;
     pthread_rwlock_unlock(&s->lock);

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../check.h"
@@ -615,6 +617,88 @@ static void test_growth_shared_by_writers(void) {
   CHECK_EQ_INT(false_full, 0);
 }
 
+/* A map growth that mmap refuses (address space, RLIMIT_AS): LMDB has
+ * already dropped the old map and does not restore it, so the store must
+ * refuse every later call with a clear error instead of crashing on the
+ * missing map. Run in a child under a tight RLIMIT_AS; not under ASan,
+ * whose shadow memory needs far more address space than any such limit. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CTXD_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CTXD_TEST_ASAN 1
+#endif
+#endif
+
+#ifndef CTXD_TEST_ASAN
+static unsigned long vm_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long pages = 0;
+  if (f) {
+    if (fscanf(f, "%lu", &pages) != 1) pages = 0;
+    fclose(f);
+  }
+  return pages * (unsigned long)sysconf(_SC_PAGESIZE);
+}
+
+/* The child: 0 when the failed growth and every later call fail cleanly. */
+static int map_lost_child(const char *dir) {
+  store *s;
+  ctxd_error e;
+  store_opts o = {8 << 20, 1ULL << 30, 0, 1};
+  if (store_open(dir, &o, &s, &e)) return 10;
+  static char text[32 << 10];
+  memset(text, 'z', sizeof text);
+  chunk_span c = {0, sizeof text, 1};
+  unsigned long lim = vm_bytes() + (6 << 20); /* the 16 MiB map won't fit */
+  struct rlimit rl = {lim, lim};
+  if (setrlimit(RLIMIT_AS, &rl)) return 11;
+  for (int i = 0; i < 1000; i++) {
+    char id[32];
+    snprintf(id, sizeof id, "d%d", i);
+    store_put_doc d = {id, strlen(id), text, sizeof text, NULL, 0, &c, 1};
+    if (store_put(s, &d, 1, NULL, &e) == 0) continue;
+    if (!strstr(e.msg, "unusable until ctxd restarts")) {
+      fprintf(stderr, "map_lost_child: put %d: %s\n", i, e.msg);
+      return 12;
+    }
+    store_doc *g;
+    if (store_get(s, "d1", 2, 0, &g, &e) != CTXD_EIO) return 13;
+    if (store_put(s, &d, 1, NULL, &e) != CTXD_EIO) return 14;
+    store_stats st;
+    if (store_stats_get(s, &st, &e) != CTXD_EIO) return 15;
+    store_close(s);
+    return 0;
+  }
+  return 16; /* never needed to grow */
+}
+#endif
+
+static void test_map_lost(void) {
+#ifdef CTXD_TEST_ASAN
+  printf("test_map_lost: skipped under AddressSanitizer\n");
+#else
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s", new_dir());
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) _exit(map_lost_child(dir));
+  int status = 0;
+  CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  if (WIFSIGNALED(status))
+    fprintf(stderr, "test_map_lost: child killed by signal %d\n",
+            WTERMSIG(status));
+  CHECK_EQ_INT(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 0);
+  /* Reopened without the limit, the store is whole. */
+  store *s;
+  ctxd_error e;
+  CHECK_EQ_INT(store_open(dir, &fast, &s, &e), 0);
+  CHECK(verify_ok(s));
+  store_close(s);
+#endif
+}
+
 static void rm_rf(const char *dir) {
   char cmd[512];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -637,6 +721,7 @@ int main(void) {
   test_schema_refusal();
   test_concurrent_growth();
   test_growth_shared_by_writers();
+  test_map_lost();
   rm_rf(base);
   return check_report("store");
 }
