@@ -23,6 +23,10 @@
 
 #define LIST_DEFAULT_PAGE 100
 #define LIST_MAX_PAGE 10000
+/* A page also stops once its documents reach this many encoded bytes (at
+ * least one document per page), so it fits a stock client's default 4 MiB
+ * receive limit even with large metadata; next_page_token goes on from there. */
+#define LIST_PAGE_BYTES (3u << 20)
 
 /* Metadata limits, per document. Metadata is copied into every List page and
  * Get response, so unbounded metadata would let one document make those
@@ -979,8 +983,18 @@ static void list_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     finish_err(c, &e);
     goto done;
   }
-  size_t total_meta = 0;
-  for (size_t i = 0; i < n; i++) total_meta += docs[i].n_meta;
+  size_t total_meta = 0, shown = 0, page_bytes = 0;
+  for (; shown < n; shown++) {
+    size_t b = docs[shown].id_len + 48;
+    for (size_t k = 0; k < docs[shown].n_meta; k++)
+      b += docs[shown].meta[k].key_len + docs[shown].meta[k].val_len + 16;
+    if (shown > 0 && page_bytes + b > LIST_PAGE_BYTES) {
+      next = docs[shown - 1].doc_seq;
+      break;
+    }
+    page_bytes += b;
+    total_meta += docs[shown].n_meta;
+  }
   infos = calloc(n ? n : 1, sizeof *infos);
   infop = calloc(n ? n : 1, sizeof *infop);
   meta = calloc(total_meta ? total_meta : 1, sizeof *meta);
@@ -990,7 +1004,7 @@ static void list_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     goto done;
   }
   size_t m = 0;
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0; i < shown; i++) {
     Ctxd__V1__DocumentInfo *di = &infos[i];
     ctxd__v1__document_info__init(di);
     di->id = docs[i].id;
@@ -1010,7 +1024,7 @@ static void list_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   char token[24] = "";
   if (next) snprintf(token, sizeof token, "%llu", (unsigned long long)next);
   Ctxd__V1__ListResponse r = CTXD__V1__LIST_RESPONSE__INIT;
-  r.n_documents = n;
+  r.n_documents = shown;
   r.documents = infop;
   r.next_page_token = token;
   if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);

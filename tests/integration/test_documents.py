@@ -294,6 +294,27 @@ def case_page_tokens(r, s, rng):
          "a token stays valid after its document is deleted")
 
 
+def case_list_byte_budget(r, s, rng):
+    """A page stops early at about 3 MiB of encoded documents, so 10,000
+    documents with large metadata still fit a default 4 MiB client limit;
+    following next_page_token yields each of them once."""
+    ids = ["bigmeta-%03d" % i for i in range(120)]
+    for i in ids:
+        s.docs.Put(put_req(i, "Text.", {"m": "x" * 60000}), timeout=T)
+    seen, token, pages = [], "", 0
+    while True:
+        page = s.docs.List(D.ListRequest(page_size=10000, page_token=token), timeout=T)
+        pages += 1
+        seen += [d.id for d in page.documents if d.id.startswith("bigmeta-")]
+        token = page.next_page_token
+        if not token:
+            break
+    r.eq(seen, ids, "every large-metadata document listed once, in order")
+    r.check(pages >= 3, "the 7 MB listing came in several pages (%d)" % pages)
+    for i in ids:
+        s.docs.Delete(D.DeleteRequest(id=i), timeout=T)
+
+
 def case_id_hash_boundaries(r, s, rng):
     """Ids around the LMDB key limit (511 bytes: shorter ids are the key,
     longer ones a 503-byte prefix plus a hash), all sharing that prefix, one
@@ -376,6 +397,7 @@ def main():
         r.case("metadata limits", case_metadata_limits, r, s, rng)
         r.case("page tokens", case_page_tokens, r, s, rng)
         r.case("ids around the key limit", case_id_hash_boundaries, r, s, rng)
+        r.case("list byte budget", case_list_byte_budget, r, s, rng)
         r.case("stats and verify", case_stats_verify, r, s, rng)
         # The same numbers after a clean restart.
         before = stats(s)
