@@ -23,6 +23,11 @@
 
 #define LIST_DEFAULT_PAGE 100
 #define LIST_MAX_PAGE 10000
+/* Chunks one document may make (RESOURCE_EXHAUSTED beyond): bounds the
+ * chunk list a tiny max_tokens on a 64 MiB text would otherwise allocate
+ * (24 bytes a chunk in memory, a record each in LMDB). 512-token chunks
+ * reach it only past ~2 GB of text. */
+#define DOC_MAX_CHUNKS (1u << 20)
 /* A page also stops once its documents reach this many encoded bytes (at
  * least one document per page), so it fits a stock client's default 4 MiB
  * receive limit even with large metadata; next_page_token goes on from there. */
@@ -204,6 +209,7 @@ static int chunk_opts_resolve(const ctxd_config *cfg,
                        ov, max);
   out->max_tokens = max;
   out->overlap_tokens = ov;
+  out->max_chunks = DOC_MAX_CHUNKS;
   return 0;
 }
 
@@ -354,7 +360,12 @@ static int prepare(const ctxd_ctx *ctx, const uint8_t *msg, size_t len,
   }
   size_t n_chunks = 0;
   rc = chunk_text(d->text, text_len, &co, ctx->tk, &p->chunks, &n_chunks, e);
-  if (rc) goto fail;
+  if (rc) {
+    char msg_copy[CTXD_ERRMSG_MAX];
+    snprintf(msg_copy, sizeof msg_copy, "%s", e->msg);
+    ctxd_seterr(e, rc, "document %s: %s", doc_name(d->id), msg_copy);
+    goto fail;
+  }
   p->doc = (store_put_doc){d->id,   id_len,   d->text,   text_len,
                            p->meta, n_meta,   p->chunks, n_chunks};
   free(refs);

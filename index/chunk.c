@@ -42,9 +42,12 @@ enum { SENT_NONE = 0, SENT_TERM = 1, SENT_END = 2 };
 typedef struct span_vec {
   chunk_span *v;
   size_t n, cap;
+  size_t limit; /* 0: none */
 } span_vec;
 
 static int span_push(span_vec *sv, uint64_t a, uint64_t b, uint64_t tokens) {
+  if (sv->limit && sv->n == sv->limit)
+    return CTXD_ELIMIT;
   if (sv->n == sv->cap) {
     size_t cap = sv->cap ? sv->cap * 2 : 16;
     chunk_span *v = realloc(sv->v, cap * sizeof *v);
@@ -511,6 +514,7 @@ static int chunk_fast(const char *text, size_t n, const chunk_opts *o,
   f.n = n;
   f.max = o->max_tokens;
   f.overlap = o->overlap_tokens;
+  f.out.limit = o->max_chunks;
   if (f.overlap) {
     f.rcap = 16;
     while (f.rcap < (size_t)o->max_tokens + 8)
@@ -734,7 +738,7 @@ static int chunk_generic(const char *text, size_t n, const chunk_opts *o,
                          const tok *tk, span_vec *out) {
   gen g = {.s = text, .n = n, .tk = tk, .max = o->max_tokens,
            .overlap = o->overlap_tokens};
-  span_vec sv = {0};
+  span_vec sv = {.limit = o->max_chunks};
   size_t cs = 0, pe = 0, first = 0;
   int rc;
 
@@ -883,6 +887,11 @@ int chunk_text(const char *text, size_t len, const chunk_opts *o,
     rc = chunk_generic(text, len, o, tk, &sv);
   if (rc) {
     free(sv.v);
+    if (rc == CTXD_ELIMIT)
+      return ctxd_seterr(e, rc,
+                         "the text makes more than %zu chunks at max_tokens "
+                         "%u; use a larger max_tokens",
+                         o->max_chunks, o->max_tokens);
     return ctxd_seterr(e, rc, "chunk: out of memory");
   }
   *out = sv.v;

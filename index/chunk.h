@@ -21,6 +21,7 @@
 typedef struct chunk_opts {
   uint32_t max_tokens;     /* 1..CHUNK_MAX_MAX_TOKENS */
   uint32_t overlap_tokens; /* < max_tokens */
+  size_t max_chunks;       /* 0: no limit; else more chunks is CTXD_ELIMIT */
 } chunk_opts;
 
 typedef struct chunk_span {
@@ -32,7 +33,9 @@ typedef struct chunk_span {
 /* Chunk text[0..len) (must be valid UTF-8; not re-checked). On success
  * *out is a malloc'd array of *n spans the caller frees with free();
  * an empty text gives zero chunks and *out == NULL.
- * Errors: CTXD_EINVAL (bad options), CTXD_ENOMEM. */
+ * Errors: CTXD_EINVAL (bad options), CTXD_ELIMIT (the text would make more
+ * than o->max_chunks chunks: a server bounds the memory one document can
+ * take this way), CTXD_ENOMEM. */
 int chunk_text(const char *text, size_t len, const chunk_opts *o,
                const tok *tk, chunk_span **out, size_t *n, ctxd_error *e);
 

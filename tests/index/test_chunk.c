@@ -82,7 +82,7 @@ static int check_invariants(const char *s, size_t len, const chunk_opts *o,
 
 static int run(const char *s, size_t len, uint32_t max, uint32_t ov,
                const tok *tk, chunk_span **out, size_t *n) {
-  chunk_opts o = {max, ov};
+  chunk_opts o = {max, ov, 0};
   ctxd_error e;
   int rc = chunk_text(s, len, &o, tk, out, n, &e);
   CHECK_EQ_INT(rc, 0);
@@ -162,7 +162,7 @@ static void test_oversize_char(void) {
 static void test_edges(void) {
   chunk_span *c = (chunk_span *)1;
   size_t n = 7;
-  chunk_opts o = {8, 0};
+  chunk_opts o = {8, 0, 0};
   CHECK_EQ_INT(chunk_text("", 0, &o, tok_estimator(), &c, &n, NULL), 0);
   CHECK(c == NULL);
   CHECK_EQ_INT(n, 0);
@@ -193,8 +193,8 @@ static void test_bad_options(void) {
   chunk_span *c = NULL;
   size_t n = 0;
   ctxd_error e;
-  chunk_opts zero = {0, 0}, huge = {CHUNK_MAX_MAX_TOKENS + 1, 0},
-             ov_eq = {10, 10}, ov_gt = {10, 11}, ok_max = {CHUNK_MAX_MAX_TOKENS, 5};
+  chunk_opts zero = {0, 0, 0}, huge = {CHUNK_MAX_MAX_TOKENS + 1, 0, 0},
+             ov_eq = {10, 10, 0}, ov_gt = {10, 11, 0}, ok_max = {CHUNK_MAX_MAX_TOKENS, 5, 0};
   CHECK_EQ_INT(chunk_text("a", 1, &zero, tok_estimator(), &c, &n, &e), CTXD_EINVAL);
   CHECK_EQ_INT(e.code, CTXD_EINVAL);
   CHECK(strstr(e.msg, "max_tokens") != NULL);
@@ -488,7 +488,35 @@ static void test_random_ascii(void) {
   CHECK_EQ_INT(mismatch, 0);
 }
 
+/* max_chunks bounds the chunk list on both paths: exactly the limit is
+ * fine, one more chunk is CTXD_ELIMIT with nothing returned. */
+static void test_max_chunks(void) {
+  const char *text = "one two three four five six";
+  chunk_opts o = {1, 0, 6};
+  chunk_span *sp = NULL;
+  size_t n = 0;
+  ctxd_error e;
+  CHECK_EQ_INT(chunk_text(text, strlen(text), &o, tok_estimator(), &sp, &n, &e), 0);
+  CHECK_EQ_INT(n, 6);
+  free(sp);
+  o.max_chunks = 5;
+  sp = NULL;
+  n = 0;
+  CHECK_EQ_INT(chunk_text(text, strlen(text), &o, tok_estimator(), &sp, &n, &e),
+               CTXD_ELIMIT);
+  CHECK(sp == NULL && n == 0);
+  CHECK(strstr(e.msg, "more than 5 chunks") != NULL);
+  /* The generic path, through a tokenizer that is not the estimator. */
+  tok other = *tok_estimator();
+  CHECK_EQ_INT(chunk_text(text, strlen(text), &o, &other, &sp, &n, &e), CTXD_ELIMIT);
+  o.max_chunks = 6;
+  CHECK_EQ_INT(chunk_text(text, strlen(text), &o, &other, &sp, &n, &e), 0);
+  CHECK_EQ_INT(n, 6);
+  free(sp);
+}
+
 int main(void) {
+  test_max_chunks();
   test_preference();
   test_long_words();
   test_oversize_char();

@@ -315,6 +315,22 @@ def case_list_byte_budget(r, s, rng):
         s.docs.Delete(D.DeleteRequest(id=i), timeout=T)
 
 
+def case_chunk_count_limit(r, s, rng):
+    """One document may make at most 2^20 chunks: a tiny max_tokens on a big
+    text is RESOURCE_EXHAUSTED naming the limit, and nothing is written."""
+    before = stats(s).documents
+    text = "a " * 1100000   # 1.1M one-token words
+    req = D.PutRequest(document=D.Document(id="too-many-chunks", text=text),
+                       chunking=D.ChunkOptions(max_tokens=1))
+    r.raises(grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: s.docs.Put(req, timeout=T),
+             "1.1M chunks: RESOURCE_EXHAUSTED", contains=["too-many-chunks", "1048576", "max_tokens"])
+    r.eq(stats(s).documents, before, "nothing written")
+    ok = D.PutRequest(document=D.Document(id="many-chunks", text="a " * 1000000),
+                      chunking=D.ChunkOptions(max_tokens=1))
+    r.eq(s.docs.Put(ok, timeout=T).chunks, 1000000, "1M chunks accepted")
+    s.docs.Delete(D.DeleteRequest(id="many-chunks"), timeout=T)
+
+
 def case_id_hash_boundaries(r, s, rng):
     """Ids around the LMDB key limit (511 bytes: shorter ids are the key,
     longer ones a 503-byte prefix plus a hash), all sharing that prefix, one
@@ -398,6 +414,7 @@ def main():
         r.case("page tokens", case_page_tokens, r, s, rng)
         r.case("ids around the key limit", case_id_hash_boundaries, r, s, rng)
         r.case("list byte budget", case_list_byte_budget, r, s, rng)
+        r.case("chunk count limit", case_chunk_count_limit, r, s, rng)
         r.case("stats and verify", case_stats_verify, r, s, rng)
         # The same numbers after a clean restart.
         before = stats(s)

@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s corpus.txt corpus-mixed.txt [max_tokens] [runs]\n", argv[0]);
     return 2;
   }
-  chunk_opts o = {argc > 3 ? (uint32_t)atoi(argv[3]) : 512, 0};
+  chunk_opts o = {argc > 3 ? (uint32_t)atoi(argv[3]) : 512, 0, 0};
   int runs = argc > 4 ? atoi(argv[4]) : 7;
   size_t len, mlen;
   char *text = slurp(argv[1], &len), *mixed = slurp(argv[2], &mlen);
