@@ -55,6 +55,10 @@ static const opt options[] = {
      F(shutdown_grace_ms),
      "on SIGTERM/SIGINT, how long in-flight calls may finish before they are "
      "cancelled"},
+    {"server.handshake_timeout_ms", NULL, OPT_U32, "10000", 0, 3600000,
+     F(handshake_timeout_ms),
+     "a connection that has not sent the HTTP/2 preface and SETTINGS within "
+     "this long is closed; 0 = never"},
     {"store.data", "data", OPT_STR, "./data", 0, 0, F(data),
      "data directory (created if missing)"},
     {"store.map_size", NULL, OPT_SIZE, "1G", 1 * MiB, 1024 * TiB,

@@ -20,6 +20,7 @@ typedef struct ctxd_config {
   uint32_t max_connections;    /* default 10000 */
   uint32_t max_concurrent_streams; /* per connection, default 1000 */
   uint32_t shutdown_grace_ms;  /* in-flight calls get this long, 10000 */
+  uint32_t handshake_timeout_ms; /* preface + SETTINGS due within, 10000 */
   /* [store] */
   char data[4096];             /* data directory, default ./data */
   uint64_t map_size;           /* initial LMDB map, default 1 GiB */

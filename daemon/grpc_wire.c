@@ -25,7 +25,10 @@ uint8_t *grpc_deframer_steal(grpc_deframer *d) {
 }
 
 int grpc_deframer_partial(const grpc_deframer *d) {
-  return d->hdr_have > 0;
+  /* A prefix cut short, or a message still gathering; a message handed
+   * out (prefix complete, have == len) is not partial. */
+  return d->hdr_have > 0 &&
+         (d->hdr_have < GRPC_PREFIX_LEN || d->have < d->len);
 }
 
 int grpc_deframer_feed(grpc_deframer *d, const uint8_t *data, size_t n,

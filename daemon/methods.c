@@ -21,9 +21,13 @@ const rpc_method *methods_find(const char *path) {
 
 int methods_has_service(const char *name, size_t len) {
   if (len == 0) return 1;
+  /* `name` comes from the client and may hold NUL bytes: compare lengths
+   * first so the path is never read past its end. */
   for (size_t i = 0; i < N_METHODS; i++) {
     const char *p = methods[i]->path;
-    if (strncmp(p + 1, name, len) == 0 && p[1 + len] == '/') return 1;
+    size_t pl = strlen(p + 1);
+    if (len < pl && memcmp(p + 1, name, len) == 0 && p[1 + len] == '/')
+      return 1;
   }
   return 0;
 }

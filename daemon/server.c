@@ -61,6 +61,13 @@
 #define RECV_QUEUE_LIMIT (4u << 20)   /* request bytes queued per call */
 #define OUT_HIGH_WATER (256u << 10)   /* stop pulling frames above this */
 #define READ_CHUNK (64u << 10)
+#define MAX_HEADER_LIST 65536         /* request header list, as HPACK counts */
+/* Request messages are handed to the handler only while the call's unsent
+ * response bytes stay under OUT_QUEUE_LIMIT and fewer than MAX_INFLIGHT of
+ * them wait on its strand: a client that sends small requests with large
+ * answers and never reads them cannot grow the output queue without end. */
+#define OUT_QUEUE_LIMIT (1u << 20)
+#define MAX_INFLIGHT 64
 #define GRPC_MSG_MAX 512              /* encoded grpc-message, truncated */
 #define PATH_MAX_LEN 200
 #define ENC_NAME_MAX 40               /* unsupported grpc-encoding, quoted */
@@ -81,13 +88,16 @@ struct rpc_call {
   size_t owed;           /* received, not yet given back to the window */
   uint32_t n_msgs;
   uint64_t deadline_ns;
+  uint32_t hdr_bytes;    /* request header list so far (name+value+32) */
   struct event *deadline_ev, *timer_ev;
   unsigned is_post : 1, ct_ok : 1, bad_timeout : 1, started : 1,
-      headers_sent : 1, deferred : 1, trailers_sent : 1, counted : 1;
+      headers_sent : 1, deferred : 1, trailers_sent : 1, counted : 1,
+      half_held : 1;     /* half-close waits behind held messages */
   uint8_t encoding; /* enum grpc_encoding of grpc-encoding */
   char path[PATH_MAX_LEN];
   char bad_encoding[ENC_NAME_MAX]; /* for the error, when GRPC_ENC_UNKNOWN */
   struct msg_task *parked; /* unary request held until the half-close */
+  struct msg_task *held_head, *held_tail; /* not yet given to the strand */
 
   /* --- shared, under mu --- */
   uint8_t *out;          /* framed response bytes */
@@ -103,6 +113,8 @@ struct rpc_call {
   atomic_int done;
   atomic_int dirty;      /* on a dirty list */
   atomic_size_t queued;  /* request bytes handed to the pool, unprocessed */
+  atomic_int inflight;   /* message tasks on the strand, not yet done */
+  atomic_int has_held;   /* held_head != NULL, for msg_task_done */
   rpc_call *next_dirty;
 
   void *state;
@@ -114,6 +126,7 @@ struct conn {
   server *srv;
   int fd;
   struct event *rev, *wev;
+  struct event *hs_ev;   /* handshake deadline; NULL once SETTINGS came */
   nghttp2_session *h2;
   uint8_t *out;
   size_t out_off, out_len, out_cap;
@@ -204,6 +217,8 @@ static rpc_call *call_new(conn *cn, int32_t stream_id) {
   atomic_init(&c->done, 0);
   atomic_init(&c->dirty, 0);
   atomic_init(&c->queued, 0);
+  atomic_init(&c->inflight, 0);
+  atomic_init(&c->has_held, 0);
   c->next_dirty = NULL;
   c->state = NULL;
   pool_strand_init(&c->strand);
@@ -329,9 +344,13 @@ static void msg_task_done(pool_task *t) {
   msg_task *mt = (msg_task *)t;
   rpc_call *c = mt->c;
   size_t before = atomic_fetch_sub(&c->queued, mt->wire);
+  int left = atomic_fetch_sub(&c->inflight, 1) - 1;
   /* Crossing back under the limit: let the loop reopen the window. */
-  if (before >= RECV_QUEUE_LIMIT && before - mt->wire < RECV_QUEUE_LIMIT)
-    call_mark_dirty(c);
+  int wake = before >= RECV_QUEUE_LIMIT && before - mt->wire < RECV_QUEUE_LIMIT;
+  /* Messages wait in the held list: let the loop hand over more. */
+  if (atomic_load(&c->has_held) && (left == 0 || left == MAX_INFLIGHT / 2))
+    wake = 1;
+  if (wake) call_mark_dirty(c);
   free(mt->owned);
   free(mt);
   call_unref(c);
@@ -382,6 +401,74 @@ static void call_dispatch(rpc_call *c, pool_task *t) {
   }
 }
 
+/* Give a message task to the call's strand (or run it, inline). */
+static void post_msg(rpc_call *c, msg_task *mt) {
+  atomic_fetch_add(&c->inflight, 1);
+  call_dispatch(c, &mt->t);
+}
+
+static size_t call_out_pending(rpc_call *c) {
+  pthread_mutex_lock(&c->mu);
+  size_t n = c->out_len - c->out_off;
+  pthread_mutex_unlock(&c->mu);
+  return n;
+}
+
+/* Drop held messages that will never be delivered (the call is over). */
+static void drop_held(rpc_call *c) {
+  while (c->held_head) {
+    msg_task *mt = c->held_head;
+    c->held_head = (msg_task *)mt->t.next;
+    atomic_fetch_sub(&c->queued, mt->wire);
+    free(mt->owned);
+    free(mt);
+  }
+  c->held_tail = NULL;
+  c->half_held = 0;
+  atomic_store(&c->has_held, 0);
+}
+
+/* Loop thread: move held messages to the strand while the call has room
+ * (fewer than MAX_INFLIGHT on the strand, unsent output under
+ * OUT_QUEUE_LIMIT), then the half-close that waited behind them. More room
+ * comes from msg_task_done() and data_read_cb(), which mark the call dirty. */
+static void call_release(rpc_call *c) {
+  while (c->held_head) {
+    if (atomic_load(&c->done)) {
+      drop_held(c);
+      return;
+    }
+    if (atomic_load(&c->inflight) >= MAX_INFLIGHT ||
+        call_out_pending(c) >= OUT_QUEUE_LIMIT)
+      return;
+    msg_task *mt = c->held_head;
+    c->held_head = (msg_task *)mt->t.next;
+    if (!c->held_head) c->held_tail = NULL;
+    post_msg(c, mt);
+  }
+  atomic_store(&c->has_held, 0);
+  if (c->half_held) {
+    c->half_held = 0;
+    c->t_half.run = half_task_run;
+    c->t_half.done = embedded_task_done;
+    call_dispatch(c, &c->t_half);
+  }
+}
+
+/* Queue a message behind the held ones and release what fits. */
+static void hold_msg(rpc_call *c, msg_task *mt) {
+  mt->t.next = NULL;
+  /* Before release() reads inflight: a worker that finishes a task after
+   * that read must see the flag (see msg_task_done). */
+  atomic_store(&c->has_held, 1);
+  if (c->held_tail)
+    c->held_tail->t.next = &mt->t;
+  else
+    c->held_head = mt;
+  c->held_tail = mt;
+  call_release(c);
+}
+
 /* Deliver a request message. A unary request is delivered only once the
  * client half-closed, so a second message can still be refused: when the
  * END_STREAM came with it (`last`), it goes out at once (and, inline,
@@ -421,7 +508,7 @@ static void dispatch_message(rpc_call *c, const grpc_msg *gm, int enc,
   if (park)
     c->parked = mt;
   else
-    call_dispatch(c, &mt->t);
+    hold_msg(c, mt);
 }
 
 /* Drop a parked message that will never be delivered. */
@@ -471,11 +558,12 @@ static ssize_t data_read_cb(nghttp2_session *h2, int32_t stream_id,
                             uint8_t *buf, size_t length, uint32_t *flags,
                             nghttp2_data_source *src, void *user) {
   rpc_call *c = src->ptr;
-  size_t n;
+  size_t n, left;
   (void)user;
   pthread_mutex_lock(&c->mu);
   n = c->out_len - c->out_off;
   if (n > length) n = length;
+  left = c->out_len - c->out_off - n;
   if (n) memcpy(buf, c->out + c->out_off, n);
   c->out_off += n;
   if (c->out_off == c->out_len) {
@@ -499,10 +587,13 @@ static ssize_t data_read_cb(nghttp2_session *h2, int32_t stream_id,
     } else if (n == 0) {
       c->deferred = 1;
       pthread_mutex_unlock(&c->mu);
+      if (c->held_head) call_mark_dirty(c);
       return NGHTTP2_ERR_DEFERRED;
     }
   }
   pthread_mutex_unlock(&c->mu);
+  /* Output drained below the limit: held requests may go on. */
+  if (c->held_head && left < OUT_QUEUE_LIMIT) call_mark_dirty(c);
   return (ssize_t)n;
 }
 
@@ -577,6 +668,7 @@ static void call_pump(rpc_call *c) {
       event_add(c->timer_ev, &tv);
     }
   }
+  if (c->held_head) call_release(c);
   call_consume(c);
   conn_want_flush(c->conn);
 }
@@ -592,20 +684,24 @@ static void run_dirty_list(rpc_call *list) {
   }
 }
 
-static void flush_all(server *s) {
-  while (s->flush_head) {
-    conn *cn = s->flush_head;
-    s->flush_head = cn->next_flush;
-    cn->in_flush_list = 0;
-    conn_flush(cn);
-  }
-}
-
 static void process_local(server *s) {
   while (s->local_dirty) {
     rpc_call *l = s->local_dirty;
     s->local_dirty = NULL;
     run_dirty_list(l);
+  }
+}
+
+/* Pump calls marked dirty on the loop (flushing may mark more: output
+ * drained below a limit) and flush every connection that has output. */
+static void flush_all(server *s) {
+  for (;;) {
+    process_local(s);
+    conn *cn = s->flush_head;
+    if (!cn) break;
+    s->flush_head = cn->next_flush;
+    cn->in_flush_list = 0;
+    conn_flush(cn);
   }
 }
 
@@ -688,11 +784,17 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f,
                      void *user) {
   (void)flags;
   (void)user;
-  if (f->hd.type != NGHTTP2_HEADERS ||
-      f->headers.cat != NGHTTP2_HCAT_REQUEST)
-    return 0;
+  if (f->hd.type != NGHTTP2_HEADERS) return 0;
   rpc_call *c = nghttp2_session_get_stream_user_data(h2, f->hd.stream_id);
   if (!c) return 0;
+  /* nghttp2 does not enforce our SETTINGS_MAX_HEADER_LIST_SIZE, and HPACK
+   * lets one byte name a 4 KiB table entry: count as RFC 9113 does and
+   * reset the stream past the limit (nghttp2 then skips the rest of the
+   * block without calling us). Trailers count too. */
+  if (namelen + valuelen + 32 > MAX_HEADER_LIST - c->hdr_bytes)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  c->hdr_bytes += (uint32_t)(namelen + valuelen + 32);
+  if (f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   if (name[0] == ':') {
     if (HDR_IS(name, ":path")) {
       size_t n = valuelen < PATH_MAX_LEN - 1 ? valuelen : PATH_MAX_LEN - 1;
@@ -726,7 +828,7 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f,
 /* The client half-closed: no more request messages. */
 static void call_half_closed(rpc_call *c) {
   if (!c->started || atomic_load(&c->done)) return;
-  if (grpc_deframer_partial(&c->df) && c->df.have < c->df.len) {
+  if (grpc_deframer_partial(&c->df)) {
     call_finish_internal(c, GRPC_INTERNAL,
                          "request stream ended inside a message");
     return;
@@ -739,9 +841,11 @@ static void call_half_closed(rpc_call *c) {
   if (c->parked) {
     msg_task *mt = c->parked;
     c->parked = NULL;
-    call_dispatch(c, &mt->t);
+    post_msg(c, mt);
   }
-  if (c->m->on_half_close) {
+  if (c->m->on_half_close && c->held_head) {
+    c->half_held = 1; /* dispatched by call_release() */
+  } else if (c->m->on_half_close) {
     c->t_half.run = half_task_run;
     c->t_half.done = embedded_task_done;
     call_dispatch(c, &c->t_half);
@@ -815,7 +919,13 @@ static void call_start(rpc_call *c) {
 
 static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f,
                          void *user) {
-  (void)user;
+  conn *cn = user;
+  if (cn->hs_ev) {
+    /* A frame parsed: the preface was right (nghttp2 checks that the first
+     * frame is SETTINGS). */
+    event_free(cn->hs_ev);
+    cn->hs_ev = NULL;
+  }
   if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
   rpc_call *c = nghttp2_session_get_stream_user_data(h2, f->hd.stream_id);
   if (!c) return 0;
@@ -905,6 +1015,7 @@ static void call_detach(rpc_call *c, conn *cn) {
   c->owed = 0;
   c->conn = NULL;
   drop_parked(c);
+  drop_held(c);
   if (c->deadline_ev) event_free(c->deadline_ev);
   if (c->timer_ev) event_free(c->timer_ev);
   c->deadline_ev = c->timer_ev = NULL;
@@ -957,6 +1068,7 @@ static void conn_free(conn *cn) {
       break;
     }
   nghttp2_session_del(cn->h2);
+  if (cn->hs_ev) event_free(cn->hs_ev);
   event_free(cn->rev);
   event_free(cn->wev);
   close(cn->fd);
@@ -1079,6 +1191,19 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg) {
   cn->srv->in_io = 0;
 }
 
+/* The client did not complete the HTTP/2 preface and SETTINGS in time. */
+static void handshake_timeout_cb(evutil_socket_t fd, short what, void *arg) {
+  conn *cn = arg;
+  server *s = cn->srv;
+  (void)fd;
+  (void)what;
+  LOG_DEBUG("handshake-timeout fd=%d", cn->fd);
+  s->in_io = 1;
+  conn_free(cn);
+  flush_all(s);
+  s->in_io = 0;
+}
+
 static void accept_cb(evutil_socket_t lfd, short what, void *arg) {
   server *s = arg;
   (void)what;
@@ -1115,7 +1240,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg) {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
          s->cfg->max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 65536},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST},
     };
     nghttp2_submit_settings(cn->h2, NGHTTP2_FLAG_NONE, iv, 3);
     nghttp2_session_set_local_window_size(cn->h2, NGHTTP2_FLAG_NONE, 0,
@@ -1126,6 +1251,14 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg) {
     s->n_conns++;
     s->stats.connections++;
     event_add(cn->rev, NULL);
+    if (s->cfg->handshake_timeout_ms) {
+      unsigned ms = s->cfg->handshake_timeout_ms;
+      cn->hs_ev = evtimer_new(s->base, handshake_timeout_cb, cn);
+      if (cn->hs_ev) {
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+        event_add(cn->hs_ev, &tv);
+      }
+    }
     conn_flush(cn);
   }
 }

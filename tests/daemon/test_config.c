@@ -32,6 +32,7 @@ static void test_defaults(void) {
   CHECK_EQ_INT(c.max_connections, 10000);
   CHECK_EQ_INT(c.max_concurrent_streams, 1000);
   CHECK_EQ_INT(c.shutdown_grace_ms, 10000);
+  CHECK_EQ_INT(c.handshake_timeout_ms, 10000);
   CHECK_EQ_STR(c.data, "./data");
   CHECK_EQ_INT(c.map_size, 1ULL << 30);
   CHECK_EQ_INT(c.max_map_size, 1ULL << 40);

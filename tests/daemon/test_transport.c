@@ -97,6 +97,8 @@ typedef struct tstream {
   size_t body_len, body_off;
   int end;           /* half-close after the body */
   int headers_only;  /* send HEADERS with END_STREAM, no DATA */
+  const nghttp2_nv *extra; /* more request headers */
+  size_t n_extra;
   /* response */
   int http_status;
   int grpc_status;   /* -1 until seen */
@@ -215,7 +217,8 @@ static ssize_t cl_read_body(nghttp2_session *h2, int32_t id, uint8_t *buf,
   return (ssize_t)n;
 }
 
-static int client_open(tclient *c) {
+/* Connect and start a client session; `opt` may be NULL. */
+static int client_open_opt(tclient *c, nghttp2_option *opt) {
   struct sockaddr_in a;
   nghttp2_session_callbacks *cb;
   memset(c, 0, sizeof *c);
@@ -233,10 +236,14 @@ static int client_open(tclient *c) {
   nghttp2_session_callbacks_set_on_frame_recv_callback(cb, cl_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, cl_data);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, cl_close);
-  nghttp2_session_client_new(&c->h2, cb, c);
+  nghttp2_session_client_new2(&c->h2, cb, c, opt);
   nghttp2_session_callbacks_del(cb);
   nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, NULL, 0);
   return 0;
+}
+
+static int client_open(tclient *c) {
+  return client_open_opt(c, NULL);
 }
 
 static void client_close(tclient *c) {
@@ -249,7 +256,7 @@ static void client_close(tclient *c) {
   {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
 
 static void client_submit(tclient *c, tstream *s) {
-  nghttp2_nv nv[10];
+  nghttp2_nv *nv = malloc((10 + s->n_extra) * sizeof *nv);
   size_t n = 0;
   nv[n++] = (nghttp2_nv)HNV(":method", "POST");
   nv[n++] = (nghttp2_nv)HNV(":scheme", "http");
@@ -260,6 +267,7 @@ static void client_submit(tclient *c, tstream *s) {
   nv[n++] = (nghttp2_nv)HNV("te", "trailers");
   if (s->timeout) nv[n++] = (nghttp2_nv)HNV("grpc-timeout", s->timeout);
   if (s->encoding) nv[n++] = (nghttp2_nv)HNV("grpc-encoding", s->encoding);
+  for (size_t i = 0; i < s->n_extra; i++) nv[n++] = s->extra[i];
   s->grpc_status = -1;
   if (s->headers_only) {
     s->id = nghttp2_submit_request(c->h2, NULL, nv, n, NULL, s);
@@ -269,6 +277,7 @@ static void client_submit(tclient *c, tstream *s) {
     dp.read_callback = cl_read_body;
     s->id = nghttp2_submit_request(c->h2, NULL, nv, n, &dp, s);
   }
+  free(nv);
   c->streams = realloc(c->streams, (c->n + 1) * sizeof *c->streams);
   c->streams[c->n++] = s;
 }
@@ -663,6 +672,20 @@ static void hold_close(rpc_call *c) {
   t_close(c);
 }
 
+/* Amplifier: a 32 KiB answer per request; records the largest output
+ * queue it saw. */
+static atomic_size_t amp_max_pending;
+static void amp_msg(rpc_call *c, const uint8_t *m, size_t n) {
+  static const uint8_t big[32768];
+  tstate *st = enter(c);
+  (void)m;
+  (void)n;
+  rpc_send(c, big, sizeof big);
+  size_t p = rpc_pending_bytes(c);
+  if (p > atomic_load(&amp_max_pending)) atomic_store(&amp_max_pending, p);
+  leave(st);
+}
+
 static const rpc_method m_echo = {"/t.T/Echo", RPC_BIDI, 0, echo_msg,
                                   finish_ok, NULL, t_close};
 static const rpc_method m_slow = {"/t.T/SlowEcho", RPC_BIDI, 0,
@@ -675,10 +698,13 @@ static const rpc_method m_stream = {"/t.T/Stream", RPC_SERVER_STREAM, 0,
                                     stream_msg, NULL, NULL, t_close};
 static const rpc_method m_hold = {"/t.T/Hold", RPC_BIDI, 0, hold_msg, NULL,
                                   NULL, hold_close};
+static const rpc_method m_amp = {"/t.T/Amp", RPC_BIDI, 0, amp_msg, finish_ok,
+                                 NULL, t_close};
 
 static const rpc_method *test_lookup(const char *path) {
   static const rpc_method *const ms[] = {&m_echo,  &m_slow,   &m_sum,
-                                         &m_timer, &m_stream, &m_hold};
+                                         &m_timer, &m_stream, &m_hold,
+                                         &m_amp};
   for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
     if (strcmp(ms[i]->path, path) == 0) return ms[i];
   return methods_find(path);
@@ -1017,10 +1043,159 @@ static void test_client_reset(void) {
   stream_free(&s);
 }
 
+/* ------------------------------------------------ hostile clients */
+
+/* A header list past MAX_HEADER_LIST (as HPACK counts it) resets that
+ * stream only; the connection keeps serving. */
+static void test_header_list_limit(void) {
+  tclient c;
+  nghttp2_option *opt;
+  nghttp2_option_new(&opt);
+  nghttp2_option_set_max_send_header_block_length(opt, 1 << 20);
+  CHECK_EQ_INT(client_open_opt(&c, opt), 0);
+  nghttp2_option_del(opt);
+  static char names[100][16], val[1001];
+  nghttp2_nv extra[100];
+  memset(val, 'v', 1000);
+  for (int i = 0; i < 100; i++) {
+    snprintf(names[i], sizeof names[i], "x-pad-%d", i);
+    extra[i] = (nghttp2_nv)HNV(names[i], val);
+  }
+  tstream big = {.path = "/t.T/Echo", .end = 1, .extra = extra,
+                 .n_extra = 100};
+  const uint8_t m[] = {7};
+  big.body = frame(m, sizeof m, &big.body_len);
+  client_submit(&c, &big);
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK(big.grpc_status != 0);
+  CHECK(big.close_error != 0);
+  /* Just under the limit is fine, on the same connection. */
+  tstream ok = {.path = "/t.T/Echo", .end = 1, .extra = extra,
+                .n_extra = 50};
+  ok.body = frame(m, sizeof m, &ok.body_len);
+  client_submit(&c, &ok);
+  test_calls_started++;
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(ok.grpc_status, 0);
+  CHECK_EQ_INT(ok.data_len, 6);
+  client_close(&c);
+  stream_free(&big);
+  stream_free(&ok);
+}
+
+/* The stream ends inside a 5-byte prefix: not a clean end of messages. */
+static void test_truncated_prefix(void) {
+  tclient c;
+  CHECK_EQ_INT(client_open(&c), 0);
+  tstream s = {.path = "/t.T/Sum", .end = 1};
+  s.body = malloc(5 + 4 + 3);
+  grpc_prefix_put(s.body, 4);
+  memcpy(s.body + 5, "abcd", 4);
+  memcpy(s.body + 9, "\0\0\0", 3);
+  s.body_len = 12;
+  client_submit(&c, &s);
+  test_calls_started++;
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(s.grpc_status, 13);
+  CHECK_EQ_STR(s.grpc_message, "request stream ended inside a message");
+  client_close(&c);
+  stream_free(&s);
+}
+
+/* Small requests with large answers from a client that never opens its
+ * receive window: the server stops handing requests to the handler while
+ * the answers pile up, so the output queue stays bounded. */
+static void test_output_queue_bounded(void) {
+  tclient c;
+  nghttp2_option *opt;
+  nghttp2_option_new(&opt);
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  CHECK_EQ_INT(client_open_opt(&c, opt), 0);
+  nghttp2_option_del(opt);
+  tstream s = {.path = "/t.T/Amp", .end = 1};
+  s.body = calloc(1000, 5); /* 1000 empty messages */
+  s.body_len = 5000;
+  client_submit(&c, &s);
+  test_calls_started++;
+  client_run(&c, 1000);
+  size_t maxp = atomic_load(&amp_max_pending);
+  CHECK(maxp > 0);
+  CHECK(maxp < (4u << 20));
+  if (maxp >= (4u << 20))
+    fprintf(stderr, "output queue reached %zu bytes\n", maxp);
+  nghttp2_submit_rst_stream(c.h2, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_CANCEL);
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  client_close(&c);
+  stream_free(&s);
+}
+
+static int raw_connect(void) {
+  struct sockaddr_in a;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Milliseconds until the server closes fd (reading and dropping what it
+ * sends), or -1 after `ms`. */
+static int wait_closed(int fd, int ms) {
+  uint64_t t0 = now_ns();
+  char buf[4096];
+  for (;;) {
+    int left = ms - (int)((now_ns() - t0) / 1000000);
+    if (left <= 0) return -1;
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, left) <= 0) continue;
+    ssize_t r = recv(fd, buf, sizeof buf, 0);
+    if (r <= 0) return (int)((now_ns() - t0) / 1000000);
+  }
+}
+
+/* server.handshake_timeout_ms (300 in this test): silent connections and
+ * half prefaces are closed; a client that completed it is not. */
+static void test_handshake_timeout(void) {
+  int silent = raw_connect(), half = raw_connect();
+  CHECK(silent >= 0 && half >= 0);
+  CHECK(send(half, "PRI * HTTP/2.0\r\n", 16, 0) == 16);
+  tclient c;
+  CHECK_EQ_INT(client_open(&c), 0);
+  nghttp2_session_send(c.h2);
+  int t1 = wait_closed(silent, 3000), t2 = wait_closed(half, 3000);
+  CHECK(t1 >= 200 && t1 < 2000);
+  CHECK(t2 >= 0 && t2 < 2000);
+  close(silent);
+  close(half);
+  tstream s = {.path = "/grpc.health.v1.Health/Check", .end = 1};
+  s.body = frame(NULL, 0, &s.body_len);
+  client_submit(&c, &s);
+  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(s.grpc_status, 0);
+  client_close(&c);
+  stream_free(&s);
+}
+
+/* Health's service name comes from the client: NUL bytes in it must not
+ * make the lookup read past a method path (ASan sees the overread). */
+static void test_service_name_nul(void) {
+  static const char name[] = "grpc.health.v1.Health/Check\0AAAAAAAAAAAAAAAAA";
+  CHECK_EQ_INT(methods_has_service(name, sizeof name - 1), 0);
+  CHECK_EQ_INT(methods_has_service("grpc.health.v1.Health", 21), 1);
+  CHECK_EQ_INT(methods_has_service("grpc.health.v1", 14), 0);
+  CHECK_EQ_INT(methods_has_service("", 0), 1);
+}
+
 int main(void) {
   config_defaults(&cfg);
   strcpy(cfg.listen, "127.0.0.1:0");
   cfg.max_message_bytes = 4u << 20;
+  cfg.handshake_timeout_ms = 300;
   ctx.cfg = &cfg;
   atomic_init(&ctx.serving, 1);
   if (pipe(stop_pipe) != 0) return 1;
@@ -1047,6 +1222,11 @@ int main(void) {
   test_client_reset();
   test_compressed_ok();
   test_compressed_errors();
+  test_header_list_limit();
+  test_truncated_prefix();
+  test_output_queue_bounded();
+  test_handshake_timeout();
+  test_service_name_nul();
 
   /* Graceful stop: an open Watch gets NOT_SERVING and ends, the loop
    * exits by itself. */
