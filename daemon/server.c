@@ -68,6 +68,9 @@
  * answers and never reads them cannot grow the output queue without end. */
 #define OUT_QUEUE_LIMIT (1u << 20)
 #define MAX_INFLIGHT 64
+/* Largest decompressed request of a run_inline method: it inflates on the
+ * loop thread, which must not spend max_message_bytes of CPU on one bomb. */
+#define INLINE_INFLATE_MAX (64u << 10)
 #define GRPC_MSG_MAX 512              /* encoded grpc-message, truncated */
 #define PATH_MAX_LEN 200
 #define ENC_NAME_MAX 40               /* unsupported grpc-encoding, quoted */
@@ -306,13 +309,16 @@ typedef struct msg_task {
  * is not identity. Runs where on_message runs: on the call's strand, or on
  * the loop for run_inline methods, whose callbacks must stay there. On the
  * loop the work is bounded: the output stops at max_message_bytes (a bomb
- * ends with RESOURCE_EXHAUSTED once it got there), and inline methods take
- * tiny requests, so a real client's message inflates in microseconds.
+ * ends with RESOURCE_EXHAUSTED once it got there, and at INLINE_INFLATE_MAX
+ * for inline methods, whose requests are tiny), so the loop spends
+ * microseconds on a real client's message and well under a millisecond on
+ * a bomb.
  * Any thread; the inflated copy is freed when on_message returns. */
 static void deliver_message(rpc_call *c, int enc, const uint8_t *p, size_t n) {
   uint8_t *plain;
   size_t plain_len;
   uint64_t limit = c->srv->cfg->max_message_bytes;
+  if (c->m->run_inline && limit > INLINE_INFLATE_MAX) limit = INLINE_INFLATE_MAX;
   if (enc == GRPC_ENC_IDENTITY) {
     c->m->on_message(c, p, n);
     return;

@@ -888,10 +888,12 @@ static void test_compressed_errors(void) {
            (unsigned long long)cfg.max_message_bytes);
   CHECK_EQ_INT(bomb.grpc_status, 8);
   CHECK_EQ_STR(bomb.grpc_message, want);
-  CHECK_EQ_INT(bomb_h.grpc_status, 8);
-  CHECK_EQ_STR(bomb_h.grpc_message, want);
   CHECK_EQ_INT(bomb_u.grpc_status, 8);
   CHECK_EQ_STR(bomb_u.grpc_message, want);
+  /* Inline methods inflate on the loop: a much smaller cap. */
+  CHECK_EQ_INT(bomb_h.grpc_status, 8);
+  CHECK_EQ_STR(bomb_h.grpc_message,
+               "decompressed message exceeds the limit of 65536 bytes");
   snprintf(want, sizeof want, "1/%llu",
            (unsigned long long)cfg.max_message_bytes);
   CHECK_EQ_INT(at.grpc_status, 0);
