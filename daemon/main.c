@@ -3,6 +3,7 @@
  * SIGINT (stop accepting, NOT_SERVING, drain in-flight calls for
  * server.shutdown_grace_ms, then cancel the rest). */
 #include <event2/event.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,13 @@ int main(int argc, char **argv) {
   }
   log_level = log_level_parse(cfg.log_level);
   signal(SIGPIPE, SIG_IGN);
+  /* Fixed malloc thresholds: glibc otherwise raises its mmap threshold (up
+   * to 32 MiB) and trim threshold (twice that) each time a large block is
+   * freed, after which freed batch and message buffers stay resident for
+   * good. With these, blocks of 256 KiB and more are mapped and unmapped on
+   * their own, and a heap's free top beyond 1 MiB goes back to the system. */
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
 
   store_opts so;
   memset(&so, 0, sizeof so);
