@@ -320,26 +320,15 @@ static void reflection_on_message(rpc_call *c, const uint8_t *msg,
     return;
   }
   switch (req.num) {
-    case 3: { /* file_by_filename */
-      long i = find_file((const char *)req.data, req.len);
-      if (i < 0) {
-        error_response(&body, GRPC_NOT_FOUND, "file", req.data, req.len);
-      } else {
-        unsigned char *seen = calloc(R.n_files, 1);
-        rbuf fdr = {0};
-        if (seen) add_file_closure(&fdr, (size_t)i, seen);
-        rb_bytes(&body, 4, fdr.p, fdr.len);
-        body.oom |= fdr.oom || !seen;
-        free(fdr.p);
-        free(seen);
-      }
-      break;
-    }
+    case 3:   /* file_by_filename */
     case 4: { /* file_containing_symbol */
-      long i = find_symbol((const char *)req.data, req.len);
+      long i = req.num == 3 ? find_file((const char *)req.data, req.len)
+                            : find_symbol((const char *)req.data, req.len);
       if (i < 0) {
-        error_response(&body, GRPC_NOT_FOUND, "symbol", req.data, req.len);
+        error_response(&body, GRPC_NOT_FOUND, req.num == 3 ? "file" : "symbol",
+                       req.data, req.len);
       } else {
+        /* The file and everything it imports, each once. */
         unsigned char *seen = calloc(R.n_files, 1);
         rbuf fdr = {0};
         if (seen) add_file_closure(&fdr, (size_t)i, seen);
