@@ -73,7 +73,7 @@ static const opt options[] = {
     {"putstream.batch_docs", NULL, OPT_U32, "1000", 1, 1000000,
      F(put_batch_docs), "PutStream commits after this many documents"},
     {"putstream.batch_bytes", NULL, OPT_SIZE, "16M", 1 * KiB, 4 * GiB,
-     F(put_batch_bytes), "... or this many bytes of text"},
+     F(put_batch_bytes), "... or when it holds this many bytes (requests and chunk lists)"},
     {"putstream.batch_ms", NULL, OPT_U32, "50", 0, 60000, F(put_batch_ms),
      "... or this many milliseconds after the first pending document"},
     {"log.level", "log-level", OPT_LEVEL, "info", 0, 0, F(log_level),

@@ -30,7 +30,7 @@ typedef struct ctxd_config {
   uint32_t chunk_overlap_tokens; /* default 0 */
   /* [putstream] */
   uint32_t put_batch_docs;     /* commit after this many documents, 1000 */
-  uint64_t put_batch_bytes;    /* ... or this many text bytes, 16 MiB */
+  uint64_t put_batch_bytes;    /* ... or this many bytes held, 16 MiB */
   uint32_t put_batch_ms;       /* ... or this long after the first pending, 50 */
   /* [log] */
   char log_level[16];          /* error, warn, info, debug */
