@@ -65,6 +65,10 @@ static const opt options[] = {
      F(map_size), "initial LMDB map size (sparse)"},
     {"store.max_map_size", NULL, OPT_SIZE, "1T", 1 * MiB, 1024 * TiB,
      F(max_map_size), "LMDB map growth limit"},
+    {"store.group_commit_docs", NULL, OPT_U32, "1024", 1, 65536,
+     F(group_commit_docs),
+     "concurrent unary Puts committed together, one transaction and one "
+     "fsync; 1 = each Put alone"},
     {"chunk.max_tokens", NULL, OPT_U32, "512", 8, 1000000,
      F(chunk_max_tokens), "largest chunk, in tokens"},
     {"chunk.overlap_tokens", NULL, OPT_U32, "0", 0, 1000000,

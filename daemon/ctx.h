@@ -9,10 +9,13 @@
 #include "../index/tok.h"
 #include "config.h"
 
+struct writer;
+
 typedef struct ctxd_ctx {
   const ctxd_config *cfg;
   store *st;
   const tok *tk;
+  struct writer *wr;   /* group commit for Put; NULL: Puts commit alone */
   uint64_t start_time; /* CLOCK_REALTIME seconds at start */
   atomic_int serving;  /* 1 while serving; 0 while shutting down (Health) */
 } ctxd_ctx;

@@ -21,6 +21,7 @@
 #include "rpc.h"
 #include "store.h"
 #include "utf8.h"
+#include "writer.h"
 
 #define LIST_DEFAULT_PAGE 100
 #define LIST_MAX_PAGE 10000
@@ -52,11 +53,11 @@
 
 /* ---- small helpers --------------------------------------------------------- */
 
-/* A write is not started with less than this left before the call's
- * deadline: a durable commit costs at least an fsync, so the client would
- * most likely give up first and be left not knowing whether its write
- * landed. Refusing up front makes DEADLINE_EXCEEDED mean "not written". */
-#define WRITE_MIN_LEFT_NS 2000000ULL
+/* A write is not started with less than WRITER_MIN_LEFT_NS (2 ms) left
+ * before the call's deadline: a durable commit costs at least an fsync, so
+ * the client would most likely give up first and be left not knowing
+ * whether its write landed. Refusing up front makes DEADLINE_EXCEEDED mean
+ * "not written". The writer checks again when it starts a group. */
 
 /* The call is over, or its deadline is too close for a write to start. The
  * transport answers DEADLINE_EXCEEDED itself too, but its timer may fire
@@ -68,7 +69,7 @@ static int call_expired(rpc_call *c) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   uint64_t now = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-  return now + WRITE_MIN_LEFT_NS >= dl;
+  return now + WRITER_MIN_LEFT_NS >= dl;
 }
 
 static void finish_err(rpc_call *c, const ctxd_error *e) {
@@ -383,6 +384,35 @@ fail:
 
 /* ---- Put --------------------------------------------------------------------- */
 
+/* Unary Put validates and chunks on the worker, then hands the document to
+ * the writer (group commit, writer.h) and returns with the call still open:
+ * the writer thread commits it with whatever else is queued and answers.
+ * The call's state is its writer item, let go in on_close. Without a writer
+ * (store.group_commit_docs = 1), or when the writer's queue is full, the
+ * worker commits the document itself, one transaction per document. */
+
+/* Answer a Put: the writer's callback (writer_answer_fn), also used for a
+ * direct write. `owner` is the prepared document. */
+static void put_answer(rpc_call *c, void *owner, int rc,
+                       const store_put_result *res, const ctxd_error *e) {
+  const prepared *p = owner;
+  if (rc) {
+    finish_err(c, e);
+    return;
+  }
+  Ctxd__V1__PutResponse r = CTXD__V1__PUT_RESPONSE__INIT;
+  r.id = (char *)res->id;
+  r.chunks = (uint32_t)p->doc.n_chunks;
+  r.replaced = res->replaced;
+  r.tokens = res->tokens;
+  if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
+}
+
+static void put_release(void *owner) {
+  prepared_free(owner);
+  free(owner);
+}
+
 static void put_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   ctxd_ctx *ctx = rpc_ctx(c);
   ctxd_error e;
@@ -400,22 +430,49 @@ static void put_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     rpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the write");
     return;
   }
-  if (store_put(ctx->st, &p.doc, 1, &res, &e)) {
-    prepared_free(&p);
-    finish_err(c, &e);
-    return;
+  if (ctx->wr) {
+    /* The message, its chunk list and metadata index: what the queued
+     * document holds, as PutStream counts it. */
+    uint64_t bytes = len + p.doc.n_chunks * sizeof(chunk_span) +
+                     p.doc.n_meta * sizeof(store_kv);
+    prepared *hp = malloc(sizeof *hp);
+    writer_item *item = NULL;
+    int rc = CTXD_ENOMEM;
+    if (hp) {
+      *hp = p; /* doc points into the request and lists, not into p */
+      rc = writer_submit(ctx->wr, c, &hp->doc, bytes, put_answer, put_release,
+                         hp, &item);
+      if (rc == 0) {
+        rpc_set_state(c, item);
+        return;
+      }
+      free(hp);
+    }
+    if (rc == CTXD_EBUSY) {
+      prepared_free(&p);
+      rpc_finish(c, GRPC_UNAVAILABLE, "the server is shutting down");
+      return;
+    }
+    /* Queue full (or no memory for an item): write it here, which holds
+     * this worker and so slows the clients down instead of queueing more. */
   }
-  Ctxd__V1__PutResponse r = CTXD__V1__PUT_RESPONSE__INIT;
-  r.id = res.id;
-  r.chunks = (uint32_t)p.doc.n_chunks;
-  r.replaced = res.replaced;
-  r.tokens = res.tokens;
+  int rc = store_put(ctx->st, &p.doc, 1, &res, &e);
+  put_answer(c, &p, rc, rc ? NULL : &res, &e);
   prepared_free(&p);
-  if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
 }
 
-const rpc_method h_documents_put = {
-    "/ctxd.v1.Documents/Put", RPC_UNARY, 0, put_on_message, NULL, NULL, NULL};
+static void put_on_close(rpc_call *c) {
+  writer_call_closed(rpc_state(c));
+  rpc_set_state(c, NULL);
+}
+
+const rpc_method h_documents_put = {"/ctxd.v1.Documents/Put",
+                                    RPC_UNARY,
+                                    0,
+                                    put_on_message,
+                                    NULL,
+                                    NULL,
+                                    put_on_close};
 
 /* ---- PutStream ------------------------------------------------------------- */
 

@@ -18,6 +18,11 @@
 #include "log.h"
 #include "pool.h"
 #include "server.h"
+#include "writer.h"
+
+/* A group commit stops taking documents once it holds this many bytes
+ * (messages and chunk lists); a larger document goes alone. */
+#define GROUP_COMMIT_MAX_BYTES (16u << 20)
 
 typedef struct app {
   struct event_base *base;
@@ -56,6 +61,7 @@ int main(int argc, char **argv) {
   pool *workers = NULL;
   struct event_base *base = NULL;
   server *srv = NULL;
+  writer *wr = NULL;
   struct event *sigterm = NULL, *sigint = NULL;
   app a;
   ctxd_error e;
@@ -112,6 +118,18 @@ int main(int argc, char **argv) {
   ctx.start_time = (uint64_t)time(NULL);
   atomic_init(&ctx.serving, 1);
 
+  if (cfg.group_commit_docs > 1) {
+    writer_opts wo;
+    memset(&wo, 0, sizeof wo);
+    wo.max_docs = cfg.group_commit_docs;
+    wo.max_bytes = GROUP_COMMIT_MAX_BYTES;
+    if (writer_create(st, &wo, &wr, &e) != 0) {
+      LOG_ERROR("writer-create-failed err=\"%s\"", e.msg);
+      goto out;
+    }
+    ctx.wr = wr;
+  }
+
   workers = pool_create(cfg.workers);
   if (!workers) {
     LOG_ERROR("pool-create-failed workers=%u", cfg.workers);
@@ -144,9 +162,13 @@ int main(int argc, char **argv) {
 
 out:
   /* Order matters: calls still open are cancelled while the pool runs
-   * (their on_close is queued), the pool drains, and only then do the server
-   * and the store go. */
+   * (their on_close is queued); the writer stops: what it still holds
+   * belongs to calls that are now over, never acknowledged, and is dropped
+   * unwritten, and a Put handler still running is refused (UNAVAILABLE);
+   * the pool drains, and only then do the server and the store go. After a
+   * graceful drain the writer holds nothing: every call was answered. */
   if (srv) server_close_all(srv);
+  writer_stop(wr);
   pool_destroy(workers);
   if (srv) {
     server_stats ss;

@@ -36,6 +36,7 @@ static void test_defaults(void) {
   CHECK_EQ_STR(c.data, "./data");
   CHECK_EQ_INT(c.map_size, 1ULL << 30);
   CHECK_EQ_INT(c.max_map_size, 1ULL << 40);
+  CHECK_EQ_INT(c.group_commit_docs, 1024);
   CHECK_EQ_INT(c.chunk_max_tokens, 512);
   CHECK_EQ_INT(c.chunk_overlap_tokens, 0);
   CHECK_EQ_INT(c.put_batch_docs, 1000);
@@ -56,6 +57,7 @@ static void test_file_and_flags(void) {
                                 "workers = 3\n"
                                 "[store]\n"
                                 "data = /var/lib/ctxd\n"
+                                "group_commit_docs = 64\n"
                                 "[log]\n"
                                 "level = debug\n");
   char *argv[] = {"ctxd", "--listen", "127.0.0.1:7000", "--config",
@@ -67,6 +69,7 @@ static void test_file_and_flags(void) {
   CHECK_EQ_INT(c.workers, 5);
   CHECK_EQ_INT(c.max_message_bytes, 1ULL << 30);
   CHECK_EQ_STR(c.data, "/var/lib/ctxd");
+  CHECK_EQ_INT(c.group_commit_docs, 64);
   CHECK_EQ_STR(c.log_level, "debug");
   CHECK_EQ_INT(c.chunk_max_tokens, 256);
 
@@ -126,6 +129,8 @@ static void test_bad_values(void) {
   expect_bad(3, a10, "server.workers");
   char *a11[] = {"ctxd", "--server.max_connections", "99999999999999999999"};
   expect_bad(3, a11, "server.max_connections");
+  char *a12[] = {"ctxd", "--store.group_commit_docs", "0"};
+  expect_bad(3, a12, "store.group_commit_docs");
 
   const char *p1 = write_file("b.ini", "[server]\nlisten = x:1\nbogus = 1\n");
   char *b1[] = {"ctxd", "--config", (char *)p1};
