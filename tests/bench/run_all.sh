@@ -11,6 +11,7 @@
 # grpc_health.sh; INGEST_DOCS, MEM_DOCS below).
 #
 # Runs: grpc_health.sh (Health.Check vs a gRPC C++ reference, Documents.Get),
+# put_unary.sh (concurrent unary Put, group commit vs one transaction a Put),
 # putstream_ingest.py (PutStream vs an ack-only gRPC C++ server), memory.py
 # (RssAnon over five 10,000-document rounds), and tests/bench/chunk/run.sh
 # if present. Exit status: non-zero if any of them failed.
@@ -49,6 +50,7 @@ section grpc_health "$HERE/grpc_health.sh" "$BUILD"
 section putstream_ingest "$PY" "$HERE/putstream_ingest.py" --build "$BUILD" \
   --docs "${INGEST_DOCS:-20000}" --runs "${RUNS:-3}"
 section memory "$PY" "$HERE/memory.py" --build "$BUILD" --docs "${MEM_DOCS:-10000}"
+section put_unary "$HERE/put_unary.sh" "$BUILD"
 if [ -x "$HERE/chunk/run.sh" ] || [ -f "$HERE/chunk/run.sh" ]; then
   section chunk bash "$HERE/chunk/run.sh" "$BUILD"
 fi
