@@ -70,6 +70,12 @@ struct ctxclient {
   int io_errno;      /* errno of a failed send() */
   int dead;          /* connection unusable; dead_status says why */
   int got_settings;  /* the server has spoken HTTP/2 */
+  /* Until got_settings, calls fail (UNAVAILABLE) once this passes: a peer
+   * that accepts TCP but never speaks HTTP/2 must not hang a call that has
+   * no deadline of its own. CLOCK_MONOTONIC ms. */
+  int64_t handshake_deadline;
+  int64_t handshake_ms;  /* for the message */
+  char proto_error[160]; /* why we sent GOAWAY with an error (peer's fault) */
   int got_goaway;
   uint32_t goaway_error;
   ctxclient_status dead_status;
@@ -247,7 +253,7 @@ static ssize_t on_read_data(nghttp2_session *sess, int32_t id, uint8_t *buf,
     return NGHTTP2_ERR_DEFERRED;
   }
   size_t n = avail < length ? avail : length;
-  memcpy(buf, s->out + s->out_off, n);
+  if (n) memcpy(buf, s->out + s->out_off, n); /* s->out may be NULL */
   s->out_off += n;
   if (s->out_off == s->out_len) {
     s->out_off = s->out_len = 0;
@@ -361,10 +367,31 @@ static int on_stream_close(nghttp2_session *sess, int32_t id,
   return 0;
 }
 
+/* We are closing the connection because of the peer (nghttp2 queues a
+ * GOAWAY with an error code and its reason as debug data): keep that. */
+static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame,
+                         void *ud) {
+  ctxclient *c = ud;
+  (void)sess;
+  if (frame->hd.type != NGHTTP2_GOAWAY ||
+      frame->goaway.error_code == NGHTTP2_NO_ERROR || c->proto_error[0])
+    return 0;
+  size_t n = frame->goaway.opaque_data_len;
+  snprintf(c->proto_error, sizeof c->proto_error, "%s%s%.*s",
+           nghttp2_http2_strerror(frame->goaway.error_code), n ? ", " : "",
+           n > 120 ? 120 : (int)n, (const char *)frame->goaway.opaque_data);
+  return 0;
+}
+
 /* ---- the poll loop ------------------------------------------------------*/
 
+/* Hint for failures before the peer has sent any HTTP/2. */
+static const char *no_h2_hint(const ctxclient *c) {
+  return c->got_settings ? "" : " (before the server spoke HTTP/2)";
+}
+
 static void conn_io_fail(ctxclient *c, const char *what, int err) {
-  conn_fail(c, 14, "%s %s: %s", what, c->addr, strerror(err));
+  conn_fail(c, 14, "%s %s: %s%s", what, c->addr, strerror(err), no_h2_hint(c));
 }
 
 /* Let nghttp2 write what it can. */
@@ -389,7 +416,8 @@ static void read_some(ctxclient *c) {
       return;
     }
     if (n == 0) {
-      conn_fail(c, 14, "connection to %s closed by server", c->addr);
+      conn_fail(c, 14, "connection to %s closed by server%s", c->addr,
+                no_h2_hint(c));
       return;
     }
     ssize_t rv = nghttp2_session_mem_recv(c->sess, buf, (size_t)n);
@@ -408,11 +436,16 @@ typedef int (*pump_cond)(ctxclient_stream *s);
 
 /* Run the connection until cond(s) holds (returns 0), `deadline` (absolute
  * ms, 0 = none) passes (returns 1; a deadline already passed still gets one
- * non-blocking round of I/O), or the connection dies (returns -1). */
+ * non-blocking round of I/O), or the connection dies (returns -1), which
+ * includes the server not sending its SETTINGS by c->handshake_deadline. */
 static int pump(ctxclient *c, ctxclient_stream *s, pump_cond cond,
-                int64_t deadline) {
+                int64_t call_deadline) {
   int polled = 0;
   for (;;) {
+    int64_t deadline = call_deadline;
+    int handshake = !c->got_settings && c->handshake_deadline &&
+                    (!deadline || c->handshake_deadline <= deadline);
+    if (handshake) deadline = c->handshake_deadline;
     flush(c);
     if (cond(s)) return 0;
     if (c->dead) return -1;
@@ -421,6 +454,9 @@ static int pump(ctxclient *c, ctxclient_stream *s, pump_cond cond,
       if (!c->got_settings)
         conn_fail(c, 14, "%s does not speak HTTP/2 (is it a gRPC server?)",
                   c->addr);
+      else if (c->proto_error[0])
+        conn_fail(c, 14, "HTTP/2 protocol error from %s: %s", c->addr,
+                  c->proto_error);
       else if (c->got_goaway && c->goaway_error != NGHTTP2_NO_ERROR)
         conn_fail(c, 14, "connection to %s closed by server: %s", c->addr,
                   nghttp2_http2_strerror(c->goaway_error));
@@ -432,6 +468,13 @@ static int pump(ctxclient *c, ctxclient_stream *s, pump_cond cond,
     if (deadline) {
       int64_t left = deadline - now_ms();
       if (left <= 0) {
+        if (polled && handshake) {
+          conn_fail(c, 14,
+                    "%s accepted the connection but sent no HTTP/2 within "
+                    "%lld ms (is it a gRPC server?)",
+                    c->addr, (long long)c->handshake_ms);
+          return -1;
+        }
         if (polled) return 1;
         left = 0;
       }
@@ -514,7 +557,9 @@ int ctxclient_connect(const char *addr, int timeout_ms, ctxclient **out,
   else
     snprintf(c->authority, sizeof c->authority, "%s:%s", host, port);
 
-  int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 10000);
+  c->handshake_ms = timeout_ms > 0 ? timeout_ms : 10000;
+  int64_t deadline = now_ms() + c->handshake_ms;
+  c->handshake_deadline = deadline;
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
   struct addrinfo *res = NULL;
   int gai = getaddrinfo(host, port, &hints, &res);
@@ -543,6 +588,7 @@ int ctxclient_connect(const char *addr, int timeout_ms, ctxclient **out,
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
   rc = nghttp2_session_client_new(&c->sess, cbs, c);
   nghttp2_session_callbacks_del(cbs);
   if (rc != 0) {

@@ -59,7 +59,12 @@ const char *ctxclient_status_name(int code);
 
 /* Connect to `addr` ("HOST:PORT", "[IPV6]:PORT", or "HOST" for port 50051;
  * hostnames are resolved and every address is tried in turn) and send the
- * HTTP/2 preface and SETTINGS. `timeout_ms` bounds the connect (0: 10 s).
+ * HTTP/2 preface and SETTINGS. `timeout_ms` bounds the connect (0: 10 s),
+ * and also the server's answer to it: a call that is still waiting for the
+ * server's first HTTP/2 frame that long after ctxclient_connect() began
+ * fails with UNAVAILABLE ("HOST:PORT accepted the connection but sent no
+ * HTTP/2 within N ms"), even a call without a deadline of its own. The
+ * connect itself does not wait for that answer.
  * On success *out is a new client the caller frees with ctxclient_close().
  * Errors: CTXCLIENT_EINVAL (bad address: status INVALID_ARGUMENT),
  * CTXCLIENT_ESTATUS with UNAVAILABLE ("connect to HOST:PORT: Connection

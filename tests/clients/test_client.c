@@ -8,7 +8,9 @@
  *   /t/Flood    bidi echo with back-pressure: the server stops granting
  *               flow-control window while it has more than 256 KiB of
  *               replies unsent, so a client that does not read while it
- *               sends would deadlock. */
+ *               sends would deadlock.
+ * And against peers that are not gRPC servers: one that never speaks (the
+ * handshake bound) and one that breaks the HTTP/2 protocol. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -414,6 +417,125 @@ static void test_refused(void) {
   close(fd);
 }
 
+/* A client-streaming call with no request messages: the half-close is an
+ * empty DATA frame with END_STREAM from a stream that never had an output
+ * buffer (this used to memcpy from NULL, which UBSan aborts on). */
+static void test_empty_stream(ctxclient *c) {
+  ctxclient_status st;
+  ctxclient_stream *s;
+  CHECK_EQ_INT(ctxclient_stream_open(c, "/t/Echo", 5000, &s, &st), 0);
+  CHECK_EQ_INT(ctxclient_stream_close_send(s, &st), 0);
+  uint8_t *m = (uint8_t *)1;
+  size_t len;
+  int done = 0;
+  CHECK_EQ_INT(ctxclient_stream_recv(s, -1, &m, &len, &done, &st), 0);
+  CHECK_EQ_INT(done, 1);
+  CHECK(m == NULL);
+  CHECK_EQ_INT(ctxclient_stream_finish(s, &st), 0);
+  ctxclient_stream_free(s);
+}
+
+/* ---- peers that are not gRPC servers ------------------------------------*/
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int raw_listener(char *addr, size_t len) {
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t al = sizeof a;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  bind(fd, (struct sockaddr *)&a, sizeof a);
+  listen(fd, 8);
+  getsockname(fd, (struct sockaddr *)&a, &al);
+  snprintf(addr, len, "127.0.0.1:%d", ntohs(a.sin_port));
+  return fd;
+}
+
+/* Accepts one connection, writes `bytes`, then reads until the client
+ * closes. */
+typedef struct raw_peer {
+  int lfd;
+  const uint8_t *bytes;
+  size_t len;
+} raw_peer;
+
+static void *raw_peer_main(void *arg) {
+  raw_peer *p = arg;
+  int fd = accept(p->lfd, NULL, NULL);
+  if (fd < 0) return NULL;
+  if (p->len) send(fd, p->bytes, p->len, MSG_NOSIGNAL);
+  uint8_t buf[4096];
+  struct pollfd pf = {fd, POLLIN, 0};
+  while (poll(&pf, 1, 5000) > 0 && recv(fd, buf, sizeof buf, 0) > 0) {
+  }
+  close(fd);
+  return NULL;
+}
+
+/* A listener that completes the TCP handshake (the kernel does) but never
+ * says anything: even a call without a deadline must fail UNAVAILABLE once
+ * the connect timeout has passed, not hang. */
+static void test_silent_peer(void) {
+  char addr[64];
+  int lfd = raw_listener(addr, sizeof addr);
+  ctxclient *c = NULL;
+  ctxclient_status st;
+  CHECK_EQ_INT(ctxclient_connect(addr, 300, &c, &st), 0);
+  if (!c) return;
+  ctxclient_stream *s;
+  CHECK_EQ_INT(ctxclient_stream_open(c, "/t/Silent", 3000, &s, &st), 0);
+  uint8_t *m;
+  size_t len;
+  int done;
+  int64_t t0 = mono_ms();
+  CHECK_EQ_INT(ctxclient_stream_recv(s, -1, &m, &len, &done, &st),
+               CTXCLIENT_ESTATUS);
+  int64_t took = mono_ms() - t0;
+  CHECK_EQ_INT(st.code, 14);
+  CHECK(strstr(st.message, "sent no HTTP/2 within 300 ms") != NULL);
+  CHECK(took < 2000);
+  ctxclient_stream_free(s);
+  /* the connection is dead now: calls fail at once, same status */
+  uint8_t *resp;
+  CHECK_EQ_INT(ctxclient_unary(c, "/t/Echo", NULL, 0, 0, &resp, &len, &st),
+               CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(st.code, 14);
+  ctxclient_close(c);
+  close(lfd);
+}
+
+/* A peer that sends valid SETTINGS and then breaks the protocol (DATA on
+ * stream 0): the error names the protocol error, not just "closed". */
+static void test_protocol_error_peer(void) {
+  static const uint8_t bytes[] = {
+      0, 0, 0, 4, 0, 0, 0, 0, 0,       /* SETTINGS, empty */
+      0, 0, 1, 0, 0, 0, 0, 0, 0, 'x'}; /* DATA on stream 0 */
+  char addr[64];
+  raw_peer p = {.bytes = bytes, .len = sizeof bytes};
+  p.lfd = raw_listener(addr, sizeof addr);
+  pthread_t t;
+  pthread_create(&t, NULL, raw_peer_main, &p);
+  ctxclient *c = NULL;
+  ctxclient_status st;
+  CHECK_EQ_INT(ctxclient_connect(addr, 2000, &c, &st), 0);
+  if (c) {
+    uint8_t *resp;
+    size_t len;
+    CHECK_EQ_INT(ctxclient_unary(c, "/t/Echo", NULL, 0, 2000, &resp, &len, &st),
+                 CTXCLIENT_ESTATUS);
+    CHECK_EQ_INT(st.code, 14);
+    CHECK(strstr(st.message, "HTTP/2 protocol error from") != NULL);
+
+    ctxclient_close(c);
+  }
+  pthread_join(t, NULL);
+  close(p.lfd);
+}
+
 int main(void) {
   pthread_t t = start_server();
   char addr[64];
@@ -427,10 +549,13 @@ int main(void) {
     test_big(c);
     test_deadline(c);
     test_flood(c);
+    test_empty_stream(c);
     test_unary(c); /* the connection survived all of that */
     ctxclient_close(c);
   }
   test_refused();
+  test_silent_peer();
+  test_protocol_error_peer();
   shutdown(listen_fd, SHUT_RDWR);
   close(listen_fd);
   pthread_join(t, NULL);
