@@ -28,6 +28,7 @@ enum {
 
 #define DEFAULT_ADDR "127.0.0.1:50051"
 #define DEFAULT_TIMEOUT_MS 30000
+#define CTXCTL_MAX_RESPONSE (1u << 30) /* largest response message accepted */
 
 static const char *g_cmd = NULL; /* for messages */
 
@@ -145,7 +146,11 @@ static const cmd_help cmd_helps[] = {
      "\n"
      "Asks the server to check the store (Admin/Verify). Exit 0 when it is\n"
      "consistent, 1 with each problem printed otherwise.\n"},
-    {"help", "usage: ctxctl help [COMMAND]\n"},
+    {"help",
+     "usage: ctxctl help [COMMAND]\n"
+     "\n"
+     "Prints the overview of commands and options, or COMMAND's usage and\n"
+     "options ('ctxctl COMMAND --help' does the same).\n"},
 };
 
 /* ---- messages -----------------------------------------------------------*/
@@ -190,6 +195,49 @@ static int report(const char *what, const ctxclient_status *st) {
   else
     errorf("%s (%s)", st->message[0] ? st->message : "failed",
            ctxclient_status_name(st->code));
+  return status_exit(st);
+}
+
+/* Ids in messages: one over SHOW_ID_MAX bytes is shown as its first 120
+ * bytes (cut at a UTF-8 boundary) and "...", so that a 1,500-byte id (a
+ * long path) gives a readable line. */
+#define SHOW_ID_MAX 200
+static const char *show_id(const char *id, char *buf, size_t len) {
+  size_t n = strlen(id);
+  if (n <= SHOW_ID_MAX) return id;
+  size_t keep = 120;
+  while (keep > 0 && ((unsigned char)id[keep] & 0xC0) == 0x80) keep--;
+  snprintf(buf, len, "%.*s...", (int)keep, id);
+  return buf;
+}
+
+/* The message for an error about document `id`: `msg` as is when it names
+ * the document already ("document x not found"), else "document x: msg";
+ * a long id is shortened (show_id) in both cases. */
+static void doc_message(const char *id, const char *msg, char *out,
+                        size_t len) {
+  char sb[SHOW_ID_MAX], *what;
+  const char *shown = show_id(id, sb, sizeof sb);
+  size_t wl = strlen(id) + 10;
+  what = malloc(wl);
+  const char *at = NULL;
+  if (what) {
+    snprintf(what, wl, "document %s", id);
+    at = strstr(msg, what);
+  }
+  if (at)
+    snprintf(out, len, "%.*sdocument %s%s", (int)(at - msg), msg, shown,
+             at + wl - 1);
+  else
+    snprintf(out, len, "document %s: %s", shown, msg);
+  free(what);
+}
+
+/* report() for a call about one document. */
+static int report_doc(const char *id, const ctxclient_status *st) {
+  char m[1400];
+  doc_message(id, st->message[0] ? st->message : "failed", m, sizeof m);
+  errorf("%s (%s)", m, ctxclient_status_name(st->code));
   return status_exit(st);
 }
 
@@ -288,6 +336,10 @@ static int ctl_connect(ctl *g) {
     report(NULL, &st);
     return EXIT_UNREACHABLE; /* resolve/connect failure or connect timeout */
   }
+  /* The library's default (64 MiB, the server's request limit) is too small
+   * for a large document with its chunk texts (get --text --chunks returns
+   * the text about twice); the user asked for it and the server is theirs. */
+  ctxclient_set_max_message(g->client, CTXCTL_MAX_RESPONSE);
   return 0;
 }
 
@@ -472,7 +524,7 @@ typedef struct put_state {
   int progress_drawn;
   int failed_stream; /* stream ended with an error: stop */
   ctxclient_status st;
-  char last_sent[1100]; /* id of the last document handed to the stream */
+  char last_sent[SHOW_ID_MAX]; /* last document handed to the stream */
 } put_state;
 
 static void progress_clear(put_state *p) {
@@ -501,7 +553,9 @@ static void progress_draw(put_state *p, int force) {
   }
   fprintf(stderr, "\r\033[K%s%llu", bar, (unsigned long long)p->stored);
   if (p->total) fprintf(stderr, "/%llu", (unsigned long long)p->total);
-  fprintf(stderr, " docs  %.1f MB  %.0f docs/s", (double)p->bytes / 1e6, rate);
+  char hb[32];
+  fprintf(stderr, " docs  %s  %.0f docs/s",
+          human_bytes(p->bytes, hb, sizeof hb), rate);
   if (p->rejected + p->local_rejected)
     fprintf(stderr, "  %llu rejected",
             (unsigned long long)(p->rejected + p->local_rejected));
@@ -516,12 +570,9 @@ static void put_note_ack(put_state *p, Ctxd__V1__PutAck *ack) {
     const Ctxd__V1__PutError *e = ack->errors[i];
     const char *id = e->id && *e->id ? e->id : "(no id)";
     const char *reason = e->reason && *e->reason ? e->reason : "rejected";
-    char what[1100];
-    snprintf(what, sizeof what, "document %s", id);
-    if (strstr(reason, what))
-      errorf("%s", reason);
-    else
-      errorf("%s: %s", what, reason);
+    char m[1400];
+    doc_message(id, reason, m, sizeof m);
+    errorf("%s", m);
     p->rejected++;
   }
 }
@@ -563,11 +614,12 @@ static void put_send(put_state *p, const char *id, const char *text, size_t len,
    * the text short: refuse here rather than store half a document. */
   const char *nul = memchr(text, '\0', len);
   if (nul) {
+    char sb[SHOW_ID_MAX];
     progress_clear(p);
     errorf(
         "document %s: text contains a NUL byte at byte offset %zu "
         "(binary file?); not sent",
-        *id ? id : "(stdin)", (size_t)(nul - text));
+        *id ? show_id(id, sb, sizeof sb) : "(stdin)", (size_t)(nul - text));
     p->local_rejected++;
     return;
   }
@@ -584,7 +636,9 @@ static void put_send(put_state *p, const char *id, const char *text, size_t len,
     ch.overlap_tokens = p->overlap;
     req.chunking = &ch;
   }
-  snprintf(p->last_sent, sizeof p->last_sent, "%s", *id ? id : "(no id)");
+  char sb[SHOW_ID_MAX];
+  snprintf(p->last_sent, sizeof p->last_sent, "%s",
+           *id ? show_id(id, sb, sizeof sb) : "(no id)");
   if (ctxclient_putstream_send(p->s, &req, &p->st) != 0) {
     put_failed(p);
     return;
@@ -641,6 +695,25 @@ static void put_file(put_state *p, const put_input *in) {
   free(text);
 }
 
+static const char *json_type_name(const json_t *j) {
+  switch (json_typeof(j)) {
+    case JSON_OBJECT:
+      return "an object";
+    case JSON_ARRAY:
+      return "an array";
+    case JSON_STRING:
+      return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+      return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+      return "a boolean";
+    default:
+      return "null";
+  }
+}
+
 static void put_jsonl(put_state *p, const char *path) {
   FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
   const char *name = strcmp(path, "-") == 0 ? "stdin" : path;
@@ -656,13 +729,21 @@ static void put_jsonl(put_state *p, const char *path) {
   while (!p->failed_stream && (n = getline(&line, &cap, f)) >= 0) {
     lineno++;
     size_t len = (size_t)n;
-    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+    char *start = line;
+    /* A UTF-8 byte order mark (editors on Windows write one) is not JSON:
+     * skip it at the start of the file. */
+    if (lineno == 1 && len >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0) {
+      start += 3;
+      len -= 3;
+    }
+    while (len && (start[len - 1] == '\n' || start[len - 1] == '\r')) len--;
     size_t sp = 0;
-    while (sp < len && (line[sp] == ' ' || line[sp] == '\t')) sp++;
+    while (sp < len && (start[sp] == ' ' || start[sp] == '\t')) sp++;
     if (sp == len) continue; /* blank line */
     json_error_t jerr;
-    json_t *o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *o = json_loadb(start, len, JSON_REJECT_DUPLICATES, &jerr);
     const char *why = NULL;
+    char why_buf[200];
     json_t *jid = NULL, *jtext = NULL, *jmeta = NULL;
     if (!o) {
       progress_clear(p);
@@ -686,12 +767,18 @@ static void put_jsonl(put_state *p, const char *path) {
     if (!why && n_meta) {
       mv = calloc(n_meta, sizeof *mv);
       me = calloc(n_meta, sizeof *me);
+      if (!mv || !me) why = "out of memory";
+    }
+    if (!why && n_meta) {
       const char *key;
       json_t *val;
       size_t i = 0;
       json_object_foreach(jmeta, key, val) {
         if (!json_is_string(val)) {
-          why = "\"metadata\" values must be strings";
+          snprintf(why_buf, sizeof why_buf,
+                   "\"metadata\" values must be strings (\"%.100s\" is %s)",
+                   key, json_type_name(val));
+          why = why_buf;
           break;
         }
         Ctxd__V1__Document__MetadataEntry init =
@@ -763,19 +850,35 @@ static int walk_dir(input_list *l, const char *dir, const char *rel,
   char **names = NULL;
   size_t n = 0, cap = 0;
   struct dirent *de;
-  while ((de = readdir(d))) {
+  int rerr = 0;
+  for (;;) {
+    errno = 0;
+    if (!(de = readdir(d))) {
+      rerr = errno;
+      break;
+    }
     if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
     if (n == cap) {
       cap = cap ? cap * 2 : 32;
       char **nn = realloc(names, cap * sizeof *nn);
-      if (!nn) break;
+      if (!nn) {
+        rerr = ENOMEM;
+        break;
+      }
       names = nn;
     }
-    if (!(names[n] = strdup(de->d_name))) break;
+    if (!(names[n] = strdup(de->d_name))) {
+      rerr = ENOMEM;
+      break;
+    }
     n++;
   }
   closedir(d);
-  qsort(names, n, sizeof *names, cmp_str);
+  if (rerr) {
+    errorf("%s: %s", dir, strerror(rerr));
+    (*errs)++;
+  }
+  if (n) qsort(names, n, sizeof *names, cmp_str);
   int rc = 0;
   for (size_t i = 0; i < n; i++) {
     size_t plen = strlen(dir) + strlen(names[i]) + 2;
@@ -791,7 +894,11 @@ static int walk_dir(input_list *l, const char *dir, const char *rel,
     snprintf(path, plen, "%s%s%s", dir, slash ? "" : "/", names[i]);
     snprintf(r, rlen, "%s%s%s", rel, *rel ? "/" : "", names[i]);
     struct stat lst, sst;
-    if (lstat(path, &lst) == 0) {
+    if (lstat(path, &lst) < 0) {
+      /* e.g. ENAMETOOLONG below a deep tree: say so, never skip silently */
+      errorf("%s: %s", path, strerror(errno));
+      (*errs)++;
+    } else {
       if (S_ISDIR(lst.st_mode)) {
         rc = walk_dir(l, path, r, errs);
       } else if (S_ISREG(lst.st_mode) ||
@@ -1044,11 +1151,8 @@ static int cmd_get(ctl *g, int argc, char **argv) {
   req.id = (char *)id;
   req.with_text = text;
   req.with_chunks = chunks;
-  if (ctxclient_get(g->client, &req, g->timeout_ms, &r, &st)) {
-    char what[1100];
-    snprintf(what, sizeof what, "document %s", id);
-    return report(what, &st);
-  }
+  if (ctxclient_get(g->client, &req, g->timeout_ms, &r, &st))
+    return report_doc(id, &st);
   Ctxd__V1__Document *d = r->document;
   const char *did = d && d->id ? d->id : id;
   if (json) {
@@ -1133,9 +1237,7 @@ static int cmd_rm(ctl *g, int argc, char **argv) {
     ctxclient_status st;
     req.id = (char *)ids[i];
     if (ctxclient_delete(g->client, &req, g->timeout_ms, &r, &st)) {
-      char what[1100];
-      snprintf(what, sizeof what, "document %s", ids[i]);
-      int e = report(what, &st);
+      int e = report_doc(ids[i], &st);
       if (e > rc) rc = e;
       if (e == EXIT_UNREACHABLE) break;
       continue;
@@ -1144,7 +1246,8 @@ static int cmd_rm(ctl *g, int argc, char **argv) {
       printf("deleted %s (%u chunk%s)\n", ids[i], r->chunks,
              r->chunks == 1 ? "" : "s");
     } else if (!force) {
-      errorf("document %s: no such document", ids[i]);
+      char sb[SHOW_ID_MAX];
+      errorf("document %s: no such document", show_id(ids[i], sb, sizeof sb));
       if (rc < EXIT_FAILED) rc = EXIT_FAILED;
     }
     ctxd__v1__delete_response__free_unpacked(r, NULL);
@@ -1366,6 +1469,7 @@ static const command commands[] = {
 };
 
 static int help(const char *name) {
+  if (name && (!strcmp(name, "-h") || !strcmp(name, "--help"))) name = "help";
   if (!name) {
     fputs(usage_text, stdout);
     return EXIT_OK;

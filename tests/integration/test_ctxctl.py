@@ -278,12 +278,218 @@ def case_verify(addr):
     r.check(out.startswith("ok:"), "verify says ok", out)
 
 
+COMMANDS = ["status", "stats", "put", "get", "rm", "ls", "chunk", "verify", "help"]
+
+
+def case_help_all():
+    for c in COMMANDS:
+        rc, out, err = ctl(None, "help", c)
+        r.check(rc == 0 and out.startswith("usage: ctxctl " + c), "help %s" % c, (rc, out[:80], err))
+        rc2, out2, err2 = ctl(None, c, "--help")
+        r.check(rc2 == 0 and out2 == out, "%s --help is help %s" % (c, c), (rc2, out2[:80], err2))
+    rc, out, err = ctl(None, "help", "--help")
+    r.check(rc == 0 and out.startswith("usage: ctxctl help"), "help --help", (rc, out, err))
+
+
+def peer(data=b"", accept=True):
+    """A TCP listener that is not a gRPC server: it never accepts (the
+    kernel still completes the handshake), or accepts, sends `data` and
+    reads until the client goes. Returns (addr, close function)."""
+    import threading
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    addr = "127.0.0.1:%d" % s.getsockname()[1]
+
+    def serve():
+        try:
+            c, _ = s.accept()
+        except OSError:
+            return
+        c.sendall(data)
+        c.settimeout(10)
+        try:
+            while c.recv(65536):
+                pass
+        except OSError:
+            pass
+        c.close()
+
+    if accept:
+        threading.Thread(target=serve, daemon=True).start()
+    return addr, s.close
+
+
+def case_not_grpc():
+    import time
+    addr, stop = peer(accept=False)
+    for args in (["status"], ["put", "corpus/a.txt"], ["ls"]):
+        t0 = time.monotonic()
+        rc, out, err = ctl(addr, "--timeout", "1", *args)
+        took = time.monotonic() - t0
+        r.eq(rc, 3, "a server that never speaks: %s exits 3" % args[0])
+        r.check("sent no HTTP/2 within 1000 ms" in err and "(UNAVAILABLE)" in err,
+                "%s: says the server sent no HTTP/2" % args[0], err)
+        r.check(took < 6, "%s: gives up within --timeout" % args[0], took)
+    stop()
+    # SETTINGS, then DATA on stream 0: a protocol error, named as one
+    addr, stop = peer(b"\0\0\0\x04\0\0\0\0\0" + b"\0\0\x01\0\0\0\0\0\0x")
+    rc, out, err = ctl(addr, "--timeout", "5", "status")
+    r.eq(rc, 3, "a server breaking HTTP/2: exit 3")
+    r.check("HTTP/2 protocol error from %s" % addr in err, "the protocol error is named", err)
+    stop()
+
+
+def case_put_edges(addr):
+    e = os.path.join(WORK, "edge")
+    # JSONL: a byte order mark, CRLF line ends, blank and whitespace lines,
+    # a bad line (its number), a non-string metadata value (its key)
+    write(os.path.join(e, "in.jsonl"),
+          b"\xef\xbb\xbf" + json.dumps({"id": "edge/bom", "text": "first line"}).encode() + b"\r\n"
+          + json.dumps({"id": "edge/crlf", "text": "crlf line"}).encode() + b"\r\n"
+          + b"\r\n   \t \n"
+          + b'{"id": "edge/bad", "text": \r\n'
+          + json.dumps({"id": "edge/meta", "text": "x", "metadata": {"n": 5}}).encode() + b"\n")
+    rc, out, err = ctl(addr, "put", "--jsonl", os.path.join(e, "in.jsonl"))
+    r.eq(rc, 1, "jsonl with bad lines exits 1")
+    r.check("in.jsonl:1" not in err, "a UTF-8 BOM before line 1 is skipped", err)
+    r.check("in.jsonl:5: invalid JSON" in err, "invalid JSON on line 5 (CRLF counted once)", err)
+    r.check('in.jsonl:6: "metadata" values must be strings ("n" is a number)' in err,
+            "a non-string metadata value names its key and type", err)
+    r.check("stored 2 documents" in out and "2 rejected" in out, "2 stored, 2 rejected", out)
+    ids = ids_of(addr)
+    r.check({"edge/bom", "edge/crlf"} <= ids, "BOM and CRLF lines stored", sorted(i for i in ids if i.startswith("edge")))
+    rc, out, err = ctl(addr, "get", "edge/crlf", "--text")
+    r.eq(out, "crlf line", "CRLF line's text has no CR")
+
+    # an empty directory and an empty file
+    os.makedirs(os.path.join(e, "empty-dir"), exist_ok=True)
+    rc, out, err = ctl(addr, "put", os.path.join(e, "empty-dir"))
+    r.check(rc == 0 and "stored 0 documents" in out, "put of an empty directory: exit 0", (rc, out, err))
+    write(os.path.join(e, "empty.txt"), b"")
+    rc, out, err = ctl(addr, "put", "--id", "edge/empty", os.path.join(e, "empty.txt"))
+    r.eq(rc, 0, "put of an empty file: exit 0")
+    rc, out, err = ctl(addr, "get", "edge/empty")
+    r.check(rc == 0 and "bytes     0" in out, "the empty document is stored", out)
+
+    # symlinks: to a file (followed), to a directory and loops (not
+    # followed), dangling (skipped)
+    t = os.path.join(e, "links")
+    write(os.path.join(t, "real.txt"), b"real file")
+    for name, target in (("to-file.txt", "real.txt"), ("to-dir", "."), ("self", "self"),
+                         ("dangling", "nowhere")):
+        if not os.path.lexists(os.path.join(t, name)):
+            os.symlink(target, os.path.join(t, name))
+    rc, out, err = ctl(addr, "put", "--prefix", "links/", t)
+    r.check(rc == 0 and "stored 2 documents" in out, "symlinks: the file link followed, loops not", (rc, out, err))
+
+    # a tree deeper than PATH_MAX: its file is reported, not skipped silently
+    d = os.path.join(e, "deep")
+    os.makedirs(d, exist_ok=True)
+    write(os.path.join(d, "top.txt"), b"shallow file")
+    fd = os.open(d, os.O_RDONLY)
+    for _ in range(40):
+        try:
+            os.mkdir("d" * 120, dir_fd=fd)
+        except FileExistsError:
+            pass
+        nfd = os.open("d" * 120, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    f = os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(f, b"deep file")
+    os.close(f)
+    os.close(fd)
+    rc, out, err = ctl(addr, "put", "--prefix", "deep/", d)
+    r.eq(rc, 1, "a path over PATH_MAX makes put exit 1")
+    r.check("File name too long" in err, "the too-long path is reported", err[:300])
+    r.check("deep/top.txt" in ids_of(addr), "the rest of the tree is stored")
+
+    # ids over 1024 bytes: the server refuses; the message stays readable
+    lp = os.path.join(e, "long", *(["p" * 150] * 8), "file.txt")
+    write(lp, b"long path")
+    rc, out, err = ctl(addr, "put", os.path.join(e, "long"))
+    r.eq(rc, 1, "put of a 1,200-byte id exits 1")
+    line = [l for l in err.splitlines() if "limit of 1024 bytes" in l]
+    r.check(len(line) == 1 and len(line[0]) < 300 and "ppp..." in line[0],
+            "the refusal is one short line with the id shortened", err[:400])
+    rc, out, err = ctl(addr, "get", "x" * 1500)
+    r.check(rc == 1 and "(INVALID_ARGUMENT)" in err and len(err) < 300 and "xxx..." in err,
+            "get of a 1,500-byte id: one short line", err[:400])
+
+
+def case_progress(addr):
+    """The progress bar is drawn when stderr is a terminal (a pty here)."""
+    import pty
+    import select
+    write(os.path.join(WORK, "prog", "x.txt"), b"some text " * 10)
+    for i in range(40):
+        write(os.path.join(WORK, "prog", "f%02d.txt" % i), b"file %d " % i * 20)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([CTXCTL, "--addr", addr, "put", "--prefix", "prog/", "prog"],
+                         stdout=subprocess.PIPE, stderr=slave, cwd=WORK)
+    os.close(slave)
+    tty = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the pty
+            break
+        if not chunk:
+            break
+        tty += chunk
+    out = p.stdout.read().decode()
+    rc = p.wait()
+    os.close(master)
+    r.eq(rc, 0, "put with a terminal on stderr exits 0")
+    r.check(b"\r\x1b[K" in tty and b"/41 docs" in tty, "a progress line is drawn", tty[:200])
+    r.check(tty.endswith(b"\r\x1b[K"), "and erased at the end", tty[-60:])
+    r.check("stored 41 documents" in out, "the summary goes to stdout", out)
+
+
+def case_large(addr):
+    """A 60 MB document: put, get --text byte for byte, get --text --chunks
+    (about twice the text in one response), memory of get --text."""
+    unit = "Lorem ipsum dolor sit amet, caf\u00e9 na\u00efve \u2014 consectetur. ".encode()
+    big = unit * (60_000_000 // len(unit))
+    path = os.path.join(WORK, "big60.txt")
+    write(path, big)
+    rc, out, err = ctl(addr, "put", "--id", "big60", path)
+    r.eq(rc, 0, "put of a 60 MB file")
+    with open(os.path.join(WORK, "got.txt"), "wb") as f:
+        p = subprocess.Popen([CTXCTL, "--addr", addr, "get", "big60", "--text"],
+                             stdout=f, stderr=subprocess.PIPE, cwd=WORK)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        err = p.stderr.read().decode()
+    r.eq(p.returncode, 0, "get --text of 60 MB exits 0", )
+    with open(os.path.join(WORK, "got.txt"), "rb") as f:
+        r.check(f.read() == big, "get --text of 60 MB is byte-exact")
+    if not (os.environ.get("ASAN_OPTIONS") or os.environ.get("UBSAN_OPTIONS")):
+        r.check(ru.ru_maxrss < 3 * 60_000, "get --text peak RSS under 3x the text",
+                "%d KiB" % ru.ru_maxrss)
+    p = subprocess.run([CTXCTL, "--addr", addr, "get", "big60", "--text", "--chunks"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=WORK)
+    r.check(p.returncode == 0 and len(p.stdout) > len(big),
+            "get --text --chunks of 60 MB (a response over 64 MiB) works",
+            (p.returncode, len(p.stdout), p.stderr[-300:]))
+    rc, out, err = ctl(addr, "rm", "big60")
+    r.eq(rc, 0, "rm of the large document")
+    os.unlink(path)
+    os.unlink(os.path.join(WORK, "got.txt"))
+
+
 if not CTXCTL or not os.path.exists(CTXCTL):
     r.check(False, "CTXCTL_BIN is set", CTXCTL)
     r.finish()
 
 r.case("usage", case_usage)
+r.case("help for every command", case_help_all)
 r.case("unreachable", case_unreachable)
+r.case("not a gRPC server", case_not_grpc)
 with Daemon(r) as d:
     r.case("status", case_status, d.addr)
     r.case("put", case_put, d.addr)
@@ -293,6 +499,9 @@ with Daemon(r) as d:
     r.case("rm", case_rm, d.addr)
     r.case("stats", case_stats, d.addr, (n or 0) - 2)
     r.case("verify", case_verify, d.addr)
+    r.case("put edge inputs", case_put_edges, d.addr)
+    r.case("put progress on a terminal", case_progress, d.addr)
+    r.case("large document", case_large, d.addr)
     addr = d.addr
 
 
