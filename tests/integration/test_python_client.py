@@ -94,10 +94,82 @@ def case_client(r, d):
         r.eq(e.code, grpc.StatusCode.UNAVAILABLE, "wait_ready(): UNAVAILABLE after its timeout")
 
 
+def case_errors(r, d):
+    """CtxdError as a grpc.RpcError, put_many with a failing generator, a
+    stream deadline, and a closed client."""
+    import time
+    with CtxdClient(d.addr, timeout=30 * SLOW) as c:
+        try:
+            c.get("no-such-id")
+            r.check(False, "get() of a missing id raises")
+        except grpc.RpcError as e:  # code written for any grpc error
+            r.check(isinstance(e, CtxdError), "it is a CtxdError")
+            try:
+                r.eq(e.code(), grpc.StatusCode.NOT_FOUND, "e.code() works as for grpc.RpcError")
+            except TypeError as te:
+                r.check(False, "e.code() is callable", te)
+            r.eq(e.code, grpc.StatusCode.NOT_FOUND, "e.code == StatusCode still works")
+            r.check(e.code in {grpc.StatusCode.NOT_FOUND}, "e.code hashes as its StatusCode")
+            r.eq(e.code.name, "NOT_FOUND", "e.code.name")
+            r.eq(e.status_code(), grpc.StatusCode.NOT_FOUND, "e.status_code()")
+            r.check(e.details() == e.message and "no-such-id" in e.message,
+                    "e.details() is the server's message", e.message)
+
+        def failing():
+            yield ("gen-ok-1", "first document")
+            yield ("gen-ok-2", "second document")
+            raise ValueError("the source broke")
+
+        t0 = time.monotonic()
+        try:
+            for _ in c.put_many(failing()):
+                pass
+            r.check(False, "put_many() with a raising generator raises")
+        except ValueError as e:
+            r.eq(str(e), "the source broke", "put_many(): the generator's own exception comes out")
+        except CtxdError as e:
+            r.check(False, "put_many(): the generator's own exception, not a CtxdError", e)
+        r.check(time.monotonic() - t0 < 10 * SLOW, "put_many(): a raising generator ends the call promptly")
+        try:
+            for _ in c.put_many(["a bare string is not a document"]):
+                pass
+            r.check(False, "put_many() of a bad item raises")
+        except TypeError as e:
+            r.check("cannot make a document" in str(e), "put_many(): a bad item raises TypeError", e)
+        except CtxdError as e:
+            r.check(False, "put_many(): a bad item raises TypeError, not a CtxdError", e)
+        r.eq(c.health(), "SERVING", "daemon still serving after cancelled streams")
+
+        def slow():
+            yield ("slow-1", "one")
+            time.sleep(1.5)
+            yield ("slow-2", "two")
+
+        t0 = time.monotonic()
+        try:
+            for _ in c.put_many(slow(), timeout=0.3):
+                pass
+            r.check(False, "put_many(timeout=0.3) with a slow source raises")
+        except CtxdError as e:
+            r.eq(e.code, grpc.StatusCode.DEADLINE_EXCEEDED, "put_many(timeout): DEADLINE_EXCEEDED")
+            r.eq(e.method, "PutStream", "put_many(timeout): method")
+        r.check(time.monotonic() - t0 < 1.4, "put_many(timeout): raised at the deadline")
+
+    c = CtxdClient(d.addr, timeout=5)
+    c.close()
+    c.close()  # twice is fine
+    try:
+        c.stats()
+        r.check(False, "a call on a closed client raises")
+    except ValueError as e:
+        r.check("closed" in str(e), "a call on a closed client raises ValueError", e)
+
+
 def main():
     r = Report("test_python_client")
     with Daemon(r) as d:
         r.case("CtxdClient", case_client, r, d)
+        r.case("errors", case_errors, r, d)
     r.finish()
 
 

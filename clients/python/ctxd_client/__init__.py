@@ -29,8 +29,8 @@ and put both that folder and ``clients/python`` on PYTHONPATH::
 
 Errors: every method raises :class:`CtxdError` for a failed call. It carries
 ``code`` (a ``grpc.StatusCode``), ``message`` (the server's grpc-message text)
-and ``method``; ``CtxdError`` is also a ``grpc.RpcError`` and answers
-``.code()``-style calls through ``status_code()`` / ``details()``.
+and ``method``; ``CtxdError`` is also a ``grpc.RpcError``: ``e.code()`` and
+``e.details()`` work as for any grpc error (and ``e.code == StatusCode.X``).
 A missing document is an error (``NOT_FOUND``) for :meth:`get`, but not for
 :meth:`delete` (``deleted`` is False).
 
@@ -92,19 +92,55 @@ def load_stubs():
 load_stubs()
 
 
+class _Code:
+    """A grpc.StatusCode that can also be called: CtxdError.code is read as
+    an attribute (``e.code == grpc.StatusCode.NOT_FOUND``), but code written
+    for any grpc.RpcError calls ``e.code()``; both work. Compares and hashes
+    as the StatusCode; ``.name`` and ``.value`` are the StatusCode's."""
+
+    __slots__ = ("_sc",)
+
+    def __init__(self, sc):
+        self._sc = sc
+
+    def __call__(self):
+        return self._sc
+
+    def __eq__(self, other):
+        if isinstance(other, _Code):
+            other = other._sc
+        return self._sc == other
+
+    def __hash__(self):
+        return hash(self._sc)
+
+    def __getattr__(self, name):
+        return getattr(self._sc, name)
+
+    def __repr__(self):
+        return repr(self._sc)
+
+    def __str__(self):
+        return str(self._sc)
+
+
 class CtxdError(grpc.RpcError):
-    """A failed ctxd call: `code` (grpc.StatusCode), `message`, `method`."""
+    """A failed ctxd call: `code` (grpc.StatusCode; ``e.code()`` works too,
+    as for any grpc.RpcError), `message`, `method`."""
 
     def __init__(self, code, message, method=""):
+        if isinstance(code, _Code):
+            code = code()
+        if code is None:
+            code = grpc.StatusCode.UNKNOWN
         super().__init__("%s: %s%s" % (
-            code.name if code is not None else "UNKNOWN", message,
-            " (%s)" % method if method else ""))
-        self.code = code
+            code.name, message, " (%s)" % method if method else ""))
+        self.code = _Code(code)
         self.message = message
         self.method = method
 
     def status_code(self):
-        return self.code
+        return self.code()
 
     def details(self):
         return self.message
@@ -119,16 +155,6 @@ class CtxdError(grpc.RpcError):
 def _wrap(method, fn, *a, **kw):
     try:
         return fn(*a, **kw)
-    except grpc.RpcError as e:
-        if isinstance(e, CtxdError):
-            raise
-        raise CtxdError.from_rpc_error(e, method) from None
-
-
-def _wrap_iter(method, it):
-    try:
-        for x in it:
-            yield x
     except grpc.RpcError as e:
         if isinstance(e, CtxdError):
             raise
@@ -220,10 +246,44 @@ class CtxdClient:
         """Stream documents through PutStream; yields a PutAck per server
         commit (`ids`: durable, `errors`: rejected, each with a reason).
         `docs` is any iterable accepted by make_request(); it is consumed
-        lazily, so it can be a generator of any length."""
-        reqs = (self.make_request(d) for d in docs)
-        return _wrap_iter("PutStream",
-                          self.documents.PutStream(reqs, timeout=timeout))
+        lazily, so it can be a generator of any length.
+
+        If iterating `docs` raises (or an item is not a document), the
+        stream is cancelled and that same exception is raised here, not a
+        CtxdError: acks already yielded stay durable, documents sent after
+        the last ack may or may not have been stored."""
+        failed = []
+        call = []
+
+        def reqs():
+            # grpcio runs this on its own thread and would replace an
+            # exception with UNKNOWN "Exception iterating requests!": keep
+            # it, cancel the call, and raise it to the caller below.
+            try:
+                for d in docs:
+                    yield self.make_request(d)
+            except Exception as e:  # noqa: BLE001 - re-raised to the caller
+                failed.append(e)
+                if not call:
+                    raise
+                call[0].cancel()
+
+        def acks(it):
+            try:
+                for ack in it:
+                    yield ack
+            except grpc.RpcError as e:
+                if failed:
+                    raise failed[0] from None
+                if isinstance(e, CtxdError):
+                    raise
+                raise CtxdError.from_rpc_error(e, "PutStream") from None
+            if failed:
+                raise failed[0]
+
+        it = self.documents.PutStream(reqs(), timeout=timeout)
+        call.append(it)
+        return acks(it)
 
     def get(self, id, with_text=True, with_chunks=False, timeout=...):
         """GetResponse for `id`; raises CtxdError(NOT_FOUND) if missing."""
