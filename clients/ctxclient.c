@@ -46,6 +46,7 @@ struct ctxclient_stream {
   uint8_t *out;
   size_t out_off, out_len, out_cap;
   int half_close; /* no more messages will be queued */
+  int unary;      /* a second response message ends the call (INTERNAL) */
   int eof_sent;   /* END_STREAM handed to nghttp2 */
   int deferred;   /* data provider is parked */
   /* receiving */
@@ -294,6 +295,13 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame,
 
 static int queue_message(void *ud, uint8_t *msg, size_t len) {
   ctxclient_stream *s = ud;
+  if (s->unary && s->qhead) {
+    /* Refuse at once rather than queue whatever a broken server keeps
+     * sending until the deadline. */
+    free(msg);
+    stream_end_local(s, 13, "expected one response message, got several");
+    return -1;
+  }
   msgq *m = malloc(sizeof *m);
   if (!m) {
     free(msg);
@@ -895,6 +903,7 @@ int ctxclient_unary(ctxclient *c, const char *path, const uint8_t *req,
   int rc =
       stream_start(c, path, timeout_ms, req ? req : empty, req_len, 1, &s, st);
   if (rc != 0) return rc;
+  s->unary = 1;
   pump_stream(s, cond_ended);
   rc = stream_result(s, st);
   if (rc == 0) {

@@ -5,6 +5,7 @@
  *   /t/Fail     Trailers-Only error with a percent-encoded grpc-message
  *   /t/Silent   never answers (client deadline)
  *   /t/Big      one 200000-byte message cut into many DATA frames
+ *   /t/Many     a unary call answered with 1000 messages (a broken server)
  *   /t/Flood    bidi echo with back-pressure: the server stops granting
  *               flow-control window while it has more than 256 KiB of
  *               replies unsent, so a client that does not read while it
@@ -180,6 +181,11 @@ static int t_frame_recv(nghttp2_session *sess, const nghttp2_frame *f,
   if (strcmp(s->path, "/t/Echo") == 0) {
     s->finish = 1;
     respond(c, s);
+  } else if (strcmp(s->path, "/t/Many") == 0) {
+    uint8_t m[5 + 1000] = {0, 0, 0, 0x03, 0xe8};
+    for (int i = 0; i < 1000; i++) out_add(s, m, sizeof m);
+    s->finish = 1;
+    respond(c, s);
   } else if (strcmp(s->path, "/t/Big") == 0) {
     uint8_t hdr[5] = {0, 0, 0x03, 0x0d, 0x40}; /* 200000 */
     out_add(s, hdr, 5);
@@ -339,6 +345,19 @@ static void test_big(ctxclient *c) {
                                &resp, &len, &st),
                0);
   free(resp);
+}
+
+/* A unary call answered with many messages fails INTERNAL, and the client
+ * stops at the second one instead of queueing them all. */
+static void test_many(ctxclient *c) {
+  ctxclient_status st;
+  uint8_t *resp = (uint8_t *)1;
+  size_t len;
+  CHECK_EQ_INT(ctxclient_unary(c, "/t/Many", NULL, 0, 5000, &resp, &len, &st),
+               CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(st.code, 13);
+  CHECK_EQ_STR(st.message, "expected one response message, got several");
+  CHECK(resp == NULL);
 }
 
 static void test_deadline(ctxclient *c) {
@@ -547,6 +566,7 @@ int main(void) {
     test_unary(c);
     test_trailers_only(c);
     test_big(c);
+    test_many(c);
     test_deadline(c);
     test_flood(c);
     test_empty_stream(c);
