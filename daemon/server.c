@@ -1188,13 +1188,14 @@ out:
 
 static void conn_write_cb(evutil_socket_t fd, short what, void *arg) {
   conn *cn = arg;
+  server *s = cn->srv; /* conn_flush() frees cn when the peer is gone */
   (void)fd;
   (void)what;
-  cn->srv->in_io = 1;
+  s->in_io = 1;
   conn_flush(cn);
-  process_local(cn->srv);
-  flush_all(cn->srv);
-  cn->srv->in_io = 0;
+  process_local(s);
+  flush_all(s);
+  s->in_io = 0;
 }
 
 /* The client did not complete the HTTP/2 preface and SETTINGS in time. */

@@ -372,10 +372,49 @@ def case_garbage(r, d):
     r.eq(g.document.text, "still here.", "Put then Get after the garbage")
 
 
+def case_reset_mid_response(r, d):
+    """Clients that read part of a large response and then reset the
+    connection: the daemon's write path meets ECONNRESET/EPIPE while it still
+    has output queued (this once freed the connection under the write
+    callback). Each client opens a big window, asks for a 24 MB text and
+    vanishes with an RST after reading a random amount."""
+    st = d.stubs()
+    big = "Large response text. " * (24 * 1024 * 1024 // 21)
+    st.docs.Put(put_req("big-response", big), timeout=120 * SLOW)
+    get = pbfield(1, b"big-response") + b"\x10\x01"      # id, with_text
+    rnd = random.Random(7)
+    for i in range(30):
+        s = connect(d.addr)
+        s.sendall(handshake() + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 30))
+                  + frame(HEADERS, END_HEADERS, 1, grpc_headers("/ctxd.v1.Documents/Get"))
+                  + frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 1 << 30))
+                  + frame(DATA, END_STREAM, 1, grpc_msg(get)))
+        want = rnd.choice([0, 1000, 100000, 2000000])
+        got = 0
+        s.settimeout(2 * SLOW)
+        try:
+            while got < want:
+                b = s.recv(65536)
+                if not b:
+                    break
+                got += len(b)
+        except OSError:
+            pass
+        time.sleep(rnd.choice([0, 0.001, 0.02]))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    r.check(d.alive(), "daemon alive after 30 connections reset mid-response", d.log_tail())
+    if d.alive():
+        h = st.health.Check(pb.health_pb2.HealthCheckRequest(), timeout=10 * SLOW)
+        r.eq(h.status, pb.health_pb2.HealthCheckResponse.SERVING,
+             "Health.Check SERVING after the resets")
+
+
 def main():
     r = Report("test_garbage")
     with Daemon(r, args=["--server.handshake_timeout_ms", str(HANDSHAKE_MS)]) as d:
         r.case("garbage", case_garbage, r, d)
+        r.case("reset mid-response", case_reset_mid_response, r, d)
         r.check(d.alive(), "daemon alive at the end", d.log_tail())
     r.finish()
 
