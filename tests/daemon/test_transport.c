@@ -239,7 +239,10 @@ static int client_open_opt(tclient *c, nghttp2_option *opt) {
   nghttp2_session_client_new2(&c->h2, cb, c, opt);
   nghttp2_session_callbacks_del(cb);
   nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, NULL, 0);
-  return 0;
+  /* Send the preface now: this process runs the server with a 300 ms
+   * handshake timeout, and a test may spend longer than that (on a loaded
+   * machine, under a sanitizer) building its requests. */
+  return nghttp2_session_send(c->h2) == 0 ? 0 : -1;
 }
 
 static int client_open(tclient *c) {
@@ -323,7 +326,7 @@ static void test_health_check(void) {
   CHECK_EQ_INT(client_open(&c), 0);
   s.body = frame(NULL, 0, &s.body_len);
   client_submit(&c, &s);
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   CHECK_EQ_INT(s.http_status, 200);
   CHECK_EQ_INT(s.grpc_status, 0);
   CHECK_EQ_INT(s.trailers_only, 0);
@@ -337,7 +340,7 @@ static void test_health_check(void) {
   const uint8_t req[] = {0x0a, 3, 'x', 'y', 'z'};
   u.body = frame(req, sizeof req, &u.body_len);
   client_submit(&c, &u);
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   CHECK_EQ_INT(u.grpc_status, 5);
   CHECK_EQ_STR(u.grpc_message, "unknown service xyz");
   client_close(&c);
@@ -351,7 +354,7 @@ static void test_unknown_method(void) {
   CHECK_EQ_INT(client_open(&c), 0);
   s.body = frame(NULL, 0, &s.body_len);
   client_submit(&c, &s);
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   CHECK_EQ_INT(s.http_status, 200);
   CHECK_EQ_INT(s.grpc_status, 12);
   CHECK_EQ_INT(s.trailers_only, 1);
@@ -367,7 +370,7 @@ static void test_zero_message_unary(void) {
   tstream s = {.path = "/grpc.health.v1.Health/Check", .headers_only = 1};
   CHECK_EQ_INT(client_open(&c), 0);
   client_submit(&c, &s);
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   CHECK_EQ_INT(s.grpc_status, 13);
   CHECK_EQ_STR(s.grpc_message, "request message missing");
   CHECK_EQ_INT(s.close_error, 0); /* a status, not a reset */
@@ -381,7 +384,7 @@ static void test_two_messages_unary(void) {
   s.body = calloc(1, 10);
   s.body_len = 10;
   client_submit(&c, &s);
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   CHECK_EQ_INT(s.grpc_status, 13);
   client_close(&c);
   stream_free(&s);
@@ -395,7 +398,7 @@ static void test_oversize(void) {
   grpc_prefix_put(s.body, (uint32_t)cfg.max_message_bytes + 1);
   s.body_len = 5;
   client_submit(&c, &s);
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   CHECK_EQ_INT(s.grpc_status, 8);
   char want[128];
   snprintf(want, sizeof want, "message of %llu bytes exceeds the limit of %llu",
@@ -421,7 +424,7 @@ static void test_bad_request_headers(void) {
                .timeout = "12x"};
   t.body = frame(NULL, 0, &t.body_len);
   client_submit(&c, &t);
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   CHECK_EQ_INT(s.http_status, 415);
   CHECK(s.grpc_status > 0);
   CHECK_EQ_INT(t.grpc_status, 13);
@@ -447,7 +450,7 @@ static void test_deadline(void) {
   uint64_t t0 = now_ns();
   client_submit(&c, &w);
   client_submit(&c, &r);
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   CHECK_EQ_INT(w.grpc_status, 4);
   CHECK_EQ_INT(w.data_len, 7); /* the SERVING message came first */
   CHECK(w.closed_at_ns - t0 >= 90000000ULL);
@@ -487,7 +490,7 @@ static void test_reflection_and_flow_control(void) {
   b.body = frame(req, n, &b.body_len);
   free(req);
   client_submit(&c, &b);
-  CHECK_EQ_INT(client_run(&c, 10000), 0);
+  CHECK_EQ_INT(client_run(&c, 60000), 0);
   CHECK_EQ_INT(a.grpc_status, 0);
   CHECK(a.data_len > 5);
   CHECK(a.data && memmem(a.data, a.data_len, "ctxd.v1.Documents", 17));
@@ -520,7 +523,7 @@ static void test_many_streams(void) {
     }
     client_submit(&c, &s[i]);
   }
-  CHECK_EQ_INT(client_run(&c, 10000), 0);
+  CHECK_EQ_INT(client_run(&c, 60000), 0);
   int ok = 0;
   for (int i = 0; i < N; i++) {
     ok += s[i].grpc_status == 0 && s[i].data_len > 5;
@@ -788,7 +791,7 @@ static void test_compressed_ok(void) {
     client_submit(&c, &h[k]);
     test_calls_started += 2;
   }
-  CHECK_EQ_INT(client_run(&c, 10000), 0);
+  CHECK_EQ_INT(client_run(&c, 60000), 0);
   for (int k = 0; k < 2; k++) {
     CHECK_EQ_INT(e[k].grpc_status, 0);
     CHECK_EQ_INT(e[k].data_len, want_len[k]);
@@ -862,7 +865,7 @@ static void test_compressed_errors(void) {
     client_submit(&c, all[i]);
   /* Every /t.T call but the unknown-encoding one starts. */
   test_calls_started += 7;
-  CHECK_EQ_INT(client_run(&c, 10000), 0);
+  CHECK_EQ_INT(client_run(&c, 60000), 0);
 
   CHECK_EQ_INT(noenc.grpc_status, 13);
   CHECK_EQ_STR(noenc.grpc_message, "compressed flag set but no grpc-encoding");
@@ -942,7 +945,7 @@ static void test_bidi_echo(void) {
     client_submit(&c, &s[i]);
     test_calls_started++;
   }
-  CHECK_EQ_INT(client_run(&c, 20000), 0);
+  CHECK_EQ_INT(client_run(&c, 60000), 0);
   int same = 0;
   for (int i = 0; i < STREAMS; i++) {
     same += s[i].grpc_status == 0 && s[i].data_len == s[i].body_len &&
@@ -962,7 +965,7 @@ static void test_slow_consumer(void) {
   s.body = frame_many(40, big_size, &s.body_len);
   client_submit(&c, &s);
   test_calls_started++;
-  CHECK_EQ_INT(client_run(&c, 20000), 0);
+  CHECK_EQ_INT(client_run(&c, 60000), 0);
   CHECK_EQ_INT(s.grpc_status, 0);
   CHECK_EQ_INT(s.data_len, s.body_len);
   CHECK(s.data_len == s.body_len && memcmp(s.data, s.body, s.body_len) == 0);
@@ -984,7 +987,7 @@ static void test_client_stream_and_timer(void) {
   t.body = frame(NULL, 0, &t.body_len);
   client_submit(&c, &t);
   test_calls_started += 3;
-  CHECK_EQ_INT(client_run(&c, 5000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   char want[64];
   snprintf(want, sizeof want, "50/%llu", (unsigned long long)total);
   CHECK_EQ_INT(a.grpc_status, 0);
@@ -1010,7 +1013,7 @@ static void test_server_stream_backpressure(void) {
   s.body = frame(NULL, 0, &s.body_len);
   client_submit(&c, &s);
   test_calls_started++;
-  CHECK_EQ_INT(client_run(&c, 20000), 0);
+  CHECK_EQ_INT(client_run(&c, 60000), 0);
   CHECK_EQ_INT(s.grpc_status, 0);
   CHECK_EQ_INT(s.data_len, 160 * (65536 + 5));
   int ordered = s.data_len == 160 * (65536 + 5);
@@ -1032,11 +1035,12 @@ static void test_client_reset(void) {
   s.body = frame(m, sizeof m, &s.body_len);
   client_submit(&c, &s);
   test_calls_started++;
-  client_run(&c, 300);
+  /* Wait (generously: sanitizer builds on a loaded machine) for the echo. */
+  for (int i = 0; i < 300 && s.data_len < 8; i++) client_run(&c, 100);
   CHECK_EQ_INT(s.data_len, 8);
   int before = atomic_load(&closes);
   nghttp2_submit_rst_stream(c.h2, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_CANCEL);
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   for (int i = 0; i < 200 && atomic_load(&closes) == before; i++)
     usleep(5000);
   CHECK_EQ_INT(atomic_load(&closes), before + 1);
@@ -1068,7 +1072,7 @@ static void test_header_list_limit(void) {
   const uint8_t m[] = {7};
   big.body = frame(m, sizeof m, &big.body_len);
   client_submit(&c, &big);
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   CHECK(big.grpc_status != 0);
   CHECK(big.close_error != 0);
   /* Just under the limit is fine, on the same connection. */
@@ -1077,7 +1081,7 @@ static void test_header_list_limit(void) {
   ok.body = frame(m, sizeof m, &ok.body_len);
   client_submit(&c, &ok);
   test_calls_started++;
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   CHECK_EQ_INT(ok.grpc_status, 0);
   CHECK_EQ_INT(ok.data_len, 6);
   client_close(&c);
@@ -1097,7 +1101,7 @@ static void test_truncated_prefix(void) {
   s.body_len = 12;
   client_submit(&c, &s);
   test_calls_started++;
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   CHECK_EQ_INT(s.grpc_status, 13);
   CHECK_EQ_STR(s.grpc_message, "request stream ended inside a message");
   client_close(&c);
@@ -1126,7 +1130,7 @@ static void test_output_queue_bounded(void) {
   if (maxp >= (4u << 20))
     fprintf(stderr, "output queue reached %zu bytes\n", maxp);
   nghttp2_submit_rst_stream(c.h2, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_CANCEL);
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   client_close(&c);
   stream_free(&s);
 }
@@ -1177,7 +1181,7 @@ static void test_handshake_timeout(void) {
   tstream s = {.path = "/grpc.health.v1.Health/Check", .end = 1};
   s.body = frame(NULL, 0, &s.body_len);
   client_submit(&c, &s);
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   CHECK_EQ_INT(s.grpc_status, 0);
   client_close(&c);
   stream_free(&s);
@@ -1240,7 +1244,7 @@ int main(void) {
   client_run(&c, 200);
   CHECK_EQ_INT(w.data_len, 7);
   if (write(stop_pipe[1], "x", 1) != 1) return 1;
-  CHECK_EQ_INT(client_run(&c, 3000), 0);
+  CHECK_EQ_INT(client_run(&c, 30000), 0);
   CHECK_EQ_INT(w.data_len, 14);
   CHECK(w.data_len == 14 && w.data[13] == 2); /* NOT_SERVING */
   CHECK_EQ_INT(w.grpc_status, 14);
