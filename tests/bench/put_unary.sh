@@ -45,6 +45,9 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+BENCH_NAME=put_unary
+# shellcheck source=benchlib.sh
+. "$HERE/benchlib.sh"
 REPO=$(cd "$HERE/../.." && pwd)
 BUILD=$(cd "${1:-${CTXD_BUILD:-$REPO/build}}" && pwd)
 N=${N:-3000}
@@ -107,21 +110,6 @@ print("put.bin: PutRequest of %d bytes (%d bytes of %s), id %s" % (
 EOF
 
 # ---------------------------------------------------------------- servers
-wait_addr() {  # LOGFILE PID -> prints HOST:PORT
-  local i
-  for i in $(seq 1 300); do
-    if grep -q 'listening addr=' "$1" 2>/dev/null; then
-      sed -n 's/.*listening addr=\([^ ]*\).*/\1/p' "$1" | head -1
-      return 0
-    fi
-    kill -0 "$2" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "put_unary: ctxd did not start; log:" >&2
-  cat "$1" >&2
-  return 1
-}
-
 start_ctxd() {  # NAME EXTRA-ARGS... ; sets ADDR_<NAME>, PID_<NAME>
   local name=$1
   shift
@@ -141,22 +129,15 @@ echo "ctxd $("$CTXD" --version | head -1): group (store.group_commit_docs 1024) 
      "($WORK); servers on cpu $SERVER_CPU, h2load on cpu $LOAD_CPU"
 
 # ---------------------------------------------------------------- checks
-FAILS=0
-note_fail() { echo "  FAIL: $*"; FAILS=$((FAILS + 1)); }
 declare -A PUTS=([group]=0 [alone]=0)
 
 nghttp_put() {  # NAME ADDR: one Put through nghttp, DATA then grpc-status: 0
-  command -v nghttp >/dev/null || return 0
-  local out
-  out=$(nghttp -v -d "$WORK/put.bin" -H 'content-type: application/grpc' -H 'te: trailers' \
-        "http://$2/ctxd.v1.Documents/Put" 2>&1 | tr -d '\000' || true)
-  if echo "$out" | grep -a -q 'recv DATA frame' &&
-     echo "$out" | grep -a -A1000 'recv DATA frame' | grep -a -q 'grpc-status: 0'; then
-    PUTS[$1]=$((PUTS[$1] + 1))
+  if nghttp_ok "$2" /ctxd.v1.Documents/Put "$WORK/put.bin"; then
+    command -v nghttp >/dev/null && PUTS[$1]=$((PUTS[$1] + 1))
   else
     note_fail "nghttp Put to $1: no DATA frame followed by grpc-status: 0"
-    echo "$out" | grep -a -E 'status|DATA|HEADERS' | head -10 | sed 's/^/    /'
   fi
+  return 0
 }
 
 # ---------------------------------------------------------------- load

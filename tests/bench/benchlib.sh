@@ -1,0 +1,44 @@
+# benchlib.sh - shell helpers shared by the h2load benchmarks (sourced).
+# The caller sets BENCH_NAME (for messages); FAILS counts note_fail calls.
+
+FAILS=0
+note_fail() { echo "  FAIL: $*"; FAILS=$((FAILS + 1)); }
+
+# wait_addr LOGFILE PID: print the HOST:PORT a server logged in its
+# `listening addr=` line (ctxd and the reference servers both log one);
+# fail with the log if the server exits or 30 s pass first.
+wait_addr() {
+  local i
+  for i in $(seq 1 300); do
+    if grep -q 'listening addr=' "$1" 2>/dev/null; then
+      sed -n 's/.*listening addr=\([^ ]*\).*/\1/p' "$1" | head -1
+      return 0
+    fi
+    kill -0 "$2" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "$BENCH_NAME: server did not start; log:" >&2
+  cat "$1" >&2
+  return 1
+}
+
+# nghttp_ok ADDR PATH REQFILE: one call through nghttp; succeeds when the
+# response has a DATA frame followed by trailers with grpc-status: 0 (h2load
+# only sees HTTP status, and gRPC errors are HTTP 200). Prints the relevant
+# frames on failure. Without nghttp installed it succeeds and says so once.
+nghttp_ok() {
+  if ! command -v nghttp >/dev/null; then
+    [ -n "${NGHTTP_WARNED:-}" ] || echo "  (nghttp not installed: trailer checks skipped)"
+    NGHTTP_WARNED=1
+    return 0
+  fi
+  local out
+  out=$(nghttp -v -d "$3" -H 'content-type: application/grpc' -H 'te: trailers' \
+        "http://$1$2" 2>&1 | tr -d '\000' || true)
+  if echo "$out" | grep -a -q 'recv DATA frame' &&
+     echo "$out" | grep -a -A1000 'recv DATA frame' | grep -a -q 'grpc-status: 0'; then
+    return 0
+  fi
+  echo "$out" | grep -a -E 'status|DATA|HEADERS' | head -20 | sed 's/^/    /'
+  return 1
+}
