@@ -31,6 +31,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <lmdb.h>
 #include <pthread.h>
@@ -40,6 +41,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #define MAP_SIZE_DEFAULT (1ULL << 30)
 #define MAX_MAP_SIZE_DEFAULT (1ULL << 40)
@@ -456,6 +458,32 @@ static int change_append(store *s, MDB_txn *txn, counters *c, int op,
 
 /* ---- open / close ---------------------------------------------------------- */
 
+static int fsync_path(const char *path) {
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int rc = fsync(fd);
+  close(fd);
+  return rc;
+}
+
+/* fsync a directory and, because a fresh one may itself be new, its
+ * parent. */
+static int sync_dir(const char *dir) {
+  char parent[4096];
+  if (fsync_path(dir) != 0) return -1;
+  size_t n = strlen(dir);
+  if (n >= sizeof parent) return 0;
+  memcpy(parent, dir, n + 1);
+  while (n > 1 && parent[n - 1] == '/') parent[--n] = '\0';
+  char *slash = strrchr(parent, '/');
+  if (!slash) return fsync_path(".");
+  if (slash == parent)
+    slash[1] = '\0';
+  else
+    *slash = '\0';
+  return fsync_path(parent);
+}
+
 /* mkdir -p */
 static int make_dirs(const char *dir) {
   char p[4096];
@@ -596,6 +624,14 @@ int store_open(const char *dir, const store_opts *opts, store **out,
     if (grc) break;
   }
   if (rc) goto fail;
+  /* LMDB syncs its files, not the directory that names them: make the
+   * entries of data.mdb and lock.mdb (and the directory itself, if we just
+   * made it) durable before the first write is acknowledged. */
+  if (!o.no_sync && sync_dir(dir) != 0) {
+    rc = ctxd_seterr(e, CTXD_EIO, "store: cannot sync directory %s: %s", dir,
+                     strerror(errno));
+    goto fail;
+  }
   ctxd_clearerr(e);
   *out = s;
   return 0;
