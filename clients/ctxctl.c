@@ -525,6 +525,8 @@ typedef struct put_state {
   int failed_stream; /* stream ended with an error: stop */
   ctxclient_status st;
   char last_sent[SHOW_ID_MAX]; /* last document handed to the stream */
+  uint64_t sent_unnamed;       /* documents sent with no id (stdin) */
+  char last_acked[SHOW_ID_MAX]; /* the last id the server acknowledged */
 } put_state;
 
 static void progress_clear(put_state *p) {
@@ -565,6 +567,11 @@ static void progress_draw(put_state *p, int force) {
 
 static void put_note_ack(put_state *p, Ctxd__V1__PutAck *ack) {
   p->stored += ack->n_ids;
+  if (ack->n_ids) {
+    char sb[SHOW_ID_MAX];
+    snprintf(p->last_acked, sizeof p->last_acked, "%s",
+             show_id(ack->ids[ack->n_ids - 1], sb, sizeof sb));
+  }
   for (size_t i = 0; i < ack->n_errors; i++) {
     progress_clear(p);
     const Ctxd__V1__PutError *e = ack->errors[i];
@@ -644,6 +651,7 @@ static void put_send(put_state *p, const char *id, const char *text, size_t len,
     return;
   }
   p->sent++;
+  p->sent_unnamed += !*id;
   p->bytes += len;
   put_drain(p, 0);
 }
@@ -1075,6 +1083,9 @@ static int cmd_put(ctl *g, int argc, char **argv) {
     if (p.rejected + p.local_rejected)
       printf(", %llu rejected",
              (unsigned long long)(p.rejected + p.local_rejected));
+    /* One document sent without an id (stdin): say the id it was given. */
+    if (p.sent == 1 && p.sent_unnamed == 1 && p.stored == 1)
+      printf(", id %s", p.last_acked);
     printf("\n");
   }
   goto out;

@@ -8,6 +8,7 @@ and exit codes (0 ok, 1 failed/rejected, 2 usage, 3 unreachable).
 
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -166,6 +167,15 @@ def case_put(addr):
         r.eq(g.get("metadata"), {"k": "v"}, "--meta stored")
     except ValueError:
         r.check(False, "get --json parses", out)
+
+    # Without --id the server names the document: ctxctl says which id.
+    rc, out, err = ctl(addr, "put", "-", stdin=b"unnamed text from standard input")
+    r.eq(rc, 0, "put - without --id exits 0")
+    m = re.search(r", id ([0-9a-f-]{36})$", out.strip())
+    r.check(m is not None, "put - without --id prints the generated id", out)
+    if m:
+        rc, out, err = ctl(addr, "get", m.group(1), "--text")
+        r.eq(out, "unnamed text from standard input", "the printed id is the stored document")
 
     rc, out, err = ctl(addr, "put", "--prefix", "pre/", "corpus/sub")
     r.eq(rc, 0, "put --prefix exits 0")
