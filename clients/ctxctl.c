@@ -909,10 +909,15 @@ static int walk_dir(input_list *l, const char *dir, const char *rel,
     } else {
       if (S_ISDIR(lst.st_mode)) {
         rc = walk_dir(l, path, r, errs);
-      } else if (S_ISREG(lst.st_mode) ||
-                 (S_ISLNK(lst.st_mode) && stat(path, &sst) == 0 &&
-                  S_ISREG(sst.st_mode))) {
+      } else if (S_ISREG(lst.st_mode)) {
         rc = inputs_add(l, path, r);
+      } else if (S_ISLNK(lst.st_mode)) {
+        if (stat(path, &sst) != 0)
+          /* dangling or a loop: nothing to store, but say so */
+          fprintf(stderr, "ctxctl: put: skipping symbolic link %s: %s\n",
+                  path, strerror(errno));
+        else if (S_ISREG(sst.st_mode))
+          rc = inputs_add(l, path, r);
       }
     }
     free(path);

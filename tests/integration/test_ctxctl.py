@@ -392,6 +392,8 @@ def case_put_edges(addr):
             os.symlink(target, os.path.join(t, name))
     rc, out, err = ctl(addr, "put", "--prefix", "links/", t)
     r.check(rc == 0 and "stored 2 documents" in out, "symlinks: the file link followed, loops not", (rc, out, err))
+    r.check("skipping symbolic link" in err and "dangling" in err and "self" in err,
+            "dangling and looping links are named on stderr", err)
 
     # a tree deeper than PATH_MAX: its file is reported, not skipped silently
     d = os.path.join(e, "deep")
