@@ -16,12 +16,9 @@
 // Built by putstream_ingest.py (see build_ref() there for the commands).
 #include <grpcpp/grpcpp.h>
 
-#include <csignal>
-#include <cstdio>
-#include <cstring>
 #include <string>
-#include <thread>
-#include <unistd.h>
+
+#include "serve.h"
 
 #include "ctxd/v1/documents.grpc.pb.h"
 
@@ -56,51 +53,9 @@ class AckOnly final : public Documents::Service {
   }
 };
 
-int g_sigpipe[2];
-
-void on_signal(int) {
-  char c = 1;
-  ssize_t n = write(g_sigpipe[1], &c, 1);
-  (void)n;
-}
-
 }  // namespace
 
 int main(int argc, char **argv) {
-  std::string addr = "127.0.0.1:0";
-  for (int i = 1; i < argc; i++) {
-    if (std::strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
-      addr = argv[++i];
-    else if (argv[i][0] != '-')
-      addr = argv[i];
-    else if (i + 1 < argc && argv[i + 1][0] != '-')
-      i++;  // skip the value of an option we don't know (stand-in for ctxd)
-  }
   AckOnly svc;
-  int port = 0;
-  grpc::ServerBuilder b;
-  b.AddListeningPort(addr, grpc::InsecureServerCredentials(), &port);
-  b.SetMaxReceiveMessageSize(64 << 20);
-  b.RegisterService(&svc);
-  std::unique_ptr<grpc::Server> server = b.BuildAndStart();
-  if (!server || port == 0) {
-    std::fprintf(stderr, "error msg=\"cannot listen\" addr=%s\n", addr.c_str());
-    return 1;
-  }
-  std::string host = addr.substr(0, addr.rfind(':'));
-  std::fprintf(stderr, "info listening addr=%s:%d\n", host.c_str(), port);
-  std::fflush(stderr);
-
-  if (pipe(g_sigpipe) != 0) return 1;
-  std::signal(SIGTERM, on_signal);
-  std::signal(SIGINT, on_signal);
-  std::thread waiter([&] {
-    char c;
-    while (read(g_sigpipe[0], &c, 1) < 0) {
-    }
-    server->Shutdown();
-  });
-  server->Wait();
-  waiter.join();
-  return 0;
+  return serve_main(argc, argv, &svc, 64 << 20);
 }
