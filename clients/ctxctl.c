@@ -410,15 +410,21 @@ static char *read_path(const char *path, size_t *len) {
   return buf;
 }
 
-/* ---- status -------------------------------------------------------------*/
-
-static int cmd_status(ctl *g, int argc, char **argv) {
+/* For commands that take no arguments of their own (status, verify): refuse
+ * any, then connect. 0, or the exit code to return. */
+static int connect_without_args(ctl *g, int argc, char **argv) {
   opt_iter it = {argc, 0, argv, 0};
   const char *arg;
   int k = opt_next(&it, NULL, 0, &arg);
   if (k == -3) return EXIT_USAGE;
   if (k == -1) return usage_error("unexpected argument: %s", arg);
-  int rc = ctl_connect(g);
+  return ctl_connect(g);
+}
+
+/* ---- status -------------------------------------------------------------*/
+
+static int cmd_status(ctl *g, int argc, char **argv) {
+  int rc = connect_without_args(g, argc, argv);
   if (rc) return rc;
   ctxclient_status st;
   int serving = 0;
@@ -1442,12 +1448,7 @@ static int cmd_chunk(ctl *g, int argc, char **argv) {
 /* ---- verify -------------------------------------------------------------*/
 
 static int cmd_verify(ctl *g, int argc, char **argv) {
-  opt_iter it = {argc, 0, argv, 0};
-  const char *arg;
-  int k = opt_next(&it, NULL, 0, &arg);
-  if (k == -3) return EXIT_USAGE;
-  if (k == -1) return usage_error("unexpected argument: %s", arg);
-  int rc = ctl_connect(g);
+  int rc = connect_without_args(g, argc, argv);
   if (rc) return rc;
   Ctxd__V1__VerifyResponse *r;
   ctxclient_status st;
