@@ -135,7 +135,7 @@ def case_reflection(r, d, s, version):
             ps = svc.methods_by_name["PutStream"]
             r.eq(ps.input_type.full_name, "ctxd.v1.PutRequest", "%s: PutStream input type" % version)
             doc = pool.FindMessageTypeByName("ctxd.v1.Document")
-            r.eq([f.name for f in doc.fields], ["id", "text", "metadata"],
+            r.eq([f.name for f in doc.fields], ["id", "text", "metadata", "collection", "chunks"],
                  "%s: Document fields" % version)
 
     # Symbols: a message, a method, a service of another file.
