@@ -41,41 +41,63 @@ static inline void embedder_free(embedder *m) {
 
 /* Options of the hash embedder. The rule (also in the README):
  *   - terms are lex.h's normalised terms; features are every unigram and,
- *     with `bigrams`, every pair of adjacent terms;
- *   - each feature hashes (64-bit FNV-1a of its bytes, with `seed`) to a
- *     bucket (hash mod dim) and a sign (one bit of the hash);
+ *     with `bigrams`, every pair of adjacent terms, as the bytes of the two
+ *     terms joined by one space;
+ *   - a feature's hash h is the 64-bit FNV-1a of the 8 little-endian bytes
+ *     of `seed` followed by the feature's bytes; its bucket is h mod dim and
+ *     its sign is + when bit 63 of h is 0, - when it is 1; features with
+ *     the same h are one feature;
  *   - a feature's weight is its count c in the text, or 1 + ln(c) with
  *     `sublinear_tf`, times `bigram_weight` for bigrams, times its idf when
- *     an idf table is given;
- *   - the vector is L2-normalised. */
+ *     an idf callback is given (a unigram's idf is the callback's value,
+ *     negative or NaN taken as 0; a bigram's is the mean of its two terms');
+ *   - each bucket is the sum of sign * weight of its features, in float;
+ *     the vector is L2-normalised; a text with no terms (or whose weights
+ *     are all 0) gives a zero row. */
 typedef struct embed_hash_opts {
-  uint32_t dim;         /* 16..65536; default EMBED_HASH_DIM */
-  int bigrams;          /* default 1 */
-  float bigram_weight;  /* default EMBED_HASH_BIGRAM_WEIGHT */
-  int sublinear_tf;     /* default 1 */
+  uint32_t dim;         /* EMBED_HASH_DIM_MIN..MAX; default EMBED_HASH_DIM */
+  int bigrams;          /* 0 or 1; default EMBED_HASH_BIGRAMS */
+  float bigram_weight;  /* 0..1000; default EMBED_HASH_BIGRAM_WEIGHT */
+  int sublinear_tf;     /* 0 or 1; default EMBED_HASH_SUBLINEAR_TF */
   uint64_t seed;        /* default 0 */
-  /* Optional idf: returns the weight of a unigram (bigrams use the mean of
-   * their two terms' weights). NULL: no idf. Must be thread-safe. */
+  /* Optional idf: returns the weight of a unigram, called once per distinct
+   * term of each text with its folded bytes (not NUL-terminated). NULL: no
+   * idf. Must be thread-safe. Not part of the text form below: the owner of
+   * the embedder (a collection) decides where idf comes from. */
   double (*idf)(const char *term, size_t len, void *arg);
   void *idf_arg;
 } embed_hash_opts;
 
+#define EMBED_HASH_DIM_MIN 16
+#define EMBED_HASH_DIM_MAX 65536
+
 /* Defaults chosen by measurement (tests/bench/embed, README "Embedders"). */
 #define EMBED_HASH_DIM 768
+#define EMBED_HASH_BIGRAMS 1
 #define EMBED_HASH_BIGRAM_WEIGHT 0.5f
+#define EMBED_HASH_SUBLINEAR_TF 1
 
 /* Fill *o with the defaults. */
 void embed_hash_defaults(embed_hash_opts *o);
 
-/* Create a hash embedder. Errors: CTXD_EINVAL (dim out of range, negative
- * weight), CTXD_ENOMEM. Free with embedder_free(). */
+/* Create a hash embedder (the options are copied). Errors: CTXD_EINVAL
+ * (dim or bigram_weight out of range), CTXD_ENOMEM. Free with
+ * embedder_free(). Its embed call allocates a work table per call (sized
+ * by the longest text, growing with its distinct features) and fails only
+ * with CTXD_ENOMEM. */
 int embed_hash_create(const embed_hash_opts *o, embedder **out, ctxd_error *e);
 
 /* The canonical text form of a hash embedder's options, e.g.
  * "hash:dim=768,bigrams=1,bigram_weight=0.5,sublinear_tf=1,seed=0", as
- * recorded in a collection's config; embed_hash_parse reads it back (and
- * accepts any subset of the keys, the rest taking the defaults).
- * Errors: CTXD_EINVAL with the offending key. */
+ * recorded in a collection's config (bigram_weight in the shortest decimal
+ * that reads back as the same float; cap 160 is always enough).
+ * embed_hash_parse reads it back: "hash" alone or "hash:" followed by any
+ * subset of the keys, comma-separated, each at most once (the rest take the
+ * defaults; the idf fields are left NULL). Booleans are 0 or 1, numbers
+ * plain decimals. *o is written only on success.
+ * Errors: CTXD_EINVAL naming the offending key or value (unknown key,
+ * missing or bad value, key given twice, dim or bigram_weight out of
+ * range, not a hash embedder). */
 void embed_hash_format(const embed_hash_opts *o, char *buf, size_t cap);
 int embed_hash_parse(const char *s, embed_hash_opts *o, ctxd_error *e);
 
