@@ -970,7 +970,66 @@ TYPED(ctxclient_list, "/ctxd.v1.Documents/List", Ctxd__V1__ListRequest,
       Ctxd__V1__ListResponse, ctxd__v1__list_response__descriptor)
 TYPED(ctxclient_chunk, "/ctxd.v1.Documents/Chunk", Ctxd__V1__ChunkRequest,
       Ctxd__V1__ChunkResponse, ctxd__v1__chunk_response__descriptor)
+TYPED(ctxclient_search, "/ctxd.v1.Retrieval/Search", Ctxd__V1__SearchRequest,
+      Ctxd__V1__SearchResponse, ctxd__v1__search_response__descriptor)
 #undef TYPED
+
+int ctxclient_search_batch(ctxclient *c,
+                           const Ctxd__V1__SearchBatchRequest *req,
+                           int64_t timeout_ms,
+                           Ctxd__V1__SearchBatchResponse **resp,
+                           ctxclient_status *st) {
+  static const char path[] = "/ctxd.v1.Retrieval/SearchBatch";
+  if (!req || !resp) return CTXCLIENT_EINVAL;
+  int rc = typed_unary(c, path, &req->base,
+                       &ctxd__v1__search_batch_response__descriptor,
+                       timeout_ms, (ProtobufCMessage **)resp, st);
+  if (rc != 0) return rc;
+  /* Callers index results by query: a short answer must not read past it. */
+  if ((*resp)->n_results != req->n_queries) {
+    rc = fail(st, 13, "%s: %zu results for %zu queries", path,
+              (*resp)->n_results, req->n_queries);
+    ctxd__v1__search_batch_response__free_unpacked(*resp, NULL);
+    *resp = NULL;
+  }
+  return rc;
+}
+
+int ctxclient_create_collection(ctxclient *c,
+                                const Ctxd__V1__CollectionConfig *config,
+                                int64_t timeout_ms,
+                                Ctxd__V1__CollectionInfo **resp,
+                                ctxclient_status *st) {
+  Ctxd__V1__CreateCollectionRequest req =
+      CTXD__V1__CREATE_COLLECTION_REQUEST__INIT;
+  if (!config) return CTXCLIENT_EINVAL;
+  req.config = (Ctxd__V1__CollectionConfig *)config;
+  return typed_unary(c, "/ctxd.v1.Admin/CreateCollection", &req.base,
+                     &ctxd__v1__collection_info__descriptor, timeout_ms,
+                     (ProtobufCMessage **)resp, st);
+}
+
+int ctxclient_drop_collection(ctxclient *c, const char *name,
+                              int64_t timeout_ms,
+                              Ctxd__V1__DropCollectionResponse **resp,
+                              ctxclient_status *st) {
+  Ctxd__V1__DropCollectionRequest req = CTXD__V1__DROP_COLLECTION_REQUEST__INIT;
+  if (!name) return CTXCLIENT_EINVAL;
+  req.name = (char *)name;
+  return typed_unary(c, "/ctxd.v1.Admin/DropCollection", &req.base,
+                     &ctxd__v1__drop_collection_response__descriptor,
+                     timeout_ms, (ProtobufCMessage **)resp, st);
+}
+
+int ctxclient_list_collections(ctxclient *c, int64_t timeout_ms,
+                               Ctxd__V1__ListCollectionsResponse **resp,
+                               ctxclient_status *st) {
+  Ctxd__V1__ListCollectionsRequest req =
+      CTXD__V1__LIST_COLLECTIONS_REQUEST__INIT;
+  return typed_unary(c, "/ctxd.v1.Admin/ListCollections", &req.base,
+                     &ctxd__v1__list_collections_response__descriptor,
+                     timeout_ms, (ProtobufCMessage **)resp, st);
+}
 
 int ctxclient_stats(ctxclient *c, int64_t timeout_ms,
                     Ctxd__V1__StatsResponse **resp, ctxclient_status *st) {
@@ -1006,6 +1065,77 @@ int ctxclient_health_check(ctxclient *c, const char *service,
   return 0;
 }
 
+/* End a stream because of a response message that does not parse. The
+ * call may have ended OK already (its trailers came with the message):
+ * that OK must not hide the bad message. */
+static int stream_bad_message(ctxclient_stream *s, const char *call,
+                              const char *type, ctxclient_status *st) {
+  if (s->ended && s->status.code == 0) s->ended = 0;
+  stream_end_local(s, 13, "%s: cannot parse a %s", call, type);
+  stream_reset(s, NGHTTP2_CANCEL);
+  flush(s->c);
+  return stream_result(s, st);
+}
+
+int ctxclient_rebuild_index(ctxclient *c, const char *collection,
+                            int64_t timeout_ms,
+                            ctxclient_progress_fn on_progress, void *ud,
+                            Ctxd__V1__RebuildProgress **last,
+                            ctxclient_status *st) {
+  static const char path[] = "/ctxd.v1.Admin/RebuildIndex";
+  static const uint8_t empty[1];
+  Ctxd__V1__RebuildIndexRequest req = CTXD__V1__REBUILD_INDEX_REQUEST__INIT;
+  Ctxd__V1__RebuildProgress *p = NULL;
+  ctxclient_stream *s = NULL;
+  uint8_t *buf = NULL;
+  size_t len;
+  int rc, done = 0;
+  if (last) *last = NULL;
+  if (!c) return CTXCLIENT_EINVAL;
+  const char *name = collection && *collection ? collection : "default";
+  req.collection = (char *)(collection ? collection : "");
+  if ((rc = pack(&req.base, &buf, &len, st)) != 0) goto out;
+  if ((rc = stream_start(c, path, timeout_ms, buf, len, 1, &s, st)) != 0)
+    goto out;
+  for (;;) {
+    uint8_t *msg;
+    rc = ctxclient_stream_recv(s, -1, &msg, &len, &done, st);
+    if (rc != 0 || done) break;
+    Ctxd__V1__RebuildProgress *np =
+        ctxd__v1__rebuild_progress__unpack(NULL, len, msg ? msg : empty);
+    free(msg);
+    if (!np) {
+      rc = stream_bad_message(s, path, "RebuildProgress", st);
+      break;
+    }
+    if (p) ctxd__v1__rebuild_progress__free_unpacked(p, NULL);
+    p = np;
+    if (on_progress && on_progress(p, ud) != 0) {
+      rc = fail(st, 1, "stopped following the rebuild of collection %s (it "
+                "goes on in the server)", name);
+      break;
+    }
+  }
+  if (rc == 0) {
+    /* The stream ended OK: the last message says how the rebuild went. */
+    const char *state = p && p->state ? p->state : "";
+    if (strcmp(state, "failed") == 0)
+      rc = fail(st, 10, "rebuild of collection %s failed: %s", name,
+                p->error && *p->error ? p->error : "no reason given");
+    else if (strcmp(state, "done") != 0)
+      rc = fail(st, 13, "%s: the stream ended without a final state%s%s",
+                path, *state ? "; last state " : "", state);
+  }
+out:
+  free(buf);
+  ctxclient_stream_free(s);
+  if (last)
+    *last = p;
+  else if (p)
+    ctxd__v1__rebuild_progress__free_unpacked(p, NULL);
+  return rc;
+}
+
 int ctxclient_putstream_open(ctxclient *c, int64_t timeout_ms,
                              ctxclient_stream **out, ctxclient_status *st) {
   return ctxclient_stream_open(c, "/ctxd.v1.Documents/PutStream", timeout_ms,
@@ -1037,11 +1167,6 @@ int ctxclient_putstream_recv(ctxclient_stream *s, int wait_ms,
   if (rc != 0 || *done) return rc;
   *ack = ctxd__v1__put_ack__unpack(NULL, len, msg ? msg : empty);
   free(msg);
-  if (!*ack) {
-    stream_end_local(s, 13, "PutStream: cannot parse a PutAck");
-    stream_reset(s, NGHTTP2_CANCEL);
-    flush(s->c);
-    return stream_result(s, st);
-  }
+  if (!*ack) return stream_bad_message(s, "PutStream", "PutAck", st);
   return 0;
 }

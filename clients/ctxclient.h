@@ -17,7 +17,9 @@
  * size limit, INTERNAL for a malformed response.
  *
  * Messages are protobuf bytes; the typed helpers at the end pack and unpack
- * the protobuf-c types of proto/ctxd/v1 and grpc/health/v1. */
+ * the protobuf-c types of proto/ctxd/v1 and grpc/health/v1. Collections:
+ * the Documents requests (Document.collection, GetRequest.collection, ...)
+ * and SearchRequest name theirs; empty means "default". */
 #ifndef CTXCLIENT_H
 #define CTXCLIENT_H
 
@@ -26,6 +28,7 @@
 
 #include "ctxd/v1/admin.pb-c.h"
 #include "ctxd/v1/documents.pb-c.h"
+#include "ctxd/v1/retrieval.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
 typedef struct ctxclient ctxclient;
@@ -161,10 +164,81 @@ int ctxclient_list(ctxclient *c, const Ctxd__V1__ListRequest *req,
 int ctxclient_chunk(ctxclient *c, const Ctxd__V1__ChunkRequest *req,
                     int64_t timeout_ms, Ctxd__V1__ChunkResponse **resp,
                     ctxclient_status *st);
+/* Stats carries one CollectionInfo per collection (resp->collections). */
 int ctxclient_stats(ctxclient *c, int64_t timeout_ms,
                     Ctxd__V1__StatsResponse **resp, ctxclient_status *st);
 int ctxclient_verify(ctxclient *c, int64_t timeout_ms,
                      Ctxd__V1__VerifyResponse **resp, ctxclient_status *st);
+
+/* Retrieval.Search: the chunks that best match req->text and/or
+ * req->vector (see retrieval.proto for modes, filters and limits). Server
+ * errors: INVALID_ARGUMENT (k above 1000, unknown mode, a vector of the
+ * wrong dimension, no query), NOT_FOUND (no such collection). */
+int ctxclient_search(ctxclient *c, const Ctxd__V1__SearchRequest *req,
+                     int64_t timeout_ms, Ctxd__V1__SearchResponse **resp,
+                     ctxclient_status *st);
+
+/* Retrieval.SearchBatch: several searches in one call (at most 1024).
+ * On success (*resp)->n_results == req->n_queries, result i answering
+ * query i; a response with another count is INTERNAL. One bad query fails
+ * the whole call. */
+int ctxclient_search_batch(ctxclient *c,
+                           const Ctxd__V1__SearchBatchRequest *req,
+                           int64_t timeout_ms,
+                           Ctxd__V1__SearchBatchResponse **resp,
+                           ctxclient_status *st);
+
+/* Admin.CreateCollection with `config` (zero/empty fields: the server's
+ * defaults; config->dim is ignored, the embedder decides it). *resp is the
+ * new collection's CollectionInfo, its config complete. Server errors:
+ * ALREADY_EXISTS, INVALID_ARGUMENT (bad name, embedder, metric or index
+ * spec). */
+int ctxclient_create_collection(ctxclient *c,
+                                const Ctxd__V1__CollectionConfig *config,
+                                int64_t timeout_ms,
+                                Ctxd__V1__CollectionInfo **resp,
+                                ctxclient_status *st);
+
+/* Admin.DropCollection: removes collection `name` with all its documents
+ * ((*resp)->documents says how many). Server errors: NOT_FOUND. */
+int ctxclient_drop_collection(ctxclient *c, const char *name,
+                              int64_t timeout_ms,
+                              Ctxd__V1__DropCollectionResponse **resp,
+                              ctxclient_status *st);
+
+/* Admin.ListCollections: every collection's CollectionInfo. */
+int ctxclient_list_collections(ctxclient *c, int64_t timeout_ms,
+                               Ctxd__V1__ListCollectionsResponse **resp,
+                               ctxclient_status *st);
+
+/* Called for each RebuildProgress of ctxclient_rebuild_index(); `p` is
+ * valid during the call only. Return 0 to go on following the rebuild,
+ * non-zero to stop. */
+typedef int (*ctxclient_progress_fn)(const Ctxd__V1__RebuildProgress *p,
+                                     void *ud);
+
+/* Admin.RebuildIndex: start rebuilding `collection`'s vector index (NULL or
+ * "": "default") and follow its progress until it ends, calling
+ * `on_progress` (may be NULL) for every message the server streams.
+ * `timeout_ms` > 0 bounds the whole call (0: none). If `last` is not NULL,
+ * *last receives the last progress message seen (NULL if none), which the
+ * caller frees with ctxd__v1__rebuild_progress__free_unpacked(), on
+ * success and on failure.
+ * Returns 0 when the rebuild finished (state "done"). Errors
+ * (CTXCLIENT_ESTATUS):
+ *   - the server's status, e.g. NOT_FOUND for an unknown collection, or a
+ *     local one (UNAVAILABLE, DEADLINE_EXCEEDED) as for any call;
+ *   - ABORTED "rebuild of collection X failed: ERROR" when the server
+ *     reports state "failed" (the old index stays in use);
+ *   - CANCELLED when `on_progress` asked to stop: the stream is cancelled,
+ *     but the rebuild goes on in the server (Stats shows its progress);
+ *   - INTERNAL for a progress message that does not parse, or a stream
+ *     that ends OK without a final "done" or "failed". */
+int ctxclient_rebuild_index(ctxclient *c, const char *collection,
+                            int64_t timeout_ms,
+                            ctxclient_progress_fn on_progress, void *ud,
+                            Ctxd__V1__RebuildProgress **last,
+                            ctxclient_status *st);
 
 /* grpc.health.v1.Health/Check for `service` ("" or NULL: the server as a
  * whole). *serving is the response's ServingStatus (1 = SERVING). */

@@ -39,33 +39,44 @@ static const char usage_text[] =
     "\n"
     "Commands:\n"
     "  status                     health check; prints SERVING\n"
-    "  stats [--json]             store statistics\n"
+    "  stats [--json]             store and per-collection statistics\n"
     "  put [OPTIONS] INPUT...     store documents (files, directories, -, "
     "--jsonl FILE)\n"
-    "  get ID [--text] [--chunks] [--json]\n"
+    "  get ID [--text] [--chunks] [--vectors] [--json]\n"
     "                             show a document\n"
     "  rm [-f] ID...              delete documents\n"
     "  ls [--limit N] [--all] [--ids] [--json]\n"
     "                             list documents\n"
+    "  search QUERY... [-k N] [--mode vector|lexical|hybrid] [--doc ID]...\n"
+    "         [--meta KEY=VALUE]... [--text] [--ef N] [--nprobe N] [--json]\n"
+    "                             find the chunks that best match a query\n"
+    "  collection create NAME [OPTIONS] | drop NAME [--yes] | ls [--json]\n"
+    "                             manage collections\n"
+    "  reindex [-q]               rebuild a collection's vector index\n"
     "  chunk [FILE|-] [--max-tokens N] [--overlap N] [--json]\n"
     "                             show how the server would chunk a text\n"
     "  verify                     check the store's consistency\n"
     "  help [COMMAND]             this text, or a command's details\n"
+    "\n"
+    "put, get, rm, ls, search and reindex take -c/--collection NAME (default:\n"
+    "the collection named \"default\").\n"
     "\n"
     "Global options:\n"
     "  --addr HOST:PORT     server address (default $CTXD_ADDR, "
     "else " DEFAULT_ADDR
     ");\n"
     "                       IPv6 as [ADDR]:PORT; hostnames are resolved\n"
-    "  --timeout SECONDS    deadline of each call (default 30; put: none "
-    "unless given)\n"
+    "  --timeout SECONDS    deadline of each call (default 30; put and "
+    "reindex:\n"
+    "                       none unless given)\n"
     "  -h, --help           this text\n"
     "  --version            print the version\n"
     "\n"
     "Exit status:\n"
     "  0  success\n"
     "  1  the operation failed or was rejected (e.g. a document was refused,\n"
-    "     not found, verify found problems, server not SERVING)\n"
+    "     not found, no such collection, a rebuild failed, verify found\n"
+    "     problems, server not SERVING)\n"
     "  2  usage error\n"
     "  3  server unreachable (connection refused or lost, name not "
     "resolved)\n"
@@ -88,8 +99,11 @@ static const cmd_help cmd_helps[] = {
     {"stats",
      "usage: ctxctl stats [--json]\n"
      "\n"
-     "Prints the server's store statistics (Admin/Stats) as a table, or as\n"
-     "one JSON object with --json (the StatsResponse field names).\n"},
+     "Prints the server's store statistics (Admin/Stats), then a table of\n"
+     "its collections as 'collection ls' shows it: documents, chunks,\n"
+     "vectors, index type, whether the index is trained, and how many\n"
+     "deleted vectors the index still masks. --json prints one JSON object\n"
+     "(the StatsResponse field names; per collection, CollectionInfo's).\n"},
     {"put",
      "usage: ctxctl put [OPTIONS] INPUT...\n"
      "\n"
@@ -100,7 +114,8 @@ static const cmd_help cmd_helps[] = {
      "  -               one document read from standard input (id from --id,\n"
      "                  else the server generates one)\n"
      "  --jsonl FILE    one document per line: {\"id\": ..., \"text\": ...,\n"
-     "                  \"metadata\": {\"key\": \"value\"}} (FILE may be -)\n"
+     "                  \"metadata\": {\"key\": \"value\"}, \"collection\": ...}\n"
+     "                  (metadata and collection optional; FILE may be -)\n"
      "Options:\n"
      "  --id ID             id for a single FILE or - input\n"
      "  --prefix P          prepend P to the ids of FILE and DIR inputs\n"
@@ -108,32 +123,120 @@ static const cmd_help cmd_helps[] = {
      "  --meta KEY=VALUE    metadata for file inputs (repeatable)\n"
      "  --max-tokens N      chunk size in tokens (0: server default)\n"
      "  --overlap N         overlap between chunks in tokens\n"
+     "  -c, --collection NAME\n"
+     "                      store into collection NAME (default \"default\";\n"
+     "                      a JSONL line's \"collection\" key overrides it);\n"
+     "                      an unknown name is created with the server's\n"
+     "                      defaults\n"
      "  -q, --quiet         no summary line\n"
      "Files are sent as they are; the server checks that text is UTF-8 and\n"
      "its refusal is shown per document. A progress bar is drawn on stderr\n"
      "when stderr is a terminal. Exit 0 when every document was stored, 1\n"
      "when any was rejected.\n"},
     {"get",
-     "usage: ctxctl get ID [--text] [--chunks] [--json]\n"
+     "usage: ctxctl get ID [-c NAME] [--text] [--chunks] [--vectors] [--json]\n"
      "\n"
-     "Shows a stored document: size, tokens, metadata.\n"
+     "Shows a stored document: collection, size, tokens, metadata.\n"
+     "  -c, --collection NAME   the document's collection (default "
+     "\"default\")\n"
      "  --text      print the document text alone (byte for byte)\n"
      "  --chunks    list its chunks (with --text: each chunk and its text)\n"
-     "  --json      one JSON object (with text/chunks when asked for)\n"
-     "Exit 1 when there is no such document.\n"},
+     "  --vectors   list its chunks with their vectors (the first values and\n"
+     "              the dimension; every value with --json)\n"
+     "  --json      one JSON object (with text/chunks/vectors when asked "
+     "for)\n"
+     "Exit 1 when there is no such document or collection.\n"},
     {"rm",
-     "usage: ctxctl rm [-f] ID...\n"
+     "usage: ctxctl rm [-f] [-c NAME] ID...\n"
      "\n"
-     "Deletes documents. A missing document is reported and makes the exit\n"
-     "status 1, unless -f/--force is given.\n"},
+     "Deletes documents (of collection NAME; default \"default\"). A missing\n"
+     "document is reported and makes the exit status 1, unless -f/--force\n"
+     "is given.\n"},
     {"ls",
-     "usage: ctxctl ls [--limit N] [--all] [--ids] [--json]\n"
+     "usage: ctxctl ls [-c NAME] [--limit N] [--all] [--ids] [--json]\n"
      "\n"
      "Lists documents (in the server's order): id, bytes, chunks, tokens.\n"
+     "  -c, --collection NAME   list collection NAME (default \"default\")\n"
      "  --limit N   at most N documents (default 100)\n"
      "  --all       every document (pages through Documents/List)\n"
      "  --ids       ids only, one per line\n"
      "  --json      one JSON object per line\n"},
+    {"search",
+     "usage: ctxctl search QUERY... [-k N] [--mode vector|lexical|hybrid]\n"
+     "         [-c NAME] [--doc ID]... [--meta KEY=VALUE]... [--text]\n"
+     "         [--ef N] [--nprobe N] [--json]\n"
+     "\n"
+     "Finds the chunks that best match QUERY (Retrieval/Search) and prints,\n"
+     "best first: rank, score, chunk ordinal, byte range [START, END) in its\n"
+     "document, and document id. QUERY - reads the query from standard\n"
+     "input. Several QUERY arguments are sent in one Retrieval/SearchBatch\n"
+     "call, each with the same options, and printed one block each.\n"
+     "  -k N                  number of hits (default 10; the server allows\n"
+     "                        at most 1000)\n"
+     "  --mode M              vector (embedding similarity), lexical (BM25)\n"
+     "                        or hybrid (reciprocal rank fusion of both;\n"
+     "                        the default)\n"
+     "  -c, --collection NAME search collection NAME (default \"default\")\n"
+     "  --doc ID              only chunks of document ID (repeatable)\n"
+     "  --meta KEY=VALUE      only documents whose metadata has KEY=VALUE\n"
+     "                        (repeatable: all must hold)\n"
+     "  --text                print the start of each chunk's text under it\n"
+     "  --ef N                HNSW efSearch for this search (0: index "
+     "default)\n"
+     "  --nprobe N            IVF nprobe for this search (0: index default)\n"
+     "  --json                one JSON object per query and line:\n"
+     "                        {\"query\", \"hits\": [{\"rank\", \"score\",\n"
+     "                        \"doc_id\", \"ordinal\", \"byte_start\",\n"
+     "                        \"byte_end\", \"tokens\", \"text\" (--text)}]}\n"
+     "Scores: cosine similarity (metric ip) or minus the L2 distance for\n"
+     "vector, BM25 for lexical, the fused reciprocal-rank score for hybrid;\n"
+     "higher is better. No hits is not an error (exit 0). Exit 1 when the\n"
+     "server refuses the search (no such collection, k above its limit, a\n"
+     "query it cannot run), 2 for a bad option (-k 0, an unknown --mode).\n"},
+    {"collection",
+     "usage: ctxctl collection create NAME [--embedder E] [--metric ip|l2]\n"
+     "                         [--index SPEC] [--chunk-tokens N] [--overlap N]\n"
+     "                         [--json]\n"
+     "       ctxctl collection drop NAME [--yes]\n"
+     "       ctxctl collection ls [--json]\n"
+     "\n"
+     "Collections hold documents with their own embedder, vector index and\n"
+     "chunking. Settings are fixed at creation; options left out take the\n"
+     "server's configured defaults.\n"
+     "create (Admin/CreateCollection):\n"
+     "  --embedder E        \"hash\", \"hash:dim=512,...\", or \"none:dim=N\"\n"
+     "                      (clients supply every vector)\n"
+     "  --metric ip|l2      inner product on normalised vectors (cosine), or\n"
+     "                      L2 distance\n"
+     "  --index SPEC        FAISS factory string: Flat, HNSW32,\n"
+     "                      IVF1024,Flat, IVF4096,PQ32, ...\n"
+     "  --chunk-tokens N    chunk size in tokens\n"
+     "  --overlap N         overlap between chunks in tokens\n"
+     "  --json              print the new collection as JSON\n"
+     "  Exit 1 if it exists already or the server refuses a setting.\n"
+     "drop (Admin/DropCollection): deletes the collection and all its\n"
+     "  documents. Asks first when standard input is a terminal; otherwise\n"
+     "  --yes (-y) is required (exit 2 without it). Exit 1 if there is no\n"
+     "  such collection or the answer is not yes.\n"
+     "ls (Admin/ListCollections): a table of collection, documents,\n"
+     "  chunks, vectors, index type, trained (yes/no) and masked (vectors\n"
+     "  deleted but still held by an HNSW index until it is rebuilt), and a\n"
+     "  note for an index not trained yet, being rebuilt, or whose last\n"
+     "  rebuild failed. --json: one CollectionInfo object per line.\n"},
+    {"reindex",
+     "usage: ctxctl reindex [-c NAME] [-q]\n"
+     "\n"
+     "Rebuilds collection NAME's vector index (default \"default\") from\n"
+     "the stored vectors (Admin/RebuildIndex) and follows its progress\n"
+     "until it is done, with a progress bar on stderr when stderr is a\n"
+     "terminal. Searches go on meanwhile on the old index; the new one\n"
+     "replaces it at once when complete. Interrupting ctxctl does not stop\n"
+     "the rebuild ('ctxctl stats' shows its progress). No deadline unless\n"
+     "--timeout is given.\n"
+     "  -c, --collection NAME   the collection to rebuild\n"
+     "  -q, --quiet             no summary line\n"
+     "Exit 0 when the rebuild is done, 1 when it failed or the collection\n"
+     "does not exist.\n"},
     {"chunk",
      "usage: ctxctl chunk [FILE|-] [--max-tokens N] [--overlap N] [--json]\n"
      "\n"
@@ -251,6 +354,9 @@ typedef struct opt_spec {
   int has_arg;
 } opt_spec;
 
+/* -c/--collection: the option spec every command that takes one shares. */
+#define COLLECTION_OPT {"--collection", "-c", 1}
+
 typedef struct opt_iter {
   int argc, i;
   char **argv;
@@ -313,6 +419,13 @@ static int parse_u32(const char *opt, const char *s, uint32_t *out) {
   return 0;
 }
 
+/* A KEY=VALUE option (--meta): 0, or EXIT_USAGE (reported). */
+static int check_kv(const char *opt, const char *arg) {
+  if (!strchr(arg, '=') || arg[0] == '=')
+    return usage_error("%s wants KEY=VALUE, got %s", opt, arg);
+  return 0;
+}
+
 /* ---- shared state -------------------------------------------------------*/
 
 typedef struct ctl {
@@ -321,6 +434,12 @@ typedef struct ctl {
   int timeout_given;  /* --timeout was on the command line */
   ctxclient *client;
 } ctl;
+
+/* A command or subcommand: its name and what runs it. */
+typedef struct command {
+  const char *name;
+  int (*fn)(ctl *g, int argc, char **argv);
+} command;
 
 static int ctl_connect(ctl *g) {
   ctxclient_status st;
@@ -441,6 +560,10 @@ static int cmd_status(ctl *g, int argc, char **argv) {
 
 /* ---- stats --------------------------------------------------------------*/
 
+/* In the collections section below; stats shows the same table. */
+static json_t *coll_json(const Ctxd__V1__CollectionInfo *ci);
+static void print_collections(Ctxd__V1__CollectionInfo *const *v, size_t n);
+
 static void print_json(json_t *j, int flags) {
   char *s = json_dumps(j, flags | JSON_ENSURE_ASCII);
   if (s) {
@@ -477,6 +600,10 @@ static int cmd_stats(ctl *g, int argc, char **argv) {
         "version", r->version ? r->version : "", "uptime_seconds",
         (json_int_t)r->uptime_seconds, "tokenizer",
         r->tokenizer ? r->tokenizer : "", "last_seq", (json_int_t)r->last_seq);
+    json_t *a = json_array();
+    for (size_t i = 0; i < r->n_collections; i++)
+      json_array_append_new(a, coll_json(r->collections[i]));
+    json_object_set_new(o, "collections", a);
     print_json(o, JSON_INDENT(2));
   } else {
     char b1[32], b2[32], b3[32], b4[32];
@@ -503,6 +630,8 @@ static int cmd_stats(ctl *g, int argc, char **argv) {
            (unsigned long long)(up / 86400),
            (unsigned long long)(up / 3600 % 24),
            (unsigned long long)(up / 60 % 60), (unsigned long long)(up % 60));
+    printf("\n");
+    print_collections(r->collections, r->n_collections);
   }
   ctxd__v1__stats_response__free_unpacked(r, NULL);
   return EXIT_OK;
@@ -515,43 +644,42 @@ typedef struct put_input {
   char *id;   /* document id (may be "") */
 } put_input;
 
-typedef struct put_state {
-  ctl *g;
-  ctxclient_stream *s;
-  uint32_t max_tokens, overlap;
-  int have_chunking;
-  char **meta_kv; /* "k=v" strings from --meta */
-  size_t n_meta;
-  /* counters */
-  uint64_t sent, stored, rejected, local_rejected, bytes;
-  uint64_t total; /* known number of documents, 0 = unknown */
-  int progress;   /* draw progress on stderr */
+/* A progress line on stderr, redrawn in place while stderr is a terminal:
+ * "[####....] DONE/TOTAL UNITS  ...". */
+typedef struct progress {
+  int on; /* draw (stderr is a terminal) */
   double t0, last_draw;
-  int progress_drawn;
-  int failed_stream; /* stream ended with an error: stop */
-  ctxclient_status st;
-  char last_sent[SHOW_ID_MAX]; /* last document handed to the stream */
-  uint64_t sent_unnamed;       /* documents sent with no id (stdin) */
-  char last_acked[SHOW_ID_MAX]; /* the last id the server acknowledged */
-} put_state;
+  int drawn; /* a line is on the screen */
+} progress;
 
-static void progress_clear(put_state *p) {
-  if (p->progress_drawn) {
+static void progress_start(progress *pg) {
+  pg->on = isatty(2);
+  pg->t0 = now_s();
+  pg->last_draw = 0;
+  pg->drawn = 0;
+}
+
+static void progress_clear(progress *pg) {
+  if (pg->drawn) {
     fputs("\r\033[K", stderr);
-    p->progress_drawn = 0;
+    pg->drawn = 0;
   }
 }
 
-static void progress_draw(put_state *p, int force) {
-  if (!p->progress) return;
+/* Start redrawing the line with a bar filled to bar_done/total and
+ * "DONE[/TOTAL] UNITS" (no bar and no total while total is 0, i.e.
+ * unknown). Returns 0 when nothing is to be drawn: off, or the last draw
+ * was under 0.1 s ago and `force` is not set. The caller appends the rest
+ * of the line and calls progress_end(). */
+static int progress_begin(progress *pg, int force, uint64_t bar_done,
+                          uint64_t done, uint64_t total, const char *units) {
+  if (!pg->on) return 0;
   double t = now_s();
-  if (!force && t - p->last_draw < 0.1) return;
-  p->last_draw = t;
-  double el = t - p->t0;
-  double rate = el > 0 ? (double)p->stored / el : 0;
+  if (!force && t - pg->last_draw < 0.1) return 0;
+  pg->last_draw = t;
   char bar[32] = "";
-  if (p->total) {
-    int w = 24, fill = (int)((double)w * (double)p->sent / (double)p->total);
+  if (total) {
+    int w = 24, fill = (int)((double)w * (double)bar_done / (double)total);
     if (fill > w) fill = w;
     bar[0] = '[';
     for (int i = 0; i < w; i++) bar[1 + i] = i < fill ? '#' : '.';
@@ -559,16 +687,54 @@ static void progress_draw(put_state *p, int force) {
     bar[w + 2] = ' ';
     bar[w + 3] = '\0';
   }
-  fprintf(stderr, "\r\033[K%s%llu", bar, (unsigned long long)p->stored);
-  if (p->total) fprintf(stderr, "/%llu", (unsigned long long)p->total);
+  fprintf(stderr, "\r\033[K%s%llu", bar, (unsigned long long)done);
+  if (total) fprintf(stderr, "/%llu", (unsigned long long)total);
+  fprintf(stderr, " %s", units);
+  return 1;
+}
+
+static void progress_end(progress *pg) {
+  fflush(stderr);
+  pg->drawn = 1;
+}
+
+/* Seconds since progress_start(). */
+static double progress_elapsed(const progress *pg) {
+  return now_s() - pg->t0;
+}
+
+typedef struct put_state {
+  ctl *g;
+  ctxclient_stream *s;
+  uint32_t max_tokens, overlap;
+  int have_chunking;
+  const char *collection; /* -c; "" = the server's default */
+  char **meta_kv;         /* "k=v" strings from --meta */
+  size_t n_meta;
+  /* counters */
+  uint64_t sent, stored, rejected, local_rejected, bytes;
+  uint64_t total; /* known number of documents, 0 = unknown */
+  progress pg;
+  int failed_stream; /* stream ended with an error: stop */
+  ctxclient_status st;
+  char last_sent[SHOW_ID_MAX]; /* last document handed to the stream */
+  uint64_t sent_unnamed;       /* documents sent with no id (stdin) */
+  char last_acked[SHOW_ID_MAX]; /* the last id the server acknowledged */
+} put_state;
+
+static void put_progress_draw(put_state *p, int force) {
+  /* The bar follows what was sent; the count is what the server stored. */
+  if (!progress_begin(&p->pg, force, p->sent, p->stored, p->total, "docs"))
+    return;
+  double el = progress_elapsed(&p->pg);
+  double rate = el > 0 ? (double)p->stored / el : 0;
   char hb[32];
-  fprintf(stderr, " docs  %s  %.0f docs/s",
+  fprintf(stderr, "  %s  %.0f docs/s",
           human_bytes(p->bytes, hb, sizeof hb), rate);
   if (p->rejected + p->local_rejected)
     fprintf(stderr, "  %llu rejected",
             (unsigned long long)(p->rejected + p->local_rejected));
-  fflush(stderr);
-  p->progress_drawn = 1;
+  progress_end(&p->pg);
 }
 
 static void put_note_ack(put_state *p, Ctxd__V1__PutAck *ack) {
@@ -579,7 +745,7 @@ static void put_note_ack(put_state *p, Ctxd__V1__PutAck *ack) {
              show_id(ack->ids[ack->n_ids - 1], sb, sizeof sb));
   }
   for (size_t i = 0; i < ack->n_errors; i++) {
-    progress_clear(p);
+    progress_clear(&p->pg);
     const Ctxd__V1__PutError *e = ack->errors[i];
     const char *id = e->id && *e->id ? e->id : "(no id)";
     const char *reason = e->reason && *e->reason ? e->reason : "rejected";
@@ -606,7 +772,7 @@ static void put_drain(put_state *p, int wait_ms) {
     put_note_ack(p, ack);
     ctxd__v1__put_ack__free_unpacked(ack, NULL);
   }
-  progress_draw(p, 0);
+  put_progress_draw(p, 0);
 }
 
 /* The stream ended early: count the acks that came before the status, and
@@ -621,14 +787,15 @@ static void put_failed(put_state *p) {
 
 /* Send one document. `text` has `len` bytes. */
 static void put_send(put_state *p, const char *id, const char *text, size_t len,
-                     Ctxd__V1__Document__MetadataEntry **meta, size_t n_meta) {
+                     Ctxd__V1__Document__MetadataEntry **meta, size_t n_meta,
+                     const char *collection) {
   if (p->failed_stream) return;
   /* protobuf-c strings are NUL-terminated, so a NUL byte would silently cut
    * the text short: refuse here rather than store half a document. */
   const char *nul = memchr(text, '\0', len);
   if (nul) {
     char sb[SHOW_ID_MAX];
-    progress_clear(p);
+    progress_clear(&p->pg);
     errorf(
         "document %s: text contains a NUL byte at byte offset %zu "
         "(binary file?); not sent",
@@ -643,6 +810,7 @@ static void put_send(put_state *p, const char *id, const char *text, size_t len,
   doc.text = (char *)text;
   doc.metadata = meta;
   doc.n_metadata = n_meta;
+  doc.collection = (char *)collection;
   req.document = &doc;
   if (p->have_chunking) {
     ch.max_tokens = p->max_tokens;
@@ -695,7 +863,7 @@ static void put_file(put_state *p, const put_input *in) {
   size_t len;
   char *text = read_path(in->path, &len);
   if (!text) {
-    progress_clear(p);
+    progress_clear(&p->pg);
     errorf("%s: %s", strcmp(in->path, "-") ? in->path : "stdin",
            strerror(errno));
     p->local_rejected++;
@@ -703,7 +871,7 @@ static void put_file(put_state *p, const put_input *in) {
   }
   size_t n_meta;
   Ctxd__V1__Document__MetadataEntry **meta = meta_from_kv(p, &n_meta);
-  put_send(p, in->id, text, len, meta, n_meta);
+  put_send(p, in->id, text, len, meta, n_meta, p->collection);
   if (meta) meta_restore(p);
   free(meta);
   free(text);
@@ -758,9 +926,9 @@ static void put_jsonl(put_state *p, const char *path) {
     json_t *o = json_loadb(start, len, JSON_REJECT_DUPLICATES, &jerr);
     const char *why = NULL;
     char why_buf[200];
-    json_t *jid = NULL, *jtext = NULL, *jmeta = NULL;
+    json_t *jid = NULL, *jtext = NULL, *jmeta = NULL, *jcoll = NULL;
     if (!o) {
-      progress_clear(p);
+      progress_clear(&p->pg);
       errorf("%s:%lu: invalid JSON: %s", name, lineno, jerr.text);
       p->local_rejected++;
       continue;
@@ -768,6 +936,7 @@ static void put_jsonl(put_state *p, const char *path) {
     jid = json_object_get(o, "id");
     jtext = json_object_get(o, "text");
     jmeta = json_object_get(o, "metadata");
+    jcoll = json_object_get(o, "collection");
     if (!json_is_object(o))
       why = "not a JSON object";
     else if (jid && !json_is_string(jid) && !json_is_null(jid))
@@ -776,6 +945,8 @@ static void put_jsonl(put_state *p, const char *path) {
       why = "\"text\" must be a string";
     else if (jmeta && !json_is_object(jmeta) && !json_is_null(jmeta))
       why = "\"metadata\" must be an object of strings";
+    else if (jcoll && !json_is_string(jcoll) && !json_is_null(jcoll))
+      why = "\"collection\" must be a string";
     size_t n_meta = json_is_object(jmeta) ? json_object_size(jmeta) : 0;
     Ctxd__V1__Document__MetadataEntry **mv = NULL, *me = NULL;
     if (!why && n_meta) {
@@ -805,12 +976,14 @@ static void put_jsonl(put_state *p, const char *path) {
       }
     }
     if (why) {
-      progress_clear(p);
+      progress_clear(&p->pg);
       errorf("%s:%lu: %s", name, lineno, why);
       p->local_rejected++;
     } else {
       put_send(p, jid && json_is_string(jid) ? json_string_value(jid) : "",
-               json_string_value(jtext), json_string_length(jtext), mv, n_meta);
+               json_string_value(jtext), json_string_length(jtext), mv, n_meta,
+               json_is_string(jcoll) ? json_string_value(jcoll)
+                                     : p->collection);
     }
     free(mv);
     free(me);
@@ -939,11 +1112,12 @@ static int cmd_put(ctl *g, int argc, char **argv) {
   static const opt_spec specs[] = {
       {"--jsonl", NULL, 1},      {"--id", NULL, 1},      {"--meta", NULL, 1},
       {"--max-tokens", NULL, 1}, {"--overlap", NULL, 1}, {"--quiet", "-q", 0},
-      {"--prefix", NULL, 1},
+      {"--prefix", NULL, 1},     COLLECTION_OPT,
   };
   put_state p;
   memset(&p, 0, sizeof p);
   p.g = g;
+  p.collection = "";
   input_list files = {0};
   const char **jsonl = calloc((size_t)argc + 1, sizeof *jsonl);
   char **meta = calloc((size_t)argc + 1, sizeof *meta);
@@ -976,10 +1150,7 @@ static int cmd_put(ctl *g, int argc, char **argv) {
         id = arg;
         break;
       case 2:
-        if (!strchr(arg, '=') || arg[0] == '=') {
-          rc = usage_error("--meta wants KEY=VALUE, got %s", arg);
-          goto out;
-        }
+        if ((rc = check_kv("--meta", arg))) goto out;
         meta[p.n_meta++] = (char *)arg;
         break;
       case 3:
@@ -1001,6 +1172,9 @@ static int cmd_put(ctl *g, int argc, char **argv) {
         break;
       case 6:
         put_prefix = arg;
+        break;
+      case 7:
+        p.collection = arg;
         break;
     }
   }
@@ -1051,9 +1225,8 @@ static int cmd_put(ctl *g, int argc, char **argv) {
     goto out;
   }
   p.total = n_jsonl ? 0 : files.n;
-  p.progress = isatty(2);
-  p.t0 = now_s();
-  progress_draw(&p, 1);
+  progress_start(&p.pg);
+  put_progress_draw(&p, 1);
   for (size_t i = 0; i < files.n && !p.failed_stream; i++)
     put_file(&p, &files.v[i]);
   for (size_t i = 0; i < n_jsonl && !p.failed_stream; i++)
@@ -1064,8 +1237,8 @@ static int cmd_put(ctl *g, int argc, char **argv) {
     else
       put_drain(&p, -1);
   }
-  progress_draw(&p, 1);
-  progress_clear(&p);
+  put_progress_draw(&p, 1);
+  progress_clear(&p.pg);
   if (p.failed_stream) {
     /* The server ends the whole stream for some errors (a message above
      * its size limit); name the last document sent, the likely cause. */
@@ -1087,7 +1260,7 @@ static int cmd_put(ctl *g, int argc, char **argv) {
   }
   if (!quiet) {
     char hb[32];
-    double el = now_s() - p.t0;
+    double el = progress_elapsed(&p.pg);
     printf("stored %llu document%s (%s) in %.2f s",
            (unsigned long long)p.stored, p.stored == 1 ? "" : "s",
            human_bytes(p.bytes, hb, sizeof hb), el);
@@ -1140,21 +1313,40 @@ static json_t *json_text(const char *s) {
   return j;
 }
 
+/* A float as JSON, rounded to the 7 significant digits a float holds (a
+ * float's double value would print as 0.81230002641677856). */
+static json_t *json_float(float f) {
+  char b[32];
+  snprintf(b, sizeof b, "%.7g", (double)f);
+  return json_real(strtod(b, NULL));
+}
+
+static json_t *floats_json(const float *v, size_t n) {
+  json_t *a = json_array();
+  for (size_t i = 0; i < n; i++) json_array_append_new(a, json_float(v[i]));
+  return a;
+}
+
 static json_t *chunk_json(const Ctxd__V1__Chunk *c, int with_text) {
   json_t *o = json_pack("{s:i, s:I, s:I, s:i}", "ordinal", (int)c->ordinal,
                         "byte_start", (json_int_t)c->byte_start, "byte_end",
                         (json_int_t)c->byte_end, "tokens", (int)c->tokens);
   if (with_text) json_object_set_new(o, "text", json_text(c->text));
+  if (c->n_vector)
+    json_object_set_new(o, "vector", floats_json(c->vector, c->n_vector));
   return o;
 }
 
 static int cmd_get(ctl *g, int argc, char **argv) {
-  static const opt_spec specs[] = {
-      {"--text", NULL, 0}, {"--chunks", NULL, 0}, {"--json", NULL, 0}};
+  static const opt_spec specs[] = {{"--text", NULL, 0},
+                                   {"--chunks", NULL, 0},
+                                   {"--json", NULL, 0},
+                                   COLLECTION_OPT,
+                                   {"--vectors", NULL, 0}};
   opt_iter it = {argc, 0, argv, 0};
-  const char *arg, *id = NULL;
-  int text = 0, chunks = 0, json = 0, k;
-  while ((k = opt_next(&it, specs, 3, &arg)) != -2) {
+  const char *arg, *id = NULL, *coll = "";
+  int text = 0, chunks = 0, json = 0, vectors = 0, k;
+  while ((k = opt_next(&it, specs, 5, &arg)) != -2) {
     if (k == -3) return EXIT_USAGE;
     if (k == -1) {
       if (id) return usage_error("one ID at a time");
@@ -1163,6 +1355,8 @@ static int cmd_get(ctl *g, int argc, char **argv) {
     if (k == 0) text = 1;
     if (k == 1) chunks = 1;
     if (k == 2) json = 1;
+    if (k == 3) coll = arg;
+    if (k == 4) vectors = chunks = 1;
   }
   if (!id) return usage_error("missing document ID");
   int rc = ctl_connect(g);
@@ -1173,14 +1367,19 @@ static int cmd_get(ctl *g, int argc, char **argv) {
   req.id = (char *)id;
   req.with_text = text;
   req.with_chunks = chunks;
+  req.with_vectors = vectors;
+  req.collection = (char *)coll;
   if (ctxclient_get(g->client, &req, g->timeout_ms, &r, &st))
     return report_doc(id, &st);
   Ctxd__V1__Document *d = r->document;
   const char *did = d && d->id ? d->id : id;
+  const char *dcoll = d && d->collection && *d->collection ? d->collection
+                      : *coll                                ? coll
+                                                             : "default";
   if (json) {
-    json_t *o =
-        json_pack("{s:s, s:I, s:I}", "id", did, "bytes", (json_int_t)r->bytes,
-                  "tokens", (json_int_t)r->tokens);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:I}", "id", did, "collection",
+                          dcoll, "bytes", (json_int_t)r->bytes, "tokens",
+                          (json_int_t)r->tokens);
     if (!o) o = json_object();
     json_object_set_new(
         o, "metadata",
@@ -1198,16 +1397,18 @@ static int cmd_get(ctl *g, int argc, char **argv) {
     const char *t = d && d->text ? d->text : "";
     fwrite(t, 1, strlen(t), stdout);
   } else {
-    printf("id        %s\n", did);
-    printf("bytes     %llu\n", (unsigned long long)r->bytes);
-    printf("tokens    %llu\n", (unsigned long long)r->tokens);
+    printf("id          %s\n", did);
+    printf("collection  %s\n", dcoll);
+    printf("bytes       %llu\n", (unsigned long long)r->bytes);
+    printf("tokens      %llu\n", (unsigned long long)r->tokens);
     for (size_t i = 0; d && i < d->n_metadata; i++)
-      printf("%s%s=%s\n", i ? "          " : "metadata  ", d->metadata[i]->key,
-             d->metadata[i]->value);
+      printf("%s%s=%s\n", i ? "            " : "metadata    ",
+             d->metadata[i]->key, d->metadata[i]->value);
     if (chunks) {
-      printf("chunks    %zu\n", r->n_chunks);
+      printf("chunks      %zu\n", r->n_chunks);
       if (!text)
-        printf("%8s  %12s  %12s  %8s\n", "ORDINAL", "START", "END", "TOKENS");
+        printf("%8s  %12s  %12s  %8s%s\n", "ORDINAL", "START", "END", "TOKENS",
+               vectors ? "  VECTOR" : "");
       for (size_t i = 0; i < r->n_chunks; i++) {
         const Ctxd__V1__Chunk *c = r->chunks[i];
         if (text) {
@@ -1216,9 +1417,17 @@ static int cmd_get(ctl *g, int argc, char **argv) {
                  (unsigned long long)c->byte_end, c->tokens);
           printf("%s\n", c->text ? c->text : "");
         } else {
-          printf("%8u  %12llu  %12llu  %8u\n", c->ordinal,
+          printf("%8u  %12llu  %12llu  %8u", c->ordinal,
                  (unsigned long long)c->byte_start,
                  (unsigned long long)c->byte_end, c->tokens);
+          /* the first components and the dimension; --json has them all */
+          for (size_t j = 0; vectors && j < c->n_vector && j < 4; j++)
+            printf("%s%.4f", j ? " " : "  ", (double)c->vector[j]);
+          if (vectors)
+            printf("%s(%zu floats)\n", c->n_vector > 4 ? " ... " : "  ",
+                   c->n_vector);
+          else
+            printf("\n");
         }
       }
     }
@@ -1230,20 +1439,21 @@ static int cmd_get(ctl *g, int argc, char **argv) {
 /* ---- rm -----------------------------------------------------------------*/
 
 static int cmd_rm(ctl *g, int argc, char **argv) {
-  static const opt_spec specs[] = {{"--force", "-f", 0}};
+  static const opt_spec specs[] = {{"--force", "-f", 0}, COLLECTION_OPT};
   opt_iter it = {argc, 0, argv, 0};
-  const char *arg;
+  const char *arg, *coll = "";
   int force = 0, k, rc;
   const char **ids = calloc((size_t)argc + 1, sizeof *ids);
   size_t n = 0;
   if (!ids) return EXIT_FAILED;
-  while ((k = opt_next(&it, specs, 1, &arg)) != -2) {
+  while ((k = opt_next(&it, specs, 2, &arg)) != -2) {
     if (k == -3) {
       free(ids);
       return EXIT_USAGE;
     }
     if (k == -1) ids[n++] = arg;
     if (k == 0) force = 1;
+    if (k == 1) coll = arg;
   }
   if (n == 0) {
     free(ids);
@@ -1258,6 +1468,7 @@ static int cmd_rm(ctl *g, int argc, char **argv) {
     Ctxd__V1__DeleteResponse *r;
     ctxclient_status st;
     req.id = (char *)ids[i];
+    req.collection = (char *)coll;
     if (ctxclient_delete(g->client, &req, g->timeout_ms, &r, &st)) {
       int e = report_doc(ids[i], &st);
       if (e > rc) rc = e;
@@ -1284,18 +1495,20 @@ static int cmd_ls(ctl *g, int argc, char **argv) {
   static const opt_spec specs[] = {{"--limit", "-n", 1},
                                    {"--all", "-a", 0},
                                    {"--ids", NULL, 0},
-                                   {"--json", NULL, 0}};
+                                   {"--json", NULL, 0},
+                                   COLLECTION_OPT};
   opt_iter it = {argc, 0, argv, 0};
-  const char *arg;
+  const char *arg, *coll = "";
   uint32_t limit = 100;
   int all = 0, ids_only = 0, json = 0, k, rc;
-  while ((k = opt_next(&it, specs, 4, &arg)) != -2) {
+  while ((k = opt_next(&it, specs, 5, &arg)) != -2) {
     if (k == -3) return EXIT_USAGE;
     if (k == -1) return usage_error("unexpected argument: %s", arg);
     if (k == 0 && parse_u32("--limit", arg, &limit)) return EXIT_USAGE;
     if (k == 1) all = 1;
     if (k == 2) ids_only = 1;
     if (k == 3) json = 1;
+    if (k == 4) coll = arg;
   }
   if ((rc = ctl_connect(g))) return rc;
   uint64_t shown = 0;
@@ -1309,6 +1522,7 @@ static int cmd_ls(ctl *g, int argc, char **argv) {
     uint64_t want = all ? 1000 : limit - shown;
     req.page_size = (uint32_t)(want > 1000 ? 1000 : want);
     req.page_token = token;
+    req.collection = (char *)coll;
     if (ctxclient_list(g->client, &req, g->timeout_ms, &r, &st)) {
       free(token);
       return report(NULL, &st);
@@ -1472,17 +1686,487 @@ static int cmd_verify(ctl *g, int argc, char **argv) {
   return rc;
 }
 
-/* ---- main ---------------------------------------------------------------*/
+/* ---- collections --------------------------------------------------------*/
 
-typedef struct command {
-  const char *name;
-  int (*fn)(ctl *g, int argc, char **argv);
-} command;
+static const char *nz(const char *s) {
+  return s ? s : "";
+}
+
+static const Ctxd__V1__CollectionConfig *coll_config(
+    const Ctxd__V1__CollectionInfo *ci) {
+  static const Ctxd__V1__CollectionConfig none =
+      CTXD__V1__COLLECTION_CONFIG__INIT;
+  return ci->config ? ci->config : &none;
+}
+
+/* A CollectionInfo as JSON, with the proto's field names. */
+static json_t *coll_json(const Ctxd__V1__CollectionInfo *ci) {
+  const Ctxd__V1__CollectionConfig *c = coll_config(ci);
+  json_t *cfg = json_pack(
+      "{s:o, s:o, s:i, s:o, s:o, s:i, s:i}", "name", json_text(nz(c->name)),
+      "embedder", json_text(nz(c->embedder)), "dim", (int)c->dim, "metric",
+      json_text(nz(c->metric)), "index_spec", json_text(nz(c->index_spec)),
+      "chunk_max_tokens", (int)c->chunk_max_tokens, "chunk_overlap_tokens",
+      (int)c->chunk_overlap_tokens);
+  json_t *o = json_pack(
+      "{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:I, s:b, s:I, "
+      "s:I, s:o, s:I}",
+      "config", cfg ? cfg : json_object(), "documents",
+      (json_int_t)ci->documents, "chunks", (json_int_t)ci->chunks, "bytes",
+      (json_int_t)ci->bytes, "tokens", (json_int_t)ci->tokens, "vectors",
+      (json_int_t)ci->vectors, "indexed", (json_int_t)ci->indexed, "masked",
+      (json_int_t)ci->masked, "trained", (int)ci->trained,
+      "exact_until_trained", (int)ci->exact_until_trained, "min_train",
+      (json_int_t)ci->min_train, "rebuilding", (int)ci->rebuilding,
+      "rebuild_done", (json_int_t)ci->rebuild_done, "rebuild_total",
+      (json_int_t)ci->rebuild_total, "rebuild_error",
+      json_text(nz(ci->rebuild_error)), "covered_seq",
+      (json_int_t)ci->covered_seq);
+  return o ? o : json_object();
+}
+
+/* The collections table (collection ls, stats), then a note for each
+ * collection whose index is not in its final state. */
+static void print_collections(Ctxd__V1__CollectionInfo *const *v, size_t n) {
+  printf("%-24s  %10s  %10s  %10s  %-16s  %-7s  %8s\n", "COLLECTION",
+         "DOCUMENTS", "CHUNKS", "VECTORS", "INDEX", "TRAINED", "MASKED");
+  for (size_t i = 0; i < n; i++) {
+    const Ctxd__V1__CollectionConfig *c = coll_config(v[i]);
+    printf("%-24s  %10llu  %10llu  %10llu  %-16s  %-7s  %8llu\n", nz(c->name),
+           (unsigned long long)v[i]->documents,
+           (unsigned long long)v[i]->chunks, (unsigned long long)v[i]->vectors,
+           *nz(c->index_spec) ? c->index_spec : "-",
+           v[i]->trained ? "yes" : "no", (unsigned long long)v[i]->masked);
+  }
+  for (size_t i = 0; i < n; i++) {
+    const Ctxd__V1__CollectionInfo *ci = v[i];
+    const char *name = nz(coll_config(ci)->name);
+    if (ci->exact_until_trained)
+      printf("%s: not trained yet, exact search until %llu vectors\n", name,
+             (unsigned long long)ci->min_train);
+    if (ci->rebuilding)
+      printf("%s: rebuilding the index, %llu/%llu vectors\n", name,
+             (unsigned long long)ci->rebuild_done,
+             (unsigned long long)ci->rebuild_total);
+    if (*nz(ci->rebuild_error))
+      printf("%s: the last rebuild failed: %s\n", name, ci->rebuild_error);
+  }
+}
+
+static int coll_create(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {
+      {"--embedder", NULL, 1},     {"--metric", NULL, 1},
+      {"--index", NULL, 1},        {"--chunk-tokens", NULL, 1},
+      {"--overlap", NULL, 1},      {"--json", NULL, 0},
+  };
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg;
+  Ctxd__V1__CollectionConfig cfg = CTXD__V1__COLLECTION_CONFIG__INIT;
+  int json = 0, k, rc;
+  cfg.name = NULL;
+  while ((k = opt_next(&it, specs, 6, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) {
+      if (cfg.name) return usage_error("one NAME at a time");
+      cfg.name = (char *)arg;
+    }
+    if (k == 0) cfg.embedder = (char *)arg;
+    if (k == 1) {
+      if (strcmp(arg, "ip") && strcmp(arg, "l2"))
+        return usage_error("--metric: want ip or l2, got %s", arg);
+      cfg.metric = (char *)arg;
+    }
+    if (k == 2) cfg.index_spec = (char *)arg;
+    if (k == 3 && parse_u32("--chunk-tokens", arg, &cfg.chunk_max_tokens))
+      return EXIT_USAGE;
+    if (k == 4 && parse_u32("--overlap", arg, &cfg.chunk_overlap_tokens))
+      return EXIT_USAGE;
+    if (k == 5) json = 1;
+  }
+  if (!cfg.name) return usage_error("missing collection NAME");
+  if ((rc = ctl_connect(g))) return rc;
+  Ctxd__V1__CollectionInfo *r;
+  ctxclient_status st;
+  if (ctxclient_create_collection(g->client, &cfg, g->timeout_ms, &r, &st))
+    return report(NULL, &st);
+  if (json) {
+    print_json(coll_json(r), JSON_INDENT(2));
+  } else {
+    const Ctxd__V1__CollectionConfig *c = coll_config(r);
+    printf(
+        "created collection %s: embedder %s (dimension %u), metric %s, "
+        "index %s, chunks of %u tokens with %u overlap\n",
+        *nz(c->name) ? c->name : cfg.name, nz(c->embedder), c->dim,
+        nz(c->metric), nz(c->index_spec), c->chunk_max_tokens,
+        c->chunk_overlap_tokens);
+  }
+  ctxd__v1__collection_info__free_unpacked(r, NULL);
+  return EXIT_OK;
+}
+
+/* Ask on the terminal before dropping `name`; 1 when the answer is yes.
+ * Says how many documents go with it when the server lists it. */
+static int confirm_drop(ctl *g, const char *name) {
+  Ctxd__V1__ListCollectionsResponse *r;
+  ctxclient_status st;
+  long long docs = -1;
+  if (ctxclient_list_collections(g->client, g->timeout_ms, &r, &st) == 0) {
+    for (size_t i = 0; i < r->n_collections; i++)
+      if (!strcmp(nz(coll_config(r->collections[i])->name), name))
+        docs = (long long)r->collections[i]->documents;
+    ctxd__v1__list_collections_response__free_unpacked(r, NULL);
+  }
+  if (docs >= 0)
+    fprintf(stderr, "Drop collection %s and its %lld document%s? [y/N] ",
+            name, docs, docs == 1 ? "" : "s");
+  else
+    fprintf(stderr, "Drop collection %s and all its documents? [y/N] ", name);
+  char line[16];
+  if (!fgets(line, sizeof line, stdin)) return 0;
+  return line[0] == 'y' || line[0] == 'Y';
+}
+
+static int coll_drop(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {{"--yes", "-y", 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg, *name = NULL;
+  int yes = 0, k, rc;
+  while ((k = opt_next(&it, specs, 1, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) {
+      if (name) return usage_error("one NAME at a time");
+      name = arg;
+    }
+    if (k == 0) yes = 1;
+  }
+  if (!name) return usage_error("missing collection NAME");
+  /* Without a terminal to ask on, dropping needs --yes: a script must say
+   * it means to delete the documents. */
+  if (!yes && !isatty(0))
+    return usage_error(
+        "dropping collection %s deletes its documents; confirm with --yes",
+        name);
+  if ((rc = ctl_connect(g))) return rc;
+  if (!yes && !confirm_drop(g, name)) {
+    errorf("collection %s not dropped", name);
+    return EXIT_FAILED;
+  }
+  Ctxd__V1__DropCollectionResponse *r;
+  ctxclient_status st;
+  if (ctxclient_drop_collection(g->client, name, g->timeout_ms, &r, &st))
+    return report(NULL, &st);
+  printf("dropped collection %s (%llu document%s)\n", name,
+         (unsigned long long)r->documents, r->documents == 1 ? "" : "s");
+  ctxd__v1__drop_collection_response__free_unpacked(r, NULL);
+  return EXIT_OK;
+}
+
+static int coll_ls(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {{"--json", NULL, 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg;
+  int json = 0, k, rc;
+  while ((k = opt_next(&it, specs, 1, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) return usage_error("unexpected argument: %s", arg);
+    json = 1;
+  }
+  if ((rc = ctl_connect(g))) return rc;
+  Ctxd__V1__ListCollectionsResponse *r;
+  ctxclient_status st;
+  if (ctxclient_list_collections(g->client, g->timeout_ms, &r, &st))
+    return report(NULL, &st);
+  if (json)
+    for (size_t i = 0; i < r->n_collections; i++)
+      print_json(coll_json(r->collections[i]), JSON_COMPACT);
+  else
+    print_collections(r->collections, r->n_collections);
+  ctxd__v1__list_collections_response__free_unpacked(r, NULL);
+  return EXIT_OK;
+}
+
+static int cmd_collection(ctl *g, int argc, char **argv) {
+  static const command subs[] = {
+      {"create", coll_create}, {"drop", coll_drop}, {"ls", coll_ls}};
+  if (argc < 1) return usage_error("missing subcommand: create, drop or ls");
+  for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
+    if (!strcmp(argv[0], subs[i].name))
+      return subs[i].fn(g, argc - 1, argv + 1);
+  return usage_error("unknown subcommand %s (want create, drop or ls)",
+                     argv[0]);
+}
+
+/* ---- reindex ------------------------------------------------------------*/
+
+typedef struct reindex_state {
+  progress pg;
+  uint64_t done, total;
+} reindex_state;
+
+static int reindex_progress(const Ctxd__V1__RebuildProgress *p, void *ud) {
+  reindex_state *r = ud;
+  r->done = p->done;
+  r->total = p->total;
+  if (progress_begin(&r->pg, 0, p->done, p->done, p->total, "vectors")) {
+    double el = progress_elapsed(&r->pg);
+    fprintf(stderr, "  %.0f vectors/s", el > 0 ? (double)p->done / el : 0);
+    progress_end(&r->pg);
+  }
+  return 0;
+}
+
+static int cmd_reindex(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {COLLECTION_OPT, {"--quiet", "-q", 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg, *coll = "";
+  int quiet = 0, k, rc;
+  while ((k = opt_next(&it, specs, 2, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) return usage_error("unexpected argument: %s", arg);
+    if (k == 0) coll = arg;
+    if (k == 1) quiet = 1;
+  }
+  if ((rc = ctl_connect(g))) return rc;
+  reindex_state rs = {0};
+  Ctxd__V1__RebuildProgress *last = NULL;
+  ctxclient_status st;
+  progress_start(&rs.pg);
+  /* A rebuild takes as long as it takes: no deadline unless --timeout. */
+  rc = ctxclient_rebuild_index(g->client, coll,
+                               g->timeout_given ? g->timeout_ms : 0,
+                               reindex_progress, &rs, &last, &st);
+  progress_clear(&rs.pg);
+  if (rc == 0 && !quiet)
+    printf("rebuilt the index of collection %s: %llu vectors in %.2f s\n",
+           *coll ? coll : "default",
+           (unsigned long long)(last ? last->done : 0),
+           progress_elapsed(&rs.pg));
+  if (last) ctxd__v1__rebuild_progress__free_unpacked(last, NULL);
+  return rc == 0 ? EXIT_OK : report(NULL, &st);
+}
+
+/* ---- search -------------------------------------------------------------*/
+
+static void print_hits_json(const char *query,
+                            const Ctxd__V1__SearchResponse *r, int with_text) {
+  json_t *a = json_array();
+  for (size_t i = 0; i < r->n_hits; i++) {
+    const Ctxd__V1__SearchHit *h = r->hits[i];
+    static const Ctxd__V1__Chunk none = CTXD__V1__CHUNK__INIT;
+    const Ctxd__V1__Chunk *c = h->chunk ? h->chunk : &none;
+    json_t *o = json_object();
+    json_object_set_new(o, "rank", json_integer((json_int_t)i + 1));
+    json_object_set_new(o, "score", json_float(h->score));
+    json_object_set_new(o, "doc_id", json_text(nz(c->doc_id)));
+    json_object_update_new(o, chunk_json(c, with_text));
+    json_array_append_new(a, o);
+  }
+  json_t *o = json_object();
+  json_object_set_new(o, "query", json_text(query));
+  json_object_set_new(o, "hits", a);
+  print_json(o, JSON_COMPACT);
+}
+
+static void print_hits(const Ctxd__V1__SearchResponse *r, int with_text) {
+  printf("%4s  %10s  %7s  %10s  %10s  %s\n", "RANK", "SCORE", "ORDINAL",
+         "START", "END", "DOCUMENT");
+  for (size_t i = 0; i < r->n_hits; i++) {
+    const Ctxd__V1__SearchHit *h = r->hits[i];
+    const Ctxd__V1__Chunk *c = h->chunk;
+    char sb[SHOW_ID_MAX];
+    printf("%4zu  %10.4f  %7u  %10llu  %10llu  %s\n", i + 1, (double)h->score,
+           c ? c->ordinal : 0, (unsigned long long)(c ? c->byte_start : 0),
+           (unsigned long long)(c ? c->byte_end : 0),
+           show_id(c ? nz(c->doc_id) : "", sb, sizeof sb));
+    if (with_text) {
+      char pv[128];
+      preview(c ? nz(c->text) : "", 100, pv);
+      printf("      %s\n", pv);
+    }
+  }
+  if (r->n_hits == 0) printf("no hits\n");
+}
+
+static int cmd_search(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {
+      {"-k", NULL, 1},     {"--mode", NULL, 1},   COLLECTION_OPT,
+      {"--doc", NULL, 1},  {"--meta", NULL, 1},   {"--text", NULL, 0},
+      {"--ef", NULL, 1},   {"--nprobe", NULL, 1}, {"--json", NULL, 0},
+  };
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg;
+  Ctxd__V1__SearchRequest base = CTXD__V1__SEARCH_REQUEST__INIT;
+  Ctxd__V1__SearchRequest *qs = NULL, **qp = NULL;
+  Ctxd__V1__MetadataFilter *mf = NULL, **mp = NULL;
+  char **queries = calloc((size_t)argc + 1, sizeof *queries);
+  char **docs = calloc((size_t)argc + 1, sizeof *docs);
+  char *stdin_query = NULL;
+  size_t nq = 0, n_meta = 0;
+  int json = 0, k, rc = EXIT_OK;
+  mf = calloc((size_t)argc + 1, sizeof *mf);
+  mp = calloc((size_t)argc + 1, sizeof *mp);
+  if (!queries || !docs || !mf || !mp) goto oom;
+  base.doc_ids = docs;
+  base.metadata = mp;
+  while ((k = opt_next(&it, specs, sizeof specs / sizeof specs[0], &arg)) !=
+         -2) {
+    switch (k) {
+      case -3:
+        rc = EXIT_USAGE;
+        goto out;
+      case -1:
+        queries[nq++] = (char *)arg;
+        break;
+      case 0:
+        if (parse_u32("-k", arg, &base.k)) {
+          rc = EXIT_USAGE;
+          goto out;
+        }
+        if (base.k == 0) {
+          rc = usage_error("-k: want at least 1 hit, got 0");
+          goto out;
+        }
+        break;
+      case 1:
+        if (strcmp(arg, "vector") && strcmp(arg, "lexical") &&
+            strcmp(arg, "hybrid")) {
+          rc = usage_error("--mode: want vector, lexical or hybrid, got %s",
+                           arg);
+          goto out;
+        }
+        base.mode = (char *)arg;
+        break;
+      case 2:
+        base.collection = (char *)arg;
+        break;
+      case 3:
+        docs[base.n_doc_ids++] = (char *)arg;
+        break;
+      case 4: {
+        if ((rc = check_kv("--meta", arg))) goto out;
+        Ctxd__V1__MetadataFilter init = CTXD__V1__METADATA_FILTER__INIT;
+        const char *eq = strchr(arg, '=');
+        mf[n_meta] = init;
+        /* key and value point into a copy freed with mf's strings */
+        char *kv = strdup(arg);
+        if (!kv) goto oom;
+        kv[eq - arg] = '\0';
+        mf[n_meta].key = kv;
+        mf[n_meta].value = kv + (eq - arg) + 1;
+        mp[n_meta] = &mf[n_meta];
+        base.n_metadata = ++n_meta;
+        break;
+      }
+      case 5:
+        base.with_text = 1;
+        break;
+      case 6:
+        if (parse_u32("--ef", arg, &base.ef_search)) {
+          rc = EXIT_USAGE;
+          goto out;
+        }
+        break;
+      case 7:
+        if (parse_u32("--nprobe", arg, &base.nprobe)) {
+          rc = EXIT_USAGE;
+          goto out;
+        }
+        break;
+      case 8:
+        json = 1;
+        break;
+    }
+  }
+  if (nq == 0) {
+    rc = usage_error("missing the QUERY text");
+    goto out;
+  }
+  for (size_t i = 0; i < nq; i++) {
+    if (strcmp(queries[i], "-")) continue;
+    if (stdin_query) {
+      rc = usage_error("standard input (-) can be read only once");
+      goto out;
+    }
+    size_t len;
+    if (!(stdin_query = read_stream(stdin, &len))) {
+      errorf("stdin: %s", strerror(errno));
+      rc = EXIT_FAILED;
+      goto out;
+    }
+    if (memchr(stdin_query, '\0', len)) {
+      errorf("stdin: the query contains a NUL byte");
+      rc = EXIT_FAILED;
+      goto out;
+    }
+    queries[i] = stdin_query;
+  }
+  if ((rc = ctl_connect(g))) goto out;
+  ctxclient_status st;
+  if (nq == 1) {
+    Ctxd__V1__SearchResponse *r;
+    base.text = queries[0];
+    if (ctxclient_search(g->client, &base, g->timeout_ms, &r, &st)) {
+      rc = report(NULL, &st);
+      goto out;
+    }
+    if (json)
+      print_hits_json(queries[0], r, base.with_text);
+    else
+      print_hits(r, base.with_text);
+    ctxd__v1__search_response__free_unpacked(r, NULL);
+    goto out;
+  }
+  /* Several queries: one SearchBatch call with the same options each. */
+  Ctxd__V1__SearchBatchRequest breq = CTXD__V1__SEARCH_BATCH_REQUEST__INIT;
+  Ctxd__V1__SearchBatchResponse *br;
+  qs = calloc(nq, sizeof *qs);
+  qp = calloc(nq, sizeof *qp);
+  if (!qs || !qp) goto oom;
+  for (size_t i = 0; i < nq; i++) {
+    qs[i] = base;
+    qs[i].text = queries[i];
+    qp[i] = &qs[i];
+  }
+  breq.queries = qp;
+  breq.n_queries = nq;
+  if (ctxclient_search_batch(g->client, &breq, g->timeout_ms, &br, &st)) {
+    rc = report(NULL, &st);
+    goto out;
+  }
+  for (size_t i = 0; i < nq; i++) {
+    if (json) {
+      print_hits_json(queries[i], br->results[i], base.with_text);
+      continue;
+    }
+    char pv[96];
+    preview(queries[i], 80, pv);
+    printf("%squery %zu: %s\n", i ? "\n" : "", i + 1, pv);
+    print_hits(br->results[i], base.with_text);
+  }
+  ctxd__v1__search_batch_response__free_unpacked(br, NULL);
+  goto out;
+oom:
+  errorf("out of memory");
+  rc = EXIT_FAILED;
+out:
+  for (size_t i = 0; i < n_meta; i++) free(mf[i].key);
+  free(mf);
+  free(mp);
+  free(queries);
+  free(docs);
+  free(qs);
+  free(qp);
+  free(stdin_query);
+  return rc;
+}
+
+/* ---- main ---------------------------------------------------------------*/
 
 static const command commands[] = {
     {"status", cmd_status}, {"stats", cmd_stats},   {"put", cmd_put},
     {"get", cmd_get},       {"rm", cmd_rm},         {"ls", cmd_ls},
-    {"chunk", cmd_chunk},   {"verify", cmd_verify},
+    {"chunk", cmd_chunk},   {"verify", cmd_verify}, {"search", cmd_search},
+    {"collection", cmd_collection}, {"reindex", cmd_reindex},
 };
 
 static int help(const char *name) {

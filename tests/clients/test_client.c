@@ -10,6 +10,12 @@
  *               flow-control window while it has more than 256 KiB of
  *               replies unsent, so a client that does not read while it
  *               sends would deadlock.
+ * The ctxd.v1 methods of the typed helpers are answered from the decoded
+ * request, so that the helpers' own logic is tested:
+ *   Retrieval/Search       hits that echo the request's fields
+ *   Retrieval/SearchBatch  one result per query (one short for "short")
+ *   Admin/CreateCollection the config back, with a dimension
+ *   Admin/RebuildIndex     progress streams chosen by the collection name
  * And against peers that are not gRPC servers: one that never speaks (the
  * handshake bound) and one that breaks the HTTP/2 protocol. */
 #include <errno.h>
@@ -27,6 +33,7 @@
 
 #include "check.h"
 #include "ctxclient.h"
+#include "ctxclient_wire.h"
 
 /* ---- the test server ----------------------------------------------------*/
 
@@ -39,6 +46,9 @@ typedef struct tstream {
   size_t out_off, out_len, out_cap;
   int finish; /* send trailers once out is drained */
   int status; /* grpc-status for the trailers */
+  const char *message; /* grpc-message for the trailers (percent-encoded) */
+  uint8_t *in; /* request bytes of the ctxd.v1 methods */
+  size_t in_len, in_cap;
   size_t unconsumed;
   int deferred;
   struct tstream *next;
@@ -54,15 +64,30 @@ typedef struct tconn {
 static int listen_fd = -1;
 static int server_port;
 
-static void out_add(tstream *s, const uint8_t *p, size_t n) {
-  if (s->out_len + n > s->out_cap) {
-    size_t cap = s->out_cap ? s->out_cap : 65536;
-    while (cap < s->out_len + n) cap *= 2;
-    s->out = realloc(s->out, cap);
-    s->out_cap = cap;
+static void buf_add(uint8_t **buf, size_t *len, size_t *cap, const uint8_t *p,
+                    size_t n) {
+  if (*len + n > *cap) {
+    size_t c = *cap ? *cap : 65536;
+    while (c < *len + n) c *= 2;
+    *buf = realloc(*buf, c);
+    *cap = c;
   }
-  memcpy(s->out + s->out_len, p, n);
-  s->out_len += n;
+  memcpy(*buf + *len, p, n);
+  *len += n;
+}
+
+static void out_add(tstream *s, const uint8_t *p, size_t n) {
+  buf_add(&s->out, &s->out_len, &s->out_cap, p, n);
+}
+
+/* Queue one framed protobuf message. */
+static void out_msg(tstream *s, const ProtobufCMessage *m) {
+  size_t n = protobuf_c_message_get_packed_size(m);
+  uint8_t *b = malloc(5 + n);
+  ccw_frame_header(b, (uint32_t)n);
+  protobuf_c_message_pack(m, b + 5);
+  out_add(s, b, 5 + n);
+  free(b);
 }
 
 static tstream *find(tconn *c, int32_t id) {
@@ -95,9 +120,11 @@ static ssize_t t_read(nghttp2_session *sess, int32_t id, uint8_t *buf,
     *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
     char st[8];
     snprintf(st, sizeof st, "%d", s->status);
+    const char *msg = s->message ? s->message : "";
     nghttp2_nv tr[] = {
-        {(uint8_t *)"grpc-status", (uint8_t *)st, 11, strlen(st), 0}};
-    nghttp2_submit_trailer(sess, id, tr, 1);
+        {(uint8_t *)"grpc-status", (uint8_t *)st, 11, strlen(st), 0},
+        {(uint8_t *)"grpc-message", (uint8_t *)msg, 12, strlen(msg), 0}};
+    nghttp2_submit_trailer(sess, id, tr, s->message ? 2 : 1);
     return 0;
   }
   size_t n = avail < len ? avail : len;
@@ -155,9 +182,165 @@ static int t_data(nghttp2_session *sess, uint8_t flags, int32_t id,
       nghttp2_session_consume(sess, id, n);
   } else {
     if (strcmp(s->path, "/t/Echo") == 0) out_add(s, d, n);
+    if (strncmp(s->path, "/ctxd.v1.", 9) == 0)
+      buf_add(&s->in, &s->in_len, &s->in_cap, d, n);
     nghttp2_session_consume(sess, id, n);
   }
   return 0;
+}
+
+/* ---- the ctxd.v1 methods --------------------------------------------------*/
+
+static void answer(tconn *c, tstream *s, int status, const char *message) {
+  s->status = status;
+  s->message = message;
+  s->finish = 1;
+  respond(c, s);
+}
+
+static void answer_search(tconn *c, tstream *s, size_t len) {
+  Ctxd__V1__SearchRequest *q =
+      ctxd__v1__search_request__unpack(NULL, len, s->in + 5);
+  if (!q) {
+    answer(c, s, 3, "bad request");
+    return;
+  }
+  if (strcmp(q->collection, "missing") == 0) {
+    answer(c, s, 5, "collection%20missing%20not%20found");
+    ctxd__v1__search_request__free_unpacked(q, NULL);
+    return;
+  }
+  /* hit i echoes the request: doc ids in turn, ef_search and nprobe as the
+   * byte range, the number of filters as tokens, the mode as text */
+  Ctxd__V1__SearchResponse r = CTXD__V1__SEARCH_RESPONSE__INIT;
+  Ctxd__V1__SearchHit hits[20], *hp[20];
+  Ctxd__V1__Chunk ch[20];
+  size_t n = q->k > 20 ? 20 : q->k;
+  for (size_t i = 0; i < n; i++) {
+    Ctxd__V1__SearchHit hi = CTXD__V1__SEARCH_HIT__INIT;
+    Ctxd__V1__Chunk ci = CTXD__V1__CHUNK__INIT;
+    ch[i] = ci;
+    ch[i].doc_id = q->n_doc_ids ? q->doc_ids[i % q->n_doc_ids] : "doc";
+    ch[i].ordinal = (uint32_t)i;
+    ch[i].byte_start = q->ef_search;
+    ch[i].byte_end = q->nprobe;
+    ch[i].tokens = (uint32_t)q->n_metadata;
+    ch[i].text = q->with_text ? q->mode : "";
+    hits[i] = hi;
+    hits[i].chunk = &ch[i];
+    hits[i].score = q->n_vector ? q->vector[q->n_vector - 1] : 1.0f / (i + 1);
+    hp[i] = &hits[i];
+  }
+  r.hits = hp;
+  r.n_hits = n;
+  out_msg(s, &r.base);
+  ctxd__v1__search_request__free_unpacked(q, NULL);
+  answer(c, s, 0, NULL);
+}
+
+static void answer_batch(tconn *c, tstream *s, size_t len) {
+  Ctxd__V1__SearchBatchRequest *q =
+      ctxd__v1__search_batch_request__unpack(NULL, len, s->in + 5);
+  Ctxd__V1__SearchBatchResponse r = CTXD__V1__SEARCH_BATCH_RESPONSE__INIT;
+  Ctxd__V1__SearchResponse res[8], *rp[8];
+  Ctxd__V1__SearchHit hit[8], *hp[8];
+  Ctxd__V1__Chunk ch[8];
+  size_t n = q && q->n_queries < 8 ? q->n_queries : 0;
+  if (n && strcmp(q->queries[0]->text, "short") == 0) n--;
+  for (size_t i = 0; i < n; i++) { /* one hit each, named after the query */
+    Ctxd__V1__SearchResponse ri = CTXD__V1__SEARCH_RESPONSE__INIT;
+    Ctxd__V1__SearchHit hi = CTXD__V1__SEARCH_HIT__INIT;
+    Ctxd__V1__Chunk ci = CTXD__V1__CHUNK__INIT;
+    ch[i] = ci;
+    ch[i].doc_id = q->queries[i]->text;
+    hit[i] = hi;
+    hit[i].chunk = &ch[i];
+    hp[i] = &hit[i];
+    res[i] = ri;
+    res[i].hits = &hp[i];
+    res[i].n_hits = 1;
+    rp[i] = &res[i];
+  }
+  r.results = rp;
+  r.n_results = n;
+  out_msg(s, &r.base);
+  if (q) ctxd__v1__search_batch_request__free_unpacked(q, NULL);
+  answer(c, s, 0, NULL);
+}
+
+static void answer_create(tconn *c, tstream *s, size_t len) {
+  Ctxd__V1__CreateCollectionRequest *q =
+      ctxd__v1__create_collection_request__unpack(NULL, len, s->in + 5);
+  Ctxd__V1__CollectionInfo r = CTXD__V1__COLLECTION_INFO__INIT;
+  if (q && q->config) q->config->dim = 42;
+  r.config = q ? q->config : NULL;
+  out_msg(s, &r.base);
+  if (q) ctxd__v1__create_collection_request__free_unpacked(q, NULL);
+  answer(c, s, 0, NULL);
+}
+
+static void progress_msg(tstream *s, const char *state, uint64_t done,
+                         const char *error) {
+  Ctxd__V1__RebuildProgress p = CTXD__V1__REBUILD_PROGRESS__INIT;
+  p.collection = "x";
+  p.state = (char *)state;
+  p.done = done;
+  p.total = 3;
+  p.error = (char *)error;
+  out_msg(s, &p.base);
+}
+
+/* A framed message that no protobuf parser accepts (a truncated varint). */
+static const uint8_t junk[] = {0, 0, 0, 0, 2, 0xff, 0xff};
+
+/* RebuildIndex: the collection name picks the story. */
+static void answer_rebuild(tconn *c, tstream *s, size_t len) {
+  Ctxd__V1__RebuildIndexRequest *q =
+      ctxd__v1__rebuild_index_request__unpack(NULL, len, s->in + 5);
+  char name[32] = "";
+  if (q) snprintf(name, sizeof name, "%s", q->collection);
+  if (q) ctxd__v1__rebuild_index_request__free_unpacked(q, NULL);
+  if (strcmp(name, "") == 0 || strcmp(name, "ok") == 0) {
+    for (uint64_t i = 0; i < 3; i++) progress_msg(s, "running", i, "");
+    progress_msg(s, "done", 3, "");
+    answer(c, s, 0, NULL);
+  } else if (strcmp(name, "fail") == 0) {
+    progress_msg(s, "running", 1, "");
+    progress_msg(s, "failed", 1, "disk full");
+    answer(c, s, 0, NULL);
+  } else if (strcmp(name, "err") == 0) {
+    progress_msg(s, "running", 1, "");
+    answer(c, s, 5, "collection%20err%20not%20found");
+  } else if (strcmp(name, "none") == 0) {
+    progress_msg(s, "running", 1, "");
+    answer(c, s, 0, NULL);
+  } else if (strcmp(name, "junk") == 0) {
+    out_add(s, junk, sizeof junk);
+    answer(c, s, 0, NULL);
+  } else { /* "hang": progress, then nothing more */
+    for (uint64_t i = 0; i < 3; i++) progress_msg(s, "running", i, "");
+    respond(c, s);
+  }
+}
+
+static void ctxd_respond(tconn *c, tstream *s) {
+  size_t len = s->in_len >= 5 ? s->in_len - 5 : 0;
+  if (strcmp(s->path, "/ctxd.v1.Documents/PutStream") == 0) {
+    out_add(s, junk, sizeof junk); /* an ack that does not parse, then OK */
+    answer(c, s, 0, NULL);
+  } else if (s->in_len < 5) {
+    answer(c, s, 3, "no request message");
+  } else if (strcmp(s->path, "/ctxd.v1.Retrieval/Search") == 0) {
+    answer_search(c, s, len);
+  } else if (strcmp(s->path, "/ctxd.v1.Retrieval/SearchBatch") == 0) {
+    answer_batch(c, s, len);
+  } else if (strcmp(s->path, "/ctxd.v1.Admin/CreateCollection") == 0) {
+    answer_create(c, s, len);
+  } else if (strcmp(s->path, "/ctxd.v1.Admin/RebuildIndex") == 0) {
+    answer_rebuild(c, s, len);
+  } else {
+    answer(c, s, 12, "not in the test server");
+  }
 }
 
 static int t_frame_recv(nghttp2_session *sess, const nghttp2_frame *f,
@@ -198,6 +381,8 @@ static int t_frame_recv(nghttp2_session *sess, const nghttp2_frame *f,
   } else if (strcmp(s->path, "/t/Flood") == 0) {
     s->finish = 1;
     kick(c, s);
+  } else if (strncmp(s->path, "/ctxd.v1.", 9) == 0) {
+    ctxd_respond(c, s);
   }
   return 0;
 }
@@ -209,6 +394,7 @@ static int t_close(nghttp2_session *sess, int32_t id, uint32_t err, void *ud) {
       tstream *s = *pp;
       *pp = s->next;
       free(s->out);
+      free(s->in);
       free(s);
       break;
     }
@@ -292,6 +478,12 @@ static pthread_t start_server(void) {
 }
 
 /* ---- the tests ----------------------------------------------------------*/
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void test_unary(ctxclient *c) {
   ctxclient_status st;
@@ -454,13 +646,214 @@ static void test_empty_stream(ctxclient *c) {
   ctxclient_stream_free(s);
 }
 
-/* ---- peers that are not gRPC servers ------------------------------------*/
+/* ---- typed helpers of the ctxd.v1 methods --------------------------------*/
 
-static int64_t mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+static void test_search(ctxclient *c) {
+  ctxclient_status st;
+  Ctxd__V1__SearchRequest q = CTXD__V1__SEARCH_REQUEST__INIT;
+  Ctxd__V1__SearchResponse *r = NULL;
+  Ctxd__V1__MetadataFilter m1 = CTXD__V1__METADATA_FILTER__INIT, *mp[1] = {&m1};
+  char *ids[] = {"a", "b"};
+  float vec[] = {0.5f, -0.25f};
+  q.text = "query";
+  q.vector = vec;
+  q.n_vector = 2;
+  q.k = 3;
+  q.mode = "hybrid";
+  q.collection = "c";
+  q.doc_ids = ids;
+  q.n_doc_ids = 2;
+  m1.key = "lang";
+  m1.value = "en";
+  q.metadata = mp;
+  q.n_metadata = 1;
+  q.with_text = 1;
+  q.ef_search = 128;
+  q.nprobe = 16;
+  CHECK_EQ_INT(ctxclient_search(c, &q, 5000, &r, &st), 0);
+  CHECK(r != NULL);
+  if (r) {
+    CHECK_EQ_INT(r->n_hits, 3);
+    for (size_t i = 0; i < r->n_hits && i < 3; i++) {
+      const Ctxd__V1__Chunk *ch = r->hits[i]->chunk;
+      CHECK_EQ_STR(ch->doc_id, ids[i % 2]);
+      CHECK_EQ_INT(ch->ordinal, i);
+      CHECK_EQ_INT(ch->byte_start, 128);
+      CHECK_EQ_INT(ch->byte_end, 16);
+      CHECK_EQ_INT(ch->tokens, 1);
+      CHECK_EQ_STR(ch->text, "hybrid");
+      CHECK(r->hits[i]->score == -0.25f);
+    }
+    ctxd__v1__search_response__free_unpacked(r, NULL);
+  }
+  /* a server error comes back as the status, *resp NULL */
+  q.collection = "missing";
+  r = (Ctxd__V1__SearchResponse *)1;
+  CHECK_EQ_INT(ctxclient_search(c, &q, 5000, &r, &st), CTXCLIENT_ESTATUS);
+  CHECK(r == NULL);
+  CHECK_EQ_INT(st.code, 5);
+  CHECK_EQ_STR(st.message, "collection missing not found");
 }
+
+static void test_search_batch(ctxclient *c) {
+  ctxclient_status st;
+  Ctxd__V1__SearchRequest q[3] = {CTXD__V1__SEARCH_REQUEST__INIT,
+                                  CTXD__V1__SEARCH_REQUEST__INIT,
+                                  CTXD__V1__SEARCH_REQUEST__INIT};
+  Ctxd__V1__SearchRequest *qp[3] = {&q[0], &q[1], &q[2]};
+  Ctxd__V1__SearchBatchRequest b = CTXD__V1__SEARCH_BATCH_REQUEST__INIT;
+  Ctxd__V1__SearchBatchResponse *r = NULL;
+  q[0].text = "one";
+  q[1].text = "two";
+  q[2].text = "three";
+  b.queries = qp;
+  b.n_queries = 3;
+  CHECK_EQ_INT(ctxclient_search_batch(c, &b, 5000, &r, &st), 0);
+  if (r) {
+    CHECK_EQ_INT(r->n_results, 3);
+    for (size_t i = 0; i < 3 && i < r->n_results; i++)
+      CHECK_EQ_STR(r->results[i]->hits[0]->chunk->doc_id, q[i].text);
+    ctxd__v1__search_batch_response__free_unpacked(r, NULL);
+  }
+  /* fewer results than queries: INTERNAL, nothing returned */
+  q[0].text = "short";
+  r = (Ctxd__V1__SearchBatchResponse *)1;
+  CHECK_EQ_INT(ctxclient_search_batch(c, &b, 5000, &r, &st), CTXCLIENT_ESTATUS);
+  CHECK(r == NULL);
+  CHECK_EQ_INT(st.code, 13);
+  CHECK_EQ_STR(st.message,
+               "/ctxd.v1.Retrieval/SearchBatch: 2 results for 3 queries");
+}
+
+static void test_create_collection(ctxclient *c) {
+  ctxclient_status st;
+  Ctxd__V1__CollectionConfig cfg = CTXD__V1__COLLECTION_CONFIG__INIT;
+  Ctxd__V1__CollectionInfo *r = NULL;
+  cfg.name = "papers";
+  cfg.embedder = "hash:dim=64";
+  cfg.metric = "l2";
+  cfg.index_spec = "HNSW32";
+  cfg.chunk_max_tokens = 200;
+  cfg.chunk_overlap_tokens = 20;
+  CHECK_EQ_INT(ctxclient_create_collection(c, &cfg, 5000, &r, &st), 0);
+  if (r && r->config) {
+    CHECK_EQ_STR(r->config->name, "papers");
+    CHECK_EQ_STR(r->config->embedder, "hash:dim=64");
+    CHECK_EQ_STR(r->config->metric, "l2");
+    CHECK_EQ_STR(r->config->index_spec, "HNSW32");
+    CHECK_EQ_INT(r->config->chunk_max_tokens, 200);
+    CHECK_EQ_INT(r->config->chunk_overlap_tokens, 20);
+    CHECK_EQ_INT(r->config->dim, 42);
+  } else {
+    CHECK(!"CreateCollection answered with a config");
+  }
+  if (r) ctxd__v1__collection_info__free_unpacked(r, NULL);
+  CHECK_EQ_INT(ctxclient_create_collection(c, NULL, 5000, &r, &st),
+               CTXCLIENT_EINVAL);
+}
+
+typedef struct seen {
+  int n;
+  uint64_t done[8];
+  char state[8][16];
+  int stop_after; /* 0: never */
+} seen;
+
+static int on_progress(const Ctxd__V1__RebuildProgress *p, void *ud) {
+  seen *sn = ud;
+  if (sn->n < 8) {
+    sn->done[sn->n] = p->done;
+    snprintf(sn->state[sn->n], sizeof sn->state[0], "%s", p->state);
+  }
+  sn->n++;
+  return sn->stop_after && sn->n >= sn->stop_after;
+}
+
+static void test_rebuild(ctxclient *c) {
+  ctxclient_status st;
+  Ctxd__V1__RebuildProgress *last = NULL;
+  seen sn = {0};
+  /* done: every message reaches the callback, the last is kept */
+  CHECK_EQ_INT(
+      ctxclient_rebuild_index(c, "ok", 5000, on_progress, &sn, &last, &st), 0);
+  CHECK_EQ_INT(sn.n, 4);
+  CHECK_EQ_INT(sn.done[2], 2);
+  CHECK_EQ_STR(sn.state[3], "done");
+  CHECK(last && last->done == 3 && last->total == 3);
+  if (last) ctxd__v1__rebuild_progress__free_unpacked(last, NULL);
+  /* NULL collection, no callback, no last */
+  CHECK_EQ_INT(ctxclient_rebuild_index(c, NULL, 5000, NULL, NULL, NULL, &st),
+               0);
+  /* the server reports "failed": ABORTED with its error */
+  memset(&sn, 0, sizeof sn);
+  CHECK_EQ_INT(
+      ctxclient_rebuild_index(c, "fail", 5000, on_progress, &sn, &last, &st),
+      CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(st.code, 10);
+  CHECK_EQ_STR(st.message, "rebuild of collection fail failed: disk full");
+  CHECK_EQ_INT(sn.n, 2);
+  CHECK(last && strcmp(last->state, "failed") == 0);
+  if (last) ctxd__v1__rebuild_progress__free_unpacked(last, NULL);
+  /* an error status after some progress: that status */
+  CHECK_EQ_INT(ctxclient_rebuild_index(c, "err", 5000, NULL, NULL, &last, &st),
+               CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(st.code, 5);
+  CHECK_EQ_STR(st.message, "collection err not found");
+  CHECK(last && last->done == 1);
+  if (last) ctxd__v1__rebuild_progress__free_unpacked(last, NULL);
+  /* OK without a final state */
+  CHECK_EQ_INT(
+      ctxclient_rebuild_index(c, "none", 5000, NULL, NULL, NULL, &st),
+      CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(st.code, 13);
+  CHECK(strstr(st.message, "without a final state; last state running"));
+  /* a message that does not parse */
+  CHECK_EQ_INT(ctxclient_rebuild_index(c, "junk", 5000, NULL, NULL, &last, &st),
+               CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(st.code, 13);
+  CHECK(strstr(st.message, "cannot parse a RebuildProgress"));
+  CHECK(last == NULL);
+  /* the callback stops following: CANCELLED at once, not at the deadline */
+  memset(&sn, 0, sizeof sn);
+  sn.stop_after = 2;
+  int64_t t0 = mono_ms();
+  CHECK_EQ_INT(
+      ctxclient_rebuild_index(c, "hang", 20000, on_progress, &sn, NULL, &st),
+      CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(st.code, 1);
+  CHECK(strstr(st.message, "goes on in the server"));
+  CHECK_EQ_INT(sn.n, 2);
+  CHECK(mono_ms() - t0 < 5000);
+  /* a deadline while following */
+  memset(&sn, 0, sizeof sn);
+  CHECK_EQ_INT(
+      ctxclient_rebuild_index(c, "hang", 300, on_progress, &sn, NULL, &st),
+      CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(st.code, 4);
+  CHECK_EQ_INT(sn.n, 3);
+}
+
+/* A PutAck that does not parse, in the same read as an OK end of the
+ * call: the OK must not hide it (recv once returned 0 with no ack and the
+ * call not done). */
+static void test_putstream_bad_ack(ctxclient *c) {
+  ctxclient_status st;
+  ctxclient_stream *s;
+  Ctxd__V1__PutAck *ack = NULL;
+  int done = 0;
+  CHECK_EQ_INT(ctxclient_putstream_open(c, 5000, &s, &st), 0);
+  CHECK_EQ_INT(ctxclient_stream_close_send(s, &st), 0);
+  /* let the answer and its trailers arrive before reading */
+  CHECK_EQ_INT(ctxclient_stream_finish(s, &st), 0);
+  CHECK_EQ_INT(ctxclient_putstream_recv(s, -1, &ack, &done, &st),
+               CTXCLIENT_ESTATUS);
+  CHECK(ack == NULL);
+  CHECK_EQ_INT(st.code, 13);
+  CHECK(strstr(st.message, "cannot parse a PutAck") != NULL);
+  ctxclient_stream_free(s);
+}
+
+/* ---- peers that are not gRPC servers ------------------------------------*/
 
 static int raw_listener(char *addr, size_t len) {
   struct sockaddr_in a = {.sin_family = AF_INET,
@@ -570,6 +963,11 @@ int main(void) {
     test_deadline(c);
     test_flood(c);
     test_empty_stream(c);
+    test_search(c);
+    test_search_batch(c);
+    test_create_collection(c);
+    test_rebuild(c);
+    test_putstream_bad_ack(c);
     test_unary(c); /* the connection survived all of that */
     ctxclient_close(c);
   }

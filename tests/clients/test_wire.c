@@ -1,7 +1,10 @@
 /* test_wire.c - unit tests of ctxclient's socket-free wire helpers:
  * address parsing, grpc-timeout, grpc-message decoding, message framing and
- * reassembly; plus the protobuf-c behaviour ctxctl relies on (invalid UTF-8
- * packs unchanged, so the server is the one to judge it). */
+ * reassembly; the protobuf-c behaviour ctxctl relies on (invalid UTF-8
+ * packs unchanged, so the server is the one to judge it); and the bytes of
+ * the retrieval and collection messages, checked against hand-made
+ * encodings of the field numbers and types in proto/ctxd/v1 (what grpcio
+ * and any other client send and expect). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -233,6 +236,200 @@ static void test_pack_invalid_utf8(void) {
   free(buf);
 }
 
+/* ---- retrieval and collection messages -----------------------------------*/
+
+/* Pack `m` and compare with `want` (printing both on a mismatch). */
+static int packs_as(const ProtobufCMessage *m, const uint8_t *want,
+                    size_t want_len) {
+  size_t n = protobuf_c_message_get_packed_size(m);
+  uint8_t *b = malloc(n ? n : 1);
+  protobuf_c_message_pack(m, b);
+  int ok = n == want_len && memcmp(b, want, n) == 0;
+  if (!ok) {
+    fprintf(stderr, "packed %zu bytes:", n);
+    for (size_t i = 0; i < n; i++) fprintf(stderr, " %02x", b[i]);
+    fprintf(stderr, "\nwanted %zu bytes:", want_len);
+    for (size_t i = 0; i < want_len; i++) fprintf(stderr, " %02x", want[i]);
+    fprintf(stderr, "\n");
+  }
+  free(b);
+  return ok;
+}
+
+#define PACKS_AS(m, ...)                                          \
+  do {                                                            \
+    static const uint8_t want_[] = {__VA_ARGS__};                 \
+    CHECK(packs_as(&(m).base, want_, sizeof want_));              \
+  } while (0)
+
+/* Every SearchRequest field, the query vector packed (proto3's default
+ * for repeated scalars: one length-delimited run of little-endian
+ * floats). */
+static void test_search_request_bytes(void) {
+  Ctxd__V1__SearchRequest q = CTXD__V1__SEARCH_REQUEST__INIT;
+  Ctxd__V1__MetadataFilter m = CTXD__V1__METADATA_FILTER__INIT;
+  Ctxd__V1__MetadataFilter *mp[] = {&m};
+  char *ids[] = {"a", "b"};
+  float v[] = {1.0f, -2.5f};
+  q.text = "q";
+  q.vector = v;
+  q.n_vector = 2;
+  q.k = 5;
+  q.mode = "hybrid";
+  q.collection = "c";
+  q.doc_ids = ids;
+  q.n_doc_ids = 2;
+  m.key = "k";
+  m.value = "v";
+  q.metadata = mp;
+  q.n_metadata = 1;
+  q.with_text = 1;
+  q.ef_search = 64;
+  q.nprobe = 300;
+  PACKS_AS(q, 0x0a, 1, 'q',                                /* 1 text */
+           0x12, 8, 0, 0, 0x80, 0x3f, 0, 0, 0x20, 0xc0,    /* 2 vector */
+           0x18, 5,                                        /* 3 k */
+           0x22, 6, 'h', 'y', 'b', 'r', 'i', 'd',          /* 4 mode */
+           0x2a, 1, 'c',                                   /* 5 collection */
+           0x32, 1, 'a', 0x32, 1, 'b',                     /* 6 doc_ids */
+           0x3a, 6, 0x0a, 1, 'k', 0x12, 1, 'v',            /* 7 metadata */
+           0x40, 1,                                        /* 8 with_text */
+           0x48, 64,                                       /* 9 ef_search */
+           0x50, 0xac, 0x02);                              /* 10 nprobe */
+  /* defaults are left out: an empty request is empty */
+  Ctxd__V1__SearchRequest e = CTXD__V1__SEARCH_REQUEST__INIT;
+  CHECK_EQ_INT(ctxd__v1__search_request__get_packed_size(&e), 0);
+  Ctxd__V1__SearchRequest *qp[] = {&e, &e};
+  Ctxd__V1__SearchBatchRequest b = CTXD__V1__SEARCH_BATCH_REQUEST__INIT;
+  b.queries = qp;
+  b.n_queries = 2;
+  PACKS_AS(b, 0x0a, 0, 0x0a, 0); /* 1 queries, twice */
+}
+
+/* The collection fields of the Documents requests, and chunk vectors. */
+static void test_document_request_bytes(void) {
+  Ctxd__V1__ChunkInput ci = CTXD__V1__CHUNK_INPUT__INIT;
+  Ctxd__V1__ChunkInput *cp[] = {&ci};
+  Ctxd__V1__Document d = CTXD__V1__DOCUMENT__INIT;
+  float v[] = {0.5f};
+  ci.byte_start = 0;
+  ci.byte_end = 2;
+  ci.vector = v;
+  ci.n_vector = 1;
+  d.id = "x";
+  d.text = "hi";
+  d.collection = "c";
+  d.chunks = cp;
+  d.n_chunks = 1;
+  PACKS_AS(d, 0x0a, 1, 'x',                 /* 1 id */
+           0x12, 2, 'h', 'i',               /* 2 text */
+           0x22, 1, 'c',                    /* 4 collection */
+           0x2a, 8, 0x10, 2,                /* 5 chunks: 2 byte_end */
+           0x1a, 4, 0, 0, 0, 0x3f);         /*   3 vector */
+  Ctxd__V1__GetRequest g = CTXD__V1__GET_REQUEST__INIT;
+  g.id = "x";
+  g.with_chunks = 1;
+  g.collection = "c";
+  g.with_vectors = 1;
+  PACKS_AS(g, 0x0a, 1, 'x', 0x18, 1, 0x22, 1, 'c', 0x28, 1);
+  Ctxd__V1__DeleteRequest del = CTXD__V1__DELETE_REQUEST__INIT;
+  del.id = "x";
+  del.collection = "c";
+  PACKS_AS(del, 0x0a, 1, 'x', 0x12, 1, 'c');
+  Ctxd__V1__ListRequest l = CTXD__V1__LIST_REQUEST__INIT;
+  l.page_size = 3;
+  l.collection = "c";
+  PACKS_AS(l, 0x08, 3, 0x1a, 1, 'c');
+}
+
+static void test_admin_request_bytes(void) {
+  Ctxd__V1__CollectionConfig c = CTXD__V1__COLLECTION_CONFIG__INIT;
+  Ctxd__V1__CreateCollectionRequest cr =
+      CTXD__V1__CREATE_COLLECTION_REQUEST__INIT;
+  c.name = "n";
+  c.embedder = "hash";
+  c.metric = "l2";
+  c.index_spec = "Flat";
+  c.chunk_max_tokens = 200;
+  c.chunk_overlap_tokens = 20;
+  cr.config = &c;
+  PACKS_AS(cr, 0x0a, 24,                          /* 1 config */
+           0x0a, 1, 'n',                          /*   1 name */
+           0x12, 4, 'h', 'a', 's', 'h',           /*   2 embedder */
+           0x22, 2, 'l', '2',                     /*   4 metric */
+           0x2a, 4, 'F', 'l', 'a', 't',           /*   5 index_spec */
+           0x30, 0xc8, 0x01,                      /*   6 chunk_max_tokens */
+           0x38, 20);                             /*   7 overlap */
+  Ctxd__V1__DropCollectionRequest dr = CTXD__V1__DROP_COLLECTION_REQUEST__INIT;
+  dr.name = "n";
+  PACKS_AS(dr, 0x0a, 1, 'n');
+  Ctxd__V1__RebuildIndexRequest rr = CTXD__V1__REBUILD_INDEX_REQUEST__INIT;
+  rr.collection = "n";
+  PACKS_AS(rr, 0x0a, 1, 'n');
+}
+
+/* Responses as a server sends them, decoded; a repeated float the sender
+ * did not pack (each value its own fixed32 field) is read too, as proto3
+ * parsers must. */
+static void test_response_bytes(void) {
+  static const uint8_t hit[] = {
+      0x0a, 22,                                /* 1 hits */
+      0x0a, 15,                                /*   1 chunk */
+      0x0a, 1, 'd',                            /*     1 doc_id */
+      0x10, 2,                                 /*     2 ordinal */
+      0x18, 10,                                /*     3 byte_start */
+      0x20, 20,                                /*     4 byte_end */
+      0x28, 3,                                 /*     5 tokens */
+      0x32, 2, 'h', 'i',                       /*     6 text */
+      0x15, 0, 0, 0x40, 0x3f,                  /*   2 score, fixed32 */
+      0x0a, 0};                                /* 1 hits: an empty hit */
+  Ctxd__V1__SearchResponse *r =
+      ctxd__v1__search_response__unpack(NULL, sizeof hit, hit);
+  CHECK(r != NULL && r->n_hits == 2);
+  if (r && r->n_hits == 2) {
+    const Ctxd__V1__Chunk *c = r->hits[0]->chunk;
+    CHECK(c && strcmp(c->doc_id, "d") == 0 && c->ordinal == 2 &&
+          c->byte_start == 10 && c->byte_end == 20 && c->tokens == 3 &&
+          strcmp(c->text, "hi") == 0);
+    CHECK(r->hits[0]->score == 0.75f);
+    CHECK(r->hits[1]->chunk == NULL && r->hits[1]->score == 0.0f);
+  }
+  if (r) ctxd__v1__search_response__free_unpacked(r, NULL);
+  static const uint8_t chunk[] = {0x3d, 0, 0, 0x80, 0x3f,  /* 7 vector 1.0 */
+                                  0x3d, 0, 0, 0, 0xc0};    /* 7 vector -2 */
+  Ctxd__V1__Chunk *c = ctxd__v1__chunk__unpack(NULL, sizeof chunk, chunk);
+  CHECK(c && c->n_vector == 2 && c->vector[0] == 1.0f && c->vector[1] == -2.0f);
+  if (c) ctxd__v1__chunk__free_unpacked(c, NULL);
+
+  static const uint8_t prog[] = {0x0a, 1, 'c',                      /* 1 */
+                                 0x12, 6, 'f', 'a', 'i', 'l', 'e', 'd',
+                                 0x18, 7, 0x20, 9,                  /* 3, 4 */
+                                 0x2a, 2, 'n', 'o'};                /* 5 */
+  Ctxd__V1__RebuildProgress *p =
+      ctxd__v1__rebuild_progress__unpack(NULL, sizeof prog, prog);
+  CHECK(p && strcmp(p->collection, "c") == 0 &&
+        strcmp(p->state, "failed") == 0 && p->done == 7 && p->total == 9 &&
+        strcmp(p->error, "no") == 0);
+  if (p) ctxd__v1__rebuild_progress__free_unpacked(p, NULL);
+
+  static const uint8_t stats[] = {
+      0x08, 4,                                 /* 1 documents */
+      0x6a, 19,                                /* 13 collections */
+      0x0a, 3, 0x0a, 1, 'n',                   /*   1 config: 1 name */
+      0x10, 4, 0x30, 9, 0x40, 2, 0x48, 1,      /*   2, 6, 8 masked, 9 */
+      0x50, 1, 0x80, 0x01, 0x96, 0x01};        /*   10, 16 covered_seq */
+  Ctxd__V1__StatsResponse *st =
+      ctxd__v1__stats_response__unpack(NULL, sizeof stats, stats);
+  CHECK(st && st->documents == 4 && st->n_collections == 1);
+  if (st && st->n_collections == 1) {
+    const Ctxd__V1__CollectionInfo *ci = st->collections[0];
+    CHECK(ci->config && strcmp(ci->config->name, "n") == 0);
+    CHECK(ci->documents == 4 && ci->vectors == 9 && ci->masked == 2 &&
+          ci->trained && ci->exact_until_trained && ci->covered_seq == 150);
+  }
+  if (st) ctxd__v1__stats_response__free_unpacked(st, NULL);
+}
+
 static void test_status_names(void) {
   CHECK_EQ_STR(ctxclient_status_name(0), "OK");
   CHECK_EQ_STR(ctxclient_status_name(3), "INVALID_ARGUMENT");
@@ -263,6 +460,10 @@ int main(void) {
   test_percent();
   test_deframer();
   test_pack_invalid_utf8();
+  test_search_request_bytes();
+  test_document_request_bytes();
+  test_admin_request_bytes();
+  test_response_bytes();
   test_status_names();
   test_connect_errors();
   return check_report("clients_wire");

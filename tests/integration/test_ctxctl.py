@@ -193,7 +193,7 @@ def case_put(addr):
 def case_get(addr):
     rc, out, err = ctl(addr, "get", "a.txt")
     r.eq(rc, 0, "get exits 0")
-    r.check("bytes     %d" % len(TEXT_A) in out, "get shows the byte count", out)
+    r.check("bytes       %d" % len(TEXT_A) in out, "get shows the byte count", out)
     p = subprocess.run([CTXCTL, "--addr", addr, "get", "sub/b.md", "--text"],
                        capture_output=True, cwd=WORK)
     r.eq(p.stdout, TEXT_B, "get --text prints the text byte for byte")
@@ -380,7 +380,7 @@ def case_put_edges(addr):
     rc, out, err = ctl(addr, "put", "--id", "edge/empty", os.path.join(e, "empty.txt"))
     r.eq(rc, 0, "put of an empty file: exit 0")
     rc, out, err = ctl(addr, "get", "edge/empty")
-    r.check(rc == 0 and "bytes     0" in out, "the empty document is stored", out)
+    r.check(rc == 0 and "bytes       0" in out, "the empty document is stored", out)
 
     # symlinks: to a file (followed), to a directory and loops (not
     # followed), dangling (skipped)
