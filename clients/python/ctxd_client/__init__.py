@@ -23,6 +23,8 @@ and put both that folder and ``clients/python`` on PYTHONPATH::
         for ack in c.put_many([("a", "text a"), ("b", "text b")]):
             print(list(ack.ids), [(e.id, e.reason) for e in ack.errors])
         print(c.stats().documents, c.verify().ok, c.health())
+        for h in c.search("what the text says", k=5).hits:
+            print(h.score, h.chunk.doc_id, h.chunk.byte_start, h.chunk.byte_end)
     '
 
 (On Debian 12 grpcio and protobuf import only under ``/usr/bin/python3``.)
@@ -33,6 +35,12 @@ and ``method``; ``CtxdError`` is also a ``grpc.RpcError``: ``e.code()`` and
 ``e.details()`` work as for any grpc error (and ``e.code == StatusCode.X``).
 A missing document is an error (``NOT_FOUND``) for :meth:`get`, but not for
 :meth:`delete` (``deleted`` is False).
+
+Collections: the document calls take ``collection=`` (empty: "default");
+:meth:`put` into an unknown collection creates it with the server's defaults.
+:meth:`search`, :meth:`search_batch`, :meth:`create_collection`,
+:meth:`drop_collection`, :meth:`list_collections` and :meth:`rebuild_index`
+cover the Retrieval and collection calls.
 
 The stub modules are reachable as attributes once imported:
 ``ctxd_client.documents_pb2``, ``admin_pb2``, ``health_pb2``, ... .
@@ -184,6 +192,7 @@ class CtxdClient:
             channel = grpc.insecure_channel(addr, options=opts)
         self.channel = channel
         self.documents = documents_pb2_grpc.DocumentsStub(channel)
+        self.retrieval = retrieval_pb2_grpc.RetrievalStub(channel)
         self.admin = admin_pb2_grpc.AdminStub(channel)
         self.health_stub = health_pb2_grpc.HealthStub(channel)
 
@@ -204,14 +213,42 @@ class CtxdClient:
 
     # -- Documents -------------------------------------------------------
     @staticmethod
+    def _chunk_inputs(chunks):
+        """ChunkInput messages from ChunkInput, (start, end), (start, end,
+        vector) or {"byte_start", "byte_end", "vector"} items."""
+        out = []
+        for c in chunks or ():
+            if isinstance(c, documents_pb2.ChunkInput):
+                out.append(c)
+            elif isinstance(c, dict):
+                out.append(documents_pb2.ChunkInput(**c))
+            elif isinstance(c, (tuple, list)) and len(c) in (2, 3):
+                out.append(documents_pb2.ChunkInput(
+                    byte_start=c[0], byte_end=c[1],
+                    vector=c[2] if len(c) > 2 else ()))
+            else:
+                raise TypeError("ctxd_client: cannot make a chunk from %r" % (c,))
+        return out
+
+    @staticmethod
     def make_request(doc=None, *, id="", text="", metadata=None,
-                     max_tokens=0, overlap_tokens=0):
+                     max_tokens=0, overlap_tokens=0, collection="",
+                     chunks=None):
         """Build a PutRequest from a PutRequest, a Document, a dict
-        ({"id", "text", "metadata", "max_tokens", "overlap_tokens"}), an
-        (id, text) or (id, text, metadata) tuple, or the keyword arguments."""
+        ({"id", "text", "metadata", "collection", "chunks", "max_tokens",
+        "overlap_tokens"}), an (id, text) or (id, text, metadata) tuple, or
+        the keyword arguments. `collection` is the default for an input
+        that names none; `chunks` are client-chosen byte ranges with
+        optional vectors (see _chunk_inputs)."""
         if isinstance(doc, documents_pb2.PutRequest):
+            if collection and not doc.document.collection:
+                doc = documents_pb2.PutRequest.FromString(doc.SerializeToString())
+                doc.document.collection = collection
             return doc
         if isinstance(doc, documents_pb2.Document):
+            if collection and not doc.collection:
+                doc = documents_pb2.Document.FromString(doc.SerializeToString())
+                doc.collection = collection
             return documents_pb2.PutRequest(
                 document=doc, chunking=documents_pb2.ChunkOptions(
                     max_tokens=max_tokens, overlap_tokens=overlap_tokens))
@@ -219,6 +256,8 @@ class CtxdClient:
             id = doc.get("id", id)
             text = doc.get("text", text)
             metadata = doc.get("metadata", metadata)
+            collection = doc.get("collection") or collection
+            chunks = doc.get("chunks", chunks)
             max_tokens = doc.get("max_tokens", max_tokens)
             overlap_tokens = doc.get("overlap_tokens", overlap_tokens)
         elif isinstance(doc, (tuple, list)):
@@ -228,25 +267,32 @@ class CtxdClient:
         elif doc is not None:
             raise TypeError("ctxd_client: cannot make a document from %r" % type(doc))
         return documents_pb2.PutRequest(
-            document=documents_pb2.Document(id=id, text=text,
-                                            metadata=metadata or {}),
+            document=documents_pb2.Document(
+                id=id, text=text, metadata=metadata or {},
+                collection=collection,
+                chunks=CtxdClient._chunk_inputs(chunks)),
             chunking=documents_pb2.ChunkOptions(max_tokens=max_tokens,
                                                 overlap_tokens=overlap_tokens))
 
     def put(self, text, id="", metadata=None, max_tokens=0, overlap_tokens=0,
-            timeout=...):
+            timeout=..., collection="", chunks=None):
         """Store (or replace) one document. Returns PutResponse (id, chunks,
-        replaced, tokens); an empty id makes the server generate one."""
+        replaced, tokens); an empty id makes the server generate one.
+        `collection`: empty is "default"; an unknown one is created with
+        the server's defaults. `chunks`: optional client-chosen chunks,
+        (byte_start, byte_end[, vector]) tuples, dicts or ChunkInput."""
         req = self.make_request(id=id, text=text, metadata=metadata,
                                 max_tokens=max_tokens,
-                                overlap_tokens=overlap_tokens)
+                                overlap_tokens=overlap_tokens,
+                                collection=collection, chunks=chunks)
         return _wrap("Put", self.documents.Put, req, timeout=self._t(timeout))
 
-    def put_many(self, docs, timeout=None):
+    def put_many(self, docs, timeout=None, collection=""):
         """Stream documents through PutStream; yields a PutAck per server
         commit (`ids`: durable, `errors`: rejected, each with a reason).
         `docs` is any iterable accepted by make_request(); it is consumed
-        lazily, so it can be a generator of any length.
+        lazily, so it can be a generator of any length. `collection` is
+        the collection of the documents that do not name one.
 
         If iterating `docs` raises (or an item is not a document), the
         stream is cancelled and that same exception is raised here, not a
@@ -261,7 +307,7 @@ class CtxdClient:
             # it, cancel the call, and raise it to the caller below.
             try:
                 for d in docs:
-                    yield self.make_request(d)
+                    yield self.make_request(d, collection=collection)
             except Exception as e:  # noqa: BLE001 - re-raised to the caller
                 failed.append(e)
                 if not call:
@@ -285,31 +331,37 @@ class CtxdClient:
         call.append(it)
         return acks(it)
 
-    def get(self, id, with_text=True, with_chunks=False, timeout=...):
-        """GetResponse for `id`; raises CtxdError(NOT_FOUND) if missing."""
+    def get(self, id, with_text=True, with_chunks=False, timeout=...,
+            collection="", with_vectors=False):
+        """GetResponse for `id` (in `collection`, empty: "default"); raises
+        CtxdError(NOT_FOUND) if missing. `with_vectors` fills each chunk's
+        vector (implies with_chunks)."""
         return _wrap("Get", self.documents.Get,
-                     documents_pb2.GetRequest(id=id, with_text=with_text,
-                                              with_chunks=with_chunks),
+                     documents_pb2.GetRequest(
+                         id=id, with_text=with_text,
+                         with_chunks=with_chunks or with_vectors,
+                         with_vectors=with_vectors, collection=collection),
                      timeout=self._t(timeout))
 
-    def delete(self, id, timeout=...):
+    def delete(self, id, timeout=..., collection=""):
         """DeleteResponse; `deleted` is False when there was no such id."""
         return _wrap("Delete", self.documents.Delete,
-                     documents_pb2.DeleteRequest(id=id),
+                     documents_pb2.DeleteRequest(id=id, collection=collection),
                      timeout=self._t(timeout))
 
-    def list_page(self, page_size=0, page_token="", timeout=...):
+    def list_page(self, page_size=0, page_token="", timeout=..., collection=""):
         """One ListResponse page."""
         return _wrap("List", self.documents.List,
                      documents_pb2.ListRequest(page_size=page_size,
-                                               page_token=page_token),
+                                               page_token=page_token,
+                                               collection=collection),
                      timeout=self._t(timeout))
 
-    def list(self, page_size=0, timeout=...):
+    def list(self, page_size=0, timeout=..., collection=""):
         """Iterate over every DocumentInfo, fetching pages as needed."""
         token = ""
         while True:
-            page = self.list_page(page_size, token, timeout)
+            page = self.list_page(page_size, token, timeout, collection)
             for d in page.documents:
                 yield d
             token = page.next_page_token
@@ -327,8 +379,147 @@ class CtxdClient:
                              overlap_tokens=overlap_tokens)),
                      timeout=self._t(timeout))
 
+    # -- Retrieval -------------------------------------------------------
+    @staticmethod
+    def make_search(query=None, **fields):
+        """Build a SearchRequest from a SearchRequest (returned as is), a
+        query text (str), a query vector (a sequence of numbers), a dict of
+        SearchRequest fields, or the keyword arguments; keyword arguments
+        fill what the query leaves unset. `metadata` may be a dict or
+        (key, value) pairs: documents must have all of them."""
+        if isinstance(query, retrieval_pb2.SearchRequest):
+            return query
+        f = dict(fields)
+        if isinstance(query, str):
+            f["text"] = query
+        elif isinstance(query, dict):
+            f.update({k: v for k, v in query.items() if v is not None})
+        elif query is not None:
+            try:
+                f["vector"] = [float(x) for x in query]
+            except (TypeError, ValueError):
+                raise TypeError("ctxd_client: cannot make a search from %r"
+                                % type(query)) from None
+        meta = f.pop("metadata", None) or {}
+        if isinstance(meta, dict):
+            meta = meta.items()
+        f = {k: v for k, v in f.items() if v is not None}
+        return retrieval_pb2.SearchRequest(
+            metadata=[retrieval_pb2.MetadataFilter(key=k, value=v)
+                      for k, v in meta], **f)
+
+    def search(self, text="", vector=None, k=0, mode="", collection="",
+               doc_ids=None, metadata=None, with_text=False, ef_search=0,
+               nprobe=0, timeout=...):
+        """Search chunks: SearchResponse, `hits` best first, each a
+        SearchHit (`chunk`: doc_id, ordinal, byte_start, byte_end, tokens,
+        text when with_text; `score`: higher is better). `mode`: "vector",
+        "lexical" (BM25) or "hybrid" (reciprocal rank fusion); empty:
+        hybrid for text, vector for a vector alone. `k`: 0 is 10, at most
+        1000. `doc_ids` and `metadata` ({key: value}) filter;
+        `ef_search`/`nprobe` set HNSW/IVF search effort for this call."""
+        req = self.make_search(
+            text=text, vector=vector or (), k=k, mode=mode,
+            collection=collection, doc_ids=doc_ids or (), metadata=metadata,
+            with_text=with_text, ef_search=ef_search, nprobe=nprobe)
+        return _wrap("Search", self.retrieval.Search, req,
+                     timeout=self._t(timeout))
+
+    def search_batch(self, queries, timeout=..., **defaults):
+        """Several searches in one SearchBatch call (at most 1024); returns
+        a list of SearchResponse, one per query, in order. Each query is
+        anything make_search() accepts (str, vector, dict, SearchRequest);
+        keyword arguments (k=, mode=, collection=, ...) apply to queries
+        that do not set them (not to SearchRequest messages). One bad query
+        fails the whole call."""
+        reqs = [self.make_search(q, **defaults) for q in queries]
+        r = _wrap("SearchBatch", self.retrieval.SearchBatch,
+                  retrieval_pb2.SearchBatchRequest(queries=reqs),
+                  timeout=self._t(timeout))
+        if len(r.results) != len(reqs):
+            raise CtxdError(grpc.StatusCode.INTERNAL,
+                            "%d results for %d queries" % (len(r.results), len(reqs)),
+                            "SearchBatch")
+        return list(r.results)
+
+    # -- Collections -----------------------------------------------------
+    def create_collection(self, name, embedder="", metric="", index_spec="",
+                          chunk_max_tokens=0, chunk_overlap_tokens=0,
+                          timeout=...):
+        """Create collection `name`; returns its CollectionInfo (the config
+        completed with the server's defaults and the dimension). Empty/zero
+        settings take the server's defaults. `embedder`: "hash",
+        "hash:dim=512,...", "none:dim=N" (clients give every vector);
+        `metric`: "ip" or "l2"; `index_spec`: a FAISS factory string
+        ("Flat", "HNSW32", "IVF1024,Flat", ...). Raises CtxdError
+        ALREADY_EXISTS or INVALID_ARGUMENT."""
+        cfg = admin_pb2.CollectionConfig(
+            name=name, embedder=embedder, metric=metric,
+            index_spec=index_spec, chunk_max_tokens=chunk_max_tokens,
+            chunk_overlap_tokens=chunk_overlap_tokens)
+        return _wrap("CreateCollection", self.admin.CreateCollection,
+                     admin_pb2.CreateCollectionRequest(config=cfg),
+                     timeout=self._t(timeout))
+
+    def drop_collection(self, name, timeout=...):
+        """Delete collection `name` and all its documents; returns
+        DropCollectionResponse (`documents` removed). NOT_FOUND if
+        missing."""
+        return _wrap("DropCollection", self.admin.DropCollection,
+                     admin_pb2.DropCollectionRequest(name=name),
+                     timeout=self._t(timeout))
+
+    def list_collections(self, timeout=...):
+        """A list of CollectionInfo, one per collection."""
+        r = _wrap("ListCollections", self.admin.ListCollections,
+                  admin_pb2.ListCollectionsRequest(), timeout=self._t(timeout))
+        return list(r.collections)
+
+    def rebuild_index(self, collection="", timeout=None):
+        """Rebuild `collection`'s vector index (empty: "default") from the
+        stored vectors; yields RebuildProgress messages (`state`
+        "running", then "done" or "failed"; `done`/`total` vectors) until
+        it ends. After yielding a "failed" message it raises
+        CtxdError(ABORTED) with the server's error; a stream that ends
+        without a final state raises CtxdError(INTERNAL). Leaving the loop
+        early cancels the stream, not the rebuild, which goes on in the
+        server (stats() shows it). `timeout` bounds the whole stream. The
+        call starts here, before the first message is asked for."""
+        it = self.admin.RebuildIndex(
+            admin_pb2.RebuildIndexRequest(collection=collection),
+            timeout=timeout)
+        return self._follow_rebuild(it, collection or "default")
+
+    @staticmethod
+    def _follow_rebuild(it, name):
+        last = None
+        try:
+            for p in it:
+                last = p
+                yield p
+        except grpc.RpcError as e:
+            if isinstance(e, CtxdError):
+                raise
+            raise CtxdError.from_rpc_error(e, "RebuildIndex") from None
+        finally:
+            it.cancel()  # no-op once the call has ended
+        state = last.state if last is not None else ""
+        if state == "failed":
+            raise CtxdError(grpc.StatusCode.ABORTED,
+                            "rebuild of collection %s failed: %s"
+                            % (name, last.error or "no reason given"),
+                            "RebuildIndex")
+        if state != "done":
+            raise CtxdError(grpc.StatusCode.INTERNAL,
+                            "the stream ended without a final state%s"
+                            % ("; last state " + state if state else ""),
+                            "RebuildIndex")
+
     # -- Admin -----------------------------------------------------------
     def stats(self, timeout=...):
+        """StatsResponse: store totals, and `collections` (a CollectionInfo
+        each: documents, chunks, vectors, indexed, masked, trained,
+        rebuilding, ...)."""
         return _wrap("Stats", self.admin.Stats, admin_pb2.StatsRequest(),
                      timeout=self._t(timeout))
 
