@@ -1987,176 +1987,165 @@ static void print_hits(const Ctxd__V1__SearchResponse *r, int with_text) {
   if (r->n_hits == 0) printf("no hits\n");
 }
 
-static int cmd_search(ctl *g, int argc, char **argv) {
+/* search's command line. The arrays have room for every argument. */
+typedef struct search_args {
+  Ctxd__V1__SearchRequest base; /* every query's options */
+  char **queries;
+  size_t nq;
+  Ctxd__V1__MetadataFilter *mf; /* base.metadata points at these */
+  int json;
+} search_args;
+
+/* Parse into `a`. --meta KEY=VALUE is split in place (argv is ours). 0, or
+ * EXIT_USAGE (reported). */
+static int search_parse(search_args *a, int argc, char **argv) {
   static const opt_spec specs[] = {
       {"-k", NULL, 1},     {"--mode", NULL, 1},   COLLECTION_OPT,
       {"--doc", NULL, 1},  {"--meta", NULL, 1},   {"--text", NULL, 0},
       {"--ef", NULL, 1},   {"--nprobe", NULL, 1}, {"--json", NULL, 0},
   };
+  static const char *const modes[] = {"vector", "lexical", "hybrid"};
+  Ctxd__V1__SearchRequest *b = &a->base;
   opt_iter it = {argc, 0, argv, 0};
   const char *arg;
-  Ctxd__V1__SearchRequest base = CTXD__V1__SEARCH_REQUEST__INIT;
-  Ctxd__V1__SearchRequest *qs = NULL, **qp = NULL;
-  Ctxd__V1__MetadataFilter *mf = NULL, **mp = NULL;
-  char **queries = calloc((size_t)argc + 1, sizeof *queries);
-  char **docs = calloc((size_t)argc + 1, sizeof *docs);
-  char *stdin_query = NULL;
-  size_t nq = 0, n_meta = 0;
-  int json = 0, k, rc = EXIT_OK;
-  mf = calloc((size_t)argc + 1, sizeof *mf);
-  mp = calloc((size_t)argc + 1, sizeof *mp);
-  if (!queries || !docs || !mf || !mp) goto oom;
-  base.doc_ids = docs;
-  base.metadata = mp;
+  int k;
   while ((k = opt_next(&it, specs, sizeof specs / sizeof specs[0], &arg)) !=
          -2) {
-    switch (k) {
-      case -3:
-        rc = EXIT_USAGE;
-        goto out;
-      case -1:
-        queries[nq++] = (char *)arg;
-        break;
-      case 0:
-        if (parse_u32("-k", arg, &base.k)) {
-          rc = EXIT_USAGE;
-          goto out;
-        }
-        if (base.k == 0) {
-          rc = usage_error("-k: want at least 1 hit, got 0");
-          goto out;
-        }
-        break;
-      case 1:
-        if (strcmp(arg, "vector") && strcmp(arg, "lexical") &&
-            strcmp(arg, "hybrid")) {
-          rc = usage_error("--mode: want vector, lexical or hybrid, got %s",
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) a->queries[a->nq++] = (char *)arg;
+    if (k == 0 && parse_u32("-k", arg, &b->k)) return EXIT_USAGE;
+    if (k == 0 && b->k == 0)
+      return usage_error("-k: want at least 1 hit, got 0");
+    if (k == 1) {
+      size_t m = 0;
+      while (m < 3 && strcmp(arg, modes[m])) m++;
+      if (m == 3)
+        return usage_error("--mode: want vector, lexical or hybrid, got %s",
                            arg);
-          goto out;
-        }
-        base.mode = (char *)arg;
-        break;
-      case 2:
-        base.collection = (char *)arg;
-        break;
-      case 3:
-        docs[base.n_doc_ids++] = (char *)arg;
-        break;
-      case 4: {
-        if ((rc = check_kv("--meta", arg))) goto out;
-        Ctxd__V1__MetadataFilter init = CTXD__V1__METADATA_FILTER__INIT;
-        const char *eq = strchr(arg, '=');
-        mf[n_meta] = init;
-        /* key and value point into a copy freed with mf's strings */
-        char *kv = strdup(arg);
-        if (!kv) goto oom;
-        kv[eq - arg] = '\0';
-        mf[n_meta].key = kv;
-        mf[n_meta].value = kv + (eq - arg) + 1;
-        mp[n_meta] = &mf[n_meta];
-        base.n_metadata = ++n_meta;
-        break;
-      }
-      case 5:
-        base.with_text = 1;
-        break;
-      case 6:
-        if (parse_u32("--ef", arg, &base.ef_search)) {
-          rc = EXIT_USAGE;
-          goto out;
-        }
-        break;
-      case 7:
-        if (parse_u32("--nprobe", arg, &base.nprobe)) {
-          rc = EXIT_USAGE;
-          goto out;
-        }
-        break;
-      case 8:
-        json = 1;
-        break;
+      b->mode = (char *)arg;
     }
-  }
-  if (nq == 0) {
-    rc = usage_error("missing the QUERY text");
-    goto out;
-  }
-  for (size_t i = 0; i < nq; i++) {
-    if (strcmp(queries[i], "-")) continue;
-    if (stdin_query) {
-      rc = usage_error("standard input (-) can be read only once");
-      goto out;
+    if (k == 2) b->collection = (char *)arg;
+    if (k == 3) b->doc_ids[b->n_doc_ids++] = (char *)arg;
+    if (k == 4) {
+      if (check_kv("--meta", arg)) return EXIT_USAGE;
+      Ctxd__V1__MetadataFilter *f = &a->mf[b->n_metadata];
+      char *eq = strchr(arg, '=');
+      *eq = '\0';
+      f->key = (char *)arg;
+      f->value = eq + 1;
+      b->metadata[b->n_metadata++] = f;
     }
-    size_t len;
-    if (!(stdin_query = read_stream(stdin, &len))) {
+    if (k == 5) b->with_text = 1;
+    if (k == 6 && parse_u32("--ef", arg, &b->ef_search)) return EXIT_USAGE;
+    if (k == 7 && parse_u32("--nprobe", arg, &b->nprobe)) return EXIT_USAGE;
+    if (k == 8) a->json = 1;
+  }
+  if (a->nq == 0) return usage_error("missing the QUERY text");
+  return 0;
+}
+
+/* Replace a "-" query by standard input's text. 0, or an exit status. */
+static int search_stdin(search_args *a, char **text) {
+  size_t len;
+  for (size_t i = 0; i < a->nq; i++) {
+    if (strcmp(a->queries[i], "-")) continue;
+    if (*text) return usage_error("standard input (-) can be read only once");
+    if (!(*text = read_stream(stdin, &len))) {
       errorf("stdin: %s", strerror(errno));
-      rc = EXIT_FAILED;
-      goto out;
+      return EXIT_FAILED;
     }
-    if (memchr(stdin_query, '\0', len)) {
+    if (strlen(*text) != len) {
       errorf("stdin: the query contains a NUL byte");
-      rc = EXIT_FAILED;
-      goto out;
+      return EXIT_FAILED;
     }
-    queries[i] = stdin_query;
+    a->queries[i] = *text;
   }
-  if ((rc = ctl_connect(g))) goto out;
+  return 0;
+}
+
+/* Several queries: one SearchBatch call, each with the same options. */
+static int search_batch(ctl *g, const search_args *a) {
+  Ctxd__V1__SearchBatchRequest req = CTXD__V1__SEARCH_BATCH_REQUEST__INIT;
+  Ctxd__V1__SearchBatchResponse *r;
   ctxclient_status st;
-  if (nq == 1) {
-    Ctxd__V1__SearchResponse *r;
-    base.text = queries[0];
-    if (ctxclient_search(g->client, &base, g->timeout_ms, &r, &st)) {
-      rc = report(NULL, &st);
-      goto out;
-    }
-    if (json)
-      print_hits_json(queries[0], r, base.with_text);
-    else
-      print_hits(r, base.with_text);
-    ctxd__v1__search_response__free_unpacked(r, NULL);
+  Ctxd__V1__SearchRequest *qs = calloc(a->nq, sizeof *qs);
+  Ctxd__V1__SearchRequest **qp = calloc(a->nq, sizeof *qp);
+  int rc = EXIT_OK;
+  if (!qs || !qp) {
+    errorf("out of memory");
+    rc = EXIT_FAILED;
     goto out;
   }
-  /* Several queries: one SearchBatch call with the same options each. */
-  Ctxd__V1__SearchBatchRequest breq = CTXD__V1__SEARCH_BATCH_REQUEST__INIT;
-  Ctxd__V1__SearchBatchResponse *br;
-  qs = calloc(nq, sizeof *qs);
-  qp = calloc(nq, sizeof *qp);
-  if (!qs || !qp) goto oom;
-  for (size_t i = 0; i < nq; i++) {
-    qs[i] = base;
-    qs[i].text = queries[i];
+  for (size_t i = 0; i < a->nq; i++) {
+    qs[i] = a->base;
+    qs[i].text = a->queries[i];
     qp[i] = &qs[i];
   }
-  breq.queries = qp;
-  breq.n_queries = nq;
-  if (ctxclient_search_batch(g->client, &breq, g->timeout_ms, &br, &st)) {
+  req.queries = qp;
+  req.n_queries = a->nq;
+  if (ctxclient_search_batch(g->client, &req, g->timeout_ms, &r, &st)) {
     rc = report(NULL, &st);
     goto out;
   }
-  for (size_t i = 0; i < nq; i++) {
-    if (json) {
-      print_hits_json(queries[i], br->results[i], base.with_text);
+  for (size_t i = 0; i < a->nq; i++) {
+    if (a->json) {
+      print_hits_json(a->queries[i], r->results[i], a->base.with_text);
       continue;
     }
     char pv[96];
-    preview(queries[i], 80, pv);
+    preview(a->queries[i], 80, pv);
     printf("%squery %zu: %s\n", i ? "\n" : "", i + 1, pv);
-    print_hits(br->results[i], base.with_text);
+    print_hits(r->results[i], a->base.with_text);
   }
-  ctxd__v1__search_batch_response__free_unpacked(br, NULL);
-  goto out;
-oom:
-  errorf("out of memory");
-  rc = EXIT_FAILED;
+  ctxd__v1__search_batch_response__free_unpacked(r, NULL);
 out:
-  for (size_t i = 0; i < n_meta; i++) free(mf[i].key);
-  free(mf);
-  free(mp);
-  free(queries);
-  free(docs);
   free(qs);
   free(qp);
-  free(stdin_query);
+  return rc;
+}
+
+static int cmd_search(ctl *g, int argc, char **argv) {
+  search_args a = {.base = CTXD__V1__SEARCH_REQUEST__INIT};
+  char *stdin_text = NULL;
+  size_t n = (size_t)argc + 1;
+  int rc = EXIT_FAILED;
+  a.queries = calloc(n, sizeof *a.queries);
+  a.mf = calloc(n, sizeof *a.mf);
+  a.base.doc_ids = calloc(n, sizeof *a.base.doc_ids);
+  a.base.metadata = calloc(n, sizeof *a.base.metadata);
+  if (!a.queries || !a.mf || !a.base.doc_ids || !a.base.metadata) {
+    errorf("out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    Ctxd__V1__MetadataFilter init = CTXD__V1__METADATA_FILTER__INIT;
+    a.mf[i] = init;
+  }
+  if ((rc = search_parse(&a, argc, argv)) || (rc = search_stdin(&a, &stdin_text)) ||
+      (rc = ctl_connect(g)))
+    goto out;
+  if (a.nq > 1) {
+    rc = search_batch(g, &a);
+    goto out;
+  }
+  Ctxd__V1__SearchResponse *r;
+  ctxclient_status st;
+  a.base.text = a.queries[0];
+  if (ctxclient_search(g->client, &a.base, g->timeout_ms, &r, &st)) {
+    rc = report(NULL, &st);
+    goto out;
+  }
+  if (a.json)
+    print_hits_json(a.queries[0], r, a.base.with_text);
+  else
+    print_hits(r, a.base.with_text);
+  ctxd__v1__search_response__free_unpacked(r, NULL);
+out:
+  free(a.queries);
+  free(a.mf);
+  free(a.base.doc_ids);
+  free(a.base.metadata);
+  free(stdin_text);
   return rc;
 }
 

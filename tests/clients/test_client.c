@@ -34,6 +34,7 @@
 #include "check.h"
 #include "ctxclient.h"
 #include "ctxclient_wire.h"
+#include "fixtures.h"
 
 /* ---- the test server ----------------------------------------------------*/
 
@@ -650,46 +651,29 @@ static void test_empty_stream(ctxclient *c) {
 
 static void test_search(ctxclient *c) {
   ctxclient_status st;
-  Ctxd__V1__SearchRequest q = CTXD__V1__SEARCH_REQUEST__INIT;
   Ctxd__V1__SearchResponse *r = NULL;
-  Ctxd__V1__MetadataFilter m1 = CTXD__V1__METADATA_FILTER__INIT, *mp[1] = {&m1};
-  char *ids[] = {"a", "b"};
-  float vec[] = {0.5f, -0.25f};
-  q.text = "query";
-  q.vector = vec;
-  q.n_vector = 2;
-  q.k = 3;
-  q.mode = "hybrid";
-  q.collection = "c";
-  q.doc_ids = ids;
-  q.n_doc_ids = 2;
-  m1.key = "lang";
-  m1.value = "en";
-  q.metadata = mp;
-  q.n_metadata = 1;
-  q.with_text = 1;
-  q.ef_search = 128;
-  q.nprobe = 16;
-  CHECK_EQ_INT(ctxclient_search(c, &q, 5000, &r, &st), 0);
+  search_fixture f;
+  search_fixture_init(&f);
+  CHECK_EQ_INT(ctxclient_search(c, &f.q, 5000, &r, &st), 0);
   CHECK(r != NULL);
   if (r) {
-    CHECK_EQ_INT(r->n_hits, 3);
-    for (size_t i = 0; i < r->n_hits && i < 3; i++) {
+    CHECK_EQ_INT(r->n_hits, 5);
+    for (size_t i = 0; i < r->n_hits && i < 5; i++) {
       const Ctxd__V1__Chunk *ch = r->hits[i]->chunk;
-      CHECK_EQ_STR(ch->doc_id, ids[i % 2]);
+      CHECK_EQ_STR(ch->doc_id, f.ids[i % 2]);
       CHECK_EQ_INT(ch->ordinal, i);
-      CHECK_EQ_INT(ch->byte_start, 128);
-      CHECK_EQ_INT(ch->byte_end, 16);
+      CHECK_EQ_INT(ch->byte_start, 64);
+      CHECK_EQ_INT(ch->byte_end, 300);
       CHECK_EQ_INT(ch->tokens, 1);
       CHECK_EQ_STR(ch->text, "hybrid");
-      CHECK(r->hits[i]->score == -0.25f);
+      CHECK(r->hits[i]->score == -2.5f);
     }
     ctxd__v1__search_response__free_unpacked(r, NULL);
   }
   /* a server error comes back as the status, *resp NULL */
-  q.collection = "missing";
+  f.q.collection = "missing";
   r = (Ctxd__V1__SearchResponse *)1;
-  CHECK_EQ_INT(ctxclient_search(c, &q, 5000, &r, &st), CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(ctxclient_search(c, &f.q, 5000, &r, &st), CTXCLIENT_ESTATUS);
   CHECK(r == NULL);
   CHECK_EQ_INT(st.code, 5);
   CHECK_EQ_STR(st.message, "collection missing not found");
@@ -727,20 +711,15 @@ static void test_search_batch(ctxclient *c) {
 
 static void test_create_collection(ctxclient *c) {
   ctxclient_status st;
-  Ctxd__V1__CollectionConfig cfg = CTXD__V1__COLLECTION_CONFIG__INIT;
+  Ctxd__V1__CollectionConfig cfg;
   Ctxd__V1__CollectionInfo *r = NULL;
-  cfg.name = "papers";
-  cfg.embedder = "hash:dim=64";
-  cfg.metric = "l2";
-  cfg.index_spec = "HNSW32";
-  cfg.chunk_max_tokens = 200;
-  cfg.chunk_overlap_tokens = 20;
+  config_fixture_init(&cfg);
   CHECK_EQ_INT(ctxclient_create_collection(c, &cfg, 5000, &r, &st), 0);
   if (r && r->config) {
-    CHECK_EQ_STR(r->config->name, "papers");
-    CHECK_EQ_STR(r->config->embedder, "hash:dim=64");
+    CHECK_EQ_STR(r->config->name, "n");
+    CHECK_EQ_STR(r->config->embedder, "hash");
     CHECK_EQ_STR(r->config->metric, "l2");
-    CHECK_EQ_STR(r->config->index_spec, "HNSW32");
+    CHECK_EQ_STR(r->config->index_spec, "Flat");
     CHECK_EQ_INT(r->config->chunk_max_tokens, 200);
     CHECK_EQ_INT(r->config->chunk_overlap_tokens, 20);
     CHECK_EQ_INT(r->config->dim, 42);

@@ -11,6 +11,7 @@
 #include "check.h"
 #include "ctxclient.h"
 #include "ctxclient_wire.h"
+#include "fixtures.h"
 
 static int addr_ok(const char *a, const char *host, const char *port) {
   char h[64], p[8];
@@ -266,27 +267,9 @@ static int packs_as(const ProtobufCMessage *m, const uint8_t *want,
  * for repeated scalars: one length-delimited run of little-endian
  * floats). */
 static void test_search_request_bytes(void) {
-  Ctxd__V1__SearchRequest q = CTXD__V1__SEARCH_REQUEST__INIT;
-  Ctxd__V1__MetadataFilter m = CTXD__V1__METADATA_FILTER__INIT;
-  Ctxd__V1__MetadataFilter *mp[] = {&m};
-  char *ids[] = {"a", "b"};
-  float v[] = {1.0f, -2.5f};
-  q.text = "q";
-  q.vector = v;
-  q.n_vector = 2;
-  q.k = 5;
-  q.mode = "hybrid";
-  q.collection = "c";
-  q.doc_ids = ids;
-  q.n_doc_ids = 2;
-  m.key = "k";
-  m.value = "v";
-  q.metadata = mp;
-  q.n_metadata = 1;
-  q.with_text = 1;
-  q.ef_search = 64;
-  q.nprobe = 300;
-  PACKS_AS(q, 0x0a, 1, 'q',                                /* 1 text */
+  search_fixture f;
+  search_fixture_init(&f);
+  PACKS_AS(f.q, 0x0a, 1, 'q',                                /* 1 text */
            0x12, 8, 0, 0, 0x80, 0x3f, 0, 0, 0x20, 0xc0,    /* 2 vector */
            0x18, 5,                                        /* 3 k */
            0x22, 6, 'h', 'y', 'b', 'r', 'i', 'd',          /* 4 mode */
@@ -343,15 +326,10 @@ static void test_document_request_bytes(void) {
 }
 
 static void test_admin_request_bytes(void) {
-  Ctxd__V1__CollectionConfig c = CTXD__V1__COLLECTION_CONFIG__INIT;
+  Ctxd__V1__CollectionConfig c;
   Ctxd__V1__CreateCollectionRequest cr =
       CTXD__V1__CREATE_COLLECTION_REQUEST__INIT;
-  c.name = "n";
-  c.embedder = "hash";
-  c.metric = "l2";
-  c.index_spec = "Flat";
-  c.chunk_max_tokens = 200;
-  c.chunk_overlap_tokens = 20;
+  config_fixture_init(&c);
   cr.config = &c;
   PACKS_AS(cr, 0x0a, 24,                          /* 1 config */
            0x0a, 1, 'n',                          /*   1 name */
