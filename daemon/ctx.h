@@ -14,6 +14,7 @@ struct writer;
 typedef struct ctxd_ctx {
   const ctxd_config *cfg;
   store *st;
+  uint32_t cid; /* the `default` collection, where every document goes */
   const tok *tk;
   struct writer *wr;   /* group commit for Put; NULL: Puts commit alone */
   uint64_t start_time; /* CLOCK_REALTIME seconds at start */

@@ -368,8 +368,15 @@ static int prepare(const ctxd_ctx *ctx, const uint8_t *msg, size_t len,
     ctxd_seterr(e, rc, "document %s: %s", doc_name(d->id), msg_copy);
     goto fail;
   }
-  p->doc = (store_put_doc){d->id,   id_len,   d->text,   text_len,
-                           p->meta, n_meta,   p->chunks, n_chunks};
+  p->doc = (store_put_doc){.cid = ctx->cid,
+                           .id = d->id,
+                           .id_len = id_len,
+                           .text = d->text,
+                           .text_len = text_len,
+                           .meta = p->meta,
+                           .n_meta = n_meta,
+                           .chunks = p->chunks,
+                           .n_chunks = n_chunks};
   free(refs);
   return 0;
 fail:
@@ -891,7 +898,7 @@ static void get_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   int flags = (req->with_text ? STORE_GET_TEXT : 0) |
               (req->with_chunks ? STORE_GET_CHUNKS : 0);
   if (check_id(req->id, id_len, 0, &e) ||
-      store_get(ctx->st, req->id, id_len, flags, &d, &e)) {
+      store_get(ctx->st, ctx->cid, req->id, id_len, flags, &d, &e)) {
     finish_err(c, &e);
     goto done;
   }
@@ -980,7 +987,8 @@ static void delete_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   } else if (call_expired(c)) {
     rpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the write");
   } else if (check_id(req->id, id_len, 0, &e) ||
-             store_delete(ctx->st, req->id, id_len, &deleted, &n_chunks, &e)) {
+             store_delete(ctx->st, ctx->cid, req->id, id_len, &deleted,
+                          &n_chunks, &e)) {
     finish_err(c, &e);
   } else {
     Ctxd__V1__DeleteResponse r = CTXD__V1__DELETE_RESPONSE__INIT;
@@ -1055,7 +1063,7 @@ static void list_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
                shown);
     goto done;
   }
-  if (store_list(ctx->st, after, page, &docs, &n, &next, &e)) {
+  if (store_list(ctx->st, ctx->cid, after, page, &docs, &n, &next, &e)) {
     finish_err(c, &e);
     goto done;
   }

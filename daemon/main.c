@@ -111,9 +111,22 @@ int main(int argc, char **argv) {
     goto out;
   }
 
+  /* Every document lives in the `default` collection for now; the
+   * collections engine will own this (and the config text). */
+  store_collection dc;
+  uint32_t default_cid = 0;
+  if (store_coll_get(st, "default", &dc, &e) == 0) {
+    default_cid = dc.cid;
+  } else if (e.code != CTXD_ENOTFOUND ||
+             store_coll_create(st, "default", "", 0, &default_cid, &e) != 0) {
+    LOG_ERROR("store-default-collection-failed err=\"%s\"", e.msg);
+    goto out;
+  }
+
   memset(&ctx, 0, sizeof ctx);
   ctx.cfg = &cfg;
   ctx.st = st;
+  ctx.cid = default_cid;
   ctx.tk = tk;
   ctx.start_time = (uint64_t)time(NULL);
   atomic_init(&ctx.serving, 1);

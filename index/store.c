@@ -1,27 +1,48 @@
 /* store.c - the document store on LMDB (see store.h for the contract).
  *
- * Layout. One environment per data directory: `data.mdb` and `lock.mdb` in
- * it. Named databases; integers in keys are big-endian (so keys sort
- * numerically), integers in values are little-endian, fixed width:
+ * Layout (schema 2). One environment per data directory: `data.mdb` and
+ * `lock.mdb` in it. Named databases; integers in keys are big-endian (so
+ * keys sort numerically), integers in values are little-endian, fixed width:
  *
- *   meta     "schema_version" -> u32
+ *   meta     "schema_version" -> u32 (2)
  *            "tokenizer"      -> name bytes
  *            "counters"       -> u64 documents, chunks, bytes, tokens,
  *                                next_doc (next internal id, from 1),
- *                                last_seq (last change-log seq, 0 = none)
- *   docs     u64 doc -> u32 id_len, u64 bytes, u64 tokens, u32 n_chunks,
- *                       u32 n_meta, id[id_len],
+ *                                last_seq (last change-log seq, 0 = none),
+ *                                next_cid (next collection id, from 1)
+ *   colls    u32 cid -> u32 dim, u64 documents, chunks, bytes, tokens,
+ *                       vectors, lex_len_sum, u32 name_len, name,
+ *                       config (the rest of the value)
+ *   cnames   name    -> u32 cid (the by-name index of colls)
+ *   docs     u64 doc -> u32 cid, u32 id_len, u64 bytes, u64 tokens,
+ *                       u32 n_chunks, u32 n_meta, u32 n_vectors (0 or
+ *                       n_chunks), id[id_len],
  *                       n_meta x (u32 key_len, key, u32 val_len, val)
+ *   cdocs    u32 cid, u64 doc -> (empty): a collection's documents in
+ *                       internal-id order, for List, scans and drops
  *   texts    u64 doc -> the text bytes (may be empty); kept apart so that
  *                       List and Get without text never touch large values
- *   ids      id key  -> u64 doc, MDB_DUPSORT|MDB_DUPFIXED (big-endian values)
- *            The id key is the client id itself when it is shorter than the
- *            LMDB key limit K (511 on Debian); a longer id is keyed by its
- *            first K-8 bytes plus a 64-bit hash of the whole id, exactly K
- *            bytes, so hashed keys never equal a plain one. Several ids may
- *            share a key: lookups compare the full id in the docs record.
- *   chunks   u64 doc, u32 ordinal -> u64 byte_start, u64 byte_end, u32 tokens
- *   changes  u64 seq -> u8 op (1 put, 2 delete), u64 doc
+ *   ids      u32 cid + id key -> u64 doc, MDB_DUPSORT|MDB_DUPFIXED
+ *            (big-endian values). The id key is the client id itself when
+ *            4 + its length is below the LMDB key limit K (511 on Debian);
+ *            a longer id is keyed by its first K-12 bytes plus a 64-bit hash
+ *            of the whole id, exactly K bytes with the prefix, so hashed keys
+ *            never equal a plain one. Several ids may share a key: lookups
+ *            compare the full id in the docs record.
+ *   chunks   u64 doc, u32 ordinal -> u64 byte_start, u64 byte_end,
+ *                       u32 tokens, u32 lex_len (the chunk's lex.h term count)
+ *   vectors  u32 cid, u64 doc, u32 ordinal -> dim x f32 (little-endian,
+ *                       the native order of the machines ctxd builds for)
+ *   postings u32 cid + term bytes -> 16 bytes: u64 label (big-endian, so
+ *                       a term's postings sort by label), u32 tf, u32 dl;
+ *                       MDB_DUPSORT|MDB_DUPFIXED, label = STORE_LABEL(doc,
+ *                       ordinal), one entry per chunk holding the term
+ *   jobs     job id  -> opaque record
+ *   changes  u64 seq -> u8 op (1 put, 2 delete, 3 drop), u32 cid, u64 doc
+ *
+ * Postings are derived from the chunk texts inside the transaction that
+ * writes the chunks, so BM25 never sees a half-written document. Removing a
+ * document re-tokenizes its stored chunk texts to find its terms.
  *
  * Concurrency: MDB_NOTLS, so a read transaction is not tied to a thread.
  * Growing the map (mdb_env_set_mapsize) needs no transaction open in this
@@ -32,9 +53,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <lmdb.h>
+#include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,28 +65,43 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "lex.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "store.c keeps vectors as native float32: little-endian hosts only"
+#endif
+
 #define MAP_SIZE_DEFAULT (1ULL << 30)
 #define MAX_MAP_SIZE_DEFAULT (1ULL << 40)
 #define MAX_READERS_DEFAULT 1024
 #define VERIFY_MAX_PROBLEMS 1000
 /* Free space under which a failed write is taken for a full disk. */
 #define DISK_MARGIN (16ULL << 20)
+#define DIM_MAX 65536
+#define JOB_ID_MAX 128
+#define JOB_REC_MAX (1ULL << 30)
 
 /* Returned by internal write steps when the map is full: the caller aborts,
  * grows the map and reruns the whole transaction. Never leaves this file. */
 #define ST_MAPFULL 1
 
-enum { OP_PUT = 1, OP_DELETE = 2 };
-
-/* Sizes of fixed parts of the value encodings above. */
-#define DOC_HDR 28   /* id_len 4 + bytes 8 + tokens 8 + n_chunks 4 + n_meta 4 */
-#define CHUNK_VAL 20 /* start 8 + end 8 + tokens 4 */
+/* Sizes of fixed parts of the encodings above. */
+#define DOC_HDR 36 /* cid 4 + id_len 4 + bytes 8 + tokens 8 + n_chunks 4 +
+                      n_meta 4 + n_vectors 4 */
+#define CHUNK_VAL 24 /* start 8 + end 8 + tokens 4 + lex_len 4 */
 #define CHUNK_KEY 12 /* doc 8 + ordinal 4 */
-#define COUNTERS_VAL 48
+#define VEC_KEY 16   /* cid 4 + doc 8 + ordinal 4 */
+#define CDOC_KEY 12  /* cid 4 + doc 8 */
+#define POST_VAL 16  /* label 8 + tf 4 + dl 4 */
+#define POST_KEY_MAX (4 + LEX_TERM_MAX)
+#define COUNTERS_VAL 56
+#define COLL_HDR 56 /* dim 4 + 6 x 8 counters + name_len 4 */
+#define CHANGE_VAL 13
 
 struct store {
   MDB_env *env;
-  MDB_dbi meta, docs, texts, ids, chunks, changes;
+  MDB_dbi meta, colls, cnames, docs, cdocs, texts, ids, chunks, vectors,
+      postings, jobs, changes;
   pthread_rwlock_t lock;
   uint64_t max_map_size;
   size_t max_key; /* mdb_env_get_maxkeysize */
@@ -77,18 +114,25 @@ struct store {
 };
 
 typedef struct counters {
-  uint64_t documents, chunks, bytes, tokens, next_doc, last_seq;
+  uint64_t documents, chunks, bytes, tokens, next_doc, last_seq, next_cid;
 } counters;
 
 /* A decoded docs record; pointers point into the LMDB value. */
 typedef struct doc_rec {
+  uint32_t cid;
   const char *id;
   uint32_t id_len;
   uint64_t bytes, tokens;
-  uint32_t n_chunks, n_meta;
+  uint32_t n_chunks, n_meta, n_vectors;
   const uint8_t *meta; /* encoded entries */
   size_t meta_len;
 } doc_rec;
+
+/* A chunk record. */
+typedef struct chunk_rec {
+  uint64_t start, end;
+  uint32_t tokens, lex_len;
+} chunk_rec;
 
 /* ---- encoding helpers ---------------------------------------------------- */
 
@@ -132,6 +176,7 @@ static void counters_encode(const counters *c, uint8_t *p) {
   put_le64(p + 24, c->tokens);
   put_le64(p + 32, c->next_doc);
   put_le64(p + 40, c->last_seq);
+  put_le64(p + 48, c->next_cid);
 }
 
 static void counters_decode(const uint8_t *p, counters *c) {
@@ -141,6 +186,7 @@ static void counters_decode(const uint8_t *p, counters *c) {
   c->tokens = get_le64(p + 24);
   c->next_doc = get_le64(p + 32);
   c->last_seq = get_le64(p + 40);
+  c->next_cid = get_le64(p + 48);
 }
 
 /* Decode a docs value, checking every length against the value's size so
@@ -149,11 +195,13 @@ static int doc_decode(const MDB_val *v, doc_rec *r) {
   const uint8_t *p = v->mv_data;
   size_t n = v->mv_size;
   if (n < DOC_HDR) return -1;
-  r->id_len = get_le32(p);
-  r->bytes = get_le64(p + 4);
-  r->tokens = get_le64(p + 12);
-  r->n_chunks = get_le32(p + 20);
-  r->n_meta = get_le32(p + 24);
+  r->cid = get_le32(p);
+  r->id_len = get_le32(p + 4);
+  r->bytes = get_le64(p + 8);
+  r->tokens = get_le64(p + 16);
+  r->n_chunks = get_le32(p + 24);
+  r->n_meta = get_le32(p + 28);
+  r->n_vectors = get_le32(p + 32);
   if (r->id_len > n - DOC_HDR) return -1;
   r->id = (const char *)p + DOC_HDR;
   r->meta = p + DOC_HDR + r->id_len;
@@ -171,6 +219,41 @@ static int doc_decode(const MDB_val *v, doc_rec *r) {
   }
   if (off != r->meta_len) return -1;
   return 0;
+}
+
+static void chunk_key(uint8_t kb[CHUNK_KEY], uint64_t doc, uint32_t ord) {
+  put_be64(kb, doc);
+  put_be32(kb + 8, ord);
+}
+
+static void chunk_decode(const uint8_t *p, chunk_rec *c) {
+  c->start = get_le64(p);
+  c->end = get_le64(p + 8);
+  c->tokens = get_le32(p + 16);
+  c->lex_len = get_le32(p + 20);
+}
+
+static void vec_key(uint8_t kb[VEC_KEY], uint32_t cid, uint64_t doc,
+                    uint32_t ord) {
+  put_be32(kb, cid);
+  put_be64(kb + 4, doc);
+  put_be32(kb + 12, ord);
+}
+
+static void post_val(uint8_t vb[POST_VAL], int64_t label, uint32_t tf,
+                     uint32_t dl) {
+  put_be64(vb, (uint64_t)label);
+  put_le32(vb + 8, tf);
+  put_le32(vb + 12, dl);
+}
+
+/* The postings key of a term: u32 cid + the term bytes. */
+static void post_key(uint8_t kb[POST_KEY_MAX], uint32_t cid, const char *term,
+                     size_t len, MDB_val *k) {
+  put_be32(kb, cid);
+  memcpy(kb + 4, term, len);
+  k->mv_data = kb;
+  k->mv_size = 4 + len;
 }
 
 /* ---- id keys --------------------------------------------------------------- */
@@ -193,17 +276,19 @@ void store_test_set_id_hash(uint64_t (*fn)(const void *data, size_t n)) {
   id_hash = fn ? fn : id_hash_fnv;
 }
 
-/* The ids key of a client id; `buf` holds at least s->max_key bytes. */
-static void id_key(const store *s, const char *id, size_t len, uint8_t *buf,
-                   MDB_val *key) {
-  if (len < s->max_key) {
-    key->mv_data = (void *)id;
-    key->mv_size = len;
+/* The ids key of client id `id` in collection cid; `buf` holds at least
+ * s->max_key bytes. */
+static void id_key(const store *s, uint32_t cid, const char *id, size_t len,
+                   uint8_t *buf, MDB_val *key) {
+  put_be32(buf, cid);
+  key->mv_data = buf;
+  if (4 + len < s->max_key) {
+    memcpy(buf + 4, id, len);
+    key->mv_size = 4 + len;
     return;
   }
-  memcpy(buf, id, s->max_key - 8);
+  memcpy(buf + 4, id, s->max_key - 12);
   put_be64(buf + s->max_key - 8, id_hash(id, len));
-  key->mv_data = buf;
   key->mv_size = s->max_key;
 }
 
@@ -365,18 +450,115 @@ static int counters_write(store *s, MDB_txn *txn, const counters *c,
   return rc ? mdb_fail(e, rc, "writing counters") : 0;
 }
 
+/* ---- collections ------------------------------------------------------------ */
+
+/* Decode a colls value. 0 or -1 (damaged). */
+static int coll_decode(uint32_t cid, const MDB_val *v, store_collection *c) {
+  const uint8_t *p = v->mv_data;
+  if (v->mv_size < COLL_HDR) return -1;
+  uint32_t nl = get_le32(p + 52);
+  if (nl == 0 || nl > STORE_COLL_NAME_MAX || nl > v->mv_size - COLL_HDR)
+    return -1;
+  size_t cl = v->mv_size - COLL_HDR - nl;
+  if (cl > STORE_COLL_CONFIG_MAX) return -1;
+  c->cid = cid;
+  c->dim = get_le32(p);
+  c->documents = get_le64(p + 4);
+  c->chunks = get_le64(p + 12);
+  c->bytes = get_le64(p + 20);
+  c->tokens = get_le64(p + 28);
+  c->vectors = get_le64(p + 36);
+  c->lex_len_sum = get_le64(p + 44);
+  memcpy(c->name, p + COLL_HDR, nl);
+  c->name[nl] = '\0';
+  memcpy(c->config, p + COLL_HDR + nl, cl);
+  c->config[cl] = '\0';
+  return 0;
+}
+
+static int coll_write(store *s, MDB_txn *txn, const store_collection *c,
+                      ctxd_error *e) {
+  uint8_t buf[COLL_HDR + STORE_COLL_NAME_MAX + STORE_COLL_CONFIG_MAX];
+  size_t nl = strlen(c->name), cl = strlen(c->config);
+  put_le32(buf, c->dim);
+  put_le64(buf + 4, c->documents);
+  put_le64(buf + 12, c->chunks);
+  put_le64(buf + 20, c->bytes);
+  put_le64(buf + 28, c->tokens);
+  put_le64(buf + 36, c->vectors);
+  put_le64(buf + 44, c->lex_len_sum);
+  put_le32(buf + 52, (uint32_t)nl);
+  memcpy(buf + COLL_HDR, c->name, nl);
+  memcpy(buf + COLL_HDR + nl, c->config, cl);
+  uint8_t kb[4];
+  put_be32(kb, c->cid);
+  MDB_val k = {4, kb}, v = {COLL_HDR + nl + cl, buf};
+  int rc = mdb_put(txn, s->colls, &k, &v, 0);
+  return rc ? mdb_fail(e, rc, "writing a collection") : 0;
+}
+
+/* Read collection cid. CTXD_ENOTFOUND (no message: the caller words it). */
+static int coll_read(store *s, MDB_txn *txn, uint32_t cid,
+                     store_collection *c, ctxd_error *e) {
+  uint8_t kb[4];
+  put_be32(kb, cid);
+  MDB_val k = {4, kb}, v;
+  int rc = mdb_get(txn, s->colls, &k, &v);
+  if (rc == MDB_NOTFOUND) return CTXD_ENOTFOUND;
+  if (rc) return mdb_fail(e, rc, "reading a collection");
+  if (coll_decode(cid, &v, c))
+    return ctxd_seterr(e, CTXD_ECORRUPT, "store: collection %u is damaged",
+                       cid);
+  return 0;
+}
+
+/* The cid of collection `name`. CTXD_ENOTFOUND (no message). */
+static int coll_find(store *s, MDB_txn *txn, const char *name, uint32_t *cid,
+                     ctxd_error *e) {
+  MDB_val k = {strlen(name), (void *)name}, v;
+  int rc = mdb_get(txn, s->cnames, &k, &v);
+  if (rc == MDB_NOTFOUND) return CTXD_ENOTFOUND;
+  if (rc) return mdb_fail(e, rc, "reading collection names");
+  if (v.mv_size != 4)
+    return ctxd_seterr(e, CTXD_ECORRUPT, "store: name entry of %s is damaged",
+                       name);
+  *cid = get_le32(v.mv_data);
+  return 0;
+}
+
+/* 1..STORE_COLL_NAME_MAX bytes of [A-Za-z0-9_.-]: safe in file names,
+ * URLs and log lines without quoting. */
+static int coll_name_check(const char *name, ctxd_error *e) {
+  size_t n = strlen(name);
+  if (n == 0 || n > STORE_COLL_NAME_MAX)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "collection name must be 1..%d bytes, not %zu",
+                       STORE_COLL_NAME_MAX, n);
+  for (size_t i = 0; i < n; i++) {
+    char ch = name[i];
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+          (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-'))
+      return ctxd_seterr(e, CTXD_EINVAL,
+                         "collection name \"%.64s\": byte %zu is not one of "
+                         "A-Z a-z 0-9 _ . -",
+                         name, i);
+  }
+  return 0;
+}
+
 /* ---- lookups --------------------------------------------------------------- */
 
-/* Find the internal id of client id `id`. 0 and *doc set, CTXD_ENOTFOUND, or
- * another error. `rec` (may be NULL) receives the decoded docs record. */
-static int lookup(store *s, MDB_txn *txn, const char *id, size_t len,
-                  uint64_t *doc, doc_rec *rec, ctxd_error *e) {
+/* Find the internal id of client id `id` in collection cid. 0 and *doc set,
+ * CTXD_ENOTFOUND, or another error. `rec` (may be NULL) receives the decoded
+ * docs record. */
+static int lookup(store *s, MDB_txn *txn, uint32_t cid, const char *id,
+                  size_t len, uint64_t *doc, doc_rec *rec, ctxd_error *e) {
   uint8_t kbuf[1024];
   MDB_val key, val;
   MDB_cursor *cur = NULL;
   int rc = mdb_cursor_open(txn, s->ids, &cur);
   if (rc) return mdb_fail(e, rc, "opening ids cursor");
-  id_key(s, id, len, kbuf, &key);
+  id_key(s, cid, id, len, kbuf, &key);
   rc = mdb_cursor_get(cur, &key, &val, MDB_SET_KEY);
   while (rc == 0) {
     if (val.mv_size != 8) {
@@ -396,7 +578,7 @@ static int lookup(store *s, MDB_txn *txn, const char *id, size_t len,
                          (unsigned long long)d);
         goto done;
       }
-      if (r.id_len == len && memcmp(r.id, id, len) == 0) {
+      if (r.cid == cid && r.id_len == len && memcmp(r.id, id, len) == 0) {
         *doc = d;
         if (rec) *rec = r;
         rc = 0;
@@ -417,41 +599,195 @@ done:
   return rc;
 }
 
-/* Delete every chunk of `doc`; *n receives how many. */
-static int chunks_delete(store *s, MDB_txn *txn, uint64_t doc, uint32_t *n,
-                         ctxd_error *e) {
-  uint8_t kb[CHUNK_KEY];
-  put_be64(kb, doc);
-  put_be32(kb + 8, 0);
-  MDB_val k = {CHUNK_KEY, kb}, v;
+/* The docs record of internal id doc. CTXD_ENOTFOUND (no message). */
+static int doc_read(store *s, MDB_txn *txn, uint64_t doc, doc_rec *r,
+                    ctxd_error *e) {
+  uint8_t dk[8];
+  put_be64(dk, doc);
+  MDB_val k = {8, dk}, v;
+  int rc = mdb_get(txn, s->docs, &k, &v);
+  if (rc == MDB_NOTFOUND) return CTXD_ENOTFOUND;
+  if (rc) return mdb_fail(e, rc, "reading a document");
+  if (doc_decode(&v, r))
+    return ctxd_seterr(e, CTXD_ECORRUPT,
+                       "store: document record %llu is damaged",
+                       (unsigned long long)doc);
+  return 0;
+}
+
+/* Delete every key that starts with prefix[0..plen) (with all its
+ * duplicates); *n (may be NULL) receives how many entries went. */
+static int prefix_delete(MDB_txn *txn, MDB_dbi dbi, const uint8_t *prefix,
+                         size_t plen, uint64_t *n, ctxd_error *e) {
   MDB_cursor *cur = NULL;
-  uint32_t count = 0;
-  int rc = mdb_cursor_open(txn, s->chunks, &cur);
-  if (rc) return mdb_fail(e, rc, "opening chunks cursor");
+  MDB_val k, v;
+  uint64_t count = 0;
+  int dup = 0;
+  unsigned int flags;
+  int rc = mdb_cursor_open(txn, dbi, &cur);
+  if (rc) return mdb_fail(e, rc, "opening a cursor");
+  if (mdb_dbi_flags(txn, dbi, &flags) == 0 && (flags & MDB_DUPSORT)) dup = 1;
   for (;;) {
     /* Re-seek after each delete rather than trusting the cursor position
      * LMDB leaves behind a deletion at the end of a page. */
-    k.mv_size = CHUNK_KEY;
-    k.mv_data = kb;
+    k.mv_size = plen;
+    k.mv_data = (void *)prefix;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    if (rc || k.mv_size != CHUNK_KEY || get_be64(k.mv_data) != doc) break;
-    rc = mdb_cursor_del(cur, 0);
+    if (rc || k.mv_size < plen || memcmp(k.mv_data, prefix, plen)) break;
+    if (dup) {
+      size_t dups = 0;
+      if ((rc = mdb_cursor_count(cur, &dups))) break;
+      count += dups;
+      rc = mdb_cursor_del(cur, MDB_NODUPDATA);
+    } else {
+      count++;
+      rc = mdb_cursor_del(cur, 0);
+    }
     if (rc) break;
-    count++;
   }
   mdb_cursor_close(cur);
-  if (rc && rc != MDB_NOTFOUND) return mdb_fail(e, rc, "deleting chunks");
+  if (rc && rc != MDB_NOTFOUND) return mdb_fail(e, rc, "deleting a range");
   if (n) *n = count;
   return 0;
 }
 
+/* Read the chunk records of doc (n of them) into a malloc'd array. */
+static int chunks_read(store *s, MDB_txn *txn, uint64_t doc, uint32_t n,
+                       chunk_rec **out, ctxd_error *e) {
+  chunk_rec *ch = calloc(n ? n : 1, sizeof *ch);
+  if (!ch) return ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory");
+  MDB_cursor *cur = NULL;
+  uint8_t kb[CHUNK_KEY];
+  chunk_key(kb, doc, 0);
+  MDB_val k = {CHUNK_KEY, kb}, v;
+  uint32_t got = 0;
+  int rc = mdb_cursor_open(txn, s->chunks, &cur);
+  if (rc) {
+    free(ch);
+    return mdb_fail(e, rc, "opening chunks cursor");
+  }
+  rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  while (rc == 0 && k.mv_size == CHUNK_KEY && get_be64(k.mv_data) == doc) {
+    if (got >= n || v.mv_size != CHUNK_VAL ||
+        get_be32((uint8_t *)k.mv_data + 8) != got)
+      break;
+    chunk_decode(v.mv_data, &ch[got]);
+    got++;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+  }
+  mdb_cursor_close(cur);
+  if (rc && rc != MDB_NOTFOUND) {
+    free(ch);
+    return mdb_fail(e, rc, "reading chunks");
+  }
+  if (got != n) {
+    free(ch);
+    return ctxd_seterr(e, CTXD_ECORRUPT,
+                       "store: chunks of document %llu are damaged",
+                       (unsigned long long)doc);
+  }
+  *out = ch;
+  return 0;
+}
+
+/* What removing a document's derived parts took away, for the counters. */
+typedef struct gone_t {
+  uint64_t chunks, vectors, lex_len;
+} gone_t;
+
+/* Remove document doc's postings (found by re-tokenizing its stored chunk
+ * texts: the terms are not kept anywhere else), chunks and vectors; its
+ * docs, texts, ids and cdocs entries stay (the caller replaces or deletes
+ * them). Adds what went to *g. */
+static int doc_parts_delete(store *s, MDB_txn *txn, uint64_t doc,
+                            const doc_rec *r, gone_t *g, ctxd_error *e) {
+  uint32_t cid = r->cid, n = r->n_chunks;
+  chunk_rec *ch = NULL;
+  char *text = NULL;
+  lex_tf *tfs = NULL;
+  MDB_cursor *cur = NULL;
+  int rc = chunks_read(s, txn, doc, n, &ch, e), mrc;
+  if (rc) return rc;
+  uint8_t dk[8];
+  put_be64(dk, doc);
+  MDB_val tk = {8, dk}, tv;
+  mrc = mdb_get(txn, s->texts, &tk, &tv);
+  if (mrc == MDB_NOTFOUND || (mrc == 0 && tv.mv_size != r->bytes)) {
+    rc = ctxd_seterr(e, CTXD_ECORRUPT,
+                     "store: text of document %llu is damaged",
+                     (unsigned long long)doc);
+    goto done;
+  }
+  if (mrc) {
+    rc = mdb_fail(e, mrc, "reading a text");
+    goto done;
+  }
+  /* A copy: the deletes below may spill dirty pages, and the text may sit
+   * on one that an earlier document of this transaction touched. */
+  text = malloc(tv.mv_size ? tv.mv_size : 1);
+  if (!text) {
+    rc = ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory");
+    goto done;
+  }
+  if (tv.mv_size) memcpy(text, tv.mv_data, tv.mv_size);
+  if ((mrc = mdb_cursor_open(txn, s->postings, &cur))) {
+    rc = mdb_fail(e, mrc, "opening postings cursor");
+    goto done;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    size_t nt = 0;
+    uint32_t len = 0;
+    if (ch[i].start > ch[i].end || ch[i].end > r->bytes) continue;
+    rc = lex_terms(text + ch[i].start, (size_t)(ch[i].end - ch[i].start),
+                   &tfs, &nt, &len, e);
+    if (rc) goto done;
+    int64_t label = STORE_LABEL(doc, i);
+    for (size_t t = 0; t < nt; t++) {
+      uint8_t kb[POST_KEY_MAX], vb[POST_VAL];
+      MDB_val k, v = {POST_VAL, vb};
+      post_key(kb, cid, tfs[t].term, tfs[t].len, &k);
+      post_val(vb, label, 0, 0); /* the first dup at or after the label */
+      mrc = mdb_cursor_get(cur, &k, &v, MDB_GET_BOTH_RANGE);
+      if (mrc == MDB_NOTFOUND) continue; /* already missing: verify says so */
+      if (mrc == 0 && v.mv_size == POST_VAL &&
+          get_be64(v.mv_data) == (uint64_t)label)
+        mrc = mdb_cursor_del(cur, 0);
+      if (mrc) {
+        rc = mdb_fail(e, mrc, "deleting postings");
+        goto done;
+      }
+    }
+    free(tfs);
+    tfs = NULL;
+    g->lex_len += ch[i].lex_len;
+  }
+  uint8_t pk[CHUNK_KEY];
+  put_be64(pk, doc);
+  uint64_t nch = 0, nvec = 0;
+  rc = prefix_delete(txn, s->chunks, pk, 8, &nch, e);
+  if (rc) goto done;
+  uint8_t vk[VEC_KEY];
+  vec_key(vk, cid, doc, 0);
+  rc = prefix_delete(txn, s->vectors, vk, 12, &nvec, e);
+  if (rc) goto done;
+  g->chunks += nch;
+  g->vectors += nvec;
+done:
+  if (cur) mdb_cursor_close(cur);
+  free(tfs);
+  free(text);
+  free(ch);
+  return rc;
+}
+
 static int change_append(store *s, MDB_txn *txn, counters *c, int op,
-                         uint64_t doc, ctxd_error *e) {
-  uint8_t kb[8], vb[9];
+                         uint32_t cid, uint64_t doc, ctxd_error *e) {
+  uint8_t kb[8], vb[CHANGE_VAL];
   put_be64(kb, ++c->last_seq);
   vb[0] = (uint8_t)op;
-  put_le64(vb + 1, doc);
-  MDB_val k = {8, kb}, v = {9, vb};
+  put_le32(vb + 1, cid);
+  put_le64(vb + 5, doc);
+  MDB_val k = {8, kb}, v = {CHANGE_VAL, vb};
   int rc = mdb_put(txn, s->changes, &k, &v, MDB_APPEND);
   return rc ? mdb_fail(e, rc, "appending to the change log") : 0;
 }
@@ -502,10 +838,12 @@ static int make_dirs(const char *dir) {
   return stat(dir, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
 }
 
-/* Open the named databases and check or create the schema record. */
+/* Open the named databases and check or create the schema record. The
+ * schema is checked before any database is created, so that refusing an
+ * older store leaves it exactly as it was. */
 static int open_dbs(store *s, ctxd_error *e) {
   MDB_txn *txn = NULL;
-  int rc = txn_begin(s, 1, &txn, e);
+  int rc = txn_begin(s, 1, &txn, e), mrc;
   if (rc) return rc;
   static const struct {
     const char *name;
@@ -513,23 +851,60 @@ static int open_dbs(store *s, ctxd_error *e) {
     size_t off;
   } dbs[] = {
       {"meta", 0, offsetof(store, meta)},
+      {"colls", 0, offsetof(store, colls)},
+      {"cnames", 0, offsetof(store, cnames)},
       {"docs", 0, offsetof(store, docs)},
+      {"cdocs", 0, offsetof(store, cdocs)},
       {"texts", 0, offsetof(store, texts)},
       {"ids", MDB_DUPSORT | MDB_DUPFIXED, offsetof(store, ids)},
       {"chunks", 0, offsetof(store, chunks)},
+      {"vectors", 0, offsetof(store, vectors)},
+      {"postings", MDB_DUPSORT | MDB_DUPFIXED, offsetof(store, postings)},
+      {"jobs", 0, offsetof(store, jobs)},
       {"changes", 0, offsetof(store, changes)},
   };
-  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
-    int mrc = mdb_dbi_open(txn, dbs[i].name, dbs[i].flags | MDB_CREATE,
-                           (MDB_dbi *)((char *)s + dbs[i].off));
+  if ((mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta))) {
+    rc = mdb_fail(e, mrc, "opening a database");
+    goto fail;
+  }
+  MDB_val k = {14, "schema_version"}, v;
+  mrc = mdb_get(txn, s->meta, &k, &v);
+  int fresh = mrc == MDB_NOTFOUND;
+  if (mrc && !fresh) {
+    rc = mdb_fail(e, mrc, "reading the schema version");
+    goto fail;
+  }
+  if (!fresh) {
+    uint32_t ver = v.mv_size == 4 ? get_le32(v.mv_data) : 0;
+    if (ver > STORE_SCHEMA_VERSION) {
+      rc = ctxd_seterr(e, CTXD_EPRECOND,
+                       "store schema version %u is newer than this ctxd (%u)",
+                       ver, STORE_SCHEMA_VERSION);
+      goto fail;
+    }
+    if (ver == 1) {
+      rc = ctxd_seterr(e, CTXD_EPRECOND,
+                       "store schema version 1 (ctxd 0.1, no collections) is "
+                       "not supported by this ctxd (schema %u) and is not "
+                       "migrated: re-ingest the documents into a new data "
+                       "directory",
+                       STORE_SCHEMA_VERSION);
+      goto fail;
+    }
+    if (ver != STORE_SCHEMA_VERSION) {
+      rc = ctxd_seterr(e, CTXD_ECORRUPT, "store: bad schema version record");
+      goto fail;
+    }
+  }
+  for (size_t i = 1; i < sizeof dbs / sizeof dbs[0]; i++) {
+    mrc = mdb_dbi_open(txn, dbs[i].name, dbs[i].flags | MDB_CREATE,
+                       (MDB_dbi *)((char *)s + dbs[i].off));
     if (mrc) {
       rc = mdb_fail(e, mrc, "opening a database");
       goto fail;
     }
   }
-  MDB_val k = {14, "schema_version"}, v;
-  int mrc = mdb_get(txn, s->meta, &k, &v);
-  if (mrc == MDB_NOTFOUND) {
+  if (fresh) {
     uint8_t vb[4];
     put_le32(vb, STORE_SCHEMA_VERSION);
     v.mv_size = 4;
@@ -539,24 +914,9 @@ static int open_dbs(store *s, ctxd_error *e) {
       rc = mdb_fail(e, mrc, "writing the schema version");
       goto fail;
     }
-    counters c = {0, 0, 0, 0, 1, 0};
+    counters c = {0, 0, 0, 0, 1, 0, 1};
     rc = counters_write(s, txn, &c, e);
     if (rc) goto fail;
-  } else if (mrc) {
-    rc = mdb_fail(e, mrc, "reading the schema version");
-    goto fail;
-  } else {
-    uint32_t ver = v.mv_size == 4 ? get_le32(v.mv_data) : 0;
-    if (ver > STORE_SCHEMA_VERSION) {
-      rc = ctxd_seterr(e, CTXD_EPRECOND,
-                       "store schema version %u is newer than this ctxd (%u)",
-                       ver, STORE_SCHEMA_VERSION);
-      goto fail;
-    }
-    if (ver < 1) {
-      rc = ctxd_seterr(e, CTXD_ECORRUPT, "store: bad schema version record");
-      goto fail;
-    }
   }
   rc = txn_commit(s, txn, 0, e);
   if (rc == ST_MAPFULL)
@@ -599,7 +959,7 @@ int store_open(const char *dir, const store_opts *opts, store **out,
                      dir, strerror(errno));
     goto fail;
   }
-  if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 8)) ||
+  if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 16)) ||
       (mrc = mdb_env_set_maxreaders(s->env, o.max_readers)) ||
       (mrc = mdb_env_set_mapsize(s->env, (size_t)o.map_size))) {
     rc = mdb_fail(e, mrc, "creating the environment");
@@ -659,11 +1019,13 @@ static int doc_encode(const store_put_doc *d, const char *id, size_t id_len,
     n += 8 + d->meta[i].key_len + d->meta[i].val_len;
   uint8_t *p = malloc(n);
   if (!p) return ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory");
-  put_le32(p, (uint32_t)id_len);
-  put_le64(p + 4, d->text_len);
-  put_le64(p + 12, tokens);
-  put_le32(p + 20, (uint32_t)d->n_chunks);
-  put_le32(p + 24, (uint32_t)d->n_meta);
+  put_le32(p, d->cid);
+  put_le32(p + 4, (uint32_t)id_len);
+  put_le64(p + 8, d->text_len);
+  put_le64(p + 16, tokens);
+  put_le32(p + 24, (uint32_t)d->n_chunks);
+  put_le32(p + 28, (uint32_t)d->n_meta);
+  put_le32(p + 32, d->vectors ? (uint32_t)d->n_chunks : 0);
   memcpy(p + DOC_HDR, id, id_len);
   size_t off = DOC_HDR + id_len;
   for (size_t i = 0; i < d->n_meta; i++) {
@@ -691,9 +1053,10 @@ static int check_chunks(size_t idx, const store_put_doc *d, ctxd_error *e) {
                          "document %zu: an empty text has no chunks", idx);
     return 0;
   }
-  if (d->n_chunks == 0 || d->n_chunks > UINT32_MAX)
-    return ctxd_seterr(e, CTXD_EINVAL, "document %zu: bad chunk count %zu",
-                       idx, d->n_chunks);
+  if (d->n_chunks == 0 || d->n_chunks > STORE_MAX_CHUNKS)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "document %zu: %zu chunks (1..%u allowed)", idx,
+                       d->n_chunks, STORE_MAX_CHUNKS);
   for (size_t i = 0; i < d->n_chunks; i++) {
     const chunk_span *c = &d->chunks[i];
     if (c->byte_start >= c->byte_end || c->byte_end > d->text_len ||
@@ -709,7 +1072,31 @@ static int check_chunks(size_t idx, const store_put_doc *d, ctxd_error *e) {
   return 0;
 }
 
+/* Vectors come with a dimension in range and finite values (a NaN would
+ * poison every index built from them). The collection's dimension is
+ * checked inside the transaction. */
+static int check_vectors(size_t idx, const store_put_doc *d, const char *id,
+                         size_t id_len, ctxd_error *e) {
+  if (!d->vectors) return 0;
+  if (d->dim == 0 || d->dim > DIM_MAX)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "document %zu (\"%.*s\"): vector dimension %u is not "
+                       "in 1..%d",
+                       idx, (int)(id_len > 64 ? 64 : id_len), id, d->dim,
+                       DIM_MAX);
+  size_t n = d->n_chunks * (size_t)d->dim;
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(d->vectors[i]))
+      return ctxd_seterr(e, CTXD_EINVAL,
+                         "document %zu (\"%.*s\"): chunk %zu's vector has a "
+                         "non-finite value at %zu",
+                         idx, (int)(id_len > 64 ? 64 : id_len), id,
+                         i / d->dim, i % d->dim);
+  return 0;
+}
+
 typedef struct id_ref {
+  uint32_t cid;
   const char *id;
   size_t len;
   size_t idx;
@@ -717,6 +1104,7 @@ typedef struct id_ref {
 
 static int id_ref_cmp(const void *a, const void *b) {
   const id_ref *x = a, *y = b;
+  if (x->cid != y->cid) return x->cid < y->cid ? -1 : 1;
   if (x->len != y->len) return x->len < y->len ? -1 : 1;
   int c = memcmp(x->id, y->id, x->len);
   if (c) return c;
@@ -748,33 +1136,309 @@ static int uuid4(char out[37], ctxd_error *e) {
   return 0;
 }
 
-/* Write one document inside `txn`. */
-static int put_one(store *s, MDB_txn *txn, counters *c,
-                   const store_put_doc *d, const char *id, size_t id_len,
+/* The postings of a batch, computed before the write transaction: every
+ * distinct (collection, term) of the batch once, and each chunk's postings
+ * grouped by term in key order, so the transaction only does LMDB writes,
+ * one term's postings after another. */
+typedef struct plan_term {
+  uint32_t cid;
+  uint32_t hash;
+  uint32_t n;     /* postings of the term in the batch */
+  uint32_t first; /* its first posting in plan.post once grouped */
+  uint32_t last_chunk; /* 1 + the batch chunk of its latest posting */
+  uint32_t last_post;  /* that posting, while tokenizing */
+  uint8_t len;
+  char term[LEX_TERM_MAX];
+} plan_term;
+
+typedef struct plan_post {
+  uint32_t term, doc, ord, tf;
+} plan_post;
+
+typedef struct put_plan {
+  plan_term *terms;
+  size_t n_terms, cap_terms;
+  uint32_t *slots; /* open addressing: 1 + term index, 0 = empty */
+  size_t n_slots;
+  plan_post *post; /* in (document, chunk) order, then regrouped */
+  size_t n_post, cap_post;
+  uint32_t *order; /* term indexes in key order */
+  uint32_t *dl;    /* every chunk's term count, documents one after another */
+  size_t *dl_off;  /* per document: its first chunk in dl */
+  uint64_t *lex_sum; /* per document: the sum of its chunks' dl */
+} put_plan;
+
+static void plan_free(put_plan *p) {
+  free(p->terms);
+  free(p->slots);
+  free(p->post);
+  free(p->order);
+  free(p->dl);
+  free(p->dl_off);
+  free(p->lex_sum);
+}
+
+static uint32_t term_hash(uint32_t cid, const char *t, size_t n) {
+  uint32_t h = 2166136261u ^ cid;
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)t[i]) * 16777619u;
+  return h;
+}
+
+/* The index of (cid, term) in p->terms, added if new; -1 on no memory. */
+static long plan_intern(put_plan *p, uint32_t cid, const char *t, size_t n) {
+  if (2 * (p->n_terms + 1) > p->n_slots) {
+    size_t ns = p->n_slots ? p->n_slots * 2 : 1024;
+    uint32_t *sl = calloc(ns, sizeof *sl);
+    if (!sl) return -1;
+    for (size_t i = 0; i < p->n_terms; i++) {
+      size_t q = p->terms[i].hash & (ns - 1);
+      while (sl[q]) q = (q + 1) & (ns - 1);
+      sl[q] = (uint32_t)(i + 1);
+    }
+    free(p->slots);
+    p->slots = sl;
+    p->n_slots = ns;
+  }
+  uint32_t h = term_hash(cid, t, n);
+  size_t q = h & (p->n_slots - 1);
+  while (p->slots[q]) {
+    plan_term *pt = &p->terms[p->slots[q] - 1];
+    if (pt->hash == h && pt->cid == cid && pt->len == n &&
+        memcmp(pt->term, t, n) == 0)
+      return (long)(p->slots[q] - 1);
+    q = (q + 1) & (p->n_slots - 1);
+  }
+  if (p->n_terms == p->cap_terms) {
+    size_t nc = p->cap_terms ? p->cap_terms * 2 : 1024;
+    plan_term *nt = realloc(p->terms, nc * sizeof *nt);
+    if (!nt) return -1;
+    p->terms = nt;
+    p->cap_terms = nc;
+  }
+  plan_term *pt = &p->terms[p->n_terms];
+  pt->cid = cid;
+  pt->hash = h;
+  pt->n = 0;
+  pt->first = 0;
+  pt->last_chunk = 0;
+  pt->last_post = 0;
+  pt->len = (uint8_t)n;
+  memcpy(pt->term, t, n);
+  p->slots[q] = (uint32_t)(++p->n_terms);
+  return (long)(p->n_terms - 1);
+}
+
+/* Key order of plan terms: the order of their LMDB keys (u32 cid, then the
+ * term bytes, a prefix before its extensions). */
+static int plan_term_cmp(const void *a, const void *b, void *arg) {
+  const plan_term *t = arg, *x = &t[*(const uint32_t *)a],
+                  *y = &t[*(const uint32_t *)b];
+  if (x->cid != y->cid) return x->cid < y->cid ? -1 : 1;
+  int c = memcmp(x->term, y->term, x->len < y->len ? x->len : y->len);
+  if (c) return c;
+  return (int)x->len - (int)y->len;
+}
+
+/* Tokenize every chunk of the batch and group the postings by term. Runs
+ * before the transaction, holding no lock. The terms are lex_terms()'s
+ * (the same lex_next() analysis), counted straight into the batch's term
+ * table: lex_terms would also sort each chunk's terms, which the batch
+ * does not need and which cost a quarter of ingest time. */
+static int plan_build(const store_put_doc *docs, size_t n, put_plan *p,
+                      ctxd_error *e) {
+  size_t total = 0;
+  memset(p, 0, sizeof *p);
+  for (size_t i = 0; i < n; i++) total += docs[i].n_chunks;
+  if (total >= UINT32_MAX)
+    return ctxd_seterr(e, CTXD_ELIMIT, "store: too many chunks in one batch");
+  p->dl = malloc((total ? total : 1) * sizeof *p->dl);
+  p->dl_off = malloc(n * sizeof *p->dl_off);
+  p->lex_sum = calloc(n, sizeof *p->lex_sum);
+  if (!p->dl || !p->dl_off || !p->lex_sum) goto nomem;
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++) {
+    const store_put_doc *d = &docs[i];
+    p->dl_off[i] = at;
+    for (size_t j = 0; j < d->n_chunks; j++, at++) {
+      const chunk_span *c = &d->chunks[j];
+      uint64_t len = 0;
+      lex_iter it;
+      char term[LEX_TERM_MAX];
+      size_t tl;
+      lex_iter_init(&it, d->text + c->byte_start,
+                    (size_t)(c->byte_end - c->byte_start));
+      while (lex_next(&it, term, &tl, NULL, NULL)) {
+        len++;
+        long ti = plan_intern(p, d->cid, term, tl);
+        if (ti < 0) goto nomem;
+        plan_term *pt = &p->terms[ti];
+        if (pt->last_chunk == at + 1) {
+          p->post[pt->last_post].tf++;
+          continue;
+        }
+        if (p->n_post == p->cap_post) {
+          size_t nc = p->cap_post ? p->cap_post * 2 : 4096;
+          plan_post *np = realloc(p->post, nc * sizeof *np);
+          if (!np) goto nomem;
+          p->post = np;
+          p->cap_post = nc;
+        }
+        pt->last_chunk = (uint32_t)(at + 1);
+        pt->last_post = (uint32_t)p->n_post;
+        pt->n++;
+        p->post[p->n_post++] =
+            (plan_post){(uint32_t)ti, (uint32_t)i, (uint32_t)j, 1};
+      }
+      p->dl[at] = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
+      p->lex_sum[i] += p->dl[at];
+    }
+  }
+  /* Regroup by term in key order; stable, so each term's postings stay in
+   * (document, chunk) order. */
+  p->order = malloc((p->n_terms ? p->n_terms : 1) * sizeof *p->order);
+  plan_post *grouped = malloc((p->n_post ? p->n_post : 1) * sizeof *grouped);
+  if (!p->order || !grouped) {
+    free(grouped);
+    goto nomem;
+  }
+  for (size_t t = 0; t < p->n_terms; t++) p->order[t] = (uint32_t)t;
+  qsort_r(p->order, p->n_terms, sizeof *p->order, plan_term_cmp, p->terms);
+  uint32_t off = 0;
+  for (size_t t = 0; t < p->n_terms; t++) {
+    plan_term *pt = &p->terms[p->order[t]];
+    pt->first = off;
+    off += pt->n;
+    pt->n = 0;
+  }
+  for (size_t k = 0; k < p->n_post; k++) {
+    plan_term *pt = &p->terms[p->post[k].term];
+    grouped[pt->first + pt->n++] = p->post[k];
+  }
+  free(p->post);
+  p->post = grouped;
+  return 0;
+nomem:
+  return ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory tokenizing");
+}
+
+/* Write the batch's postings, term by term in key order. A new document's
+ * internal id is above every stored one, so its labels come last in each
+ * term's list and MDB_APPENDDUP applies (no search inside the list, full
+ * pages); a replaced document keeps its id, and its postings (the old ones
+ * already deleted) go in by plain puts. */
+static int postings_write(store *s, MDB_txn *txn, const put_plan *p,
+                          const store_put_result *res, ctxd_error *e) {
+  MDB_cursor *cur = NULL;
+  int mrc = mdb_cursor_open(txn, s->postings, &cur);
+  if (mrc) return mdb_fail(e, mrc, "opening postings cursor");
+  for (size_t t = 0; t < p->n_terms && !mrc; t++) {
+    const plan_term *pt = &p->terms[p->order[t]];
+    uint8_t kb[POST_KEY_MAX], vb[POST_VAL];
+    MDB_val k;
+    post_key(kb, pt->cid, pt->term, pt->len, &k);
+    for (uint32_t j = 0; j < pt->n && !mrc; j++) {
+      const plan_post *pp = &p->post[pt->first + j];
+      MDB_val v = {POST_VAL, vb};
+      post_val(vb, STORE_LABEL(res[pp->doc].doc_seq, pp->ord), pp->tf,
+               p->dl[p->dl_off[pp->doc] + pp->ord]);
+      mrc = mdb_cursor_put(cur, &k, &v,
+                           res[pp->doc].replaced ? 0 : MDB_APPENDDUP);
+    }
+  }
+  mdb_cursor_close(cur);
+  return mrc ? mdb_fail(e, mrc, "writing postings") : 0;
+}
+
+/* The collections a batch touches, read once per transaction and written
+ * back with their new counters before the commit. */
+typedef struct coll_cache {
+  store_collection *c;
+  size_t n, cap;
+} coll_cache;
+
+static int cache_get(store *s, MDB_txn *txn, coll_cache *cc, uint32_t cid,
+                     store_collection **out, ctxd_error *e) {
+  for (size_t i = 0; i < cc->n; i++)
+    if (cc->c[i].cid == cid) {
+      *out = &cc->c[i];
+      return 0;
+    }
+  if (cc->n == cc->cap) {
+    size_t nc = cc->cap ? cc->cap * 2 : 4;
+    store_collection *nv = realloc(cc->c, nc * sizeof *nv);
+    if (!nv) return ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory");
+    cc->c = nv;
+    cc->cap = nc;
+  }
+  int rc = coll_read(s, txn, cid, &cc->c[cc->n], e);
+  if (rc) return rc;
+  *out = &cc->c[cc->n++];
+  return 0;
+}
+
+static int cache_write(store *s, MDB_txn *txn, const coll_cache *cc,
+                       ctxd_error *e) {
+  for (size_t i = 0; i < cc->n; i++) {
+    int rc = coll_write(s, txn, &cc->c[i], e);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+/* Write one document (all but its postings) inside `txn`. `idx` is its
+ * place in the batch (for messages), dl its chunks' term counts. */
+static int put_one(store *s, MDB_txn *txn, counters *c, store_collection *col,
+                   size_t idx, const store_put_doc *d, const char *id,
+                   size_t id_len, const uint32_t *dl, uint64_t lex_sum,
                    store_put_result *r, ctxd_error *e) {
   uint64_t doc = 0, tokens = 0;
   doc_rec old = {0};
   MDB_val rec = {0, NULL};
-  int rc = lookup(s, txn, id, id_len, &doc, &old, e), mrc;
+  int rc, mrc;
+  if (d->vectors && d->dim != col->dim) {
+    if (col->dim == 0)
+      return ctxd_seterr(e, CTXD_EINVAL,
+                         "document %zu (\"%.*s\"): collection %s takes no "
+                         "vectors, got dimension %u",
+                         idx, (int)(id_len > 64 ? 64 : id_len), id, col->name,
+                         d->dim);
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "document %zu (\"%.*s\"): vectors have dimension %u, "
+                       "collection %s takes %u",
+                       idx, (int)(id_len > 64 ? 64 : id_len), id, d->dim,
+                       col->name, col->dim);
+  }
+  rc = lookup(s, txn, d->cid, id, id_len, &doc, &old, e);
   for (size_t i = 0; i < d->n_chunks; i++) tokens += d->chunks[i].tokens;
   if (rc == 0) {
-    /* Replace: keep the internal id, drop the old chunks and counts. */
-    c->documents--;
-    c->bytes -= old.bytes;
-    c->tokens -= old.tokens;
-    uint32_t gone = 0;
-    rc = chunks_delete(s, txn, doc, &gone, e);
+    /* Replace: keep the internal id, drop the old parts and counts. */
+    gone_t g = {0, 0, 0};
+    uint64_t old_bytes = old.bytes, old_tokens = old.tokens;
+    rc = doc_parts_delete(s, txn, doc, &old, &g, e);
     if (rc) return rc;
-    c->chunks -= gone;
+    c->documents--;
+    c->bytes -= old_bytes;
+    c->tokens -= old_tokens;
+    c->chunks -= g.chunks;
+    col->documents--;
+    col->bytes -= old_bytes;
+    col->tokens -= old_tokens;
+    col->chunks -= g.chunks;
+    col->vectors -= g.vectors;
+    col->lex_len_sum -= g.lex_len;
     r->replaced = 1;
   } else if (rc == CTXD_ENOTFOUND) {
     doc = c->next_doc++;
-    uint8_t kbuf[1024], vb[8];
-    MDB_val key, v = {8, vb};
-    id_key(s, id, id_len, kbuf, &key);
+    uint8_t kbuf[1024], vb[8], cb[CDOC_KEY];
+    MDB_val key, v = {8, vb}, ck = {CDOC_KEY, cb}, empty = {0, NULL};
+    id_key(s, d->cid, id, id_len, kbuf, &key);
     put_be64(vb, doc);
     mrc = mdb_put(txn, s->ids, &key, &v, 0);
     if (mrc) return mdb_fail(e, mrc, "writing the id index");
+    put_be32(cb, d->cid);
+    put_be64(cb + 4, doc);
+    mrc = mdb_put(txn, s->cdocs, &ck, &empty, 0);
+    if (mrc) return mdb_fail(e, mrc, "writing the collection index");
     r->replaced = 0;
   } else {
     return rc;
@@ -793,20 +1457,37 @@ static int put_one(store *s, MDB_txn *txn, counters *c,
   if (mrc) return mdb_fail(e, mrc, "writing a text");
   for (size_t i = 0; i < d->n_chunks; i++) {
     uint8_t kb[CHUNK_KEY], vb[CHUNK_VAL];
-    put_be64(kb, doc);
-    put_be32(kb + 8, (uint32_t)i);
+    chunk_key(kb, doc, (uint32_t)i);
     put_le64(vb, d->chunks[i].byte_start);
     put_le64(vb + 8, d->chunks[i].byte_end);
     put_le32(vb + 16, d->chunks[i].tokens);
+    put_le32(vb + 20, dl[i]);
     MDB_val ck = {CHUNK_KEY, kb}, cv = {CHUNK_VAL, vb};
     mrc = mdb_put(txn, s->chunks, &ck, &cv, 0);
     if (mrc) return mdb_fail(e, mrc, "writing a chunk");
+  }
+  if (d->vectors) {
+    for (size_t i = 0; i < d->n_chunks; i++) {
+      uint8_t kb[VEC_KEY];
+      vec_key(kb, d->cid, doc, (uint32_t)i);
+      MDB_val vk = {VEC_KEY, kb},
+              vv = {(size_t)d->dim * sizeof(float),
+                    (void *)(d->vectors + i * (size_t)d->dim)};
+      mrc = mdb_put(txn, s->vectors, &vk, &vv, 0);
+      if (mrc) return mdb_fail(e, mrc, "writing a vector");
+    }
+    col->vectors += d->n_chunks;
   }
   c->documents++;
   c->chunks += d->n_chunks;
   c->bytes += d->text_len;
   c->tokens += tokens;
-  rc = change_append(s, txn, c, OP_PUT, doc, e);
+  col->documents++;
+  col->chunks += d->n_chunks;
+  col->bytes += d->text_len;
+  col->tokens += tokens;
+  col->lex_len_sum += lex_sum;
+  rc = change_append(s, txn, c, STORE_OP_PUT, d->cid, doc, e);
   if (rc) return rc;
   r->doc_seq = doc;
   r->tokens = tokens;
@@ -821,6 +1502,9 @@ int store_put(store *s, const store_put_doc *docs, size_t n,
   char (*gen)[37] = NULL;
   id_ref *refs = NULL;
   store_put_result *tmp = NULL;
+  put_plan plan;
+  coll_cache cc = {NULL, 0, 0};
+  memset(&plan, 0, sizeof plan);
   if (n == 0) return 0;
 
   /* Everything that can be refused is refused before the transaction. */
@@ -859,19 +1543,14 @@ int store_put(store *s, const store_put_doc *docs, size_t n,
       refs[i].id = d->id;
       refs[i].len = d->id_len;
     }
+    refs[i].cid = d->cid;
     refs[i].idx = i;
-  }
-  /* What the commit will write, roughly: texts, records, chunks. */
-  uint64_t need = 0;
-  for (size_t i = 0; i < n; i++) {
-    need += docs[i].text_len + DOC_HDR + 2 * (uint64_t)refs[i].len +
-            (uint64_t)docs[i].n_chunks * (CHUNK_KEY + CHUNK_VAL + 16);
-    for (size_t m = 0; m < docs[i].n_meta; m++)
-      need += 8 + docs[i].meta[m].key_len + docs[i].meta[m].val_len;
+    rc = check_vectors(i, d, refs[i].id, refs[i].len, e);
+    if (rc) goto fail;
   }
   qsort(refs, n, sizeof *refs, id_ref_cmp);
   for (size_t i = 1; i < n; i++)
-    if (refs[i].len == refs[i - 1].len &&
+    if (refs[i].cid == refs[i - 1].cid && refs[i].len == refs[i - 1].len &&
         memcmp(refs[i].id, refs[i - 1].id, refs[i].len) == 0) {
       rc = ctxd_seterr(e, CTXD_EINVAL,
                        "documents %zu and %zu have the same id \"%.*s\"",
@@ -879,10 +1558,25 @@ int store_put(store *s, const store_put_doc *docs, size_t n,
                        (int)(refs[i].len > 64 ? 64 : refs[i].len), refs[i].id);
       goto fail;
     }
+  rc = plan_build(docs, n, &plan, e);
+  if (rc) goto fail;
+  /* What the commit will write, roughly: texts, records, chunks, vectors,
+   * postings. */
+  uint64_t need = (uint64_t)plan.n_post * (POST_VAL + 8);
+  for (size_t i = 0; i < n; i++) {
+    need += docs[i].text_len + DOC_HDR + 2 * (uint64_t)docs[i].id_len + 80 +
+            (uint64_t)docs[i].n_chunks * (CHUNK_KEY + CHUNK_VAL + 16);
+    if (docs[i].vectors)
+      need += (uint64_t)docs[i].n_chunks *
+              (VEC_KEY + 16 + (uint64_t)docs[i].dim * sizeof(float));
+    for (size_t m = 0; m < docs[i].n_meta; m++)
+      need += 8 + docs[i].meta[m].key_len + docs[i].meta[m].val_len;
+  }
 
   for (;;) {
     MDB_txn *txn = NULL;
     counters c;
+    cc.n = 0;
     rc = txn_begin(s, 1, &txn, e);
     if (rc) goto fail;
     uint64_t seen = map_size_now(s);
@@ -891,8 +1585,18 @@ int store_put(store *s, const store_put_doc *docs, size_t n,
       const store_put_doc *d = &docs[i];
       const char *id = d->id_len ? d->id : gen[i];
       size_t id_len = d->id_len ? d->id_len : 36;
-      rc = put_one(s, txn, &c, d, id, id_len, &tmp[i], e);
+      store_collection *col = NULL;
+      rc = cache_get(s, txn, &cc, d->cid, &col, e);
+      if (rc == CTXD_ENOTFOUND)
+        rc = ctxd_seterr(e, CTXD_ENOTFOUND,
+                         "document %zu: collection %u does not exist", i,
+                         d->cid);
+      if (rc == 0)
+        rc = put_one(s, txn, &c, col, i, d, id, id_len,
+                     plan.dl + plan.dl_off[i], plan.lex_sum[i], &tmp[i], e);
     }
+    if (rc == 0) rc = postings_write(s, txn, &plan, tmp, e);
+    if (rc == 0) rc = cache_write(s, txn, &cc, e);
     if (rc == 0) rc = counters_write(s, txn, &c, e);
     if (rc == 0) {
       rc = txn_commit(s, txn, need, e);
@@ -906,6 +1610,8 @@ int store_put(store *s, const store_put_doc *docs, size_t n,
   if (rc) goto fail;
   if (res) memcpy(res, tmp, n * sizeof *res);
 fail:
+  free(cc.c);
+  plan_free(&plan);
   free(gen);
   free(refs);
   free(tmp);
@@ -918,6 +1624,7 @@ fail:
 static int doc_fill(const doc_rec *r, uint64_t doc, store_doc *d,
                     ctxd_error *e) {
   memset(d, 0, sizeof *d);
+  d->cid = r->cid;
   d->doc_seq = doc;
   d->bytes = r->bytes;
   d->tokens = r->tokens;
@@ -978,50 +1685,26 @@ void store_docs_free(store_doc *docs, size_t n) {
   free(docs);
 }
 
-static int read_chunks(store *s, MDB_txn *txn, uint64_t doc, uint32_t n,
-                       chunk_span **out, ctxd_error *e) {
+/* The chunk spans of doc for a store_doc. */
+static int read_spans(store *s, MDB_txn *txn, uint64_t doc, uint32_t n,
+                      chunk_span **out, ctxd_error *e) {
+  chunk_rec *cr = NULL;
+  int rc = chunks_read(s, txn, doc, n, &cr, e);
+  if (rc) return rc;
   chunk_span *ch = calloc(n ? n : 1, sizeof *ch);
-  if (!ch) return ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory");
-  MDB_cursor *cur = NULL;
-  uint8_t kb[CHUNK_KEY];
-  put_be64(kb, doc);
-  put_be32(kb + 8, 0);
-  MDB_val k = {CHUNK_KEY, kb}, v;
-  uint32_t got = 0;
-  int rc = mdb_cursor_open(txn, s->chunks, &cur);
-  if (rc) {
-    free(ch);
-    return mdb_fail(e, rc, "opening chunks cursor");
+  if (!ch) {
+    free(cr);
+    return ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory");
   }
-  rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-  while (rc == 0 && k.mv_size == CHUNK_KEY && get_be64(k.mv_data) == doc) {
-    if (got >= n || v.mv_size != CHUNK_VAL ||
-        get_be32((uint8_t *)k.mv_data + 8) != got)
-      break;
-    const uint8_t *p = v.mv_data;
-    ch[got].byte_start = get_le64(p);
-    ch[got].byte_end = get_le64(p + 8);
-    ch[got].tokens = get_le32(p + 16);
-    got++;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-  }
-  mdb_cursor_close(cur);
-  if (rc && rc != MDB_NOTFOUND) {
-    free(ch);
-    return mdb_fail(e, rc, "reading chunks");
-  }
-  if (got != n) {
-    free(ch);
-    return ctxd_seterr(e, CTXD_ECORRUPT,
-                       "store: chunks of document %llu are damaged",
-                       (unsigned long long)doc);
-  }
+  for (uint32_t i = 0; i < n; i++)
+    ch[i] = (chunk_span){cr[i].start, cr[i].end, cr[i].tokens};
+  free(cr);
   *out = ch;
   return 0;
 }
 
-int store_get(store *s, const char *id, size_t id_len, int flags,
-              store_doc **out, ctxd_error *e) {
+int store_get(store *s, uint32_t cid, const char *id, size_t id_len,
+              int flags, store_doc **out, ctxd_error *e) {
   *out = NULL;
   if (id_len == 0 || id_len > STORE_ID_MAX)
     return ctxd_seterr(e, CTXD_EINVAL, "id must be 1..%d bytes, not %zu",
@@ -1032,7 +1715,7 @@ int store_get(store *s, const char *id, size_t id_len, int flags,
   uint64_t doc;
   int rc = txn_begin(s, 0, &txn, e);
   if (rc) return rc;
-  rc = lookup(s, txn, id, id_len, &doc, &r, e);
+  rc = lookup(s, txn, cid, id, id_len, &doc, &r, e);
   if (rc == CTXD_ENOTFOUND) {
     rc = ctxd_seterr(e, CTXD_ENOTFOUND, "document %.*s not found",
                      (int)id_len, id);
@@ -1070,7 +1753,7 @@ int store_get(store *s, const char *id, size_t id_len, int flags,
     d->text_len = v.mv_size;
   }
   if (flags & STORE_GET_CHUNKS) {
-    rc = read_chunks(s, txn, doc, r.n_chunks, &d->chunks, e);
+    rc = read_spans(s, txn, doc, r.n_chunks, &d->chunks, e);
     if (rc) goto fail;
   }
   txn_abort(s, txn);
@@ -1082,8 +1765,8 @@ fail:
   return rc;
 }
 
-int store_list(store *s, uint64_t after, size_t limit, store_doc **out,
-               size_t *n, uint64_t *next, ctxd_error *e) {
+int store_list(store *s, uint32_t cid, uint64_t after, size_t limit,
+               store_doc **out, size_t *n, uint64_t *next, ctxd_error *e) {
   *out = NULL;
   *n = 0;
   *next = 0;
@@ -1099,33 +1782,35 @@ int store_list(store *s, uint64_t after, size_t limit, store_doc **out,
     rc = ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory");
     goto fail;
   }
-  mrc = mdb_cursor_open(txn, s->docs, &cur);
+  mrc = mdb_cursor_open(txn, s->cdocs, &cur);
   if (mrc) {
-    rc = mdb_fail(e, mrc, "opening docs cursor");
+    rc = mdb_fail(e, mrc, "opening cdocs cursor");
     goto fail;
   }
   if (after == UINT64_MAX) goto done;
-  uint8_t kb[8];
-  put_be64(kb, after + 1);
-  MDB_val k = {8, kb}, v;
+  uint8_t kb[CDOC_KEY];
+  put_be32(kb, cid);
+  put_be64(kb + 4, after + 1);
+  MDB_val k = {CDOC_KEY, kb}, v;
   mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
   while (mrc == 0) {
-    if (k.mv_size != 8) {
-      rc = ctxd_seterr(e, CTXD_ECORRUPT, "store: bad docs key");
+    if (k.mv_size != CDOC_KEY) {
+      rc = ctxd_seterr(e, CTXD_ECORRUPT, "store: bad cdocs key");
       goto fail;
     }
-    uint64_t doc = get_be64(k.mv_data);
+    if (get_be32(k.mv_data) != cid) break;
+    uint64_t doc = get_be64((uint8_t *)k.mv_data + 4);
     if (got == limit) {
       *next = docs[got - 1].doc_seq; /* one more exists */
       break;
     }
     doc_rec r;
-    if (doc_decode(&v, &r)) {
+    rc = doc_read(s, txn, doc, &r, e);
+    if (rc == CTXD_ENOTFOUND)
       rc = ctxd_seterr(e, CTXD_ECORRUPT,
-                       "store: document record %llu is damaged",
-                       (unsigned long long)doc);
-      goto fail;
-    }
+                       "store: collection %u lists missing document %llu",
+                       cid, (unsigned long long)doc);
+    if (rc) goto fail;
     if (got == cap) {
       size_t ncap = cap * 2 > limit ? limit : cap * 2;
       store_doc *nd = realloc(docs, ncap * sizeof *nd);
@@ -1161,8 +1846,42 @@ fail:
 
 /* ---- delete ------------------------------------------------------------------ */
 
-int store_delete(store *s, const char *id, size_t id_len, int *deleted,
-                 uint32_t *n_chunks, ctxd_error *e) {
+/* Remove document doc (record r) entirely and take it off the counters. */
+static int doc_remove(store *s, MDB_txn *txn, counters *c,
+                      store_collection *col, uint64_t doc, const doc_rec *r,
+                      uint32_t *n_chunks, ctxd_error *e) {
+  uint64_t bytes = r->bytes, tokens = r->tokens; /* r dies with the del */
+  uint32_t cid = r->cid;
+  uint8_t kbuf[1024], dk[8], cb[CDOC_KEY];
+  MDB_val key, dv = {8, dk}, ck = {CDOC_KEY, cb};
+  gone_t g = {0, 0, 0};
+  int rc = doc_parts_delete(s, txn, doc, r, &g, e), mrc;
+  if (rc) return rc;
+  put_be64(dk, doc);
+  put_be32(cb, cid);
+  put_be64(cb + 4, doc);
+  id_key(s, cid, r->id, r->id_len, kbuf, &key);
+  if ((mrc = mdb_del(txn, s->ids, &key, &dv)) ||
+      (mrc = mdb_del(txn, s->docs, &dv, NULL)) ||
+      ((mrc = mdb_del(txn, s->texts, &dv, NULL)) && mrc != MDB_NOTFOUND) ||
+      ((mrc = mdb_del(txn, s->cdocs, &ck, NULL)) && mrc != MDB_NOTFOUND))
+    return mdb_fail(e, mrc, "deleting a document");
+  c->documents--;
+  c->chunks -= g.chunks;
+  c->bytes -= bytes;
+  c->tokens -= tokens;
+  col->documents--;
+  col->chunks -= g.chunks;
+  col->bytes -= bytes;
+  col->tokens -= tokens;
+  col->vectors -= g.vectors;
+  col->lex_len_sum -= g.lex_len;
+  if (n_chunks) *n_chunks = (uint32_t)g.chunks;
+  return 0;
+}
+
+int store_delete(store *s, uint32_t cid, const char *id, size_t id_len,
+                 int *deleted, uint32_t *n_chunks, ctxd_error *e) {
   *deleted = 0;
   if (n_chunks) *n_chunks = 0;
   if (id_len == 0 || id_len > STORE_ID_MAX)
@@ -1172,37 +1891,29 @@ int store_delete(store *s, const char *id, size_t id_len, int *deleted,
     MDB_txn *txn = NULL;
     counters c;
     doc_rec r;
+    store_collection col;
     uint64_t doc = 0;
     uint32_t gone = 0;
-    int rc = txn_begin(s, 1, &txn, e), mrc;
+    int rc = txn_begin(s, 1, &txn, e);
     if (rc) return rc;
     uint64_t seen = map_size_now(s);
-    rc = lookup(s, txn, id, id_len, &doc, &r, e);
+    rc = lookup(s, txn, cid, id, id_len, &doc, &r, e);
     if (rc == CTXD_ENOTFOUND) {
       txn_abort(s, txn);
       return 0;
     }
     if (rc == 0) rc = counters_read(s, txn, &c, e);
     if (rc == 0) {
-      uint64_t bytes = r.bytes, tokens = r.tokens; /* r dies with the del */
-      uint8_t kbuf[1024], dk[8];
-      MDB_val key, dv = {8, dk};
-      put_be64(dk, doc);
-      id_key(s, id, id_len, kbuf, &key);
-      if ((mrc = mdb_del(txn, s->ids, &key, &dv)) ||
-          (mrc = mdb_del(txn, s->docs, &dv, NULL)) ||
-          ((mrc = mdb_del(txn, s->texts, &dv, NULL)) && mrc != MDB_NOTFOUND))
-        rc = mdb_fail(e, mrc, "deleting a document");
-      if (rc == 0) rc = chunks_delete(s, txn, doc, &gone, e);
-      if (rc == 0) {
-        c.documents--;
-        c.chunks -= gone;
-        c.bytes -= bytes;
-        c.tokens -= tokens;
-        rc = change_append(s, txn, &c, OP_DELETE, doc, e);
-      }
-      if (rc == 0) rc = counters_write(s, txn, &c, e);
+      rc = coll_read(s, txn, cid, &col, e);
+      if (rc == CTXD_ENOTFOUND)
+        rc = ctxd_seterr(e, CTXD_ECORRUPT,
+                         "store: document %.*s is in missing collection %u",
+                         (int)(id_len > 64 ? 64 : id_len), id, cid);
     }
+    if (rc == 0) rc = doc_remove(s, txn, &c, &col, doc, &r, &gone, e);
+    if (rc == 0) rc = change_append(s, txn, &c, STORE_OP_DELETE, cid, doc, e);
+    if (rc == 0) rc = coll_write(s, txn, &col, e);
+    if (rc == 0) rc = counters_write(s, txn, &c, e);
     if (rc == 0) {
       rc = txn_commit(s, txn, 0, e);
     } else {
@@ -1218,6 +1929,772 @@ int store_delete(store *s, const char *id, size_t id_len, int *deleted,
     if (n_chunks) *n_chunks = gone;
     return 0;
   }
+}
+
+/* ---- collections API ----------------------------------------------------------- */
+
+int store_coll_create(store *s, const char *name, const char *config,
+                      uint32_t dim, uint32_t *cid, ctxd_error *e) {
+  if (!config) config = "";
+  int rc = coll_name_check(name, e);
+  if (rc) return rc;
+  if (strlen(config) > STORE_COLL_CONFIG_MAX)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "collection %s: config is %zu bytes, more than %d",
+                       name, strlen(config), STORE_COLL_CONFIG_MAX);
+  if (dim > DIM_MAX)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "collection %s: vector dimension %u is above %d", name,
+                       dim, DIM_MAX);
+  for (;;) {
+    MDB_txn *txn = NULL;
+    counters c;
+    uint32_t id = 0;
+    rc = txn_begin(s, 1, &txn, e);
+    if (rc) return rc;
+    uint64_t seen = map_size_now(s);
+    rc = counters_read(s, txn, &c, e);
+    if (rc == 0) {
+      rc = coll_find(s, txn, name, &id, e);
+      if (rc == 0)
+        rc = ctxd_seterr(e, CTXD_EEXIST, "collection %s already exists",
+                         name);
+      else if (rc == CTXD_ENOTFOUND)
+        rc = 0;
+    }
+    if (rc == 0 && c.next_cid > UINT32_MAX)
+      rc = ctxd_seterr(e, CTXD_ELIMIT, "store: collection ids are exhausted");
+    if (rc == 0) {
+      store_collection col;
+      memset(&col, 0, sizeof col);
+      id = (uint32_t)c.next_cid++;
+      col.cid = id;
+      col.dim = dim;
+      snprintf(col.name, sizeof col.name, "%s", name);
+      snprintf(col.config, sizeof col.config, "%s", config);
+      uint8_t vb[4];
+      put_le32(vb, id);
+      MDB_val k = {strlen(name), (void *)name}, v = {4, vb};
+      int mrc = mdb_put(txn, s->cnames, &k, &v, 0);
+      rc = mrc ? mdb_fail(e, mrc, "writing a collection name") : 0;
+      if (rc == 0) rc = coll_write(s, txn, &col, e);
+    }
+    if (rc == 0) rc = counters_write(s, txn, &c, e);
+    if (rc == 0) {
+      rc = txn_commit(s, txn, 0, e);
+    } else {
+      txn_abort(s, txn);
+    }
+    if (rc == ST_MAPFULL) {
+      rc = map_resize(s, 1, seen, e);
+      if (rc) return rc;
+      continue;
+    }
+    if (rc == 0 && cid) *cid = id;
+    return rc;
+  }
+}
+
+int store_coll_get(store *s, const char *name, store_collection *out,
+                   ctxd_error *e) {
+  MDB_txn *txn = NULL;
+  uint32_t cid = 0;
+  int rc = txn_begin(s, 0, &txn, e);
+  if (rc) return rc;
+  rc = coll_find(s, txn, name, &cid, e);
+  if (rc == 0) rc = coll_read(s, txn, cid, out, e);
+  if (rc == CTXD_ENOTFOUND)
+    rc = ctxd_seterr(e, CTXD_ENOTFOUND, "collection %.64s not found", name);
+  txn_abort(s, txn);
+  return rc;
+}
+
+int store_coll_get_id(store *s, uint32_t cid, store_collection *out,
+                      ctxd_error *e) {
+  MDB_txn *txn = NULL;
+  int rc = txn_begin(s, 0, &txn, e);
+  if (rc) return rc;
+  rc = coll_read(s, txn, cid, out, e);
+  if (rc == CTXD_ENOTFOUND)
+    rc = ctxd_seterr(e, CTXD_ENOTFOUND, "collection %u not found", cid);
+  txn_abort(s, txn);
+  return rc;
+}
+
+int store_coll_list(store *s, store_collection **out, size_t *n,
+                    ctxd_error *e) {
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  store_collection *v = NULL;
+  size_t got = 0, cap = 0;
+  *out = NULL;
+  *n = 0;
+  int rc = txn_begin(s, 0, &txn, e), mrc;
+  if (rc) return rc;
+  if ((mrc = mdb_cursor_open(txn, s->colls, &cur))) {
+    rc = mdb_fail(e, mrc, "opening colls cursor");
+    goto done;
+  }
+  MDB_val k, val;
+  for (mrc = mdb_cursor_get(cur, &k, &val, MDB_FIRST); mrc == 0;
+       mrc = mdb_cursor_get(cur, &k, &val, MDB_NEXT)) {
+    if (got == cap) {
+      size_t nc = cap ? cap * 2 : 8;
+      store_collection *nv = realloc(v, nc * sizeof *nv);
+      if (!nv) {
+        rc = ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory");
+        goto done;
+      }
+      v = nv;
+      cap = nc;
+    }
+    if (k.mv_size != 4 || coll_decode(get_be32(k.mv_data), &val, &v[got])) {
+      rc = ctxd_seterr(e, CTXD_ECORRUPT, "store: a collection is damaged");
+      goto done;
+    }
+    got++;
+  }
+  if (mrc != MDB_NOTFOUND) rc = mdb_fail(e, mrc, "listing collections");
+done:
+  if (cur) mdb_cursor_close(cur);
+  txn_abort(s, txn);
+  if (rc) {
+    free(v);
+    return rc;
+  }
+  *out = v;
+  *n = got;
+  return 0;
+}
+
+/* Inside a drop: remove every document of collection col and its postings
+ * and vectors; *docs = documents removed. */
+static int coll_empty(store *s, MDB_txn *txn, counters *c,
+                      store_collection *col, uint64_t *docs, ctxd_error *e) {
+  uint8_t pre[4];
+  put_be32(pre, col->cid);
+  uint64_t count = 0;
+  int rc = 0, mrc;
+  MDB_cursor *cur = NULL;
+  if ((mrc = mdb_cursor_open(txn, s->cdocs, &cur)))
+    return mdb_fail(e, mrc, "opening cdocs cursor");
+  for (;;) {
+    MDB_val k = {4, pre}, v;
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (mrc == MDB_NOTFOUND || k.mv_size != CDOC_KEY ||
+        get_be32(k.mv_data) != col->cid)
+      break;
+    if (mrc) {
+      rc = mdb_fail(e, mrc, "reading cdocs");
+      goto done;
+    }
+    uint64_t doc = get_be64((uint8_t *)k.mv_data + 4);
+    doc_rec r;
+    /* The postings and vectors go by prefix below, all at once: the
+     * per-document removal only has chunks, ids, texts and records left. */
+    rc = doc_read(s, txn, doc, &r, e);
+    if (rc == CTXD_ENOTFOUND) {
+      rc = 0;
+      if ((mrc = mdb_cursor_del(cur, 0))) {
+        rc = mdb_fail(e, mrc, "deleting cdocs");
+        goto done;
+      }
+      continue;
+    }
+    if (rc) goto done;
+    uint8_t kbuf[1024], dk[8], pk[8];
+    MDB_val key, dv = {8, dk};
+    uint64_t nch = 0, bytes = r.bytes, tokens = r.tokens;
+    put_be64(dk, doc);
+    put_be64(pk, doc);
+    id_key(s, r.cid, r.id, r.id_len, kbuf, &key);
+    if (((mrc = mdb_del(txn, s->ids, &key, &dv)) && mrc != MDB_NOTFOUND) ||
+        (mrc = mdb_del(txn, s->docs, &dv, NULL)) ||
+        ((mrc = mdb_del(txn, s->texts, &dv, NULL)) && mrc != MDB_NOTFOUND)) {
+      rc = mdb_fail(e, mrc, "deleting a document");
+      goto done;
+    }
+    rc = prefix_delete(txn, s->chunks, pk, 8, &nch, e);
+    if (rc) goto done;
+    uint8_t cb[CDOC_KEY];
+    put_be32(cb, col->cid);
+    put_be64(cb + 4, doc);
+    MDB_val ck = {CDOC_KEY, cb};
+    if ((mrc = mdb_del(txn, s->cdocs, &ck, NULL))) {
+      rc = mdb_fail(e, mrc, "deleting cdocs");
+      goto done;
+    }
+    c->documents--;
+    c->chunks -= nch;
+    c->bytes -= bytes;
+    c->tokens -= tokens;
+    count++;
+  }
+  rc = prefix_delete(txn, s->postings, pre, 4, NULL, e);
+  if (rc == 0) rc = prefix_delete(txn, s->vectors, pre, 4, NULL, e);
+done:
+  mdb_cursor_close(cur);
+  *docs = count;
+  return rc;
+}
+
+int store_coll_drop(store *s, const char *name, uint64_t *documents,
+                    ctxd_error *e) {
+  if (documents) *documents = 0;
+  int rc = coll_name_check(name, e);
+  if (rc) return rc;
+  for (;;) {
+    MDB_txn *txn = NULL;
+    counters c;
+    store_collection col;
+    uint32_t cid = 0;
+    uint64_t gone = 0;
+    rc = txn_begin(s, 1, &txn, e);
+    if (rc) return rc;
+    uint64_t seen = map_size_now(s);
+    rc = counters_read(s, txn, &c, e);
+    if (rc == 0) rc = coll_find(s, txn, name, &cid, e);
+    if (rc == 0) rc = coll_read(s, txn, cid, &col, e);
+    if (rc == CTXD_ENOTFOUND)
+      rc = ctxd_seterr(e, CTXD_ENOTFOUND, "collection %s not found", name);
+    if (rc == 0) rc = coll_empty(s, txn, &c, &col, &gone, e);
+    if (rc == 0) {
+      uint8_t kb[4];
+      put_be32(kb, cid);
+      MDB_val k = {4, kb}, nk = {strlen(name), (void *)name};
+      int mrc;
+      if ((mrc = mdb_del(txn, s->colls, &k, NULL)) ||
+          (mrc = mdb_del(txn, s->cnames, &nk, NULL)))
+        rc = mdb_fail(e, mrc, "deleting a collection");
+    }
+    if (rc == 0) rc = change_append(s, txn, &c, STORE_OP_DROP, cid, 0, e);
+    if (rc == 0) rc = counters_write(s, txn, &c, e);
+    if (rc == 0) {
+      rc = txn_commit(s, txn, 0, e);
+    } else {
+      txn_abort(s, txn);
+    }
+    if (rc == ST_MAPFULL) {
+      rc = map_resize(s, 1, seen, e);
+      if (rc) return rc;
+      continue;
+    }
+    if (rc == 0 && documents) *documents = gone;
+    return rc;
+  }
+}
+
+/* ---- change log ------------------------------------------------------------------ */
+
+int store_changes_read(store *s, uint64_t after, size_t max, store_change *out,
+                       size_t *n, ctxd_error *e) {
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  size_t got = 0;
+  *n = 0;
+  if (max == 0 || after == UINT64_MAX) return 0;
+  int rc = txn_begin(s, 0, &txn, e), mrc;
+  if (rc) return rc;
+  if ((mrc = mdb_cursor_open(txn, s->changes, &cur))) {
+    rc = mdb_fail(e, mrc, "opening changes cursor");
+    goto done;
+  }
+  uint8_t kb[8];
+  put_be64(kb, after + 1);
+  MDB_val k = {8, kb}, v;
+  for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0 && got < max;
+       mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8 || v.mv_size != CHANGE_VAL) {
+      rc = ctxd_seterr(e, CTXD_ECORRUPT, "store: a change-log entry is damaged");
+      goto done;
+    }
+    const uint8_t *p = v.mv_data;
+    out[got].seq = get_be64(k.mv_data);
+    out[got].op = p[0];
+    out[got].cid = get_le32(p + 1);
+    out[got].doc = get_le64(p + 5);
+    got++;
+  }
+  if (mrc && mrc != MDB_NOTFOUND) rc = mdb_fail(e, mrc, "reading changes");
+done:
+  if (cur) mdb_cursor_close(cur);
+  txn_abort(s, txn);
+  if (rc == 0) *n = got;
+  return rc;
+}
+
+int store_changes_trim(store *s, uint64_t upto, ctxd_error *e) {
+  for (;;) {
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    int rc = txn_begin(s, 1, &txn, e), mrc;
+    if (rc) return rc;
+    uint64_t seen = map_size_now(s);
+    if ((mrc = mdb_cursor_open(txn, s->changes, &cur)) == 0) {
+      MDB_val k, v;
+      while ((mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 &&
+             k.mv_size == 8 && get_be64(k.mv_data) <= upto)
+        if ((mrc = mdb_cursor_del(cur, 0))) break;
+      mdb_cursor_close(cur);
+    }
+    if (mrc && mrc != MDB_NOTFOUND) {
+      rc = mdb_fail(e, mrc, "trimming the change log");
+      txn_abort(s, txn);
+    } else {
+      rc = txn_commit(s, txn, 0, e);
+    }
+    if (rc != ST_MAPFULL) return rc;
+    rc = map_resize(s, 1, seen, e);
+    if (rc) return rc;
+  }
+}
+
+/* ---- readers ----------------------------------------------------------------------- */
+
+struct store_reader {
+  store *s;
+  MDB_txn *txn;
+  uint64_t seq;
+  /* Copies handed out by store_reader_doc_vectors, freed at the end. */
+  void **copies;
+  size_t n_copies, cap_copies;
+  /* A vector LMDB left unaligned for float is copied here for the call. */
+  float *scratch;
+  size_t scratch_cap;
+};
+
+int store_reader_begin(store *s, store_reader **out, ctxd_error *e) {
+  *out = NULL;
+  store_reader *r = calloc(1, sizeof *r);
+  if (!r) return ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory");
+  counters c;
+  int rc = txn_begin(s, 0, &r->txn, e);
+  if (rc) {
+    free(r);
+    return rc;
+  }
+  r->s = s;
+  rc = counters_read(s, r->txn, &c, e);
+  if (rc) {
+    store_reader_end(r);
+    return rc;
+  }
+  r->seq = c.last_seq;
+  *out = r;
+  return 0;
+}
+
+void store_reader_end(store_reader *r) {
+  if (!r) return;
+  txn_abort(r->s, r->txn);
+  for (size_t i = 0; i < r->n_copies; i++) free(r->copies[i]);
+  free(r->copies);
+  free(r->scratch);
+  free(r);
+}
+
+uint64_t store_reader_seq(const store_reader *r) { return r->seq; }
+
+int store_reader_coll(store_reader *r, uint32_t cid, store_collection *out,
+                      ctxd_error *e) {
+  int rc = coll_read(r->s, r->txn, cid, out, e);
+  if (rc == CTXD_ENOTFOUND)
+    rc = ctxd_seterr(e, CTXD_ENOTFOUND, "collection %u not found", cid);
+  return rc;
+}
+
+/* A document of the snapshot, NOT_FOUND worded. */
+static int reader_doc(store_reader *r, uint64_t doc, doc_rec *rec,
+                      ctxd_error *e) {
+  int rc = doc_read(r->s, r->txn, doc, rec, e);
+  if (rc == CTXD_ENOTFOUND)
+    rc = ctxd_seterr(e, CTXD_ENOTFOUND, "document %llu not found",
+                     (unsigned long long)doc);
+  return rc;
+}
+
+/* The text of doc (record rec) in the snapshot. */
+static int reader_text(store_reader *r, uint64_t doc, const doc_rec *rec,
+                       MDB_val *v, ctxd_error *e) {
+  uint8_t dk[8];
+  put_be64(dk, doc);
+  MDB_val k = {8, dk};
+  int mrc = mdb_get(r->txn, r->s->texts, &k, v);
+  if (mrc == MDB_NOTFOUND || (mrc == 0 && v->mv_size != rec->bytes))
+    return ctxd_seterr(e, CTXD_ECORRUPT,
+                       "store: text of document %llu is damaged",
+                       (unsigned long long)doc);
+  return mrc ? mdb_fail(e, mrc, "reading a text") : 0;
+}
+
+int store_reader_chunk(store_reader *r, int64_t label, int with_text,
+                       store_chunk_ref *out, ctxd_error *e) {
+  memset(out, 0, sizeof *out);
+  if (label < 0)
+    return ctxd_seterr(e, CTXD_ENOTFOUND, "chunk label %lld not found",
+                       (long long)label);
+  uint64_t doc = STORE_LABEL_DOC(label);
+  uint32_t ord = STORE_LABEL_ORD(label);
+  doc_rec rec;
+  int rc = reader_doc(r, doc, &rec, e), mrc;
+  if (rc) return rc;
+  if (ord >= rec.n_chunks)
+    return ctxd_seterr(e, CTXD_ENOTFOUND,
+                       "chunk %u of document %llu not found (it has %u)", ord,
+                       (unsigned long long)doc, rec.n_chunks);
+  uint8_t kb[CHUNK_KEY];
+  chunk_key(kb, doc, ord);
+  MDB_val k = {CHUNK_KEY, kb}, v;
+  mrc = mdb_get(r->txn, r->s->chunks, &k, &v);
+  if (mrc == MDB_NOTFOUND || (mrc == 0 && v.mv_size != CHUNK_VAL))
+    return ctxd_seterr(e, CTXD_ECORRUPT,
+                       "store: chunk %u of document %llu is damaged", ord,
+                       (unsigned long long)doc);
+  if (mrc) return mdb_fail(e, mrc, "reading a chunk");
+  chunk_rec c;
+  chunk_decode(v.mv_data, &c);
+  if (c.start > c.end || c.end > rec.bytes)
+    return ctxd_seterr(e, CTXD_ECORRUPT,
+                       "store: chunk %u of document %llu is damaged", ord,
+                       (unsigned long long)doc);
+  if (with_text) {
+    MDB_val tv;
+    rc = reader_text(r, doc, &rec, &tv, e);
+    if (rc) return rc;
+    out->text = (const char *)tv.mv_data + c.start;
+    out->text_len = (size_t)(c.end - c.start);
+  }
+  out->cid = rec.cid;
+  out->doc = doc;
+  out->doc_id = rec.id;
+  out->doc_id_len = rec.id_len;
+  out->ordinal = ord;
+  out->span = (chunk_span){c.start, c.end, c.tokens};
+  out->lex_len = c.lex_len;
+  return 0;
+}
+
+int store_reader_doc_id(store_reader *r, uint32_t cid, const char *id,
+                        size_t id_len, uint64_t *doc, ctxd_error *e) {
+  if (id_len == 0 || id_len > STORE_ID_MAX)
+    return ctxd_seterr(e, CTXD_EINVAL, "id must be 1..%d bytes, not %zu",
+                       STORE_ID_MAX, id_len);
+  int rc = lookup(r->s, r->txn, cid, id, id_len, doc, NULL, e);
+  if (rc == CTXD_ENOTFOUND)
+    rc = ctxd_seterr(e, CTXD_ENOTFOUND, "document %.*s not found",
+                     (int)(id_len > 64 ? 64 : id_len), id);
+  return rc;
+}
+
+int store_reader_doc_meta(store_reader *r, uint64_t doc, const char *key,
+                          size_t key_len, uint32_t *cid, const char **val,
+                          size_t *val_len, ctxd_error *e) {
+  doc_rec rec;
+  *val = NULL;
+  *val_len = 0;
+  int rc = reader_doc(r, doc, &rec, e);
+  if (rc) return rc;
+  if (cid) *cid = rec.cid;
+  size_t off = 0;
+  for (uint32_t i = 0; i < rec.n_meta; i++) {
+    uint32_t kl = get_le32(rec.meta + off);
+    const char *k = (const char *)rec.meta + off + 4;
+    off += 4 + kl;
+    uint32_t vl = get_le32(rec.meta + off);
+    if (key && kl == key_len && memcmp(k, key, kl) == 0) {
+      *val = (const char *)rec.meta + off + 4;
+      *val_len = vl;
+      break;
+    }
+    off += 4 + vl;
+  }
+  return 0;
+}
+
+int store_reader_doc_text(store_reader *r, uint64_t doc, const char **text,
+                          size_t *len, ctxd_error *e) {
+  doc_rec rec;
+  MDB_val tv;
+  int rc = reader_doc(r, doc, &rec, e);
+  if (rc == 0) rc = reader_text(r, doc, &rec, &tv, e);
+  if (rc) return rc;
+  *text = tv.mv_size ? tv.mv_data : "";
+  *len = tv.mv_size;
+  return 0;
+}
+
+int store_reader_doc_vectors(store_reader *r, uint32_t cid, uint64_t doc,
+                             const float **vecs, uint32_t *n, ctxd_error *e) {
+  doc_rec rec;
+  store_collection col;
+  MDB_cursor *cur = NULL;
+  *vecs = NULL;
+  *n = 0;
+  int rc = reader_doc(r, doc, &rec, e), mrc;
+  if (rc) return rc;
+  if (rec.cid != cid)
+    return ctxd_seterr(e, CTXD_ENOTFOUND,
+                       "document %llu is not in collection %u",
+                       (unsigned long long)doc, cid);
+  if (rec.n_vectors == 0) return 0;
+  rc = coll_read(r->s, r->txn, cid, &col, e);
+  if (rc == CTXD_ENOTFOUND)
+    rc = ctxd_seterr(e, CTXD_ECORRUPT, "store: collection %u is missing", cid);
+  if (rc) return rc;
+  size_t vsz = (size_t)col.dim * sizeof(float);
+  if (r->n_copies == r->cap_copies) {
+    size_t nc = r->cap_copies ? r->cap_copies * 2 : 16;
+    void **np = realloc(r->copies, nc * sizeof *np);
+    if (!np) return ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory");
+    r->copies = np;
+    r->cap_copies = nc;
+  }
+  float *out = malloc(rec.n_vectors * vsz + 1);
+  if (!out) return ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory");
+  r->copies[r->n_copies++] = out;
+  if ((mrc = mdb_cursor_open(r->txn, r->s->vectors, &cur)))
+    return mdb_fail(e, mrc, "opening vectors cursor");
+  uint8_t kb[VEC_KEY];
+  vec_key(kb, cid, doc, 0);
+  MDB_val k = {VEC_KEY, kb}, v;
+  uint32_t got = 0;
+  int bad = 0;
+  for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+       mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != VEC_KEY || memcmp(k.mv_data, kb, 12)) break;
+    if (got >= rec.n_vectors || v.mv_size != vsz ||
+        get_be32((uint8_t *)k.mv_data + 12) != got) {
+      bad = 1;
+      break;
+    }
+    memcpy(out + (size_t)got * col.dim, v.mv_data, vsz);
+    got++;
+  }
+  mdb_cursor_close(cur);
+  if (mrc && mrc != MDB_NOTFOUND) return mdb_fail(e, mrc, "reading vectors");
+  if (bad || got != rec.n_vectors)
+    return ctxd_seterr(e, CTXD_ECORRUPT,
+                       "store: vectors of document %llu are damaged",
+                       (unsigned long long)doc);
+  *vecs = out;
+  *n = got;
+  return 0;
+}
+
+int store_reader_scan_vectors(store_reader *r, uint32_t cid,
+                              int (*fn)(int64_t label, const float *v,
+                                        uint32_t dim, void *arg),
+                              void *arg, ctxd_error *e) {
+  MDB_cursor *cur = NULL;
+  uint8_t pre[4];
+  put_be32(pre, cid);
+  int rc = 0, mrc = mdb_cursor_open(r->txn, r->s->vectors, &cur);
+  if (mrc) return mdb_fail(e, mrc, "opening vectors cursor");
+  MDB_val k = {4, pre}, v;
+  for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+       mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != VEC_KEY || memcmp(k.mv_data, pre, 4)) break;
+    if (v.mv_size == 0 || v.mv_size % sizeof(float)) {
+      rc = ctxd_seterr(e, CTXD_ECORRUPT, "store: a vector is damaged");
+      break;
+    }
+    const float *f = v.mv_data;
+    if ((uintptr_t)v.mv_data % _Alignof(float)) {
+      /* LMDB aligns values to 2 bytes only; a float needs 4. */
+      if (r->scratch_cap < v.mv_size) {
+        float *ns = realloc(r->scratch, v.mv_size);
+        if (!ns) {
+          rc = ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory");
+          break;
+        }
+        r->scratch = ns;
+        r->scratch_cap = v.mv_size;
+      }
+      memcpy(r->scratch, v.mv_data, v.mv_size);
+      f = r->scratch;
+    }
+    const uint8_t *kp = k.mv_data;
+    rc = fn(STORE_LABEL(get_be64(kp + 4), get_be32(kp + 12)), f,
+            (uint32_t)(v.mv_size / sizeof(float)), arg);
+    if (rc) break;
+  }
+  mdb_cursor_close(cur);
+  if (rc) return rc;
+  return mrc && mrc != MDB_NOTFOUND ? mdb_fail(e, mrc, "scanning vectors") : 0;
+}
+
+int store_reader_scan_docs(store_reader *r, uint32_t cid,
+                           int (*fn)(uint64_t doc, const char *id,
+                                     size_t id_len, void *arg),
+                           void *arg, ctxd_error *e) {
+  MDB_cursor *cur = NULL;
+  uint8_t pre[4];
+  put_be32(pre, cid);
+  int rc = 0, mrc = mdb_cursor_open(r->txn, r->s->cdocs, &cur);
+  if (mrc) return mdb_fail(e, mrc, "opening cdocs cursor");
+  MDB_val k = {4, pre}, v;
+  for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+       mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != CDOC_KEY || memcmp(k.mv_data, pre, 4)) break;
+    uint64_t doc = get_be64((uint8_t *)k.mv_data + 4);
+    doc_rec rec;
+    rc = doc_read(r->s, r->txn, doc, &rec, e);
+    if (rc == CTXD_ENOTFOUND)
+      rc = ctxd_seterr(e, CTXD_ECORRUPT,
+                       "store: collection %u lists missing document %llu",
+                       cid, (unsigned long long)doc);
+    if (rc) break;
+    rc = fn(doc, rec.id, rec.id_len, arg);
+    if (rc) break;
+  }
+  mdb_cursor_close(cur);
+  if (rc) return rc;
+  return mrc && mrc != MDB_NOTFOUND ? mdb_fail(e, mrc, "scanning documents")
+                                    : 0;
+}
+
+int store_reader_postings(store_reader *r, uint32_t cid, const char *term,
+                          size_t len, uint64_t *df,
+                          int (*fn)(int64_t label, uint32_t tf, uint32_t dl,
+                                    void *arg),
+                          void *arg, ctxd_error *e) {
+  *df = 0;
+  if (len == 0 || len > LEX_TERM_MAX) return 0; /* no such term is kept */
+  MDB_cursor *cur = NULL;
+  uint8_t kb[POST_KEY_MAX];
+  MDB_val k, v;
+  size_t count = 0;
+  int rc = 0, mrc = mdb_cursor_open(r->txn, r->s->postings, &cur);
+  if (mrc) return mdb_fail(e, mrc, "opening postings cursor");
+  post_key(kb, cid, term, len, &k);
+  mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+  if (mrc == 0) mrc = mdb_cursor_count(cur, &count);
+  if (mrc) goto done;
+  *df = count;
+  if (!fn) goto done;
+  /* A page of postings per call: DUPFIXED keeps them packed. A lone value
+   * is not kept as a duplicate list, and MDB_SET_KEY has returned it. */
+  if (count > 1) mrc = mdb_cursor_get(cur, &k, &v, MDB_GET_MULTIPLE);
+  while (mrc == 0) {
+    if (v.mv_size % POST_VAL) {
+      rc = ctxd_seterr(e, CTXD_ECORRUPT, "store: postings are damaged");
+      break;
+    }
+    const uint8_t *p = v.mv_data;
+    for (size_t i = 0; i < v.mv_size / POST_VAL && !rc; i++, p += POST_VAL)
+      rc = fn((int64_t)get_be64(p), get_le32(p + 8), get_le32(p + 12), arg);
+    if (rc || count == 1) break;
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_MULTIPLE);
+  }
+done:
+  mdb_cursor_close(cur);
+  if (rc) return rc;
+  return mrc && mrc != MDB_NOTFOUND ? mdb_fail(e, mrc, "reading postings") : 0;
+}
+
+/* ---- jobs ---------------------------------------------------------------------------- */
+
+static int job_id_check(const char *id, ctxd_error *e) {
+  size_t n = strlen(id);
+  if (n == 0 || n > JOB_ID_MAX)
+    return ctxd_seterr(e, CTXD_EINVAL, "job id must be 1..%d bytes, not %zu",
+                       JOB_ID_MAX, n);
+  return 0;
+}
+
+int store_job_put(store *s, const char *id, const void *rec, size_t len,
+                  ctxd_error *e) {
+  int rc = job_id_check(id, e);
+  if (rc) return rc;
+  if (len > JOB_REC_MAX)
+    return ctxd_seterr(e, CTXD_EINVAL, "job %s: record of %zu bytes is too "
+                       "large", id, len);
+  for (;;) {
+    MDB_txn *txn = NULL;
+    rc = txn_begin(s, 1, &txn, e);
+    if (rc) return rc;
+    uint64_t seen = map_size_now(s);
+    MDB_val k = {strlen(id), (void *)id}, v = {len, (void *)(len ? rec : "")};
+    int mrc = mdb_put(txn, s->jobs, &k, &v, 0);
+    if (mrc) {
+      txn_abort(s, txn);
+      rc = mdb_fail(e, mrc, "writing a job");
+    } else {
+      rc = txn_commit(s, txn, len, e);
+    }
+    if (rc != ST_MAPFULL) return rc;
+    rc = map_resize(s, 1, seen, e);
+    if (rc) return rc;
+  }
+}
+
+int store_job_get(store *s, const char *id, void **rec, size_t *len,
+                  ctxd_error *e) {
+  *rec = NULL;
+  *len = 0;
+  int rc = job_id_check(id, e);
+  if (rc) return rc;
+  MDB_txn *txn = NULL;
+  rc = txn_begin(s, 0, &txn, e);
+  if (rc) return rc;
+  MDB_val k = {strlen(id), (void *)id}, v;
+  int mrc = mdb_get(txn, s->jobs, &k, &v);
+  if (mrc == MDB_NOTFOUND) {
+    rc = ctxd_seterr(e, CTXD_ENOTFOUND, "job %s not found", id);
+  } else if (mrc) {
+    rc = mdb_fail(e, mrc, "reading a job");
+  } else if (!(*rec = malloc(v.mv_size ? v.mv_size : 1))) {
+    rc = ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory");
+  } else {
+    if (v.mv_size) memcpy(*rec, v.mv_data, v.mv_size);
+    *len = v.mv_size;
+  }
+  txn_abort(s, txn);
+  return rc;
+}
+
+int store_job_delete(store *s, const char *id, ctxd_error *e) {
+  int rc = job_id_check(id, e);
+  if (rc) return rc;
+  for (;;) {
+    MDB_txn *txn = NULL;
+    rc = txn_begin(s, 1, &txn, e);
+    if (rc) return rc;
+    uint64_t seen = map_size_now(s);
+    MDB_val k = {strlen(id), (void *)id};
+    int mrc = mdb_del(txn, s->jobs, &k, NULL);
+    if (mrc) {
+      txn_abort(s, txn);
+      rc = mrc == MDB_NOTFOUND
+               ? ctxd_seterr(e, CTXD_ENOTFOUND, "job %s not found", id)
+               : mdb_fail(e, mrc, "deleting a job");
+    } else {
+      rc = txn_commit(s, txn, 0, e);
+    }
+    if (rc != ST_MAPFULL) return rc;
+    rc = map_resize(s, 1, seen, e);
+    if (rc) return rc;
+  }
+}
+
+int store_job_list(store *s,
+                   int (*fn)(const char *id, size_t id_len, const void *rec,
+                             size_t len, void *arg),
+                   void *arg, ctxd_error *e) {
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  int rc = txn_begin(s, 0, &txn, e), mrc;
+  if (rc) return rc;
+  if ((mrc = mdb_cursor_open(txn, s->jobs, &cur)) == 0) {
+    MDB_val k, v;
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0 && rc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+      rc = fn(k.mv_data, k.mv_size, v.mv_data, v.mv_size, arg);
+    mdb_cursor_close(cur);
+  }
+  if (rc == 0 && mrc && mrc != MDB_NOTFOUND) rc = mdb_fail(e, mrc, "listing jobs");
+  txn_abort(s, txn);
+  return rc;
 }
 
 /* ---- stats / meta -------------------------------------------------------------- */
@@ -1289,6 +2766,13 @@ typedef struct vctx {
   int oom;
 } vctx;
 
+/* What verify finds stored for one collection, against its record. */
+typedef struct vcoll {
+  store_collection c;
+  uint64_t documents, chunks, bytes, tokens, vectors, lex_len_sum;
+  uint64_t postings_want, postings_have, vectors_have;
+} vcoll;
+
 static void problem(vctx *v, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -1313,14 +2797,38 @@ static void problem(vctx *v, const char *fmt, ...) {
   r->problems[r->n_problems++] = str;
 }
 
-/* Check the chunks of one document; returns how many there were. */
+/* A printable, bounded rendering of a client id or term for messages. */
+static void id_name(const char *id, size_t len, char *buf, size_t cap) {
+  size_t n = len < cap - 4 ? len : cap - 4;
+  for (size_t i = 0; i < n; i++)
+    buf[i] = (id[i] >= 0x20 && id[i] < 0x7f) ? id[i] : '?';
+  if (n < len) {
+    memcpy(buf + n, "...", 4);
+  } else {
+    buf[n] = '\0';
+  }
+}
+
+static vcoll *vcoll_find(vcoll *vc, size_t n, uint32_t cid) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (vc[mid].c.cid == cid) return &vc[mid];
+    if (vc[mid].c.cid < cid) lo = mid + 1;
+    else hi = mid;
+  }
+  return NULL;
+}
+
+/* Check the chunks of one document; their records go to *ch (n_chunks of
+ * them at most; *n_out = how many were read). */
 static int verify_doc_chunks(store *s, MDB_txn *txn, vctx *v, uint64_t doc,
                              const doc_rec *r, const char *name,
-                             uint64_t *n_out, uint64_t *tok_out) {
+                             chunk_rec **ch, size_t *ch_cap, uint64_t *n_out,
+                             uint64_t *tok_out) {
   MDB_cursor *cur = NULL;
   uint8_t kb[CHUNK_KEY];
-  put_be64(kb, doc);
-  put_be32(kb + 8, 0);
+  chunk_key(kb, doc, 0);
   MDB_val k = {CHUNK_KEY, kb}, val;
   uint64_t n = 0, expect = 0, tokens = 0, prev_start = 0;
   uint64_t last_end = 0;
@@ -1334,26 +2842,38 @@ static int verify_doc_chunks(store *s, MDB_txn *txn, vctx *v, uint64_t doc,
               ord, (unsigned long long)expect);
       expect = ord; /* resynchronise so one gap is one problem */
     }
+    chunk_rec c = {0, 0, 0, 0};
     if (val.mv_size != CHUNK_VAL) {
       problem(v, "document %s: chunk %u has a damaged record", name, ord);
+      c.start = c.end = UINT64_MAX; /* skipped by the postings check */
     } else {
-      const uint8_t *p = val.mv_data;
-      uint64_t bs = get_le64(p), be = get_le64(p + 8);
-      tokens += get_le32(p + 16);
-      if (bs >= be || be > r->bytes)
+      chunk_decode(val.mv_data, &c);
+      tokens += c.tokens;
+      if (c.start >= c.end || c.end > r->bytes)
         problem(v, "document %s: chunk %u [%llu, %llu) is outside the text "
                    "of %llu bytes",
-                name, ord, (unsigned long long)bs, (unsigned long long)be,
-                (unsigned long long)r->bytes);
-      if (n == 0 && bs != 0)
+                name, ord, (unsigned long long)c.start,
+                (unsigned long long)c.end, (unsigned long long)r->bytes);
+      if (n == 0 && c.start != 0)
         problem(v, "document %s: first chunk starts at %llu, not 0", name,
-                (unsigned long long)bs);
-      if (n > 0 && bs < prev_start)
+                (unsigned long long)c.start);
+      if (n > 0 && c.start < prev_start)
         problem(v, "document %s: chunk %u starts before chunk %u", name, ord,
                 ord - 1);
-      prev_start = bs;
-      last_end = be;
+      prev_start = c.start;
+      last_end = c.end;
     }
+    if (n == *ch_cap) {
+      size_t nc = *ch_cap ? *ch_cap * 2 : 64;
+      chunk_rec *nv = realloc(*ch, nc * sizeof *nv);
+      if (!nv) {
+        mdb_cursor_close(cur);
+        return ENOMEM;
+      }
+      *ch = nv;
+      *ch_cap = nc;
+    }
+    (*ch)[n] = c;
     n++;
     expect++;
     mrc = mdb_cursor_get(cur, &k, &val, MDB_NEXT);
@@ -1377,16 +2897,138 @@ static int verify_doc_chunks(store *s, MDB_txn *txn, vctx *v, uint64_t doc,
   return 0;
 }
 
-/* A printable, bounded rendering of a client id for problem messages. */
-static void id_name(const char *id, size_t len, char *buf, size_t cap) {
-  size_t n = len < cap - 4 ? len : cap - 4;
-  for (size_t i = 0; i < n; i++)
-    buf[i] = (id[i] >= 0x20 && id[i] < 0x7f) ? id[i] : '?';
-  if (n < len) {
-    memcpy(buf + n, "...", 4);
-  } else {
-    buf[n] = '\0';
+/* Every term of every chunk (re-tokenized from the text) has its posting
+ * with the right tf and dl; counts the postings the texts call for. */
+static int verify_doc_postings(store *s, MDB_txn *txn, vctx *v, uint64_t doc,
+                               const doc_rec *r, const char *name,
+                               const char *text, const chunk_rec *ch,
+                               uint64_t n, vcoll *vc, ctxd_error *e) {
+  MDB_cursor *cur = NULL;
+  int mrc = mdb_cursor_open(txn, s->postings, &cur);
+  if (mrc) return mdb_fail(e, mrc, "opening postings cursor");
+  for (uint64_t i = 0; i < n; i++) {
+    if (ch[i].start >= ch[i].end || ch[i].end > r->bytes) continue;
+    lex_tf *tfs = NULL;
+    size_t nt = 0;
+    uint32_t len = 0;
+    int rc = lex_terms(text + ch[i].start, (size_t)(ch[i].end - ch[i].start),
+                       &tfs, &nt, &len, e);
+    if (rc) {
+      mdb_cursor_close(cur);
+      return rc;
+    }
+    if (len != ch[i].lex_len)
+      problem(v, "document %s: chunk %llu has %u terms, its record says %u",
+              name, (unsigned long long)i, len, ch[i].lex_len);
+    if (vc) vc->postings_want += nt;
+    int64_t label = STORE_LABEL(doc, i);
+    for (size_t t = 0; t < nt; t++) {
+      uint8_t kb[POST_KEY_MAX], vb[POST_VAL];
+      MDB_val k, pv = {POST_VAL, vb};
+      char tn[80];
+      post_key(kb, r->cid, tfs[t].term, tfs[t].len, &k);
+      post_val(vb, label, 0, 0);
+      mrc = mdb_cursor_get(cur, &k, &pv, MDB_GET_BOTH_RANGE);
+      if (mrc && mrc != MDB_NOTFOUND) {
+        free(tfs);
+        mdb_cursor_close(cur);
+        return mdb_fail(e, mrc, "verify");
+      }
+      id_name(tfs[t].term, tfs[t].len, tn, sizeof tn);
+      if (mrc || pv.mv_size != POST_VAL ||
+          get_be64(pv.mv_data) != (uint64_t)label) {
+        problem(v, "document %s: chunk %llu: no posting for term \"%s\"",
+                name, (unsigned long long)i, tn);
+        continue;
+      }
+      uint32_t tf = get_le32((uint8_t *)pv.mv_data + 8),
+               dl = get_le32((uint8_t *)pv.mv_data + 12);
+      if (tf != tfs[t].tf || dl != len)
+        problem(v, "document %s: chunk %llu: posting of \"%s\" says tf %u dl "
+                   "%u, the text gives tf %u dl %u",
+                name, (unsigned long long)i, tn, tf, dl, tfs[t].tf, len);
+    }
+    free(tfs);
   }
+  mdb_cursor_close(cur);
+  return 0;
+}
+
+/* A document's vectors: one of dim floats per chunk when its record says
+ * it has them. */
+static int verify_doc_vectors(store *s, MDB_txn *txn, vctx *v, uint64_t doc,
+                              const doc_rec *r, const char *name, vcoll *vc) {
+  if (r->n_vectors == 0) return 0;
+  if (r->n_vectors != r->n_chunks)
+    problem(v, "document %s: record says %u vectors for %u chunks", name,
+            r->n_vectors, r->n_chunks);
+  if (!vc) return 0;
+  if (vc->c.dim == 0)
+    problem(v, "document %s: has vectors, collection %s takes none", name,
+            vc->c.name);
+  vc->vectors += r->n_vectors;
+  for (uint32_t i = 0; i < r->n_vectors; i++) {
+    uint8_t kb[VEC_KEY];
+    vec_key(kb, r->cid, doc, i);
+    MDB_val k = {VEC_KEY, kb}, val;
+    int mrc = mdb_get(txn, s->vectors, &k, &val);
+    if (mrc == MDB_NOTFOUND)
+      problem(v, "document %s: vector of chunk %u is missing", name, i);
+    else if (mrc)
+      return mrc;
+    else if (val.mv_size != (size_t)vc->c.dim * sizeof(float))
+      problem(v, "document %s: vector of chunk %u is %zu bytes, not %u "
+                 "floats",
+              name, i, val.mv_size, vc->c.dim);
+  }
+  return 0;
+}
+
+/* Load every collection record, in cid order. */
+static int verify_load_colls(store *s, MDB_txn *txn, vctx *v, vcoll **out,
+                             size_t *n) {
+  MDB_cursor *cur = NULL;
+  MDB_val k, val;
+  size_t got = 0, cap = 0;
+  vcoll *vc = NULL;
+  int mrc = mdb_cursor_open(txn, s->colls, &cur);
+  if (mrc) return mrc;
+  for (mrc = mdb_cursor_get(cur, &k, &val, MDB_FIRST); mrc == 0;
+       mrc = mdb_cursor_get(cur, &k, &val, MDB_NEXT)) {
+    if (got == cap) {
+      size_t nc = cap ? cap * 2 : 8;
+      vcoll *nv = realloc(vc, nc * sizeof *nv);
+      if (!nv) {
+        mrc = ENOMEM;
+        break;
+      }
+      vc = nv;
+      cap = nc;
+    }
+    memset(&vc[got], 0, sizeof vc[got]);
+    if (k.mv_size != 4 || coll_decode(get_be32(k.mv_data), &val, &vc[got].c)) {
+      problem(v, "colls: a damaged collection record");
+      continue;
+    }
+    got++;
+  }
+  mdb_cursor_close(cur);
+  *out = vc;
+  *n = got;
+  return mrc == MDB_NOTFOUND ? 0 : mrc;
+}
+
+/* The docs record of doc as an orphan scan sees it: 1 found, 0 missing or
+ * damaged (reported elsewhere), -1 with *mrc set on an LMDB error. */
+static int verify_owner(store *s, MDB_txn *txn, uint64_t doc, doc_rec *r,
+                        int *mrc) {
+  uint8_t dk[8];
+  put_be64(dk, doc);
+  MDB_val k = {8, dk}, val;
+  *mrc = mdb_get(txn, s->docs, &k, &val);
+  if (*mrc == MDB_NOTFOUND) return 0;
+  if (*mrc) return -1;
+  return doc_decode(&val, r) ? 0 : 1;
 }
 
 int store_verify(store *s, store_verify_report *report, ctxd_error *e) {
@@ -1395,14 +3037,19 @@ int store_verify(store *s, store_verify_report *report, ctxd_error *e) {
   vctx v = {report, 0};
   MDB_txn *txn = NULL;
   MDB_cursor *cur = NULL;
-  counters c, sum = {0, 0, 0, 0, 0, 0};
+  counters c, sum = {0, 0, 0, 0, 0, 0, 0};
   uint64_t max_doc = 0;
+  vcoll *vcs = NULL;
+  size_t n_vcs = 0, ch_cap = 0;
+  chunk_rec *ch = NULL;
   int rc = txn_begin(s, 0, &txn, e), mrc = 0;
   if (rc) return rc;
   rc = counters_read(s, txn, &c, e);
   if (rc) goto fail;
+  if ((mrc = verify_load_colls(s, txn, &v, &vcs, &n_vcs))) goto mdb_fail_;
 
-  /* 1. Every document: record, id index entry, text, chunks. */
+  /* 1. Every document: record, collection, id index entry, collection
+   * index entry, text, chunks, postings, vectors. */
   MDB_val k, val;
   if ((mrc = mdb_cursor_open(txn, s->docs, &cur))) goto mdb_fail_;
   for (mrc = mdb_cursor_get(cur, &k, &val, MDB_FIRST); mrc == 0;
@@ -1423,14 +3070,24 @@ int store_verify(store *s, store_verify_report *report, ctxd_error *e) {
     id_name(r.id, r.id_len, name, sizeof name);
     sum.documents++;
     sum.bytes += r.bytes;
+    sum.tokens += r.tokens;
     if (r.id_len == 0 || r.id_len > STORE_ID_MAX)
       problem(&v, "document #%llu: id of %u bytes", (unsigned long long)doc,
               r.id_len);
+    vcoll *vc = vcoll_find(vcs, n_vcs, r.cid);
+    if (!vc) {
+      problem(&v, "document %s: its collection %u does not exist", name,
+              r.cid);
+    } else {
+      vc->documents++;
+      vc->bytes += r.bytes;
+      vc->tokens += r.tokens;
+    }
 
-    uint8_t kbuf[1024];
-    MDB_val ik, iv = {8, k.mv_data};
+    uint8_t kbuf[1024], cb[CDOC_KEY];
+    MDB_val ik, iv = {8, k.mv_data}, ck = {CDOC_KEY, cb}, cv;
     MDB_cursor *ic = NULL;
-    id_key(s, r.id, r.id_len, kbuf, &ik);
+    id_key(s, r.cid, r.id, r.id_len, kbuf, &ik);
     if ((mrc = mdb_cursor_open(txn, s->ids, &ic))) goto mdb_fail_;
     mrc = mdb_cursor_get(ic, &ik, &iv, MDB_GET_BOTH);
     mdb_cursor_close(ic);
@@ -1438,8 +3095,16 @@ int store_verify(store *s, store_verify_report *report, ctxd_error *e) {
       problem(&v, "document %s: no id index entry", name);
     else if (mrc)
       goto mdb_fail_;
+    put_be32(cb, r.cid);
+    put_be64(cb + 4, doc);
+    mrc = mdb_get(txn, s->cdocs, &ck, &cv);
+    if (mrc == MDB_NOTFOUND)
+      problem(&v, "document %s: missing from its collection's index", name);
+    else if (mrc)
+      goto mdb_fail_;
 
-    MDB_val tv;
+    MDB_val tv = {0, NULL};
+    int text_ok = 0;
     mrc = mdb_get(txn, s->texts, &k, &tv);
     if (mrc == MDB_NOTFOUND)
       problem(&v, "document %s: text is missing", name);
@@ -1448,41 +3113,58 @@ int store_verify(store *s, store_verify_report *report, ctxd_error *e) {
     else if (tv.mv_size != r.bytes)
       problem(&v, "document %s: text is %zu bytes, record says %llu", name,
               tv.mv_size, (unsigned long long)r.bytes);
+    else
+      text_ok = 1;
 
     uint64_t nch = 0, ntok = 0;
-    if ((mrc = verify_doc_chunks(s, txn, &v, doc, &r, name, &nch, &ntok)))
+    if ((mrc = verify_doc_chunks(s, txn, &v, doc, &r, name, &ch, &ch_cap,
+                                 &nch, &ntok)))
       goto mdb_fail_;
     report->chunks_checked += nch;
     sum.chunks += nch;
-    sum.tokens += r.tokens;
+    if (vc) {
+      vc->chunks += nch;
+      for (uint64_t i = 0; i < nch; i++) vc->lex_len_sum += ch[i].lex_len;
+    }
+    if (text_ok) {
+      rc = verify_doc_postings(s, txn, &v, doc, &r, name, tv.mv_data, ch, nch,
+                               vc, e);
+      if (rc) goto fail;
+    }
+    if ((mrc = verify_doc_vectors(s, txn, &v, doc, &r, name, vc)))
+      goto mdb_fail_;
   }
   if (mrc != MDB_NOTFOUND) goto mdb_fail_;
   mdb_cursor_close(cur);
   cur = NULL;
 
-  /* 2. Every id index entry points at a document with that id. */
+  /* 2. Every id index entry points at a document with that id, under the
+   * key of the document's collection. */
   if ((mrc = mdb_cursor_open(txn, s->ids, &cur))) goto mdb_fail_;
   for (mrc = mdb_cursor_get(cur, &k, &val, MDB_FIRST); mrc == 0;
        mrc = mdb_cursor_get(cur, &k, &val, MDB_NEXT)) {
-    if (val.mv_size != 8) {
+    if (val.mv_size != 8 || k.mv_size < 5) {
       problem(&v, "ids: damaged entry");
       continue;
     }
-    MDB_val dv;
     uint64_t doc = get_be64(val.mv_data);
-    mrc = mdb_get(txn, s->docs, &val, &dv);
     doc_rec r;
-    if (mrc == MDB_NOTFOUND) {
+    int got = verify_owner(s, txn, doc, &r, &mrc);
+    if (got < 0) goto mdb_fail_;
+    if (got == 0) {
       problem(&v, "ids: entry points to missing document #%llu",
               (unsigned long long)doc);
       continue;
     }
-    if (mrc) goto mdb_fail_;
-    if (doc_decode(&dv, &r)) continue; /* already reported */
     uint8_t kbuf[1024];
     MDB_val want;
-    id_key(s, r.id, r.id_len, kbuf, &want);
-    if (want.mv_size != k.mv_size || memcmp(want.mv_data, k.mv_data, k.mv_size))
+    id_key(s, r.cid, r.id, r.id_len, kbuf, &want);
+    if (get_be32(k.mv_data) != r.cid)
+      problem(&v, "ids: entry for document #%llu carries collection %u, the "
+                  "document is in %u",
+              (unsigned long long)doc, get_be32(k.mv_data), r.cid);
+    else if (want.mv_size != k.mv_size ||
+             memcmp(want.mv_data, k.mv_data, k.mv_size))
       problem(&v, "ids: entry for document #%llu is under the wrong key",
               (unsigned long long)doc);
   }
@@ -1519,7 +3201,99 @@ int store_verify(store *s, store_verify_report *report, ctxd_error *e) {
     cur = NULL;
   }
 
-  /* 4. Counters. */
+  /* 4. Collection index entries and vectors belong to a document of that
+   * collection (vectors: one that has them, at an ordinal it has). */
+  if ((mrc = mdb_cursor_open(txn, s->cdocs, &cur))) goto mdb_fail_;
+  for (mrc = mdb_cursor_get(cur, &k, &val, MDB_FIRST); mrc == 0;
+       mrc = mdb_cursor_get(cur, &k, &val, MDB_NEXT)) {
+    if (k.mv_size != CDOC_KEY) {
+      problem(&v, "cdocs: damaged key");
+      continue;
+    }
+    uint32_t cid = get_be32(k.mv_data);
+    uint64_t doc = get_be64((uint8_t *)k.mv_data + 4);
+    doc_rec r;
+    int got = verify_owner(s, txn, doc, &r, &mrc);
+    if (got < 0) goto mdb_fail_;
+    if (got == 0 || r.cid != cid)
+      problem(&v, "cdocs: collection %u lists document #%llu, which is not "
+                  "in it",
+              cid, (unsigned long long)doc);
+  }
+  if (mrc != MDB_NOTFOUND) goto mdb_fail_;
+  mdb_cursor_close(cur);
+  cur = NULL;
+  if ((mrc = mdb_cursor_open(txn, s->vectors, &cur))) goto mdb_fail_;
+  for (mrc = mdb_cursor_get(cur, &k, &val, MDB_FIRST); mrc == 0;
+       mrc = mdb_cursor_get(cur, &k, &val, MDB_NEXT)) {
+    if (k.mv_size != VEC_KEY) {
+      problem(&v, "vectors: damaged key");
+      continue;
+    }
+    const uint8_t *kp = k.mv_data;
+    uint32_t cid = get_be32(kp), ord = get_be32(kp + 12);
+    uint64_t doc = get_be64(kp + 4);
+    vcoll *vc = vcoll_find(vcs, n_vcs, cid);
+    if (vc) vc->vectors_have++;
+    doc_rec r;
+    int got = verify_owner(s, txn, doc, &r, &mrc);
+    if (got < 0) goto mdb_fail_;
+    if (got == 0 || r.cid != cid || ord >= r.n_vectors)
+      problem(&v, "vectors: orphan vector of collection %u, document #%llu, "
+                  "chunk %u",
+              cid, (unsigned long long)doc, ord);
+  }
+  if (mrc != MDB_NOTFOUND) goto mdb_fail_;
+  mdb_cursor_close(cur);
+  cur = NULL;
+
+  /* 5. Every posting names a chunk of its collection; with the per-chunk
+   * check above and equal counts, the document frequencies add up. */
+  if ((mrc = mdb_cursor_open(txn, s->postings, &cur))) goto mdb_fail_;
+  for (mrc = mdb_cursor_get(cur, &k, &val, MDB_FIRST); mrc == 0;
+       mrc = mdb_cursor_get(cur, &k, &val, MDB_NEXT)) {
+    if (k.mv_size < 5 || k.mv_size > POST_KEY_MAX || val.mv_size != POST_VAL) {
+      problem(&v, "postings: damaged entry");
+      continue;
+    }
+    uint32_t cid = get_be32(k.mv_data);
+    vcoll *vc = vcoll_find(vcs, n_vcs, cid);
+    if (vc) vc->postings_have++;
+    int64_t label = (int64_t)get_be64(val.mv_data);
+    uint64_t doc = STORE_LABEL_DOC(label);
+    uint32_t ord = STORE_LABEL_ORD(label);
+    doc_rec r;
+    int got = verify_owner(s, txn, doc, &r, &mrc);
+    if (got < 0) goto mdb_fail_;
+    if (got == 0 || r.cid != cid || ord >= r.n_chunks) {
+      char tn[80];
+      id_name((const char *)k.mv_data + 4, k.mv_size - 4, tn, sizeof tn);
+      problem(&v, "postings: term \"%s\" of collection %u points at missing "
+                  "chunk %u of document #%llu",
+              tn, cid, ord, (unsigned long long)doc);
+    }
+  }
+  if (mrc != MDB_NOTFOUND) goto mdb_fail_;
+  mdb_cursor_close(cur);
+  cur = NULL;
+
+  /* 6. Collection names both ways. */
+  if ((mrc = mdb_cursor_open(txn, s->cnames, &cur))) goto mdb_fail_;
+  for (mrc = mdb_cursor_get(cur, &k, &val, MDB_FIRST); mrc == 0;
+       mrc = mdb_cursor_get(cur, &k, &val, MDB_NEXT)) {
+    char nm[80];
+    id_name(k.mv_data, k.mv_size, nm, sizeof nm);
+    vcoll *vc = val.mv_size == 4 ? vcoll_find(vcs, n_vcs, get_le32(val.mv_data))
+                                 : NULL;
+    if (!vc || strlen(vc->c.name) != k.mv_size ||
+        memcmp(vc->c.name, k.mv_data, k.mv_size))
+      problem(&v, "cnames: name %s does not lead to its collection", nm);
+  }
+  if (mrc != MDB_NOTFOUND) goto mdb_fail_;
+  mdb_cursor_close(cur);
+  cur = NULL;
+
+  /* 7. Counters, global and per collection. */
   static const char *cn[] = {"documents", "chunks", "bytes", "tokens"};
   uint64_t have[] = {c.documents, c.chunks, c.bytes, c.tokens};
   uint64_t want[] = {sum.documents, sum.chunks, sum.bytes, sum.tokens};
@@ -1530,8 +3304,45 @@ int store_verify(store *s, store_verify_report *report, ctxd_error *e) {
   if (max_doc >= c.next_doc)
     problem(&v, "next document id %llu is not above the largest (%llu)",
             (unsigned long long)c.next_doc, (unsigned long long)max_doc);
+  for (size_t i = 0; i < n_vcs; i++) {
+    vcoll *vc = &vcs[i];
+    uint32_t cid;
+    static const char *ccn[] = {"documents", "chunks",  "bytes",
+                                "tokens",    "vectors", "lex_len_sum"};
+    uint64_t ch_have[] = {vc->c.documents, vc->c.chunks,  vc->c.bytes,
+                          vc->c.tokens,    vc->c.vectors, vc->c.lex_len_sum};
+    uint64_t ch_want[] = {vc->documents, vc->chunks,  vc->bytes,
+                          vc->tokens,    vc->vectors, vc->lex_len_sum};
+    for (int j = 0; j < 6; j++)
+      if (ch_have[j] != ch_want[j])
+        problem(&v, "collection %s: counter %s is %llu, stored data sums to "
+                    "%llu",
+                vc->c.name, ccn[j], (unsigned long long)ch_have[j],
+                (unsigned long long)ch_want[j]);
+    if (vc->vectors_have != vc->vectors)
+      problem(&v, "collection %s: %llu vectors stored, its documents have "
+                  "%llu",
+              vc->c.name, (unsigned long long)vc->vectors_have,
+              (unsigned long long)vc->vectors);
+    if (vc->postings_have != vc->postings_want)
+      problem(&v, "collection %s: %llu postings stored, its chunk texts give "
+                  "%llu",
+              vc->c.name, (unsigned long long)vc->postings_have,
+              (unsigned long long)vc->postings_want);
+    rc = coll_find(s, txn, vc->c.name, &cid, e);
+    if (rc == CTXD_ENOTFOUND || (rc == 0 && cid != vc->c.cid))
+      problem(&v, "collection %s: missing from the name index", vc->c.name);
+    else if (rc)
+      goto fail;
+    rc = 0;
+    if (vc->c.cid >= c.next_cid)
+      problem(&v, "next collection id %llu is not above %u",
+              (unsigned long long)c.next_cid, vc->c.cid);
+  }
 
   txn_abort(s, txn);
+  free(vcs);
+  free(ch);
   if (v.oom) {
     store_verify_free(report);
     return ctxd_seterr(e, CTXD_ENOMEM, "store: out of memory in verify");
@@ -1542,6 +3353,8 @@ mdb_fail_:
 fail:
   if (cur) mdb_cursor_close(cur);
   txn_abort(s, txn);
+  free(vcs);
+  free(ch);
   store_verify_free(report);
   return rc;
 }

@@ -28,8 +28,23 @@
 #include "chunk.h"
 #include "err.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_ID_MAX 1024
+
+/* Collections: every document belongs to one. Names are 1..64 bytes of
+ * [A-Za-z0-9_.-]; internal collection ids (cid) are u32 from 1, never reused.
+ * Client ids are unique per collection (the id index is keyed by cid + id). */
+#define STORE_COLL_NAME_MAX 64
+#define STORE_COLL_CONFIG_MAX 1024
+
+/* A chunk's vector-index label: the document's internal id and the chunk's
+ * ordinal in one int64, so a label names its chunk without a lookup and all
+ * labels of a document form the range [STORE_LABEL(doc, 0),
+ * STORE_LABEL(doc + 1, 0)). Documents have at most STORE_MAX_CHUNKS chunks. */
+#define STORE_MAX_CHUNKS (1u << 20)
+#define STORE_LABEL(doc, ord) ((int64_t)(((uint64_t)(doc) << 20) | (uint64_t)(ord)))
+#define STORE_LABEL_DOC(l) ((uint64_t)(l) >> 20)
+#define STORE_LABEL_ORD(l) ((uint32_t)((uint64_t)(l) & (STORE_MAX_CHUNKS - 1)))
 
 typedef struct store store;
 
@@ -50,8 +65,11 @@ typedef struct store_kv {
 
 /* One document to write. The caller validated it (UTF-8, id length) and
  * chunked it; `chunks` covers `text`. An empty id (id_len == 0) asks the
- * store to generate one (a random UUIDv4 string). */
+ * store to generate one (a random UUIDv4 string). The store computes the
+ * chunks' BM25 postings (lex.h terms of each chunk's text) in the same
+ * transaction. */
 typedef struct store_put_doc {
+  uint32_t cid; /* the collection (must exist: CTXD_ENOTFOUND otherwise) */
   const char *id;
   size_t id_len;
   const char *text;
@@ -60,6 +78,11 @@ typedef struct store_put_doc {
   size_t n_meta;
   const chunk_span *chunks;
   size_t n_chunks;
+  /* n_chunks x dim floats (row i = chunk i's vector), or NULL: no vectors.
+   * dim must equal the collection's vector dimension given to
+   * store_coll_create (CTXD_EINVAL otherwise). */
+  const float *vectors;
+  uint32_t dim;
 } store_put_doc;
 
 typedef struct store_put_result {
@@ -70,9 +93,10 @@ typedef struct store_put_result {
 } store_put_result;
 
 /* Open (creating if needed) the store in directory `dir` (created if
- * missing). `opts` may be NULL. Refuses a store with a newer schema version
- * (CTXD_EPRECOND) and a directory it cannot use (CTXD_EIO).
- * The caller closes *out with store_close(). */
+ * missing). `opts` may be NULL. Refuses a store with another schema version
+ * (CTXD_EPRECOND, with a message naming both versions: schema 1 stores from
+ * ctxd 0.1 have no collections and are not migrated) and a directory it
+ * cannot use (CTXD_EIO). The caller closes *out with store_close(). */
 int store_open(const char *dir, const store_opts *opts, store **out,
                ctxd_error *e);
 
@@ -90,6 +114,7 @@ int store_put(store *s, const store_put_doc *docs, size_t n,
 /* A document read back. All strings are NUL-terminated copies owned by the
  * struct, freed with store_doc_free(). */
 typedef struct store_doc {
+  uint32_t cid;
   char *id;
   size_t id_len;
   uint64_t doc_seq;
@@ -107,22 +132,23 @@ enum { STORE_GET_TEXT = 1, STORE_GET_CHUNKS = 2 };
 
 /* Fetch a document by client id. Errors: CTXD_ENOTFOUND, CTXD_EINVAL (id
  * length), CTXD_ENOMEM, CTXD_EIO. */
-int store_get(store *s, const char *id, size_t id_len, int flags,
-              store_doc **out, ctxd_error *e);
+int store_get(store *s, uint32_t cid, const char *id, size_t id_len,
+              int flags, store_doc **out, ctxd_error *e);
 
 void store_doc_free(store_doc *d);
 
 /* Delete a document and its chunks. *deleted = 0 when no such document
  * existed (not an error); *n_chunks (may be NULL) = chunks removed. */
-int store_delete(store *s, const char *id, size_t id_len, int *deleted,
-                 uint32_t *n_chunks, ctxd_error *e);
+int store_delete(store *s, uint32_t cid, const char *id, size_t id_len,
+                 int *deleted, uint32_t *n_chunks, ctxd_error *e);
 
-/* List documents in internal-id (first insertion) order, starting after
- * internal id `after` (0: from the start), at most `limit`. *out is an array
+/* List the documents of collection cid in internal-id (first insertion)
+ * order, starting after internal id `after` (0: from the start), at most
+ * `limit`. *out is an array
  * of *n documents (meta, no text or chunks) freed with store_docs_free().
  * *next = the internal id to pass as `after` for the next page, 0 at the end. */
-int store_list(store *s, uint64_t after, size_t limit, store_doc **out,
-               size_t *n, uint64_t *next, ctxd_error *e);
+int store_list(store *s, uint32_t cid, uint64_t after, size_t limit,
+               store_doc **out, size_t *n, uint64_t *next, ctxd_error *e);
 
 void store_docs_free(store_doc *docs, size_t n);
 
@@ -156,6 +182,157 @@ typedef struct store_verify_report {
 int store_verify(store *s, store_verify_report *report, ctxd_error *e);
 
 void store_verify_free(store_verify_report *report);
+
+/* ---- Collections ------------------------------------------------------ */
+
+typedef struct store_collection {
+  uint32_t cid;
+  char name[STORE_COLL_NAME_MAX + 1];
+  /* Opaque text owned by the layer above (coll.c): embedder, metric, index
+   * spec, chunking defaults. The store only keeps it. */
+  char config[STORE_COLL_CONFIG_MAX + 1];
+  uint32_t dim; /* vector dimension of its documents; 0 = no vectors */
+  /* Counters kept in the same transactions as the writes. */
+  uint64_t documents, chunks, bytes, tokens;
+  uint64_t vectors;     /* chunks that carry a vector */
+  uint64_t lex_len_sum; /* sum over chunks of their lex.h term counts */
+} store_collection;
+
+/* Create a collection. Errors: CTXD_EINVAL (bad name, config too long, dim
+ * above 65536), CTXD_EEXIST, CTXD_ENOSPC, CTXD_EIO. *cid (may be NULL)
+ * receives the new id. */
+int store_coll_create(store *s, const char *name, const char *config,
+                      uint32_t dim, uint32_t *cid, ctxd_error *e);
+
+/* Look a collection up by name or by id. Errors: CTXD_ENOTFOUND. */
+int store_coll_get(store *s, const char *name, store_collection *out,
+                   ctxd_error *e);
+int store_coll_get_id(store *s, uint32_t cid, store_collection *out,
+                      ctxd_error *e);
+
+/* All collections in cid order: *out malloc'd (NULL when none), free(). */
+int store_coll_list(store *s, store_collection **out, size_t *n,
+                    ctxd_error *e);
+
+/* Drop a collection with all its documents, chunks, vectors and postings,
+ * in one transaction; appends one STORE_OP_DROP change. *documents (may be
+ * NULL) = documents removed. Errors: CTXD_ENOTFOUND, CTXD_ENOSPC, CTXD_EIO. */
+int store_coll_drop(store *s, const char *name, uint64_t *documents,
+                    ctxd_error *e);
+
+/* ---- Change log ------------------------------------------------------- */
+
+enum { STORE_OP_PUT = 1, STORE_OP_DELETE = 2, STORE_OP_DROP = 3 };
+
+/* One committed change: a document (doc = internal id) put or deleted in
+ * collection cid, or the whole collection dropped (doc = 0). */
+typedef struct store_change {
+  uint64_t seq;
+  int op;
+  uint32_t cid;
+  uint64_t doc;
+} store_change;
+
+/* Up to `max` changes with seq > after, in seq order, into out[]; *n = how
+ * many. Errors: CTXD_EIO. */
+int store_changes_read(store *s, uint64_t after, size_t max, store_change *out,
+                       size_t *n, ctxd_error *e);
+
+/* Forget changes with seq <= upto (derived indexes have saved past them). */
+int store_changes_trim(store *s, uint64_t upto, ctxd_error *e);
+
+/* ---- Readers: many lookups in one consistent snapshot ------------------ */
+
+/* A read transaction. Pointers a reader call returns into stored data stay
+ * valid until store_reader_end. One reader is used by one thread at a time.
+ * Keep readers short: a reader open for long holds the map size fixed (the
+ * map cannot grow) and keeps old pages from reuse. */
+typedef struct store_reader store_reader;
+
+int store_reader_begin(store *s, store_reader **out, ctxd_error *e);
+void store_reader_end(store_reader *r);
+
+/* The last change-log seq visible in this snapshot. */
+uint64_t store_reader_seq(const store_reader *r);
+
+int store_reader_coll(store_reader *r, uint32_t cid, store_collection *out,
+                      ctxd_error *e);
+
+/* A chunk found by label. Strings point into the snapshot (not
+ * NUL-terminated). */
+typedef struct store_chunk_ref {
+  uint32_t cid;
+  uint64_t doc;
+  const char *doc_id;
+  size_t doc_id_len;
+  uint32_t ordinal;
+  chunk_span span;
+  uint32_t lex_len;
+  const char *text; /* the chunk's bytes when asked for, else NULL */
+  size_t text_len;
+} store_chunk_ref;
+
+/* Errors: CTXD_ENOTFOUND (no such document or chunk: deleted since). */
+int store_reader_chunk(store_reader *r, int64_t label, int with_text,
+                       store_chunk_ref *out, ctxd_error *e);
+
+/* The internal id of client id `id` in collection cid. CTXD_ENOTFOUND. */
+int store_reader_doc_id(store_reader *r, uint32_t cid, const char *id,
+                        size_t id_len, uint64_t *doc, ctxd_error *e);
+
+/* Document doc's collection, client id and metadata value for key (val NULL
+ * when the document has no such key). Errors: CTXD_ENOTFOUND. */
+int store_reader_doc_meta(store_reader *r, uint64_t doc, const char *key,
+                          size_t key_len, uint32_t *cid, const char **val,
+                          size_t *val_len, ctxd_error *e);
+
+/* The whole text of document doc. Errors: CTXD_ENOTFOUND. */
+int store_reader_doc_text(store_reader *r, uint64_t doc, const char **text,
+                          size_t *len, ctxd_error *e);
+
+/* The vectors of document doc in collection cid: *vecs points at n x dim
+ * floats, row i = chunk i (n = 0 when the document has none). Rows are
+ * contiguous only within this call's result. Errors: CTXD_ENOTFOUND. */
+int store_reader_doc_vectors(store_reader *r, uint32_t cid, uint64_t doc,
+                             const float **vecs, uint32_t *n, ctxd_error *e);
+
+/* Call fn for every vector of collection cid in label order; fn returns
+ * nonzero to stop (that value is returned). */
+int store_reader_scan_vectors(store_reader *r, uint32_t cid,
+                              int (*fn)(int64_t label, const float *v,
+                                        uint32_t dim, void *arg),
+                              void *arg, ctxd_error *e);
+
+/* Call fn for every document of collection cid in internal-id order. */
+int store_reader_scan_docs(store_reader *r, uint32_t cid,
+                           int (*fn)(uint64_t doc, const char *id,
+                                     size_t id_len, void *arg),
+                           void *arg, ctxd_error *e);
+
+/* BM25 postings of one term (lex.h-normalised bytes) in collection cid:
+ * *df = the number of chunks holding it; fn (may be NULL: df only) is
+ * called for each, in label order, with the term frequency and the chunk's
+ * term count. */
+int store_reader_postings(store_reader *r, uint32_t cid, const char *term,
+                          size_t len, uint64_t *df,
+                          int (*fn)(int64_t label, uint32_t tf, uint32_t dl,
+                                    void *arg),
+                          void *arg, ctxd_error *e);
+
+/* ---- Jobs (corpus jobs keep their state here) ------------------------- */
+
+/* Opaque job records keyed by job id (1..128 bytes). put replaces. */
+int store_job_put(store *s, const char *id, const void *rec, size_t len,
+                  ctxd_error *e);
+/* *rec malloc'd, free(). CTXD_ENOTFOUND. */
+int store_job_get(store *s, const char *id, void **rec, size_t *len,
+                  ctxd_error *e);
+int store_job_delete(store *s, const char *id, ctxd_error *e);
+/* fn for every job in id order; fn returns nonzero to stop. */
+int store_job_list(store *s,
+                   int (*fn)(const char *id, size_t id_len, const void *rec,
+                             size_t len, void *arg),
+                   void *arg, ctxd_error *e);
 
 /* Tests only: replace the 64-bit hash that keys ids too long for an LMDB key
  * (NULL restores the built-in one), so that tests can force two long ids

@@ -27,6 +27,27 @@ static const char *new_dir(void) {
 
 static const store_opts fast = {0, 0, 0, 1};
 
+/* The collection every test here writes to: the first one a fresh store
+ * creates. */
+#define C1 1u
+
+/* Open a store and make sure collection "default" (C1) exists. */
+static int open_new(const char *dir, const store_opts *o, store **s,
+                    ctxd_error *e) {
+  int rc = store_open(dir, o, s, e);
+  if (rc) return rc;
+  store_collection c;
+  uint32_t cid = 0;
+  if (store_coll_get(*s, "default", &c, e) == 0) return 0;
+  rc = store_coll_create(*s, "default", "", 0, &cid, e);
+  if (rc == 0 && cid != C1) rc = CTXD_EINTERNAL;
+  if (rc) {
+    store_close(*s);
+    *s = NULL;
+  }
+  return rc;
+}
+
 /* Chunks of `piece` bytes covering `len` bytes; tokens = bytes / 4 + 1. */
 static chunk_span *make_chunks(size_t len, size_t piece, size_t *n) {
   *n = len ? (len + piece - 1) / piece : 0;
@@ -44,7 +65,7 @@ static int put_text(store *s, const char *id, size_t id_len, const char *text,
                     const store_kv *meta, size_t n_meta, store_put_result *r) {
   size_t n;
   chunk_span *c = make_chunks(strlen(text), 7, &n);
-  store_put_doc d = {id, id_len, text, strlen(text), meta, n_meta, c, n};
+  store_put_doc d = {C1, id, id_len, text, strlen(text), meta, n_meta, c, n, NULL, 0};
   ctxd_error e;
   int rc = store_put(s, &d, 1, r, &e);
   if (rc && rc != CTXD_EINVAL) fprintf(stderr, "put: %s\n", e.msg);
@@ -66,7 +87,7 @@ static int verify_ok(store *s) {
 static void test_put_get_replace_delete(void) {
   store *s;
   ctxd_error e;
-  CHECK_EQ_INT(store_open(new_dir(), &fast, &s, &e), 0);
+  CHECK_EQ_INT(open_new(new_dir(), &fast, &s, &e), 0);
   store_kv meta[] = {{"lang", 4, "en", 2}, {"empty", 5, "", 0}};
   store_put_result r;
   CHECK_EQ_INT(put_text(s, "a", 1, "hello world, this is a text", meta, 2, &r),
@@ -77,7 +98,7 @@ static void test_put_get_replace_delete(void) {
   uint64_t seq_a = r.doc_seq;
 
   store_doc *d;
-  CHECK_EQ_INT(store_get(s, "a", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e),
+  CHECK_EQ_INT(store_get(s, C1, "a", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e),
                0);
   CHECK_EQ_STR(d->id, "a");
   CHECK_EQ_STR(d->text, "hello world, this is a text");
@@ -93,7 +114,7 @@ static void test_put_get_replace_delete(void) {
   store_doc_free(d);
 
   /* Without flags: no text, no chunks, sizes still there. */
-  CHECK_EQ_INT(store_get(s, "a", 1, 0, &d, &e), 0);
+  CHECK_EQ_INT(store_get(s, C1, "a", 1, 0, &d, &e), 0);
   CHECK(d->text == NULL && d->chunks == NULL);
   CHECK_EQ_INT(d->n_chunks, 4);
   store_doc_free(d);
@@ -103,7 +124,7 @@ static void test_put_get_replace_delete(void) {
   CHECK_EQ_INT(put_text(s, "a", 1, "short", NULL, 0, &r), 0);
   CHECK_EQ_INT(r.replaced, 1);
   CHECK_EQ_INT(r.doc_seq, seq_a);
-  CHECK_EQ_INT(store_get(s, "a", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e),
+  CHECK_EQ_INT(store_get(s, C1, "a", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e),
                0);
   CHECK_EQ_STR(d->text, "short");
   CHECK_EQ_INT(d->n_chunks, 1);
@@ -121,12 +142,12 @@ static void test_put_get_replace_delete(void) {
 
   int deleted;
   uint32_t nch;
-  CHECK_EQ_INT(store_delete(s, "a", 1, &deleted, &nch, &e), 0);
+  CHECK_EQ_INT(store_delete(s, C1, "a", 1, &deleted, &nch, &e), 0);
   CHECK_EQ_INT(deleted, 1);
   CHECK_EQ_INT(nch, 1);
-  CHECK_EQ_INT(store_delete(s, "a", 1, &deleted, &nch, &e), 0);
+  CHECK_EQ_INT(store_delete(s, C1, "a", 1, &deleted, &nch, &e), 0);
   CHECK_EQ_INT(deleted, 0);
-  CHECK_EQ_INT(store_get(s, "a", 1, 0, &d, &e), CTXD_ENOTFOUND);
+  CHECK_EQ_INT(store_get(s, C1, "a", 1, 0, &d, &e), CTXD_ENOTFOUND);
   CHECK_EQ_STR(e.msg, "document a not found");
   CHECK_EQ_INT(store_stats_get(s, &st, &e), 0);
   CHECK_EQ_INT(st.documents, 1);
@@ -137,7 +158,7 @@ static void test_put_get_replace_delete(void) {
 
   /* An empty text: zero chunks, stored and read back. */
   CHECK_EQ_INT(put_text(s, "e", 1, "", NULL, 0, &r), 0);
-  CHECK_EQ_INT(store_get(s, "e", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e),
+  CHECK_EQ_INT(store_get(s, C1, "e", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e),
                0);
   CHECK_EQ_INT(d->text_len, 0);
   CHECK_EQ_INT(d->n_chunks, 0);
@@ -149,19 +170,19 @@ static void test_put_get_replace_delete(void) {
 static void test_list_paging(void) {
   store *s;
   ctxd_error e;
-  CHECK_EQ_INT(store_open(new_dir(), &fast, &s, &e), 0);
+  CHECK_EQ_INT(open_new(new_dir(), &fast, &s, &e), 0);
   char id[16];
   for (int i = 0; i < 25; i++) {
     snprintf(id, sizeof id, "doc-%02d", 24 - i); /* ids sort against order */
     CHECK_EQ_INT(put_text(s, id, strlen(id), "some text", NULL, 0, NULL), 0);
   }
-  CHECK_EQ_INT(store_delete(s, "doc-20", 6, &(int){0}, NULL, &e), 0);
+  CHECK_EQ_INT(store_delete(s, C1, "doc-20", 6, &(int){0}, NULL, &e), 0);
   uint64_t after = 0, next;
   size_t total = 0, pages = 0, n;
   int in_order = 1;
   do {
     store_doc *docs;
-    CHECK_EQ_INT(store_list(s, after, 10, &docs, &n, &next, &e), 0);
+    CHECK_EQ_INT(store_list(s, C1, after, 10, &docs, &n, &next, &e), 0);
     for (size_t i = 0; i < n; i++) {
       if (docs[i].doc_seq <= after) in_order = 0;
       after = docs[i].doc_seq;
@@ -178,11 +199,11 @@ static void test_list_paging(void) {
   CHECK(in_order);
   /* An exact multiple of the page size ends with next == 0. */
   store_doc *docs;
-  CHECK_EQ_INT(store_list(s, 0, 24, &docs, &n, &next, &e), 0);
+  CHECK_EQ_INT(store_list(s, C1, 0, 24, &docs, &n, &next, &e), 0);
   CHECK_EQ_INT(n, 24);
   CHECK_EQ_INT(next, 0);
   store_docs_free(docs, n);
-  CHECK_EQ_INT(store_list(s, 1000, 10, &docs, &n, &next, &e), 0);
+  CHECK_EQ_INT(store_list(s, C1, 1000, 10, &docs, &n, &next, &e), 0);
   CHECK_EQ_INT(n, 0);
   store_docs_free(docs, n);
   store_close(s);
@@ -199,7 +220,7 @@ static void test_long_ids(void) {
   ctxd_error e;
   store_doc *d;
   store_test_set_id_hash(same_hash);
-  CHECK_EQ_INT(store_open(new_dir(), &fast, &s, &e), 0);
+  CHECK_EQ_INT(open_new(new_dir(), &fast, &s, &e), 0);
   char a[STORE_ID_MAX], b[STORE_ID_MAX], c[600];
   memset(a, 'x', sizeof a);
   memcpy(b, a, sizeof b);
@@ -212,11 +233,11 @@ static void test_long_ids(void) {
   CHECK_EQ_INT(r.replaced, 0);
   CHECK_EQ_INT(put_text(s, c, sizeof c, "text of c", NULL, 0, &r), 0);
   CHECK_EQ_INT(r.replaced, 0);
-  CHECK_EQ_INT(store_get(s, a, sizeof a, STORE_GET_TEXT, &d, &e), 0);
+  CHECK_EQ_INT(store_get(s, C1, a, sizeof a, STORE_GET_TEXT, &d, &e), 0);
   CHECK_EQ_STR(d->text, "text of a");
   CHECK_EQ_INT(d->id_len, STORE_ID_MAX);
   store_doc_free(d);
-  CHECK_EQ_INT(store_get(s, b, sizeof b, STORE_GET_TEXT, &d, &e), 0);
+  CHECK_EQ_INT(store_get(s, C1, b, sizeof b, STORE_GET_TEXT, &d, &e), 0);
   CHECK_EQ_STR(d->text, "text of b");
   store_doc_free(d);
   /* Replace b: must find b, not a, behind the shared key. */
@@ -224,10 +245,10 @@ static void test_long_ids(void) {
   CHECK_EQ_INT(r.replaced, 1);
   CHECK(verify_ok(s));
   int deleted;
-  CHECK_EQ_INT(store_delete(s, a, sizeof a, &deleted, NULL, &e), 0);
+  CHECK_EQ_INT(store_delete(s, C1, a, sizeof a, &deleted, NULL, &e), 0);
   CHECK_EQ_INT(deleted, 1);
-  CHECK_EQ_INT(store_get(s, a, sizeof a, 0, &d, &e), CTXD_ENOTFOUND);
-  CHECK_EQ_INT(store_get(s, b, sizeof b, STORE_GET_TEXT, &d, &e), 0);
+  CHECK_EQ_INT(store_get(s, C1, a, sizeof a, 0, &d, &e), CTXD_ENOTFOUND);
+  CHECK_EQ_INT(store_get(s, C1, b, sizeof b, STORE_GET_TEXT, &d, &e), 0);
   CHECK_EQ_STR(d->text, "b again");
   store_doc_free(d);
   CHECK(verify_ok(s));
@@ -235,7 +256,7 @@ static void test_long_ids(void) {
   char big[STORE_ID_MAX + 1];
   memset(big, 'z', sizeof big);
   CHECK_EQ_INT(put_text(s, big, sizeof big, "t", NULL, 0, NULL), CTXD_EINVAL);
-  CHECK_EQ_INT(store_get(s, big, sizeof big, 0, &d, &e), CTXD_EINVAL);
+  CHECK_EQ_INT(store_get(s, C1, big, sizeof big, 0, &d, &e), CTXD_EINVAL);
   store_close(s);
   store_test_set_id_hash(NULL);
 }
@@ -243,7 +264,7 @@ static void test_long_ids(void) {
 static void test_generated_ids(void) {
   store *s;
   ctxd_error e;
-  CHECK_EQ_INT(store_open(new_dir(), &fast, &s, &e), 0);
+  CHECK_EQ_INT(open_new(new_dir(), &fast, &s, &e), 0);
   store_put_result r1, r2;
   CHECK_EQ_INT(put_text(s, "", 0, "one", NULL, 0, &r1), 0);
   CHECK_EQ_INT(put_text(s, "", 0, "two", NULL, 0, &r2), 0);
@@ -253,7 +274,7 @@ static void test_generated_ids(void) {
         r1.id[18] == '-' && r1.id[23] == '-');
   CHECK(strchr("89ab", r1.id[19]) != NULL);
   store_doc *d;
-  CHECK_EQ_INT(store_get(s, r2.id, 36, STORE_GET_TEXT, &d, &e), 0);
+  CHECK_EQ_INT(store_get(s, C1, r2.id, 36, STORE_GET_TEXT, &d, &e), 0);
   CHECK_EQ_STR(d->text, "two");
   store_doc_free(d);
   store_close(s);
@@ -262,7 +283,7 @@ static void test_generated_ids(void) {
 static void test_batch_atomic(void) {
   store *s;
   ctxd_error e;
-  CHECK_EQ_INT(store_open(new_dir(), &fast, &s, &e), 0);
+  CHECK_EQ_INT(open_new(new_dir(), &fast, &s, &e), 0);
   CHECK_EQ_INT(put_text(s, "keep", 4, "kept text", NULL, 0, NULL), 0);
   store_stats before, after;
   CHECK_EQ_INT(store_stats_get(s, &before, &e), 0);
@@ -272,9 +293,9 @@ static void test_batch_atomic(void) {
   size_t n;
   chunk_span *c = make_chunks(4, 7, &n);
   store_put_doc docs[3] = {
-      {"n1", 2, "abcd", 4, NULL, 0, c, n},
-      {"keep", 4, "abcd", 4, NULL, 0, c, n},
-      {big, sizeof big, "abcd", 4, NULL, 0, c, n},
+      {C1, "n1", 2, "abcd", 4, NULL, 0, c, n, NULL, 0},
+      {C1, "keep", 4, "abcd", 4, NULL, 0, c, n, NULL, 0},
+      {C1, big, sizeof big, "abcd", 4, NULL, 0, c, n, NULL, 0},
   };
   CHECK_EQ_INT(store_put(s, docs, 3, NULL, &e), CTXD_EINVAL);
   CHECK(strstr(e.msg, "document 2") != NULL);
@@ -294,8 +315,8 @@ static void test_batch_atomic(void) {
   CHECK_EQ_INT(after.documents, before.documents);
   CHECK_EQ_INT(after.last_seq, before.last_seq);
   store_doc *d;
-  CHECK_EQ_INT(store_get(s, "n1", 2, 0, &d, &e), CTXD_ENOTFOUND);
-  CHECK_EQ_INT(store_get(s, "keep", 4, STORE_GET_TEXT, &d, &e), 0);
+  CHECK_EQ_INT(store_get(s, C1, "n1", 2, 0, &d, &e), CTXD_ENOTFOUND);
+  CHECK_EQ_INT(store_get(s, C1, "keep", 4, STORE_GET_TEXT, &d, &e), 0);
   CHECK_EQ_STR(d->text, "kept text");
   store_doc_free(d);
 
@@ -320,15 +341,15 @@ static void test_persistence_and_stats(void) {
   snprintf(path, sizeof path, "%s", dir);
   store *s;
   ctxd_error e;
-  CHECK_EQ_INT(store_open(path, NULL, &s, &e), 0); /* synced, default map */
+  CHECK_EQ_INT(open_new(path, NULL, &s, &e), 0); /* synced, default map */
   CHECK_EQ_INT(store_set_tokenizer(s, "estimate-v1", &e), 0);
   store_kv meta[] = {{"k", 1, "v", 1}};
   CHECK_EQ_INT(put_text(s, "p", 1, "persistent text", meta, 1, NULL), 0);
   store_close(s);
 
-  CHECK_EQ_INT(store_open(path, NULL, &s, &e), 0);
+  CHECK_EQ_INT(open_new(path, NULL, &s, &e), 0);
   store_doc *d;
-  CHECK_EQ_INT(store_get(s, "p", 1, STORE_GET_TEXT, &d, &e), 0);
+  CHECK_EQ_INT(store_get(s, C1, "p", 1, STORE_GET_TEXT, &d, &e), 0);
   CHECK_EQ_STR(d->text, "persistent text");
   CHECK_EQ_STR(d->meta[0].val, "v");
   store_doc_free(d);
@@ -353,7 +374,7 @@ static void test_map_growth(void) {
   store *s;
   ctxd_error e;
   store_opts o = {64 << 10, 0, 0, 1};
-  CHECK_EQ_INT(store_open(new_dir(), &o, &s, &e), 0);
+  CHECK_EQ_INT(open_new(new_dir(), &o, &s, &e), 0);
   size_t len = 1 << 20;
   char *text = malloc(len + 1);
   memset(text, 'w', len);
@@ -370,7 +391,7 @@ static void test_map_growth(void) {
   CHECK(st.map_bytes >= 5 * len);
   CHECK(verify_ok(s));
   store_doc *d;
-  CHECK_EQ_INT(store_get(s, "big3", 4, STORE_GET_TEXT, &d, &e), 0);
+  CHECK_EQ_INT(store_get(s, C1, "big3", 4, STORE_GET_TEXT, &d, &e), 0);
   CHECK_EQ_INT(d->text_len, len);
   CHECK(d->text[0] == 'd');
   store_doc_free(d);
@@ -378,12 +399,12 @@ static void test_map_growth(void) {
 
   /* Growth stops at max_map_size: ENOSPC, store unchanged and usable. */
   store_opts o2 = {64 << 10, 256 << 10, 0, 1};
-  CHECK_EQ_INT(store_open(new_dir(), &o2, &s, &e), 0);
+  CHECK_EQ_INT(open_new(new_dir(), &o2, &s, &e), 0);
   CHECK_EQ_INT(put_text(s, "small", 5, "fits", NULL, 0, NULL), 0);
   ctxd_error pe;
   size_t n;
   chunk_span *c = make_chunks(len, 4096, &n);
-  store_put_doc doc = {"big", 3, text, len, NULL, 0, c, n};
+  store_put_doc doc = {C1, "big", 3, text, len, NULL, 0, c, n, NULL, 0};
   CHECK_EQ_INT(store_put(s, &doc, 1, NULL, &pe), CTXD_ENOSPC);
   CHECK(strstr(pe.msg, "max_map_size") != NULL);
   free(c);
@@ -398,7 +419,7 @@ static void test_map_growth(void) {
 /* Open the environment the way the store lays it out, for raw edits. */
 static int raw_open(const char *dir, MDB_env **env, MDB_txn **txn) {
   int rc = mdb_env_create(env);
-  if (!rc) rc = mdb_env_set_maxdbs(*env, 8);
+  if (!rc) rc = mdb_env_set_maxdbs(*env, 16);
   if (!rc) rc = mdb_env_open(*env, dir, MDB_NOSYNC, 0644);
   if (!rc) rc = mdb_txn_begin(*env, NULL, 0, txn);
   return rc;
@@ -409,7 +430,7 @@ static void test_verify_detects_damage(void) {
   snprintf(dir, sizeof dir, "%s", new_dir());
   store *s;
   ctxd_error e;
-  CHECK_EQ_INT(store_open(dir, &fast, &s, &e), 0);
+  CHECK_EQ_INT(open_new(dir, &fast, &s, &e), 0);
   CHECK_EQ_INT(put_text(s, "d1", 2, "twenty bytes of text", NULL, 0, NULL), 0);
   CHECK_EQ_INT(put_text(s, "d2", 2, "other text", NULL, 0, NULL), 0);
   CHECK(verify_ok(s));
@@ -431,7 +452,7 @@ static void test_verify_detects_damage(void) {
   CHECK_EQ_INT(mdb_txn_commit(txn), 0);
   mdb_env_close(env);
 
-  CHECK_EQ_INT(store_open(dir, &fast, &s, &e), 0);
+  CHECK_EQ_INT(open_new(dir, &fast, &s, &e), 0);
   store_verify_report rep;
   CHECK_EQ_INT(store_verify(s, &rep, &e), 0);
   CHECK_EQ_INT(rep.ok, 0);
@@ -452,7 +473,7 @@ static void test_schema_refusal(void) {
   snprintf(dir, sizeof dir, "%s", new_dir());
   store *s;
   ctxd_error e;
-  CHECK_EQ_INT(store_open(dir, &fast, &s, &e), 0);
+  CHECK_EQ_INT(open_new(dir, &fast, &s, &e), 0);
   store_close(s);
   MDB_env *env;
   MDB_txn *txn;
@@ -465,7 +486,7 @@ static void test_schema_refusal(void) {
   CHECK_EQ_INT(mdb_txn_commit(txn), 0);
   mdb_env_close(env);
   s = NULL;
-  CHECK_EQ_INT(store_open(dir, &fast, &s, &e), CTXD_EPRECOND);
+  CHECK_EQ_INT(open_new(dir, &fast, &s, &e), CTXD_EPRECOND);
   CHECK(s == NULL);
   char want[128];
   snprintf(want, sizeof want,
@@ -504,10 +525,10 @@ static void *reader(void *p) {
     store_doc *docs;
     size_t n;
     uint64_t next;
-    if (store_list(a->s, 0, 50, &docs, &n, &next, &e)) a->failures++;
+    if (store_list(a->s, C1, 0, 50, &docs, &n, &next, &e)) a->failures++;
     else store_docs_free(docs, n);
     store_doc *d;
-    int rc = store_get(a->s, "w0-0", 4, STORE_GET_TEXT, &d, &e);
+    int rc = store_get(a->s, C1, "w0-0", 4, STORE_GET_TEXT, &d, &e);
     if (rc == 0) store_doc_free(d);
     else if (rc != CTXD_ENOTFOUND) a->failures++;
   }
@@ -518,7 +539,7 @@ static void test_concurrent_growth(void) {
   store *s;
   ctxd_error e;
   store_opts o = {64 << 10, 0, 0, 1};
-  CHECK_EQ_INT(store_open(new_dir(), &o, &s, &e), 0);
+  CHECK_EQ_INT(open_new(new_dir(), &o, &s, &e), 0);
   pthread_t th[4];
   worker_arg args[4];
   for (int i = 0; i < 4; i++) {
@@ -554,7 +575,7 @@ static int put_small(store *s, const char *id, size_t len, ctxd_error *e) {
   static char text[2048];
   memset(text, 'q', sizeof text);
   chunk_span c = {0, len, 10};
-  store_put_doc d = {id, strlen(id), text, len, NULL, 0, &c, 1};
+  store_put_doc d = {C1, id, strlen(id), text, len, NULL, 0, &c, 1, NULL, 0};
   return store_put(s, &d, 1, NULL, e);
 }
 
@@ -578,7 +599,7 @@ static void test_growth_shared_by_writers(void) {
     ctxd_error e;
     store_stats st;
     store_opts o = {64 << 10, 1ULL << 30, 0, 1};
-    CHECK_EQ_INT(store_open(dir, &o, &s, &e), 0);
+    CHECK_EQ_INT(open_new(dir, &o, &s, &e), 0);
     for (int i = 0;; i++) {
       char id[32];
       snprintf(id, sizeof id, "pre%d", i);
@@ -591,7 +612,7 @@ static void test_growth_shared_by_writers(void) {
     uint64_t map = st.map_bytes;
     store_close(s);
     store_opts o2 = {map, 2 * map, 0, 1};
-    CHECK_EQ_INT(store_open(dir, &o2, &s, &e), 0);
+    CHECK_EQ_INT(open_new(dir, &o2, &s, &e), 0);
     pthread_barrier_t bar;
     pthread_barrier_init(&bar, NULL, 8);
     pthread_t th[8];
@@ -646,7 +667,7 @@ static int map_lost_child(const char *dir) {
   store *s;
   ctxd_error e;
   store_opts o = {8 << 20, 1ULL << 30, 0, 1};
-  if (store_open(dir, &o, &s, &e)) return 10;
+  if (open_new(dir, &o, &s, &e)) return 10;
   static char text[32 << 10];
   memset(text, 'z', sizeof text);
   chunk_span c = {0, sizeof text, 1};
@@ -656,14 +677,14 @@ static int map_lost_child(const char *dir) {
   for (int i = 0; i < 1000; i++) {
     char id[32];
     snprintf(id, sizeof id, "d%d", i);
-    store_put_doc d = {id, strlen(id), text, sizeof text, NULL, 0, &c, 1};
+    store_put_doc d = {C1, id, strlen(id), text, sizeof text, NULL, 0, &c, 1, NULL, 0};
     if (store_put(s, &d, 1, NULL, &e) == 0) continue;
     if (!strstr(e.msg, "unusable until ctxd restarts")) {
       fprintf(stderr, "map_lost_child: put %d: %s\n", i, e.msg);
       return 12;
     }
     store_doc *g;
-    if (store_get(s, "d1", 2, 0, &g, &e) != CTXD_EIO) return 13;
+    if (store_get(s, C1, "d1", 2, 0, &g, &e) != CTXD_EIO) return 13;
     if (store_put(s, &d, 1, NULL, &e) != CTXD_EIO) return 14;
     store_stats st;
     if (store_stats_get(s, &st, &e) != CTXD_EIO) return 15;
@@ -693,7 +714,7 @@ static void test_map_lost(void) {
   /* Reopened without the limit, the store is whole. */
   store *s;
   ctxd_error e;
-  CHECK_EQ_INT(store_open(dir, &fast, &s, &e), 0);
+  CHECK_EQ_INT(open_new(dir, &fast, &s, &e), 0);
   CHECK(verify_ok(s));
   store_close(s);
 #endif
