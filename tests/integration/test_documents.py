@@ -377,7 +377,7 @@ def case_unicode(r, s, rng):
 
 def case_stats_verify(r, s, rng):
     st = stats(s)
-    r.eq(st.schema_version, 1, "Stats.schema_version = 1")
+    r.eq(st.schema_version, 2, "Stats.schema_version = 2")
     r.check(st.version != "", "Stats.version set", st.version)
     r.check(st.tokenizer != "", "Stats.tokenizer set", st.tokenizer)
     r.check(st.map_bytes > 0 and st.map_used_bytes > 0, "Stats map sizes set",
