@@ -1,10 +1,11 @@
 /* store.h - the document store: LMDB, the source of truth.
  *
  * One LMDB environment per data directory (files `data.mdb` and `lock.mdb`
- * inside it), with named databases for documents, texts, the client-id index,
- * chunks, the change log and a meta record (schema version, tokenizer,
- * counters). See ../../shared/DESIGN.md,
- * "Storage", and the layout comment at the top of store.c.
+ * inside it), with named databases for collections, documents, texts, the
+ * client-id index, chunks, vectors, BM25 postings, jobs, the change log and
+ * a meta record (schema version, tokenizer, counters). See
+ * ../../shared/DESIGN.md, "Storage", and the layout comment at the top of
+ * store.c.
  *
  * Thread safety: a store handle is shared by all threads. Any number of
  * reads run at once; writes are serialised by LMDB. Every call opens and
@@ -104,10 +105,17 @@ int store_open(const char *dir, const store_opts *opts, store **out,
 void store_close(store *s);
 
 /* Upsert n documents in one transaction: all of them commit, or none.
- * A replaced document's old chunks are removed. Appends one change-log entry
- * per document. `res` (n entries, may be NULL) receives each result.
- * Errors: CTXD_EINVAL (id too long, duplicate id inside the batch),
- * CTXD_ENOSPC, CTXD_EIO. */
+ * A replaced document's old chunks, vectors and postings are removed (it
+ * keeps its internal id). Appends one change-log entry per document. `res`
+ * (n entries, may be NULL) receives each result. The chunks' terms are
+ * computed before the transaction starts; a batch of several documents
+ * costs far less per document than one transaction each, since every
+ * commit rewrites the postings pages of every term it touches.
+ * Errors: CTXD_EINVAL (id too long, duplicate (cid, id) inside the batch,
+ * more than STORE_MAX_CHUNKS chunks, chunks that do not tile the text,
+ * vectors whose dim differs from the collection's or that hold a NaN or an
+ * infinity - the message names the document), CTXD_ENOTFOUND (no such
+ * collection), CTXD_ENOSPC, CTXD_EIO. */
 int store_put(store *s, const store_put_doc *docs, size_t n,
               store_put_result *res, ctxd_error *e);
 
@@ -137,16 +145,17 @@ int store_get(store *s, uint32_t cid, const char *id, size_t id_len,
 
 void store_doc_free(store_doc *d);
 
-/* Delete a document and its chunks. *deleted = 0 when no such document
- * existed (not an error); *n_chunks (may be NULL) = chunks removed. */
+/* Delete a document with its chunks, vectors and postings. *deleted = 0
+ * when no such document existed (not an error); *n_chunks (may be NULL) =
+ * chunks removed. */
 int store_delete(store *s, uint32_t cid, const char *id, size_t id_len,
                  int *deleted, uint32_t *n_chunks, ctxd_error *e);
 
 /* List the documents of collection cid in internal-id (first insertion)
  * order, starting after internal id `after` (0: from the start), at most
- * `limit`. *out is an array
- * of *n documents (meta, no text or chunks) freed with store_docs_free().
- * *next = the internal id to pass as `after` for the next page, 0 at the end. */
+ * `limit` (an unknown cid lists nothing). *out is an array of *n documents
+ * (meta, no text or chunks) freed with store_docs_free(). *next = the
+ * internal id to pass as `after` for the next page, 0 at the end. */
 int store_list(store *s, uint32_t cid, uint64_t after, size_t limit,
                store_doc **out, size_t *n, uint64_t *next, ctxd_error *e);
 
@@ -167,10 +176,17 @@ int store_stats_get(store *s, store_stats *out, ctxd_error *e);
 /* Record the tokenizer name in the meta record (done at start-up). */
 int store_set_tokenizer(store *s, const char *name, ctxd_error *e);
 
-/* Consistency check: every document's id-index entry and chunks, chunk
- * ranges inside the text and contiguous in order, counters equal to what is
- * stored, no orphan chunks or index entries. Fills *report (problems as
- * malloc'd strings, at most 1000) freed with store_verify_free(). */
+/* Consistency check: every document's collection, id-index entry (under
+ * its collection's id) and chunks, chunk ranges inside the text and
+ * contiguous in order; every counted vector present with the collection's
+ * dimension; postings equal to what the chunk texts give (each chunk's
+ * terms have postings with the right tf and dl, no posting names a missing
+ * chunk, per-collection posting counts agree, so document frequencies add
+ * up); global and per-collection counters equal to what is stored; no
+ * orphan chunks, texts, vectors or index entries. It re-tokenizes every
+ * chunk: it takes about as long as ingesting the store again. Fills *report
+ * (problems as malloc'd strings, at most 1000) freed with
+ * store_verify_free(). */
 typedef struct store_verify_report {
   int ok;
   uint64_t documents_checked;
@@ -204,7 +220,8 @@ typedef struct store_collection {
 int store_coll_create(store *s, const char *name, const char *config,
                       uint32_t dim, uint32_t *cid, ctxd_error *e);
 
-/* Look a collection up by name or by id. Errors: CTXD_ENOTFOUND. */
+/* Look a collection up by name or by id. Errors: CTXD_ENOTFOUND
+ * ("collection NAME not found"). */
 int store_coll_get(store *s, const char *name, store_collection *out,
                    ctxd_error *e);
 int store_coll_get_id(store *s, uint32_t cid, store_collection *out,
@@ -238,7 +255,8 @@ typedef struct store_change {
 int store_changes_read(store *s, uint64_t after, size_t max, store_change *out,
                        size_t *n, ctxd_error *e);
 
-/* Forget changes with seq <= upto (derived indexes have saved past them). */
+/* Forget changes with seq <= upto (derived indexes have saved past them).
+ * Sequence numbers keep counting from the last one ever given. */
 int store_changes_trim(store *s, uint64_t upto, ctxd_error *e);
 
 /* ---- Readers: many lookups in one consistent snapshot ------------------ */
@@ -246,7 +264,10 @@ int store_changes_trim(store *s, uint64_t upto, ctxd_error *e);
 /* A read transaction. Pointers a reader call returns into stored data stay
  * valid until store_reader_end. One reader is used by one thread at a time.
  * Keep readers short: a reader open for long holds the map size fixed (the
- * map cannot grow) and keeps old pages from reuse. */
+ * map cannot grow: writers that need it to wait for the reader's end) and
+ * keeps old pages from reuse. A thread that holds a reader must not call
+ * the other (non-reader) store functions meanwhile: one of them may wait
+ * for a map growth that waits for this very reader. */
 typedef struct store_reader store_reader;
 
 int store_reader_begin(store *s, store_reader **out, ctxd_error *e);
@@ -291,28 +312,33 @@ int store_reader_doc_text(store_reader *r, uint64_t doc, const char **text,
                           size_t *len, ctxd_error *e);
 
 /* The vectors of document doc in collection cid: *vecs points at n x dim
- * floats, row i = chunk i (n = 0 when the document has none). Rows are
- * contiguous only within this call's result. Errors: CTXD_ENOTFOUND. */
+ * floats, row i = chunk i (n = 0 when the document has none). The rows are
+ * a copy the reader keeps until store_reader_end (LMDB stores one value per
+ * chunk). Errors: CTXD_ENOTFOUND (no such document in cid). */
 int store_reader_doc_vectors(store_reader *r, uint32_t cid, uint64_t doc,
                              const float **vecs, uint32_t *n, ctxd_error *e);
 
 /* Call fn for every vector of collection cid in label order; fn returns
- * nonzero to stop (that value is returned). */
+ * nonzero to stop (that value is returned). v is valid during the call
+ * only (usually it points into the snapshot; a value LMDB left unaligned
+ * for float is copied). */
 int store_reader_scan_vectors(store_reader *r, uint32_t cid,
                               int (*fn)(int64_t label, const float *v,
                                         uint32_t dim, void *arg),
                               void *arg, ctxd_error *e);
 
-/* Call fn for every document of collection cid in internal-id order. */
+/* Call fn for every document of collection cid in internal-id order; fn
+ * returns nonzero to stop (that value is returned). */
 int store_reader_scan_docs(store_reader *r, uint32_t cid,
                            int (*fn)(uint64_t doc, const char *id,
                                      size_t id_len, void *arg),
                            void *arg, ctxd_error *e);
 
 /* BM25 postings of one term (lex.h-normalised bytes) in collection cid:
- * *df = the number of chunks holding it; fn (may be NULL: df only) is
- * called for each, in label order, with the term frequency and the chunk's
- * term count. */
+ * *df = the number of chunks holding it (0 for an unknown term, an empty
+ * one or one longer than LEX_TERM_MAX); fn (may be NULL: df only) is called
+ * for each, in label order, with the term frequency and the chunk's term
+ * count; it returns nonzero to stop (that value is returned). */
 int store_reader_postings(store_reader *r, uint32_t cid, const char *term,
                           size_t len, uint64_t *df,
                           int (*fn)(int64_t label, uint32_t tf, uint32_t dl,
@@ -321,14 +347,18 @@ int store_reader_postings(store_reader *r, uint32_t cid, const char *term,
 
 /* ---- Jobs (corpus jobs keep their state here) ------------------------- */
 
-/* Opaque job records keyed by job id (1..128 bytes). put replaces. */
+/* Opaque job records (up to 1 GiB) keyed by job id (1..128 bytes of a
+ * NUL-terminated string). put replaces. Errors: CTXD_EINVAL (id or record
+ * size), CTXD_ENOSPC, CTXD_EIO. */
 int store_job_put(store *s, const char *id, const void *rec, size_t len,
                   ctxd_error *e);
 /* *rec malloc'd, free(). CTXD_ENOTFOUND. */
 int store_job_get(store *s, const char *id, void **rec, size_t *len,
                   ctxd_error *e);
+/* CTXD_ENOTFOUND when there is no such job. */
 int store_job_delete(store *s, const char *id, ctxd_error *e);
-/* fn for every job in id order; fn returns nonzero to stop. */
+/* fn for every job in id order; fn returns nonzero to stop (that value is
+ * returned). */
 int store_job_list(store *s,
                    int (*fn)(const char *id, size_t id_len, const void *rec,
                              size_t len, void *arg),
