@@ -84,6 +84,8 @@
 /* Returned by internal write steps when the map is full: the caller aborts,
  * grows the map and reruns the whole transaction. Never leaves this file. */
 #define ST_MAPFULL 1
+/* Returned by a write_txn body that found nothing to write. */
+#define ST_NOOP 2
 
 /* Sizes of fixed parts of the encodings above. */
 #define DOC_HDR 36 /* cid 4 + id_len 4 + bytes 8 + tokens 8 + n_chunks 4 +
@@ -256,7 +258,7 @@ static void post_key(uint8_t kb[POST_KEY_MAX], uint32_t cid, const char *term,
   k->mv_size = 4 + len;
 }
 
-/* ---- id keys --------------------------------------------------------------- */
+/* ---- id keys ------------------------------------------------------------- */
 
 /* 64-bit FNV-1a: collisions only cost a second record read, never a wrong
  * answer, so a fast simple hash is enough. */
@@ -292,7 +294,7 @@ static void id_key(const store *s, uint32_t cid, const char *id, size_t len,
   key->mv_size = s->max_key;
 }
 
-/* ---- errors and locking ------------------------------------------------- */
+/* ---- errors and locking -------------------------------------------------- */
 
 /* Map an LMDB/errno result to a ctxd code with a message naming `what`. */
 static int mdb_fail(ctxd_error *e, int rc, const char *what) {
@@ -429,6 +431,35 @@ static void txn_abort(store *s, MDB_txn *txn) {
   txn_unlock(s);
 }
 
+/* Run `body` in a write transaction and commit it. When the map fills up,
+ * in a step or at the commit, the transaction is aborted, the map grown and
+ * the body run again from the start: a body computes everything afresh on
+ * each run and keeps its results for the caller only as the last run left
+ * them. A body returns 0 (commit), ST_NOOP (nothing to write: abort, and
+ * return 0) or an error (abort, return it). `need` estimates the bytes the
+ * commit writes (see txn_commit). */
+static int write_txn(store *s, uint64_t need,
+                     int (*body)(store *s, MDB_txn *txn, void *arg,
+                                 ctxd_error *e),
+                     void *arg, ctxd_error *e) {
+  for (;;) {
+    MDB_txn *txn = NULL;
+    int rc = txn_begin(s, 1, &txn, e);
+    if (rc) return rc;
+    uint64_t seen = map_size_now(s);
+    rc = body(s, txn, arg, e);
+    if (rc == 0) {
+      rc = txn_commit(s, txn, need, e);
+    } else {
+      txn_abort(s, txn);
+    }
+    if (rc == ST_NOOP) return 0;
+    if (rc != ST_MAPFULL) return rc;
+    rc = map_resize(s, 1, seen, e);
+    if (rc) return rc;
+  }
+}
+
 /* ---- meta ---------------------------------------------------------------- */
 
 static int counters_read(store *s, MDB_txn *txn, counters *c, ctxd_error *e) {
@@ -450,7 +481,7 @@ static int counters_write(store *s, MDB_txn *txn, const counters *c,
   return rc ? mdb_fail(e, rc, "writing counters") : 0;
 }
 
-/* ---- collections ------------------------------------------------------------ */
+/* ---- collections --------------------------------------------------------- */
 
 /* Decode a colls value. 0 or -1 (damaged). */
 static int coll_decode(uint32_t cid, const MDB_val *v, store_collection *c) {
@@ -546,7 +577,7 @@ static int coll_name_check(const char *name, ctxd_error *e) {
   return 0;
 }
 
-/* ---- lookups --------------------------------------------------------------- */
+/* ---- lookups ------------------------------------------------------------- */
 
 /* Find the internal id of client id `id` in collection cid. 0 and *doc set,
  * CTXD_ENOTFOUND, or another error. `rec` (may be NULL) receives the decoded
@@ -792,7 +823,7 @@ static int change_append(store *s, MDB_txn *txn, counters *c, int op,
   return rc ? mdb_fail(e, rc, "appending to the change log") : 0;
 }
 
-/* ---- open / close ---------------------------------------------------------- */
+/* ---- open / close -------------------------------------------------------- */
 
 static int fsync_path(const char *path) {
   int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -959,7 +990,8 @@ int store_open(const char *dir, const store_opts *opts, store **out,
                      dir, strerror(errno));
     goto fail;
   }
-  if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 16)) ||
+  if ((mrc = mdb_env_create(&s->env)) ||
+      (mrc = mdb_env_set_maxdbs(s->env, 16)) ||
       (mrc = mdb_env_set_maxreaders(s->env, o.max_readers)) ||
       (mrc = mdb_env_set_mapsize(s->env, (size_t)o.map_size))) {
     rc = mdb_fail(e, mrc, "creating the environment");
@@ -1009,7 +1041,7 @@ void store_close(store *s) {
   free(s);
 }
 
-/* ---- put ------------------------------------------------------------------- */
+/* ---- put ----------------------------------------------------------------- */
 
 /* Encode the docs record of `d` (with its final id) into a malloc'd buffer. */
 static int doc_encode(const store_put_doc *d, const char *id, size_t id_len,
@@ -1496,6 +1528,42 @@ static int put_one(store *s, MDB_txn *txn, counters *c, store_collection *col,
   return 0;
 }
 
+/* A store_put batch, prepared, for write_txn. */
+typedef struct put_batch {
+  const store_put_doc *docs;
+  size_t n;
+  char (*gen)[37];
+  const put_plan *plan;
+  coll_cache *cc;
+  store_put_result *tmp;
+} put_batch;
+
+static int put_body(store *s, MDB_txn *txn, void *arg, ctxd_error *e) {
+  put_batch *b = arg;
+  counters c;
+  b->cc->n = 0;
+  int rc = counters_read(s, txn, &c, e);
+  for (size_t i = 0; rc == 0 && i < b->n; i++) {
+    const store_put_doc *d = &b->docs[i];
+    const char *id = d->id_len ? d->id : b->gen[i];
+    size_t id_len = d->id_len ? d->id_len : 36;
+    store_collection *col = NULL;
+    rc = cache_get(s, txn, b->cc, d->cid, &col, e);
+    if (rc == CTXD_ENOTFOUND)
+      rc = ctxd_seterr(e, CTXD_ENOTFOUND,
+                       "document %zu: collection %u does not exist", i,
+                       d->cid);
+    if (rc == 0)
+      rc = put_one(s, txn, &c, col, i, d, id, id_len,
+                   b->plan->dl + b->plan->dl_off[i], b->plan->lex_sum[i],
+                   &b->tmp[i], e);
+  }
+  if (rc == 0) rc = postings_write(s, txn, b->plan, b->tmp, e);
+  if (rc == 0) rc = cache_write(s, txn, b->cc, e);
+  if (rc == 0) rc = counters_write(s, txn, &c, e);
+  return rc;
+}
+
 int store_put(store *s, const store_put_doc *docs, size_t n,
               store_put_result *res, ctxd_error *e) {
   int rc = 0;
@@ -1573,40 +1641,8 @@ int store_put(store *s, const store_put_doc *docs, size_t n,
       need += 8 + docs[i].meta[m].key_len + docs[i].meta[m].val_len;
   }
 
-  for (;;) {
-    MDB_txn *txn = NULL;
-    counters c;
-    cc.n = 0;
-    rc = txn_begin(s, 1, &txn, e);
-    if (rc) goto fail;
-    uint64_t seen = map_size_now(s);
-    rc = counters_read(s, txn, &c, e);
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-      const store_put_doc *d = &docs[i];
-      const char *id = d->id_len ? d->id : gen[i];
-      size_t id_len = d->id_len ? d->id_len : 36;
-      store_collection *col = NULL;
-      rc = cache_get(s, txn, &cc, d->cid, &col, e);
-      if (rc == CTXD_ENOTFOUND)
-        rc = ctxd_seterr(e, CTXD_ENOTFOUND,
-                         "document %zu: collection %u does not exist", i,
-                         d->cid);
-      if (rc == 0)
-        rc = put_one(s, txn, &c, col, i, d, id, id_len,
-                     plan.dl + plan.dl_off[i], plan.lex_sum[i], &tmp[i], e);
-    }
-    if (rc == 0) rc = postings_write(s, txn, &plan, tmp, e);
-    if (rc == 0) rc = cache_write(s, txn, &cc, e);
-    if (rc == 0) rc = counters_write(s, txn, &c, e);
-    if (rc == 0) {
-      rc = txn_commit(s, txn, need, e);
-    } else {
-      txn_abort(s, txn);
-    }
-    if (rc != ST_MAPFULL) break;
-    rc = map_resize(s, 1, seen, e);
-    if (rc) goto fail;
-  }
+  put_batch b = {docs, n, gen, &plan, &cc, tmp};
+  rc = write_txn(s, need, put_body, &b, e);
   if (rc) goto fail;
   if (res) memcpy(res, tmp, n * sizeof *res);
 fail:
@@ -1618,7 +1654,7 @@ fail:
   return rc;
 }
 
-/* ---- get / list -------------------------------------------------------------- */
+/* ---- get / list ---------------------------------------------------------- */
 
 /* Copy a decoded record into `d` (id and metadata; no text, no chunks). */
 static int doc_fill(const doc_rec *r, uint64_t doc, store_doc *d,
@@ -1844,7 +1880,7 @@ fail:
   return rc;
 }
 
-/* ---- delete ------------------------------------------------------------------ */
+/* ---- delete -------------------------------------------------------------- */
 
 /* Remove document doc (record r) entirely and take it off the counters. */
 static int doc_remove(store *s, MDB_txn *txn, counters *c,
@@ -1855,12 +1891,14 @@ static int doc_remove(store *s, MDB_txn *txn, counters *c,
   uint8_t kbuf[1024], dk[8], cb[CDOC_KEY];
   MDB_val key, dv = {8, dk}, ck = {CDOC_KEY, cb};
   gone_t g = {0, 0, 0};
-  int rc = doc_parts_delete(s, txn, doc, r, &g, e), mrc;
-  if (rc) return rc;
+  /* The id key first: r->id points into LMDB and the deletes below dirty
+   * pages. */
+  id_key(s, cid, r->id, r->id_len, kbuf, &key);
   put_be64(dk, doc);
   put_be32(cb, cid);
   put_be64(cb + 4, doc);
-  id_key(s, cid, r->id, r->id_len, kbuf, &key);
+  int rc = doc_parts_delete(s, txn, doc, r, &g, e), mrc;
+  if (rc) return rc;
   if ((mrc = mdb_del(txn, s->ids, &key, &dv)) ||
       (mrc = mdb_del(txn, s->docs, &dv, NULL)) ||
       ((mrc = mdb_del(txn, s->texts, &dv, NULL)) && mrc != MDB_NOTFOUND) ||
@@ -1880,6 +1918,38 @@ static int doc_remove(store *s, MDB_txn *txn, counters *c,
   return 0;
 }
 
+typedef struct del_args {
+  uint32_t cid;
+  const char *id;
+  size_t id_len;
+  uint32_t gone;
+} del_args;
+
+static int delete_body(store *s, MDB_txn *txn, void *arg, ctxd_error *e) {
+  del_args *a = arg;
+  counters c;
+  doc_rec r;
+  store_collection col;
+  uint64_t doc = 0;
+  a->gone = UINT32_MAX; /* "no such document" unless this run finds it */
+  int rc = lookup(s, txn, a->cid, a->id, a->id_len, &doc, &r, e);
+  if (rc == CTXD_ENOTFOUND) return ST_NOOP;
+  if (rc == 0) rc = counters_read(s, txn, &c, e);
+  if (rc == 0) {
+    rc = coll_read(s, txn, a->cid, &col, e);
+    if (rc == CTXD_ENOTFOUND)
+      rc = ctxd_seterr(e, CTXD_ECORRUPT,
+                       "store: document %.*s is in missing collection %u",
+                       (int)(a->id_len > 64 ? 64 : a->id_len), a->id, a->cid);
+  }
+  if (rc == 0) rc = doc_remove(s, txn, &c, &col, doc, &r, &a->gone, e);
+  if (rc == 0)
+    rc = change_append(s, txn, &c, STORE_OP_DELETE, a->cid, doc, e);
+  if (rc == 0) rc = coll_write(s, txn, &col, e);
+  if (rc == 0) rc = counters_write(s, txn, &c, e);
+  return rc;
+}
+
 int store_delete(store *s, uint32_t cid, const char *id, size_t id_len,
                  int *deleted, uint32_t *n_chunks, ctxd_error *e) {
   *deleted = 0;
@@ -1887,51 +1957,49 @@ int store_delete(store *s, uint32_t cid, const char *id, size_t id_len,
   if (id_len == 0 || id_len > STORE_ID_MAX)
     return ctxd_seterr(e, CTXD_EINVAL, "id must be 1..%d bytes, not %zu",
                        STORE_ID_MAX, id_len);
-  for (;;) {
-    MDB_txn *txn = NULL;
-    counters c;
-    doc_rec r;
-    store_collection col;
-    uint64_t doc = 0;
-    uint32_t gone = 0;
-    int rc = txn_begin(s, 1, &txn, e);
-    if (rc) return rc;
-    uint64_t seen = map_size_now(s);
-    rc = lookup(s, txn, cid, id, id_len, &doc, &r, e);
-    if (rc == CTXD_ENOTFOUND) {
-      txn_abort(s, txn);
-      return 0;
-    }
-    if (rc == 0) rc = counters_read(s, txn, &c, e);
-    if (rc == 0) {
-      rc = coll_read(s, txn, cid, &col, e);
-      if (rc == CTXD_ENOTFOUND)
-        rc = ctxd_seterr(e, CTXD_ECORRUPT,
-                         "store: document %.*s is in missing collection %u",
-                         (int)(id_len > 64 ? 64 : id_len), id, cid);
-    }
-    if (rc == 0) rc = doc_remove(s, txn, &c, &col, doc, &r, &gone, e);
-    if (rc == 0) rc = change_append(s, txn, &c, STORE_OP_DELETE, cid, doc, e);
-    if (rc == 0) rc = coll_write(s, txn, &col, e);
-    if (rc == 0) rc = counters_write(s, txn, &c, e);
-    if (rc == 0) {
-      rc = txn_commit(s, txn, 0, e);
-    } else {
-      txn_abort(s, txn);
-    }
-    if (rc == ST_MAPFULL) {
-      rc = map_resize(s, 1, seen, e);
-      if (rc) return rc;
-      continue;
-    }
-    if (rc) return rc;
-    *deleted = 1;
-    if (n_chunks) *n_chunks = gone;
-    return 0;
-  }
+  del_args a = {cid, id, id_len, UINT32_MAX};
+  int rc = write_txn(s, 0, delete_body, &a, e);
+  if (rc || a.gone == UINT32_MAX) return rc; /* error, or no such document */
+  *deleted = 1;
+  if (n_chunks) *n_chunks = a.gone;
+  return 0;
 }
 
-/* ---- collections API ----------------------------------------------------------- */
+/* ---- collections API ----------------------------------------------------- */
+
+typedef struct create_args {
+  const char *name, *config;
+  uint32_t dim, cid;
+} create_args;
+
+static int create_body(store *s, MDB_txn *txn, void *arg, ctxd_error *e) {
+  create_args *a = arg;
+  counters c;
+  uint32_t id = 0;
+  int rc = counters_read(s, txn, &c, e);
+  if (rc) return rc;
+  rc = coll_find(s, txn, a->name, &id, e);
+  if (rc == 0)
+    return ctxd_seterr(e, CTXD_EEXIST, "collection %s already exists",
+                       a->name);
+  if (rc != CTXD_ENOTFOUND) return rc;
+  if (c.next_cid > UINT32_MAX)
+    return ctxd_seterr(e, CTXD_ELIMIT, "store: collection ids are exhausted");
+  store_collection col;
+  memset(&col, 0, sizeof col);
+  a->cid = col.cid = (uint32_t)c.next_cid++;
+  col.dim = a->dim;
+  snprintf(col.name, sizeof col.name, "%s", a->name);
+  snprintf(col.config, sizeof col.config, "%s", a->config);
+  uint8_t vb[4];
+  put_le32(vb, col.cid);
+  MDB_val k = {strlen(a->name), (void *)a->name}, v = {4, vb};
+  int mrc = mdb_put(txn, s->cnames, &k, &v, 0);
+  if (mrc) return mdb_fail(e, mrc, "writing a collection name");
+  rc = coll_write(s, txn, &col, e);
+  if (rc == 0) rc = counters_write(s, txn, &c, e);
+  return rc;
+}
 
 int store_coll_create(store *s, const char *name, const char *config,
                       uint32_t dim, uint32_t *cid, ctxd_error *e) {
@@ -1946,53 +2014,10 @@ int store_coll_create(store *s, const char *name, const char *config,
     return ctxd_seterr(e, CTXD_EINVAL,
                        "collection %s: vector dimension %u is above %d", name,
                        dim, DIM_MAX);
-  for (;;) {
-    MDB_txn *txn = NULL;
-    counters c;
-    uint32_t id = 0;
-    rc = txn_begin(s, 1, &txn, e);
-    if (rc) return rc;
-    uint64_t seen = map_size_now(s);
-    rc = counters_read(s, txn, &c, e);
-    if (rc == 0) {
-      rc = coll_find(s, txn, name, &id, e);
-      if (rc == 0)
-        rc = ctxd_seterr(e, CTXD_EEXIST, "collection %s already exists",
-                         name);
-      else if (rc == CTXD_ENOTFOUND)
-        rc = 0;
-    }
-    if (rc == 0 && c.next_cid > UINT32_MAX)
-      rc = ctxd_seterr(e, CTXD_ELIMIT, "store: collection ids are exhausted");
-    if (rc == 0) {
-      store_collection col;
-      memset(&col, 0, sizeof col);
-      id = (uint32_t)c.next_cid++;
-      col.cid = id;
-      col.dim = dim;
-      snprintf(col.name, sizeof col.name, "%s", name);
-      snprintf(col.config, sizeof col.config, "%s", config);
-      uint8_t vb[4];
-      put_le32(vb, id);
-      MDB_val k = {strlen(name), (void *)name}, v = {4, vb};
-      int mrc = mdb_put(txn, s->cnames, &k, &v, 0);
-      rc = mrc ? mdb_fail(e, mrc, "writing a collection name") : 0;
-      if (rc == 0) rc = coll_write(s, txn, &col, e);
-    }
-    if (rc == 0) rc = counters_write(s, txn, &c, e);
-    if (rc == 0) {
-      rc = txn_commit(s, txn, 0, e);
-    } else {
-      txn_abort(s, txn);
-    }
-    if (rc == ST_MAPFULL) {
-      rc = map_resize(s, 1, seen, e);
-      if (rc) return rc;
-      continue;
-    }
-    if (rc == 0 && cid) *cid = id;
-    return rc;
-  }
+  create_args a = {name, config, dim, 0};
+  rc = write_txn(s, 0, create_body, &a, e);
+  if (rc == 0 && cid) *cid = a.cid;
+  return rc;
 }
 
 int store_coll_get(store *s, const char *name, store_collection *out,
@@ -2138,53 +2163,47 @@ done:
   return rc;
 }
 
+typedef struct drop_args {
+  const char *name;
+  uint64_t gone;
+} drop_args;
+
+static int drop_body(store *s, MDB_txn *txn, void *arg, ctxd_error *e) {
+  drop_args *a = arg;
+  counters c;
+  store_collection col;
+  uint32_t cid = 0;
+  int rc = counters_read(s, txn, &c, e);
+  if (rc == 0) rc = coll_find(s, txn, a->name, &cid, e);
+  if (rc == 0) rc = coll_read(s, txn, cid, &col, e);
+  if (rc == CTXD_ENOTFOUND)
+    return ctxd_seterr(e, CTXD_ENOTFOUND, "collection %s not found", a->name);
+  if (rc == 0) rc = coll_empty(s, txn, &c, &col, &a->gone, e);
+  if (rc) return rc;
+  uint8_t kb[4];
+  put_be32(kb, cid);
+  MDB_val k = {4, kb}, nk = {strlen(a->name), (void *)a->name};
+  int mrc;
+  if ((mrc = mdb_del(txn, s->colls, &k, NULL)) ||
+      (mrc = mdb_del(txn, s->cnames, &nk, NULL)))
+    return mdb_fail(e, mrc, "deleting a collection");
+  rc = change_append(s, txn, &c, STORE_OP_DROP, cid, 0, e);
+  if (rc == 0) rc = counters_write(s, txn, &c, e);
+  return rc;
+}
+
 int store_coll_drop(store *s, const char *name, uint64_t *documents,
                     ctxd_error *e) {
   if (documents) *documents = 0;
   int rc = coll_name_check(name, e);
   if (rc) return rc;
-  for (;;) {
-    MDB_txn *txn = NULL;
-    counters c;
-    store_collection col;
-    uint32_t cid = 0;
-    uint64_t gone = 0;
-    rc = txn_begin(s, 1, &txn, e);
-    if (rc) return rc;
-    uint64_t seen = map_size_now(s);
-    rc = counters_read(s, txn, &c, e);
-    if (rc == 0) rc = coll_find(s, txn, name, &cid, e);
-    if (rc == 0) rc = coll_read(s, txn, cid, &col, e);
-    if (rc == CTXD_ENOTFOUND)
-      rc = ctxd_seterr(e, CTXD_ENOTFOUND, "collection %s not found", name);
-    if (rc == 0) rc = coll_empty(s, txn, &c, &col, &gone, e);
-    if (rc == 0) {
-      uint8_t kb[4];
-      put_be32(kb, cid);
-      MDB_val k = {4, kb}, nk = {strlen(name), (void *)name};
-      int mrc;
-      if ((mrc = mdb_del(txn, s->colls, &k, NULL)) ||
-          (mrc = mdb_del(txn, s->cnames, &nk, NULL)))
-        rc = mdb_fail(e, mrc, "deleting a collection");
-    }
-    if (rc == 0) rc = change_append(s, txn, &c, STORE_OP_DROP, cid, 0, e);
-    if (rc == 0) rc = counters_write(s, txn, &c, e);
-    if (rc == 0) {
-      rc = txn_commit(s, txn, 0, e);
-    } else {
-      txn_abort(s, txn);
-    }
-    if (rc == ST_MAPFULL) {
-      rc = map_resize(s, 1, seen, e);
-      if (rc) return rc;
-      continue;
-    }
-    if (rc == 0 && documents) *documents = gone;
-    return rc;
-  }
+  drop_args a = {name, 0};
+  rc = write_txn(s, 0, drop_body, &a, e);
+  if (rc == 0 && documents) *documents = a.gone;
+  return rc;
 }
 
-/* ---- change log ------------------------------------------------------------------ */
+/* ---- change log ---------------------------------------------------------- */
 
 int store_changes_read(store *s, uint64_t after, size_t max, store_change *out,
                        size_t *n, ctxd_error *e) {
@@ -2205,7 +2224,8 @@ int store_changes_read(store *s, uint64_t after, size_t max, store_change *out,
   for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0 && got < max;
        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
     if (k.mv_size != 8 || v.mv_size != CHANGE_VAL) {
-      rc = ctxd_seterr(e, CTXD_ECORRUPT, "store: a change-log entry is damaged");
+      rc = ctxd_seterr(e, CTXD_ECORRUPT,
+                       "store: a change-log entry is damaged");
       goto done;
     }
     const uint8_t *p = v.mv_data;
@@ -2223,33 +2243,26 @@ done:
   return rc;
 }
 
-int store_changes_trim(store *s, uint64_t upto, ctxd_error *e) {
-  for (;;) {
-    MDB_txn *txn = NULL;
-    MDB_cursor *cur = NULL;
-    int rc = txn_begin(s, 1, &txn, e), mrc;
-    if (rc) return rc;
-    uint64_t seen = map_size_now(s);
-    if ((mrc = mdb_cursor_open(txn, s->changes, &cur)) == 0) {
-      MDB_val k, v;
-      while ((mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 &&
-             k.mv_size == 8 && get_be64(k.mv_data) <= upto)
-        if ((mrc = mdb_cursor_del(cur, 0))) break;
-      mdb_cursor_close(cur);
-    }
-    if (mrc && mrc != MDB_NOTFOUND) {
-      rc = mdb_fail(e, mrc, "trimming the change log");
-      txn_abort(s, txn);
-    } else {
-      rc = txn_commit(s, txn, 0, e);
-    }
-    if (rc != ST_MAPFULL) return rc;
-    rc = map_resize(s, 1, seen, e);
-    if (rc) return rc;
-  }
+static int trim_body(store *s, MDB_txn *txn, void *arg, ctxd_error *e) {
+  uint64_t upto = *(const uint64_t *)arg;
+  MDB_cursor *cur = NULL;
+  MDB_val k, v;
+  int mrc = mdb_cursor_open(txn, s->changes, &cur);
+  if (mrc) return mdb_fail(e, mrc, "opening changes cursor");
+  while ((mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 &&
+         k.mv_size == 8 && get_be64(k.mv_data) <= upto)
+    if ((mrc = mdb_cursor_del(cur, 0))) break;
+  mdb_cursor_close(cur);
+  if (mrc && mrc != MDB_NOTFOUND)
+    return mdb_fail(e, mrc, "trimming the change log");
+  return 0;
 }
 
-/* ---- readers ----------------------------------------------------------------------- */
+int store_changes_trim(store *s, uint64_t upto, ctxd_error *e) {
+  return write_txn(s, 0, trim_body, &upto, e);
+}
+
+/* ---- readers ------------------------------------------------------------- */
 
 struct store_reader {
   store *s;
@@ -2592,7 +2605,7 @@ done:
   return mrc && mrc != MDB_NOTFOUND ? mdb_fail(e, mrc, "reading postings") : 0;
 }
 
-/* ---- jobs ---------------------------------------------------------------------------- */
+/* ---- jobs ---------------------------------------------------------------- */
 
 static int job_id_check(const char *id, ctxd_error *e) {
   size_t n = strlen(id);
@@ -2602,30 +2615,29 @@ static int job_id_check(const char *id, ctxd_error *e) {
   return 0;
 }
 
+typedef struct job_args {
+  const char *id;
+  const void *rec;
+  size_t len;
+} job_args;
+
+static int job_put_body(store *s, MDB_txn *txn, void *arg, ctxd_error *e) {
+  job_args *a = arg;
+  MDB_val k = {strlen(a->id), (void *)a->id},
+          v = {a->len, (void *)(a->len ? a->rec : "")};
+  int mrc = mdb_put(txn, s->jobs, &k, &v, 0);
+  return mrc ? mdb_fail(e, mrc, "writing a job") : 0;
+}
+
 int store_job_put(store *s, const char *id, const void *rec, size_t len,
                   ctxd_error *e) {
   int rc = job_id_check(id, e);
   if (rc) return rc;
   if (len > JOB_REC_MAX)
-    return ctxd_seterr(e, CTXD_EINVAL, "job %s: record of %zu bytes is too "
-                       "large", id, len);
-  for (;;) {
-    MDB_txn *txn = NULL;
-    rc = txn_begin(s, 1, &txn, e);
-    if (rc) return rc;
-    uint64_t seen = map_size_now(s);
-    MDB_val k = {strlen(id), (void *)id}, v = {len, (void *)(len ? rec : "")};
-    int mrc = mdb_put(txn, s->jobs, &k, &v, 0);
-    if (mrc) {
-      txn_abort(s, txn);
-      rc = mdb_fail(e, mrc, "writing a job");
-    } else {
-      rc = txn_commit(s, txn, len, e);
-    }
-    if (rc != ST_MAPFULL) return rc;
-    rc = map_resize(s, 1, seen, e);
-    if (rc) return rc;
-  }
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "job %s: record of %zu bytes is too large", id, len);
+  job_args a = {id, rec, len};
+  return write_txn(s, len, job_put_body, &a, e);
 }
 
 int store_job_get(store *s, const char *id, void **rec, size_t *len,
@@ -2653,28 +2665,20 @@ int store_job_get(store *s, const char *id, void **rec, size_t *len,
   return rc;
 }
 
+static int job_delete_body(store *s, MDB_txn *txn, void *arg,
+                           ctxd_error *e) {
+  const char *id = arg;
+  MDB_val k = {strlen(id), (void *)id};
+  int mrc = mdb_del(txn, s->jobs, &k, NULL);
+  if (mrc == MDB_NOTFOUND)
+    return ctxd_seterr(e, CTXD_ENOTFOUND, "job %s not found", id);
+  return mrc ? mdb_fail(e, mrc, "deleting a job") : 0;
+}
+
 int store_job_delete(store *s, const char *id, ctxd_error *e) {
   int rc = job_id_check(id, e);
   if (rc) return rc;
-  for (;;) {
-    MDB_txn *txn = NULL;
-    rc = txn_begin(s, 1, &txn, e);
-    if (rc) return rc;
-    uint64_t seen = map_size_now(s);
-    MDB_val k = {strlen(id), (void *)id};
-    int mrc = mdb_del(txn, s->jobs, &k, NULL);
-    if (mrc) {
-      txn_abort(s, txn);
-      rc = mrc == MDB_NOTFOUND
-               ? ctxd_seterr(e, CTXD_ENOTFOUND, "job %s not found", id)
-               : mdb_fail(e, mrc, "deleting a job");
-    } else {
-      rc = txn_commit(s, txn, 0, e);
-    }
-    if (rc != ST_MAPFULL) return rc;
-    rc = map_resize(s, 1, seen, e);
-    if (rc) return rc;
-  }
+  return write_txn(s, 0, job_delete_body, (void *)id, e);
 }
 
 int store_job_list(store *s,
@@ -2692,12 +2696,13 @@ int store_job_list(store *s,
       rc = fn(k.mv_data, k.mv_size, v.mv_data, v.mv_size, arg);
     mdb_cursor_close(cur);
   }
-  if (rc == 0 && mrc && mrc != MDB_NOTFOUND) rc = mdb_fail(e, mrc, "listing jobs");
+  if (rc == 0 && mrc && mrc != MDB_NOTFOUND)
+    rc = mdb_fail(e, mrc, "listing jobs");
   txn_abort(s, txn);
   return rc;
 }
 
-/* ---- stats / meta -------------------------------------------------------------- */
+/* ---- stats / meta -------------------------------------------------------- */
 
 int store_stats_get(store *s, store_stats *out, ctxd_error *e) {
   memset(out, 0, sizeof *out);
@@ -2736,30 +2741,21 @@ done:
   return rc;
 }
 
-int store_set_tokenizer(store *s, const char *name, ctxd_error *e) {
-  size_t len = strlen(name);
-  if (len >= sizeof((store_stats *)0)->tokenizer)
-    return ctxd_seterr(e, CTXD_EINVAL, "tokenizer name too long");
-  for (;;) {
-    MDB_txn *txn = NULL;
-    int rc = txn_begin(s, 1, &txn, e);
-    if (rc) return rc;
-    uint64_t seen = map_size_now(s);
-    MDB_val k = {9, "tokenizer"}, v = {len, (void *)name};
-    int mrc = mdb_put(txn, s->meta, &k, &v, 0);
-    if (mrc) {
-      txn_abort(s, txn);
-      rc = mdb_fail(e, mrc, "writing the tokenizer");
-    } else {
-      rc = txn_commit(s, txn, 0, e);
-    }
-    if (rc != ST_MAPFULL) return rc;
-    rc = map_resize(s, 1, seen, e);
-    if (rc) return rc;
-  }
+static int tokenizer_body(store *s, MDB_txn *txn, void *arg,
+                          ctxd_error *e) {
+  const char *name = arg;
+  MDB_val k = {9, "tokenizer"}, v = {strlen(name), (void *)name};
+  int mrc = mdb_put(txn, s->meta, &k, &v, 0);
+  return mrc ? mdb_fail(e, mrc, "writing the tokenizer") : 0;
 }
 
-/* ---- verify ------------------------------------------------------------------- */
+int store_set_tokenizer(store *s, const char *name, ctxd_error *e) {
+  if (strlen(name) >= sizeof((store_stats *)0)->tokenizer)
+    return ctxd_seterr(e, CTXD_EINVAL, "tokenizer name too long");
+  return write_txn(s, 0, tokenizer_body, (void *)name, e);
+}
+
+/* ---- verify -------------------------------------------------------------- */
 
 typedef struct vctx {
   store_verify_report *rep;

@@ -14,18 +14,7 @@
 
 #include "../check.h"
 #include "store.h"
-
-static char base[] = "/tmp/ctxd-test-store-XXXXXX";
-static int dir_seq;
-
-/* A fresh directory under the test's temp dir. */
-static const char *new_dir(void) {
-  static char buf[256];
-  snprintf(buf, sizeof buf, "%s/s%d", base, ++dir_seq);
-  return buf;
-}
-
-static const store_opts fast = {0, 0, 0, 1};
+#include "store_testlib.h"
 
 /* The collection every test here writes to: the first one a fresh store
  * creates. */
@@ -65,23 +54,13 @@ static int put_text(store *s, const char *id, size_t id_len, const char *text,
                     const store_kv *meta, size_t n_meta, store_put_result *r) {
   size_t n;
   chunk_span *c = make_chunks(strlen(text), 7, &n);
-  store_put_doc d = {C1, id, id_len, text, strlen(text), meta, n_meta, c, n, NULL, 0};
+  store_put_doc d = {C1, id, id_len, text, strlen(text), meta, n_meta,
+                     c,  n,  NULL,   0};
   ctxd_error e;
   int rc = store_put(s, &d, 1, r, &e);
   if (rc && rc != CTXD_EINVAL) fprintf(stderr, "put: %s\n", e.msg);
   free(c);
   return rc;
-}
-
-static int verify_ok(store *s) {
-  store_verify_report rep;
-  ctxd_error e;
-  if (store_verify(s, &rep, &e)) return 0;
-  for (size_t i = 0; i < rep.n_problems; i++)
-    fprintf(stderr, "verify: %s\n", rep.problems[i]);
-  int ok = rep.ok && rep.n_problems == 0;
-  store_verify_free(&rep);
-  return ok;
 }
 
 static void test_put_get_replace_delete(void) {
@@ -98,8 +77,8 @@ static void test_put_get_replace_delete(void) {
   uint64_t seq_a = r.doc_seq;
 
   store_doc *d;
-  CHECK_EQ_INT(store_get(s, C1, "a", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e),
-               0);
+  CHECK_EQ_INT(
+      store_get(s, C1, "a", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e), 0);
   CHECK_EQ_STR(d->id, "a");
   CHECK_EQ_STR(d->text, "hello world, this is a text");
   CHECK_EQ_INT(d->bytes, 27);
@@ -124,8 +103,8 @@ static void test_put_get_replace_delete(void) {
   CHECK_EQ_INT(put_text(s, "a", 1, "short", NULL, 0, &r), 0);
   CHECK_EQ_INT(r.replaced, 1);
   CHECK_EQ_INT(r.doc_seq, seq_a);
-  CHECK_EQ_INT(store_get(s, C1, "a", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e),
-               0);
+  CHECK_EQ_INT(
+      store_get(s, C1, "a", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e), 0);
   CHECK_EQ_STR(d->text, "short");
   CHECK_EQ_INT(d->n_chunks, 1);
   CHECK_EQ_INT(d->n_meta, 0);
@@ -158,8 +137,8 @@ static void test_put_get_replace_delete(void) {
 
   /* An empty text: zero chunks, stored and read back. */
   CHECK_EQ_INT(put_text(s, "e", 1, "", NULL, 0, &r), 0);
-  CHECK_EQ_INT(store_get(s, C1, "e", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e),
-               0);
+  CHECK_EQ_INT(
+      store_get(s, C1, "e", 1, STORE_GET_TEXT | STORE_GET_CHUNKS, &d, &e), 0);
   CHECK_EQ_INT(d->text_len, 0);
   CHECK_EQ_INT(d->n_chunks, 0);
   store_doc_free(d);
@@ -416,15 +395,6 @@ static void test_map_growth(void) {
   free(text);
 }
 
-/* Open the environment the way the store lays it out, for raw edits. */
-static int raw_open(const char *dir, MDB_env **env, MDB_txn **txn) {
-  int rc = mdb_env_create(env);
-  if (!rc) rc = mdb_env_set_maxdbs(*env, 16);
-  if (!rc) rc = mdb_env_open(*env, dir, MDB_NOSYNC, 0644);
-  if (!rc) rc = mdb_txn_begin(*env, NULL, 0, txn);
-  return rc;
-}
-
 static void test_verify_detects_damage(void) {
   char dir[256];
   snprintf(dir, sizeof dir, "%s", new_dir());
@@ -525,12 +495,16 @@ static void *reader(void *p) {
     store_doc *docs;
     size_t n;
     uint64_t next;
-    if (store_list(a->s, C1, 0, 50, &docs, &n, &next, &e)) a->failures++;
-    else store_docs_free(docs, n);
+    if (store_list(a->s, C1, 0, 50, &docs, &n, &next, &e))
+      a->failures++;
+    else
+      store_docs_free(docs, n);
     store_doc *d;
     int rc = store_get(a->s, C1, "w0-0", 4, STORE_GET_TEXT, &d, &e);
-    if (rc == 0) store_doc_free(d);
-    else if (rc != CTXD_ENOTFOUND) a->failures++;
+    if (rc == 0)
+      store_doc_free(d);
+    else if (rc != CTXD_ENOTFOUND)
+      a->failures++;
   }
   return NULL;
 }
@@ -677,7 +651,8 @@ static int map_lost_child(const char *dir) {
   for (int i = 0; i < 1000; i++) {
     char id[32];
     snprintf(id, sizeof id, "d%d", i);
-    store_put_doc d = {C1, id, strlen(id), text, sizeof text, NULL, 0, &c, 1, NULL, 0};
+    store_put_doc d = {C1, id, strlen(id), text, sizeof text, NULL, 0,
+                       &c, 1,  NULL,       0};
     if (store_put(s, &d, 1, NULL, &e) == 0) continue;
     if (!strstr(e.msg, "unusable until ctxd restarts")) {
       fprintf(stderr, "map_lost_child: put %d: %s\n", i, e.msg);
@@ -720,17 +695,8 @@ static void test_map_lost(void) {
 #endif
 }
 
-static void rm_rf(const char *dir) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-}
-
 int main(void) {
-  if (!mkdtemp(base)) {
-    perror("mkdtemp");
-    return 1;
-  }
+  if (test_base_make()) return 1;
   test_put_get_replace_delete();
   test_list_paging();
   test_long_ids();
@@ -743,6 +709,6 @@ int main(void) {
   test_concurrent_growth();
   test_growth_shared_by_writers();
   test_map_lost();
-  rm_rf(base);
+  test_base_remove();
   return check_report("store");
 }

@@ -13,23 +13,13 @@
 
 #include "../check.h"
 #include "store.h"
-
-static char base[] = "/tmp/ctxd-test-store-coll-XXXXXX";
-static int dir_seq;
-
-static const char *new_dir(void) {
-  static char buf[256];
-  snprintf(buf, sizeof buf, "%s/s%d", base, ++dir_seq);
-  return buf;
-}
-
-static const store_opts fast = {0, 0, 0, 1};
+#include "store_testlib.h"
 
 /* Put one document of collection cid whose chunks are given as byte
  * offsets (ends[i] = end of chunk i; the last is the text's end). */
 static int put_cut(store *s, uint32_t cid, const char *id, const char *text,
-                   const size_t *ends, size_t n, const float *vec,
-                   uint32_t dim, store_put_result *r, ctxd_error *e) {
+                   const size_t *ends, size_t n, const float *vec, uint32_t dim,
+                   store_put_result *r, ctxd_error *e) {
   chunk_span c[16];
   for (size_t i = 0; i < n; i++) {
     c[i].byte_start = i ? ends[i - 1] : 0;
@@ -55,20 +45,6 @@ static int put1(store *s, uint32_t cid, const char *id, const char *text) {
   int rc = put_cut(s, cid, id, text, &end, end ? 1 : 0, NULL, 0, NULL, &e);
   if (rc) fprintf(stderr, "put1 %s: %s\n", id, e.msg);
   return rc;
-}
-
-static int verify_ok(store *s) {
-  store_verify_report rep;
-  ctxd_error e;
-  if (store_verify(s, &rep, &e)) {
-    fprintf(stderr, "verify: %s\n", e.msg);
-    return 0;
-  }
-  for (size_t i = 0; i < rep.n_problems; i++)
-    fprintf(stderr, "verify: %s\n", rep.problems[i]);
-  int ok = rep.ok && rep.n_problems == 0;
-  store_verify_free(&rep);
-  return ok;
 }
 
 /* 1 when verify reports a problem containing `what`. */
@@ -115,8 +91,8 @@ static uint64_t df_of(store *s, uint32_t cid, const char *term, plist *p) {
     memset(p, 0, sizeof *p);
     p->sorted = 1;
   }
-  if (store_reader_postings(r, cid, term, strlen(term), &df,
-                            p ? collect : NULL, p, &e))
+  if (store_reader_postings(r, cid, term, strlen(term), &df, p ? collect : NULL,
+                            p, &e))
     df = UINT64_MAX;
   store_reader_end(r);
   return df;
@@ -349,8 +325,7 @@ static void test_vectors(void) {
 
   /* Replace with fewer chunks: old vectors go, the counter follows. */
   size_t end1 = strlen("short one");
-  CHECK_EQ_INT(put_cut(s, cv, "v1", "short one", &end1, 1, v + 8, 4, NULL,
-                       &e),
+  CHECK_EQ_INT(put_cut(s, cv, "v1", "short one", &end1, 1, v + 8, 4, NULL, &e),
                0);
   CHECK_EQ_INT(store_coll_get_id(s, cv, &col, &e), 0);
   CHECK_EQ_INT(col.vectors, 1);
@@ -473,9 +448,8 @@ static void test_postings_by_hand(void) {
   store_reader *rd;
   uint64_t df = 9;
   CHECK_EQ_INT(store_reader_begin(s, &rd, &e), 0);
-  CHECK_EQ_INT(store_reader_postings(rd, c, huge, sizeof huge, &df, NULL,
-                                     NULL, &e),
-               0);
+  CHECK_EQ_INT(
+      store_reader_postings(rd, c, huge, sizeof huge, &df, NULL, NULL, &e), 0);
   CHECK_EQ_INT(df, 0);
   store_reader_end(rd);
   store_close(s);
@@ -577,14 +551,13 @@ static void test_readers(void) {
   uint32_t mcid = 0;
   const char *val;
   size_t vlen;
-  CHECK_EQ_INT(store_reader_doc_meta(rd, r1.doc_seq, "lang", 4, &mcid, &val,
-                                     &vlen, &e),
-               0);
+  CHECK_EQ_INT(
+      store_reader_doc_meta(rd, r1.doc_seq, "lang", 4, &mcid, &val, &vlen, &e),
+      0);
   CHECK_EQ_INT(mcid, c);
   CHECK(val && vlen == 2 && memcmp(val, "en", 2) == 0);
-  CHECK_EQ_INT(store_reader_doc_meta(rd, r1.doc_seq, "k", 1, NULL, &val,
-                                     &vlen, &e),
-               0);
+  CHECK_EQ_INT(
+      store_reader_doc_meta(rd, r1.doc_seq, "k", 1, NULL, &val, &vlen, &e), 0);
   CHECK(val != NULL && vlen == 0);
   CHECK_EQ_INT(store_reader_doc_meta(rd, r1.doc_seq, "missing", 7, NULL, &val,
                                      &vlen, &e),
@@ -602,9 +575,9 @@ static void test_readers(void) {
   CHECK(ds.docs[0] < ds.docs[1]);
   uint64_t df;
   int calls = 0;
-  CHECK_EQ_INT(store_reader_postings(rd, c, "part", 4, &df, stop_at_first,
-                                     &calls, &e),
-               7);
+  CHECK_EQ_INT(
+      store_reader_postings(rd, c, "part", 4, &df, stop_at_first, &calls, &e),
+      7);
   CHECK_EQ_INT(df, 2);
   CHECK_EQ_INT(calls, 1);
 
@@ -725,8 +698,8 @@ static void test_drop_with_data(void) {
   store_close(s);
 }
 
-static int job_count(const char *id, size_t id_len, const void *rec,
-                     size_t len, void *arg) {
+static int job_count(const char *id, size_t id_len, const void *rec, size_t len,
+                     void *arg) {
   char *out = arg;
   size_t o = strlen(out);
   snprintf(out + o, 64 - o, "%.*s=%.*s;", (int)id_len, id, (int)len,
@@ -763,15 +736,6 @@ static void test_jobs(void) {
   CHECK_EQ_INT(len, 0);
   free(rec);
   store_close(s);
-}
-
-/* Open the environment with raw LMDB, as the store lays it out. */
-static int raw_open(const char *dir, MDB_env **env, MDB_txn **txn) {
-  int rc = mdb_env_create(env);
-  if (!rc) rc = mdb_env_set_maxdbs(*env, 16);
-  if (!rc) rc = mdb_env_open(*env, dir, MDB_NOSYNC, 0644);
-  if (!rc) rc = mdb_txn_begin(*env, NULL, 0, txn);
-  return rc;
 }
 
 /* A schema-1 store as ctxd 0.1 wrote it: meta with schema_version 1 and
@@ -834,8 +798,7 @@ static void test_verify_damage(void) {
   MDB_txn *txn;
   MDB_dbi post, vecs;
   CHECK_EQ_INT(raw_open(dir, &env, &txn), 0);
-  CHECK_EQ_INT(mdb_dbi_open(txn, "postings", MDB_DUPSORT | MDB_DUPFIXED,
-                            &post),
+  CHECK_EQ_INT(mdb_dbi_open(txn, "postings", MDB_DUPSORT | MDB_DUPFIXED, &post),
                0);
   CHECK_EQ_INT(mdb_dbi_open(txn, "vectors", 0, &vecs), 0);
   uint8_t kb[16] = {0, 0, 0, (uint8_t)c, 'b', 'l', 'u', 'e'};
@@ -870,9 +833,9 @@ static void test_verify_damage(void) {
 
 /* Prose-like text of about `len` bytes. */
 static char *prose(size_t len, unsigned seed) {
-  static const char *words[] = {"river", "stone", "light", "quiet", "market",
+  static const char *words[] = {"river",  "stone", "light",  "quiet",  "market",
                                 "winter", "paper", "garden", "signal", "the",
-                                "of",    "and",   "north", "copper", "salt"};
+                                "of",     "and",   "north",  "copper", "salt"};
   char *t = malloc(len + 16);
   size_t o = 0;
   while (o < len) {
@@ -969,10 +932,7 @@ static void test_full_map_unchanged(void) {
 }
 
 int main(void) {
-  if (!mkdtemp(base)) {
-    perror("mkdtemp");
-    return 1;
-  }
+  if (test_base_make()) return 1;
   test_collections();
   test_ids_per_collection();
   test_vectors();
@@ -984,8 +944,6 @@ int main(void) {
   test_schema1_refused();
   test_verify_damage();
   test_full_map_unchanged();
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", base);
+  test_base_remove();
   return check_report("store_coll");
 }

@@ -6,32 +6,9 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "../benchfile.h"
 #include "chunk.h"
 #include "utf8.h"
-
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  char *buf = NULL;
-  long n;
-  if (!f || fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET))
-    goto out;
-  buf = malloc((size_t)n + 1);
-  if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-    free(buf);
-    buf = NULL;
-  }
-  *len = (size_t)n;
-out:
-  if (f)
-    fclose(f);
-  return buf;
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* 1 if every boundary is a character boundary and the chunks tile the text. */
 static int boundaries_ok(const char *s, size_t len, const chunk_span *c, size_t n) {

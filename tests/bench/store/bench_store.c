@@ -17,33 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../benchfile.h"
 #include "chunk.h"
 #include "lex.h"
 #include "store.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  char *buf = NULL;
-  long n;
-  if (!f || fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 ||
-      fseek(f, 0, SEEK_SET))
-    goto out;
-  buf = malloc((size_t)n + 1);
-  if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-    free(buf);
-    buf = NULL;
-  }
-  *len = (size_t)n;
-out:
-  if (f) fclose(f);
-  return buf;
-}
 
 typedef struct bdoc {
   const char *text;
@@ -154,13 +131,14 @@ int main(int argc, char **argv) {
   store_close(s);
 
   double mb = (double)bytes / (1024 * 1024);
-  printf("input\t%.1f MB\t%zu documents of ~%zu KB\t%zu chunks\t%llu "
-         "postings\tbatch %zu\t%s\n",
-         mb, n, doc_bytes / 1024, n_chunks, (unsigned long long)postings,
-         batch, sync ? "fsync per commit" : "no fsync");
+  printf(
+      "input\t%.1f MB\t%zu documents of ~%zu KB\t%zu chunks\t%llu "
+      "postings\tbatch %zu\t%s\n",
+      mb, n, doc_bytes / 1024, n_chunks, (unsigned long long)postings, batch,
+      sync ? "fsync per commit" : "no fsync");
   printf("lex_terms only\t%.2f s\t%.1f MB/s\n", t_lex, mb / t_lex);
-  printf("store_put\t%.2f s\t%.1f MB/s\t%.0f postings/s\n", t_put,
-         mb / t_put, (double)postings / t_put);
+  printf("store_put\t%.2f s\t%.1f MB/s\t%.0f postings/s\n", t_put, mb / t_put,
+         (double)postings / t_put);
   printf("data.mdb\t%.1f MB (%.2f x input)\n",
          (double)st.file_bytes / (1024 * 1024),
          (double)st.file_bytes / (double)bytes);
