@@ -9,6 +9,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" { /* for vindex.cpp */
+#endif
+
 enum ctxd_err {
   CTXD_OK = 0,
   CTXD_EINVAL = -1,     /* bad input: INVALID_ARGUMENT */
@@ -72,5 +76,9 @@ int ctxd_err_grpc_status(int code);
 
 /* Static name of a gRPC status ("INVALID_ARGUMENT"). */
 const char *grpc_status_name(int status);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
