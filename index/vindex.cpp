@@ -98,25 +98,19 @@ struct vindex {
 
 namespace {
 
-struct ReadLock {
+/* Scoped hold of the handle's rwlock, shared or exclusive. */
+template <int (*acquire)(pthread_rwlock_t *)>
+struct Locked {
   const vindex *v;
-  explicit ReadLock(const vindex *x) : v(x) {
-    pthread_rwlock_rdlock(&v->lock);
+  explicit Locked(const vindex *x) : v(x) {
+    acquire(&v->lock);
   }
-  ~ReadLock() {
+  ~Locked() {
     pthread_rwlock_unlock(&v->lock);
   }
 };
-
-struct WriteLock {
-  const vindex *v;
-  explicit WriteLock(const vindex *x) : v(x) {
-    pthread_rwlock_wrlock(&v->lock);
-  }
-  ~WriteLock() {
-    pthread_rwlock_unlock(&v->lock);
-  }
-};
+using ReadLock = Locked<pthread_rwlock_rdlock>;
+using WriteLock = Locked<pthread_rwlock_wrlock>;
 
 /* libgomp keeps the thread count per calling thread: set it for the
  * duration of one call and put the caller's value back. */

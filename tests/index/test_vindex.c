@@ -325,19 +325,48 @@ static void test_flat_exact(vindex_metric m) {
 
 /* ---- HNSW and IVF: recall, per-call parameters ------------------------- */
 
+/* Base vectors, queries, and buffers for exact and tested answers. */
+typedef struct {
+  float *x, *q, *s, *es;
+  int64_t *lab, *l, *el;
+} data_set;
+
+static data_set data_new(size_t n, size_t nq, uint32_t d, uint32_t k,
+                         size_t centres, uint64_t seed) {
+  data_set t;
+  t.x = clustered(n, d, centres, 0.6f, seed);
+  t.q = clustered(nq, d, centres, 0.6f, seed + 1);
+  t.lab = malloc(n * sizeof *t.lab);
+  t.s = malloc(nq * k * sizeof *t.s);
+  t.es = malloc(nq * k * sizeof *t.es);
+  t.l = malloc(nq * k * sizeof *t.l);
+  t.el = malloc(nq * k * sizeof *t.el);
+  return t;
+}
+
+static void data_free(data_set *t) {
+  free(t->x);
+  free(t->q);
+  free(t->lab);
+  free(t->s);
+  free(t->es);
+  free(t->l);
+  free(t->el);
+}
+
 static const size_t RN = 4000, RQ = 100;
 static const uint32_t RD = 32, RK = 10;
 
 static void test_hnsw_recall(vindex_metric m) {
   int ip = m == VINDEX_IP;
-  float *x = clustered(RN, RD, 40, 0.6f, 4), *q = clustered(RQ, RD, 40, 0.6f, 5);
+  data_set t = data_new(RN, RQ, RD, RK, 40, 4);
+  float *x = t.x, *q = t.q, *s = t.s, *es = t.es;
+  int64_t *lab = t.lab, *l = t.l, *el = t.el;
   if (ip) {
     vindex_normalize(x, RN, RD);
     vindex_normalize(q, RQ, RD);
   }
-  int64_t *lab = make_labels(RN, 7);
-  float *s = malloc(RQ * RK * sizeof *s), *es = malloc(RQ * RK * sizeof *es);
-  int64_t *l = malloc(RQ * RK * sizeof *l), *el = malloc(RQ * RK * sizeof *el);
+  for (size_t i = 0; i < RN; i++) lab[i] = 7 + 3 * (int64_t)i;
   brute_all(x, lab, RN, RD, ip, q, RQ, RK, NULL, NULL, es, el);
   vindex *v = make("HNSW32", RD, m);
   ctxd_error e;
@@ -374,20 +403,14 @@ static void test_hnsw_recall(vindex_metric m) {
   search_ok(v, q, RQ, RK, &wide, 1, s, l);
   CHECK(recall(el, l, RQ, RK) >= r_hi - 0.01);
   vindex_free(v);
-  free(x);
-  free(q);
-  free(lab);
-  free(s);
-  free(es);
-  free(l);
-  free(el);
+  data_free(&t);
 }
 
 static void test_ivf_recall(const char *spec, double min_recall_all) {
-  float *x = clustered(RN, RD, 40, 0.6f, 6), *q = clustered(RQ, RD, 40, 0.6f, 7);
-  int64_t *lab = make_labels(RN, 100);
-  float *s = malloc(RQ * RK * sizeof *s), *es = malloc(RQ * RK * sizeof *es);
-  int64_t *l = malloc(RQ * RK * sizeof *l), *el = malloc(RQ * RK * sizeof *el);
+  data_set t = data_new(RN, RQ, RD, RK, 40, 6);
+  float *x = t.x, *q = t.q, *s = t.s, *es = t.es;
+  int64_t *lab = t.lab, *l = t.l, *el = t.el;
+  for (size_t i = 0; i < RN; i++) lab[i] = 100 + 3 * (int64_t)i;
   brute_all(x, lab, RN, RD, 0, q, RQ, RK, NULL, NULL, es, el);
   vindex *v = make(spec, RD, VINDEX_L2);
   ctxd_error e;
@@ -412,13 +435,7 @@ static void test_ivf_recall(const char *spec, double min_recall_all) {
   CHECK(r[2] >= r[1]);
   CHECK(r[2] >= min_recall_all);
   vindex_free(v);
-  free(x);
-  free(q);
-  free(lab);
-  free(s);
-  free(es);
-  free(l);
-  free(el);
+  data_free(&t);
 }
 
 /* ---- Removal and filters ----------------------------------------------- */
@@ -444,8 +461,9 @@ static int keep_fn_spec(int64_t label, void *arg) {
 static void test_remove_filter(const char *spec) {
   const uint32_t d = 16, k = 10;
   const size_t n = 3000, nq = 60;
-  float *x = clustered(n, d, 30, 0.6f, 8), *q = clustered(nq, d, 30, 0.6f, 9);
-  int64_t *lab = malloc(n * sizeof *lab);
+  data_set t = data_new(n, nq, d, k, 30, 8);
+  float *x = t.x, *q = t.q, *s = t.s, *es = t.es;
+  int64_t *lab = t.lab, *l = t.l, *el = t.el;
   for (size_t i = 0; i < n; i++) lab[i] = 5000 + (int64_t)i; /* odd & even */
   vindex *v = make(spec, d, VINDEX_L2);
   ctxd_error e;
@@ -463,8 +481,6 @@ static void test_remove_filter(const char *spec) {
   CHECK_EQ_INT(info.masked, is_ivf ? 0 : 300);
   CHECK_EQ_INT(info.live, n - 300);
 
-  float *s = malloc(nq * k * sizeof *s), *es = malloc(nq * k * sizeof *es);
-  int64_t *l = malloc(nq * k * sizeof *l), *el = malloc(nq * k * sizeof *el);
   vindex_params p = {200, 30, NULL, NULL};
   for (int filt = 0; filt < 2; filt++) {
     keep_spec ks = {5100, 5400, filt};
@@ -493,13 +509,7 @@ static void test_remove_filter(const char *spec) {
     }
   }
   vindex_free(v);
-  free(x);
-  free(q);
-  free(lab);
-  free(s);
-  free(es);
-  free(l);
-  free(el);
+  data_free(&t);
 }
 
 /* A filter that allows almost nothing: HNSW walks on until it finds them. */
