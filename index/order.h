@@ -351,10 +351,12 @@ int order_jaccard3(const char *a, size_t alen, const char *b, size_t blen,
  * visited), repeatedly step to the most similar unvisited neighbour, and
  * when there is none jump to an unvisited document of minimum residual
  * degree. Ties: equal similarities go to the document earlier in a seeded
- * random permutation; among documents of equal degree the one whose degree
- * changed last (a neighbour of the recent path) comes first, then the
- * seeded permutation. A bucket queue keeps the minimum degree in O(1), so
- * the walk is O(n + edges).
+ * random permutation. Among the documents of minimum degree, a jump takes,
+ * of the 32 whose degree changed last (neighbours of the recent path), the
+ * one most similar to the document where the walk got stuck (when vectors
+ * are given; else the first), the rest ordered by the seeded permutation.
+ * A bucket queue keeps the minimum degree in O(1), so the walk is
+ * O(n + edges + 32 x dim x jumps).
  *   doc[p]  input index of the document at position p;
  *   sim[p]  its cosine similarity to doc[p-1] (an edge weight, or the dot
  *           product of the vectors after a jump; sim[0] = 0);

@@ -588,6 +588,52 @@ static void test_jsonl(void) {
   CHECK(strstr(e.msg, "duplicate id \"x\" (documents 0 and 2)"));
 }
 
+/* Real text through the built-in hash embedder: no vectors given. */
+static void test_hash_embedder(void) {
+  corpus c;
+  make_corpus(&c, 6, 60, 8, 0.5, 40, 31);
+  order_input in;
+  corpus_input(&c, &in, 0);
+  embed_hash_opts ho;
+  embed_hash_defaults(&ho);
+  ho.dim = 256;
+  embedder *m = NULL;
+  ctxd_error e;
+  CHECK_EQ_INT(embed_hash_create(&ho, &m, &e), 0);
+  order_opts o;
+  order_opts_defaults(&o);
+  o.embedder = m;
+  o.k = 10;
+  o.window_tokens = 256;
+  char dir[256];
+  subdir(dir, sizeof dir, "hash");
+  order_summary s;
+  int rc = order_run(&in, dir, &o, &s, &e);
+  CHECK_EQ_INT(rc, 0);
+  if (rc) fprintf(stderr, "hash run: %s\n", e.msg);
+  CHECK(in.vectors == NULL); /* the computed vectors were freed */
+  double same = check_order_file(&c, dir, s.duplicates);
+  printf("hash embedder: same-cluster adjacent pairs %.3f, duplicates %llu\n",
+         same, (unsigned long long)s.duplicates);
+  CHECK(same >= 0.95);
+  CHECK_EQ_INT(s.duplicates, 0);
+  check_windows(&c, dir, o.window_tokens, o.separator);
+  /* a restart after the embedding resumes from vectors.ckpt */
+  o.keep_checkpoints = 1;
+  CHECK_EQ_INT(order_run(&in, dir, &o, &s, &e), 0);
+  CHECK_EQ_INT(s.resumed_vectors, 0);
+  char *first = slurp(dir, "order.jsonl");
+  CHECK_EQ_INT(order_run(&in, dir, &o, &s, &e), 0);
+  CHECK_EQ_INT(s.resumed_vectors, 1);
+  CHECK_EQ_INT(s.resumed_knn, 1);
+  char *again = slurp(dir, "order.jsonl");
+  CHECK(first && again && strcmp(first, again) == 0);
+  free(first);
+  free(again);
+  embedder_free(m);
+  corpus_free(&c);
+}
+
 /* An embedder for the test: letter counts of the text (a-z, digits). */
 static int letters_embed(const embedder *m, const char *const *texts,
                          const size_t *lens, size_t n, float *out,
@@ -749,6 +795,64 @@ static void test_cancel_resume(void) {
   corpus_free(&c);
 }
 
+/* Above exact_max: IVF lists, nprobe from the measured recall, rows that
+ * can be searched in slices (as MPI ranks do) with identical results. */
+static void test_ivf(void) {
+  corpus c;
+  make_corpus(&c, 20, 300, 32, 0.5, 8, 29);
+  order_input in;
+  corpus_input(&c, &in, 1);
+  order_opts o;
+  order_opts_defaults(&o);
+  o.k = 10;
+  o.window_tokens = 128;
+  ctxd_error e;
+  float *owned;
+  CHECK_EQ_INT(order_prepare_vectors(&in, &o, &owned, &e), 0);
+  order_knn *exact = NULL, *ivf = NULL, *split = NULL;
+  CHECK_EQ_INT(order_knn_build(&in, &o, &exact, &e), 0);
+  CHECK_EQ_STR(exact->method, "Flat");
+  o.exact_max = 1000;
+  CHECK_EQ_INT(order_knn_build(&in, &o, &ivf, &e), 0);
+  CHECK(strncmp(ivf->method, "IVF77 nprobe=", 13) == 0);
+  CHECK(ivf->nprobe >= 1 && ivf->recall >= o.recall);
+  /* the measured recall against the exact graph */
+  uint64_t hit = 0;
+  for (uint64_t i = 0; i < c.n; i++)
+    for (uint32_t a = 0; a < o.k; a++)
+      for (uint32_t b = 0; b < o.k; b++)
+        if (ivf->nbr[i * o.k + a] == exact->nbr[i * o.k + b]) {
+          hit++;
+          break;
+        }
+  double recall = (double)hit / (double)(c.n * o.k);
+  printf("ivf: %s, estimated recall %.3f, measured %.3f\n", ivf->method,
+         (double)ivf->recall, recall);
+  CHECK(recall >= 0.85);
+  /* rows in two slices, as two MPI ranks would */
+  order_knn_index *x;
+  CHECK_EQ_INT(order_knn_alloc(c.n, ivf->k, &split, &e), 0);
+  CHECK_EQ_INT(order_knn_index_build(&in, &o, &x, &e), 0);
+  CHECK_EQ_INT(order_knn_search(x, &in, 0, 2500, &o, split, &e), 0);
+  CHECK_EQ_INT(order_knn_search(x, &in, 2500, c.n, &o, split, &e), 0);
+  CHECK_EQ_INT(order_knn_search(x, &in, 10, c.n + 1, &o, split, &e),
+               CTXD_EINVAL);
+  CHECK(memcmp(split->nbr, ivf->nbr, c.n * ivf->k * 4) == 0);
+  order_knn_index_free(x);
+  /* the whole job on the IVF graph still keeps clusters together */
+  char dir[256];
+  subdir(dir, sizeof dir, "ivf");
+  order_summary s;
+  CHECK_EQ_INT(order_run(&in, dir, &o, &s, &e), 0);
+  double same = check_order_file(&c, dir, s.duplicates);
+  printf("ivf: same-cluster adjacent pairs %.3f\n", same);
+  CHECK(same >= 0.95);
+  order_knn_free(exact);
+  order_knn_free(ivf);
+  order_knn_free(split);
+  corpus_free(&c);
+}
+
 /* The traversal on a hand-made graph: two triangles joined by nothing, and
  * a lone document. */
 static void test_traverse_small(void) {
@@ -798,10 +902,12 @@ int main(void) {
   test_traverse_small();
   test_jsonl();
   test_clusters_iclm();
+  test_ivf();
   test_determinism();
   test_duplicates();
   test_decompose();
   test_jsonl_embed_run();
+  test_hash_embedder();
   test_cancel_resume();
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
