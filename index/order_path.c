@@ -291,6 +291,9 @@ void order_path_free(order_path *p) {
   free(p);
 }
 
+/* Documents of minimum degree a jump compares with the current one. */
+#define ORDER_JUMP_LOOK 32
+
 /* Buckets of unvisited documents by residual degree: intrusive doubly
  * linked lists, pushed at the head, so the document whose degree changed
  * last comes out first. */
@@ -395,10 +398,23 @@ int order_traverse(const order_graph *g, const order_dups *d,
     if (best == ORDER_NONE) {
       while (q.head[q.min] == ORDER_NONE) q.min++;
       best = q.head[q.min];
-      bw = cur != ORDER_NONE && vec
-               ? order_dot(vec + (uint64_t)cur * dim,
-                           vec + (uint64_t)best * dim, dim)
-               : 0;
+      bw = 0;
+      if (cur != ORDER_NONE && vec) {
+        /* among the first few of equal minimum degree (those whose degree
+         * changed last: neighbours of the recent path), the one most
+         * similar to where the walk got stuck */
+        const float *cv = vec + (uint64_t)cur * dim;
+        int seen = 0;
+        bw = -2;
+        for (uint32_t v = best; v != ORDER_NONE && seen < ORDER_JUMP_LOOK;
+             v = q.next[v], seen++) {
+          float w = order_dot(cv, vec + (uint64_t)v * dim, dim);
+          if (w > bw) {
+            bw = w;
+            best = v;
+          }
+        }
+      }
       p->jump[pos] = pos > 0;
       p->jumps += pos > 0;
     }
