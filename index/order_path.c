@@ -6,11 +6,17 @@
 
 #include "order_impl.h"
 
+/* One adjacency entry: neighbour and weight side by side, so a row is one
+ * sequential read. */
+typedef struct order_edge {
+  uint32_t v;
+  float w;
+} order_edge;
+
 struct order_graph {
   uint64_t n;
-  uint64_t *off; /* n + 1: row i is adj/w[off[i] .. off[i+1]) */
-  uint32_t *adj;
-  float *w;
+  uint64_t *off; /* n + 1: row i is e[off[i] .. off[i+1]) */
+  order_edge *e;
 };
 
 uint64_t order_graph_nodes(const order_graph *g) { return g->n; }
@@ -19,91 +25,93 @@ uint64_t order_graph_edges(const order_graph *g) { return g->off[g->n] / 2; }
 void order_graph_free(order_graph *g) {
   if (!g) return;
   free(g->off);
-  free(g->adj);
-  free(g->w);
+  free(g->e);
   free(g);
 }
 
+/* Row i = its own kNN row, then every j that lists i, less those i lists
+ * too (a mutual pair). Two passes over the kNN rows place the entries (a
+ * counting sort); a third, sequential pass drops the mutual repeats with a
+ * stamp per document and closes the gaps. */
 int order_graph_build(const order_knn *k, order_graph **out, ctxd_error *e) {
   order_graph *g = NULL;
-  uint32_t *stamp = NULL, *where = NULL;
-  uint64_t *cur = NULL;
+  uint32_t *fill = NULL, *stamp = NULL;
+  uint16_t *own = NULL; /* valid entries of each kNN row (k <= 1000) */
   int rc = 0;
   uint64_t n = k->n;
+  uint32_t kk = k->k;
   *out = NULL;
   g = calloc(1, sizeof *g);
   if (!g) return ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
   g->n = n;
   g->off = calloc(n + 1, sizeof *g->off);
-  cur = malloc((n + 1) * sizeof *cur);
-  if (!g->off || !cur) goto nomem;
-  /* degrees with both directions of every kNN entry (mutual ones twice) */
-  for (uint64_t i = 0; i < n; i++)
-    for (uint32_t c = 0; c < k->k; c++) {
-      uint32_t j = k->nbr[i * k->k + c];
+  fill = calloc(n ? n : 1, sizeof *fill);
+  own = malloc((n ? n : 1) * sizeof *own);
+  if (!g->off || !fill || !own) goto nomem;
+  for (uint64_t i = 0; i < n; i++) {
+    const uint32_t *row = k->nbr + i * kk;
+    uint16_t c_own = 0;
+    for (uint32_t c = 0; c < kk; c++) {
+      uint32_t j = row[c];
       if (j == ORDER_NONE || j == i) continue;
       if (j >= n) {
-        rc = ctxd_seterr(e, CTXD_ECORRUPT, "kNN row %llu names document %u of %llu",
+        rc = ctxd_seterr(e, CTXD_ECORRUPT,
+                         "kNN row %llu names document %u of %llu",
                          (unsigned long long)i, j, (unsigned long long)n);
         goto fail;
       }
-      g->off[i + 1]++;
+      c_own++;
       g->off[j + 1]++;
     }
+    own[i] = c_own;
+    g->off[i + 1] += c_own;
+  }
   for (uint64_t i = 0; i < n; i++) g->off[i + 1] += g->off[i];
   uint64_t total = g->off[n];
-  g->adj = malloc((total ? total : 1) * sizeof *g->adj);
-  g->w = malloc((total ? total : 1) * sizeof *g->w);
-  if (!g->adj || !g->w) goto nomem;
-  memcpy(cur, g->off, (n + 1) * sizeof *cur);
-  for (uint64_t i = 0; i < n; i++)
-    for (uint32_t c = 0; c < k->k; c++) {
-      uint32_t j = k->nbr[i * k->k + c];
+  g->e = malloc((total ? total : 1) * sizeof *g->e);
+  if (!g->e) goto nomem;
+  for (uint64_t i = 0; i < n; i++) {
+    const uint32_t *row = k->nbr + i * kk;
+    const float *sim = k->sim + i * kk;
+    order_edge *mine = g->e + g->off[i];
+    uint32_t c_own = 0;
+    for (uint32_t c = 0; c < kk; c++) {
+      uint32_t j = row[c];
       if (j == ORDER_NONE || j == i) continue;
-      float s = k->sim[i * k->k + c];
-      g->adj[cur[i]] = j;
-      g->w[cur[i]++] = s;
-      g->adj[cur[j]] = (uint32_t)i;
-      g->w[cur[j]++] = s;
+      mine[c_own++] = (order_edge){j, sim[c]};
+      g->e[g->off[j] + own[j] + fill[j]++] = (order_edge){(uint32_t)i, sim[c]};
     }
-  free(cur);
-  cur = NULL;
-  /* drop the second copy of mutual edges, compacting rows in place */
+  }
+  free(fill);
+  fill = NULL;
   stamp = malloc((n ? n : 1) * sizeof *stamp);
-  where = malloc((n ? n : 1) * sizeof *where);
-  if (!stamp || !where) goto nomem;
+  if (!stamp) goto nomem;
   memset(stamp, 0xff, n * sizeof *stamp);
   uint64_t wp = 0, start = 0;
   for (uint64_t i = 0; i < n; i++) {
-    uint64_t end = g->off[i + 1];
+    uint64_t end = g->off[i + 1], mid = start + own[i];
     g->off[i] = wp;
-    for (uint64_t r = start; r < end; r++) {
-      uint32_t j = g->adj[r];
-      float s = g->w[r];
-      if (stamp[j] == (uint32_t)i) {
-        float *keep = &g->w[g->off[i] + where[j]];
-        if (s > *keep) *keep = s;
-        continue;
-      }
-      stamp[j] = (uint32_t)i;
-      where[j] = (uint32_t)(wp - g->off[i]); /* offset in the row */
-      g->adj[wp] = j;
-      g->w[wp++] = s;
+    for (uint64_t r = start; r < mid; r++) {
+      stamp[g->e[r].v] = (uint32_t)i;
+      g->e[wp++] = g->e[r];
     }
+    for (uint64_t r = mid; r < end; r++)
+      if (stamp[g->e[r].v] != (uint32_t)i) g->e[wp++] = g->e[r];
     start = end;
   }
   g->off[n] = wp;
   free(stamp);
-  free(where);
+  free(own);
   *out = g;
   return 0;
 nomem:
-  rc = ctxd_seterr(e, CTXD_ENOMEM, "out of memory for the graph of %llu documents",
+  rc = ctxd_seterr(e, CTXD_ENOMEM,
+                   "out of memory for the graph of %llu documents",
                    (unsigned long long)n);
 fail:
-  free(cur);
+  free(fill);
   free(stamp);
-  free(where);
+  free(own);
   order_graph_free(g);
   return rc;
 }
@@ -225,7 +233,7 @@ int order_dedup(const order_graph *g, const order_input *in,
     }
     size_t nc = 0;
     for (uint64_t r = g->off[j]; r < g->off[j + 1]; r++) {
-      if (g->adj[r] >= j || g->w[r] < o->dup_cosine) continue;
+      if (g->e[r].v >= j || g->e[r].w < o->dup_cosine) continue;
       if (nc == ncap) {
         size_t cap = ncap ? ncap * 2 : 16;
         cand *t = realloc(cs, cap * sizeof *cs);
@@ -233,7 +241,7 @@ int order_dedup(const order_graph *g, const order_input *in,
         cs = t;
         ncap = cap;
       }
-      cs[nc++] = (cand){g->adj[r], g->w[r]};
+      cs[nc++] = (cand){g->e[r].v, g->e[r].w};
     }
     if (nc == 0) continue;
     qsort(cs, nc, sizeof *cs, cmp_cand);
@@ -293,32 +301,46 @@ void order_path_free(order_path *p) {
 
 /* Documents of minimum degree a jump compares with the current one. */
 #define ORDER_JUMP_LOOK 32
+#define VISITED UINT32_MAX
 
-/* Buckets of unvisited documents by residual degree: intrusive doubly
- * linked lists, pushed at the head, so the document whose degree changed
- * last comes out first. */
+/* Buckets of unvisited documents by residual degree, lazily: a document
+ * whose degree drops is pushed onto its new bucket's stack and its old
+ * entry goes stale (skipped when met: the document's degree no longer
+ * matches the bucket, or it was visited). Each push is one write, and the
+ * most recently changed document of a bucket comes out first. The pool
+ * holds n + (entries of the graph) pushes at most: a degree drops once per
+ * visited neighbour. */
 typedef struct bucketq {
-  uint32_t *head, *next, *prev;
-  uint32_t *deg;
+  uint32_t *head;   /* per degree: the newest pool entry, or ORDER_NONE */
+  uint32_t *state;  /* residual degree, or VISITED */
+  struct {
+    uint32_t v, next;
+  } * pool;
+  uint64_t top;
   uint64_t min;
 } bucketq;
 
-static void bq_push(bucketq *q, uint32_t v) {
-  uint32_t d = q->deg[v], h = q->head[d];
-  q->next[v] = h;
-  q->prev[v] = ORDER_NONE;
-  if (h != ORDER_NONE) q->prev[h] = v;
-  q->head[d] = v;
+static inline void bq_push(bucketq *q, uint32_t v) {
+  uint32_t d = q->state[v];
+  q->pool[q->top].v = v;
+  q->pool[q->top].next = q->head[d];
+  q->head[d] = (uint32_t)q->top++;
   if (d < q->min) q->min = d;
 }
 
-static void bq_remove(bucketq *q, uint32_t v) {
-  uint32_t p = q->prev[v], nx = q->next[v];
-  if (p != ORDER_NONE)
-    q->next[p] = nx;
-  else
-    q->head[q->deg[v]] = nx;
-  if (nx != ORDER_NONE) q->prev[nx] = p;
+/* Drop stale entries from the front of the lowest non-empty bucket; return
+ * its first live document. */
+static uint32_t bq_front(bucketq *q) {
+  for (;;) {
+    uint32_t h = q->head[q->min];
+    if (h == ORDER_NONE) {
+      q->min++;
+      continue;
+    }
+    uint32_t v = q->pool[h].v;
+    if (q->state[v] == q->min) return v;
+    q->head[q->min] = q->pool[h].next;
+  }
 }
 
 int order_traverse(const order_graph *g, const order_dups *d,
@@ -326,15 +348,16 @@ int order_traverse(const order_graph *g, const order_dups *d,
                    order_path **out, ctxd_error *e) {
   order_path *p = NULL;
   uint32_t *rank = NULL, *perm = NULL;
-  uint8_t *done = NULL;
   bucketq q = {0};
   int rc = 0;
   uint64_t n = g->n;
   *out = NULL;
   if (d && d->n != n)
-    return ctxd_seterr(e, CTXD_EINVAL, "duplicates of %llu documents for a "
-                       "graph of %llu",
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "duplicates of %llu documents for a graph of %llu",
                        (unsigned long long)d->n, (unsigned long long)n);
+  if (n >= ORDER_NONE || g->off[n] + n >= ORDER_NONE)
+    return ctxd_seterr(e, CTXD_EINVAL, "graph too large for the traversal");
   const float *vec = in->vectors && in->n == n ? in->vectors : NULL;
   uint32_t dim = in->dim;
   uint64_t m = n - (d ? d->count : 0);
@@ -345,22 +368,19 @@ int order_traverse(const order_graph *g, const order_dups *d,
   p->jump = calloc(m ? m : 1, 1);
   perm = malloc((n ? n : 1) * sizeof *perm);
   rank = malloc((n ? n : 1) * sizeof *rank);
-  /* done[v]: visited, or a duplicate (never visited) */
-  done = calloc(n ? n : 1, 1);
-  q.deg = calloc(n ? n : 1, sizeof *q.deg);
-  q.next = malloc((n ? n : 1) * sizeof *q.next);
-  q.prev = malloc((n ? n : 1) * sizeof *q.prev);
-  if (!p->doc || !p->sim || !p->jump || !perm || !rank || !done || !q.deg ||
-      !q.next || !q.prev)
+  q.state = malloc((n ? n : 1) * sizeof *q.state);
+  q.pool = malloc((n + g->off[n] + 1) * sizeof *q.pool);
+  if (!p->doc || !p->sim || !p->jump || !perm || !rank || !q.state || !q.pool)
     goto nomem;
-  if (d)
-    for (uint64_t v = 0; v < n; v++) done[v] = d->of[v] != ORDER_NONE;
+  for (uint64_t v = 0; v < n; v++)
+    q.state[v] = d && d->of[v] != ORDER_NONE ? VISITED : 0;
   uint32_t maxdeg = 0;
   for (uint64_t v = 0; v < n; v++) {
-    if (done[v]) continue;
+    if (q.state[v] == VISITED) continue;
     uint32_t c = 0;
-    for (uint64_t r = g->off[v]; r < g->off[v + 1]; r++) c += !done[g->adj[r]];
-    q.deg[v] = c;
+    for (uint64_t r = g->off[v]; r < g->off[v + 1]; r++)
+      c += q.state[g->e[r].v] != VISITED;
+    q.state[v] = c;
     if (c > maxdeg) maxdeg = c;
   }
   q.head = malloc(((uint64_t)maxdeg + 1) * sizeof *q.head);
@@ -369,12 +389,13 @@ int order_traverse(const order_graph *g, const order_dups *d,
   q.min = maxdeg;
   order_permutation(perm, n, o->seed);
   for (uint64_t r = 0; r < n; r++) rank[perm[r]] = (uint32_t)r;
-  /* push in reverse rank so each bucket starts in permutation order */
+  /* pushed in reverse so that each bucket starts in permutation order */
   for (uint64_t r = n; r-- > 0;)
-    if (!done[perm[r]]) bq_push(&q, perm[r]);
+    if (q.state[perm[r]] != VISITED) bq_push(&q, perm[r]);
   free(perm);
   perm = NULL;
-  uint32_t cur = ORDER_NONE;
+  uint32_t cur = ORDER_NONE, next = ORDER_NONE;
+  float next_w = 0;
   for (uint64_t pos = 0; pos < m; pos++) {
     if ((pos & 65535) == 0) {
       order_report(o, ORDER_PHASE_TRAVERSE, pos, m);
@@ -383,31 +404,23 @@ int order_traverse(const order_graph *g, const order_dups *d,
         goto fail;
       }
     }
-    uint32_t best = ORDER_NONE;
-    float bw = 0;
-    if (cur != ORDER_NONE)
-      for (uint64_t r = g->off[cur]; r < g->off[cur + 1]; r++) {
-        uint32_t u = g->adj[r];
-        if (done[u]) continue;
-        float w = g->w[r];
-        if (best == ORDER_NONE || w > bw || (w == bw && rank[u] < rank[best])) {
-          best = u;
-          bw = w;
-        }
-      }
-    if (best == ORDER_NONE) {
-      while (q.head[q.min] == ORDER_NONE) q.min++;
-      best = q.head[q.min];
+    uint32_t best = next;
+    float bw = next_w;
+    if (best == ORDER_NONE) { /* the start, or stuck: jump */
+      best = bq_front(&q);
       bw = 0;
       if (cur != ORDER_NONE && vec) {
-        /* among the first few of equal minimum degree (those whose degree
-         * changed last: neighbours of the recent path), the one most
-         * similar to where the walk got stuck */
+        /* of the first live documents of minimum degree (those whose
+         * degree changed last: neighbours of the recent path), the one
+         * most similar to where the walk got stuck */
         const float *cv = vec + (uint64_t)cur * dim;
         int seen = 0;
         bw = -2;
-        for (uint32_t v = best; v != ORDER_NONE && seen < ORDER_JUMP_LOOK;
-             v = q.next[v], seen++) {
+        for (uint32_t h = q.head[q.min]; h != ORDER_NONE && seen < ORDER_JUMP_LOOK;
+             h = q.pool[h].next) {
+          uint32_t v = q.pool[h].v;
+          if (q.state[v] != q.min) continue;
+          seen++;
           float w = order_dot(cv, vec + (uint64_t)v * dim, dim);
           if (w > bw) {
             bw = w;
@@ -418,27 +431,33 @@ int order_traverse(const order_graph *g, const order_dups *d,
       p->jump[pos] = pos > 0;
       p->jumps += pos > 0;
     }
-    bq_remove(&q, best);
-    done[best] = 1;
+    q.state[best] = VISITED;
     p->doc[pos] = best;
     p->sim[pos] = pos ? bw : 0;
+    /* one pass over the row: lower the neighbours' degrees and find the
+     * most similar unvisited one, the next step */
+    next = ORDER_NONE;
+    next_w = 0;
     for (uint64_t r = g->off[best]; r < g->off[best + 1]; r++) {
-      uint32_t u = g->adj[r];
-      if (done[u]) continue;
-      bq_remove(&q, u);
-      q.deg[u]--;
+      uint32_t u = g->e[r].v;
+      if (q.state[u] == VISITED) continue;
+      q.state[u]--;
       bq_push(&q, u);
+      float w = g->e[r].w;
+      if (next == ORDER_NONE || w > next_w ||
+          (w == next_w && rank[u] < rank[next])) {
+        next = u;
+        next_w = w;
+      }
     }
     cur = best;
   }
   p->n = m;
   order_report(o, ORDER_PHASE_TRAVERSE, m, m);
   free(rank);
-  free(done);
   free(q.head);
-  free(q.next);
-  free(q.prev);
-  free(q.deg);
+  free(q.state);
+  free(q.pool);
   *out = p;
   return 0;
 nomem:
@@ -446,11 +465,9 @@ nomem:
 fail:
   free(perm);
   free(rank);
-  free(done);
   free(q.head);
-  free(q.next);
-  free(q.prev);
-  free(q.deg);
+  free(q.state);
+  free(q.pool);
   order_path_free(p);
   return rc;
 }

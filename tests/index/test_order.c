@@ -735,13 +735,14 @@ static void cancel_progress(void *arg, order_phase ph, uint64_t done,
 
 static void test_cancel_resume(void) {
   corpus c;
-  make_corpus(&c, 5, 1000, 16, 0.3, 10, 23); /* 5000 docs: 3 kNN batches */
+  make_corpus(&c, 5, 1000, 16, 0.3, 10, 23); /* 5000 docs: 2 kNN batches */
   order_input in;
   atomic_int flag = 0;
   cancel_probe probe = {&flag, ORDER_PHASE_KNN, 0};
   order_opts o;
   order_opts_defaults(&o);
   o.window_tokens = 256;
+  o.threads = 1;
   o.progress = cancel_progress;
   o.progress_arg = &probe;
   o.cancel = &flag;
@@ -799,13 +800,14 @@ static void test_cancel_resume(void) {
  * can be searched in slices (as MPI ranks do) with identical results. */
 static void test_ivf(void) {
   corpus c;
-  make_corpus(&c, 20, 300, 32, 0.5, 8, 29);
+  make_corpus(&c, 20, 200, 32, 0.5, 8, 29);
   order_input in;
   corpus_input(&c, &in, 1);
   order_opts o;
   order_opts_defaults(&o);
   o.k = 10;
   o.window_tokens = 128;
+  o.threads = 1; /* OpenMP teams crawl on a loaded 2-core machine */
   ctxd_error e;
   float *owned;
   CHECK_EQ_INT(order_prepare_vectors(&in, &o, &owned, &e), 0);
@@ -814,7 +816,7 @@ static void test_ivf(void) {
   CHECK_EQ_STR(exact->method, "Flat");
   o.exact_max = 1000;
   CHECK_EQ_INT(order_knn_build(&in, &o, &ivf, &e), 0);
-  CHECK(strncmp(ivf->method, "IVF77 nprobe=", 13) == 0);
+  CHECK(strncmp(ivf->method, "IVF63 nprobe=", 13) == 0);
   CHECK(ivf->nprobe >= 1 && ivf->recall >= o.recall);
   /* the measured recall against the exact graph */
   uint64_t hit = 0;
@@ -833,8 +835,8 @@ static void test_ivf(void) {
   order_knn_index *x;
   CHECK_EQ_INT(order_knn_alloc(c.n, ivf->k, &split, &e), 0);
   CHECK_EQ_INT(order_knn_index_build(&in, &o, &x, &e), 0);
-  CHECK_EQ_INT(order_knn_search(x, &in, 0, 2500, &o, split, &e), 0);
-  CHECK_EQ_INT(order_knn_search(x, &in, 2500, c.n, &o, split, &e), 0);
+  CHECK_EQ_INT(order_knn_search(x, &in, 0, 1500, &o, split, &e), 0);
+  CHECK_EQ_INT(order_knn_search(x, &in, 1500, c.n, &o, split, &e), 0);
   CHECK_EQ_INT(order_knn_search(x, &in, 10, c.n + 1, &o, split, &e),
                CTXD_EINVAL);
   CHECK(memcmp(split->nbr, ivf->nbr, c.n * ivf->k * 4) == 0);
