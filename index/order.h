@@ -44,11 +44,13 @@
 
 #define ORDER_DEFAULT_K 20
 #define ORDER_K_MAX 1000
-/* Up to this many documents the kNN graph is exact (FAISS "Flat", inner
- * product); above it, IVF. Measured: Flat costs n^2 dim multiply-adds, 2.5 s
- * for 20,000 x 384 on this 2-core VM; IVF is faster from there on with recall
- * above the target (README, "Corpus ordering"). */
-#define ORDER_DEFAULT_EXACT_MAX 20000
+/* Up to this many documents the kNN graph is exact (one FAISS "Flat" inner
+ * product index); above it, an inverted file (see order_knn_index_build).
+ * Measured on this 2-core VM, 384 dimensions: Flat costs n^2 dim
+ * multiply-adds, 4.2 s of CPU for 10,000 documents and 13 s for 20,000,
+ * where the inverted file takes 0.8 s and 1.2 s at recall@20 0.95 and 0.97
+ * (README, "Corpus ordering"). */
+#define ORDER_DEFAULT_EXACT_MAX 10000
 #define ORDER_DEFAULT_RECALL 0.9f  /* nprobe target: estimated recall@k */
 #define ORDER_DEFAULT_NPROBE_MAX 256
 #define ORDER_RECALL_QUERIES 64    /* sample queries that estimate recall */
@@ -136,9 +138,9 @@ typedef struct order_opts {
   order_mode mode;
   uint32_t k;           /* neighbours per document, 1..ORDER_K_MAX */
   uint64_t exact_max;   /* Flat up to this many documents, IVF above */
-  uint32_t nlist;       /* IVF lists; 0: 4 x sqrt(n) (at most n / 39) */
-  uint32_t nprobe;      /* IVF lists probed; 0: the smallest power of two
-                         * whose estimated recall@k reaches `recall` */
+  uint32_t nlist;       /* IVF lists; 0: round(sqrt(n)) (at most n / 8) */
+  uint32_t nprobe;      /* IVF lists probed; 0: the smallest number whose
+                         * measured recall@k reaches `recall` */
   float recall;         /* target for the automatic nprobe, (0, 1] */
   uint32_t nprobe_max;  /* cap of the automatic nprobe */
   float dup_cosine;     /* near-duplicate threshold; > 1 turns dedup off */
@@ -162,7 +164,7 @@ typedef struct order_opts {
   int keep_checkpoints;        /* order_run keeps vectors.ckpt/knn.ckpt */
 } order_opts;
 
-/* Fill *o with the defaults: mode iclm, k 20, exact_max 20000, nlist 0,
+/* Fill *o with the defaults: mode iclm, k 20, exact_max 10000, nlist 0,
  * nprobe 0, recall 0.9, nprobe_max 256, dup_cosine 0.95, dup_jaccard 0,
  * seed 0, window 8192, separator "<|endoftext|>" counted with the tokenizer,
  * decompose 2^8..2^floor(log2 L), all cores, the estimator, no embedder. */
@@ -252,9 +254,10 @@ typedef struct order_knn {
   uint32_t k;
   uint32_t *nbr;     /* n*k */
   float *sim;        /* n*k */
-  char method[64];   /* "Flat" or "IVF4000,Flat nprobe=8" */
+  char method[64];   /* "Flat" or "IVF1000 nprobe=2" */
   uint32_t nprobe;   /* 0 for Flat */
-  float recall;      /* estimated recall@k (1 for Flat) */
+  float recall;      /* measured recall@k on a sample (1 for Flat, NaN
+                      * when nprobe was given) */
 } order_knn;
 
 /* Allocate a graph of n rows of k, every entry ORDER_NONE / 0.
@@ -263,14 +266,25 @@ typedef struct order_knn {
 int order_knn_alloc(uint64_t n, uint32_t k, order_knn **out, ctxd_error *e);
 void order_knn_free(order_knn *g);
 
-/* The index that the kNN searches run against: every normalised vector of
- * `in` (after order_prepare_vectors), labelled by its document index. Flat
- * when n <= o->exact_max; otherwise "IVF<nlist>,Flat" trained on a seeded
- * sample of max(39, 64) x nlist vectors, with nprobe chosen (unless
- * o->nprobe) on ORDER_RECALL_QUERIES sample queries against an exhaustive
- * search: the smallest power of two up to nprobe_max whose recall@k reaches
- * o->recall. Progress phases TRAIN and INDEX. Errors: CTXD_EINVAL (no
- * vectors), vindex errors, CTXD_ECANCELED, CTXD_ENOMEM. */
+/* The index that the kNN searches run against, over every normalised
+ * vector of `in` (after order_prepare_vectors), labelled by document index.
+ *   n <= o->exact_max: exact, one vindex "Flat" (inner product) index.
+ *   above: an inverted file searched list by list. nlist lists (o->nlist,
+ *   or round(sqrt(n)), at most n / 8) with spherical k-means centroids,
+ *   trained for 10 iterations on a seeded sample of 32 x nlist vectors;
+ *   every document is assigned to its nearest lists; each document
+ *   searches the members of its nprobe nearest lists exactly. nprobe is
+ *   o->nprobe, or the smallest number of lists (up to o->nprobe_max)
+ *   whose recall@k, measured on ORDER_RECALL_QUERIES seeded sample queries
+ *   against their exact neighbours, reaches o->recall.
+ * Why not FAISS's own IVF index: its training runs 25 k-means iterations
+ * over 39 x nlist points (12 TFLOP for the suggested 4 sqrt(n) lists at one
+ * million 384-dimensional vectors), it keeps a second copy of every vector,
+ * and it scans lists per query; here every step is a matrix product in a
+ * small Flat index (BLAS), the lists hold document numbers only, and a
+ * million documents take minutes (README).
+ * Progress phases TRAIN and INDEX. Errors: CTXD_EINVAL (no vectors),
+ * vindex errors, CTXD_ECANCELED, CTXD_ENOMEM. */
 typedef struct order_knn_index order_knn_index;
 int order_knn_index_build(const order_input *in, const order_opts *o,
                           order_knn_index **out, ctxd_error *e);

@@ -855,6 +855,82 @@ static void test_ivf(void) {
   corpus_free(&c);
 }
 
+/* Tiny corpora, a vectors-only corpus in mode "order", and long documents
+ * cut across many small windows (with 2-token characters at the edges). */
+static void test_edges(void) {
+  ctxd_error e;
+  order_opts o;
+  order_summary s;
+  char dir[256];
+  for (uint64_t n = 0; n <= 2; n++) {
+    const char *ids[2] = {"a", "b"};
+    const char *texts[2] = {"alpha beta", "gamma"};
+    size_t lens[2] = {10, 5};
+    float vec[4] = {1, 0, 0.6f, 0.8f};
+    order_input in = {0};
+    in.n = n;
+    in.ids = ids;
+    in.texts = texts;
+    in.text_lens = lens;
+    in.dim = 2;
+    in.vectors = vec;
+    order_opts_defaults(&o);
+    snprintf(dir, sizeof dir, "%s/tiny-%llu", base, (unsigned long long)n);
+    int rc = order_run(&in, dir, &o, &s, &e);
+    CHECK_EQ_INT(rc, 0);
+    if (rc) fprintf(stderr, "n=%llu: %s\n", (unsigned long long)n, e.msg);
+    CHECK_EQ_INT(s.ordered, n);
+    CHECK_EQ_INT(s.windows, n ? 1 : 0);
+    if (n == 2) CHECK(fabs(s.adjacent_similarity - 0.6) < 1e-5);
+    size_t lines;
+    json_t **v = read_lines(dir, "order.jsonl", &lines);
+    CHECK_EQ_INT(lines, n);
+    free_lines(v, lines);
+  }
+  /* vectors only: mode order works, iclm says what is missing */
+  corpus c;
+  make_corpus(&c, 3, 20, 8, 0.5, 0, 41);
+  order_input in;
+  corpus_input(&c, &in, 1);
+  order_opts_defaults(&o);
+  subdir(dir, sizeof dir, "vectors-only");
+  CHECK_EQ_INT(order_run(&in, dir, &o, &s, &e), CTXD_EINVAL);
+  CHECK(strstr(e.msg, "needs the documents' texts") != NULL);
+  o.mode = ORDER_MODE_ORDER;
+  CHECK_EQ_INT(order_run(&in, dir, &o, &s, &e), 0);
+  size_t lines;
+  json_t **v = read_lines(dir, "order.jsonl", &lines);
+  CHECK_EQ_INT(lines, c.n - s.duplicates);
+  CHECK(lines > 0 && json_object_get(v[0], "window") == NULL);
+  free_lines(v, lines);
+  char path[512];
+  snprintf(path, sizeof path, "%s/windows.jsonl", dir);
+  CHECK(access(path, F_OK) != 0);
+  /* long texts, small windows */
+  for (uint64_t i = 0; i < c.n; i++) {
+    size_t cap = 4000, len = 0;
+    c.texts[i] = malloc(cap);
+    while (len + 40 < cap)
+      len += (size_t)snprintf(c.texts[i] + len, cap - len, "%s%llu ",
+                              (len / 7) % 3 ? "word" : "\xf0\x9f\x98\x80x",
+                              (unsigned long long)(len % 1000));
+    c.lens[i] = len;
+  }
+  corpus_input(&c, &in, 1);
+  order_opts_defaults(&o);
+  o.window_tokens = 16;
+  o.separator = "<s>";
+  subdir(dir, sizeof dir, "long");
+  CHECK_EQ_INT(order_run(&in, dir, &o, &s, &e), 0);
+  CHECK(s.windows > c.n * 10);
+  check_windows(&c, dir, o.window_tokens, o.separator);
+  /* a separator as long as the window is refused */
+  o.window_tokens = 3;
+  CHECK_EQ_INT(order_run(&in, dir, &o, &s, &e), CTXD_EINVAL);
+  CHECK(strstr(e.msg, "separator") != NULL);
+  corpus_free(&c);
+}
+
 /* The traversal on a hand-made graph: two triangles joined by nothing, and
  * a lone document. */
 static void test_traverse_small(void) {
@@ -903,6 +979,7 @@ int main(void) {
   }
   test_traverse_small();
   test_jsonl();
+  test_edges();
   test_clusters_iclm();
   test_ivf();
   test_determinism();

@@ -109,24 +109,36 @@ static void die(const char *what, const ctxd_error *e) {
   exit(1);
 }
 
+/* The clustered corpus as the library's input, and options with k. */
+static void setup(uint64_t n, uint32_t dim, uint32_t k, uint64_t *planted,
+                  order_input *in, order_opts *o) {
+  memset(in, 0, sizeof *in);
+  in->n = n;
+  in->dim = dim;
+  in->vectors = make_vectors(n, dim, planted);
+  in->ids = (const char *const *)make_ids(n);
+  order_opts_defaults(o);
+  o->k = k;
+  o->mode = ORDER_MODE_ORDER;
+  o->progress = progress;
+  if (getenv("EXACT_MAX")) o->exact_max = strtoull(getenv("EXACT_MAX"), NULL, 10);
+}
+
+static void teardown(order_input *in) {
+  free(in->vectors);
+  free((void *)in->ids[0]);
+  free((void *)in->ids);
+}
+
 static int e2e(uint64_t n, uint32_t dim, uint32_t k) {
   ctxd_error e;
   uint64_t planted;
+  order_input in;
+  order_opts o;
   double t0 = now();
-  float *v = make_vectors(n, dim, &planted);
-  char **ids = make_ids(n);
+  setup(n, dim, k, &planted, &in, &o);
   double tgen = now() - t0;
   double raw_gb = (double)n * dim * 4 / 1e9;
-  order_input in = {0};
-  in.n = n;
-  in.dim = dim;
-  in.ids = (const char *const *)ids;
-  in.vectors = v;
-  order_opts o;
-  order_opts_defaults(&o);
-  o.k = k;
-  o.mode = ORDER_MODE_ORDER;
-  o.progress = progress;
   float *owned;
   order_knn *knn;
   order_graph *g;
@@ -174,26 +186,16 @@ static int e2e(uint64_t n, uint32_t dim, uint32_t k) {
   order_path_free(p);
   order_dups_free(d);
   order_graph_free(g);
-  free(v);
-  free(ids[0]);
-  free(ids);
+  teardown(&in);
   return 0;
 }
 
 static int graph(uint64_t n, uint32_t dim, uint32_t k, const char *file) {
   ctxd_error e;
   uint64_t planted;
-  float *v = make_vectors(n, dim, &planted);
-  char **ids = make_ids(n);
-  order_input in = {0};
-  in.n = n;
-  in.dim = dim;
-  in.ids = (const char *const *)ids;
-  in.vectors = v;
+  order_input in;
   order_opts o;
-  order_opts_defaults(&o);
-  o.k = k;
-  o.progress = progress;
+  setup(n, dim, k, &planted, &in, &o);
   float *owned;
   order_knn *knn;
   double t0 = now();
@@ -214,9 +216,7 @@ static int graph(uint64_t n, uint32_t dim, uint32_t k, const char *file) {
           (unsigned long long)n, knn->k, knn->method, (double)knn->recall,
           now() - t0, file);
   order_knn_free(knn);
-  free(v);
-  free(ids[0]);
-  free(ids);
+  teardown(&in);
   return 0;
 }
 
