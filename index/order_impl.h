@@ -24,6 +24,17 @@ static inline void order_report(const order_opts *o, order_phase ph,
   if (o->progress) o->progress(o->progress_arg, ph, done, total);
 }
 
+/* Report progress, then check the cancel flag: CTXD_ECANCELED (naming the
+ * phase and the point reached) when it is set. */
+static inline int order_step(const order_opts *o, order_phase ph,
+                             uint64_t done, uint64_t total, ctxd_error *e) {
+  order_report(o, ph, done, total);
+  if (!order_cancelled(o->cancel)) return 0;
+  return ctxd_seterr(e, CTXD_ECANCELED, "cancelled in phase %s at %llu of %llu",
+                     order_phase_name(ph), (unsigned long long)done,
+                     (unsigned long long)total);
+}
+
 /* o->threads, or the number of online cores. */
 unsigned order_threads(const order_opts *o);
 

@@ -168,11 +168,7 @@ int order_prepare_vectors(order_input *in, const order_opts *o, float **owned,
         memcpy(in->vectors + rows[j] * m->dim, out + j * m->dim,
                m->dim * sizeof(float));
       done += cnt;
-      order_report(o, ORDER_PHASE_EMBED, done, missing);
-      if (order_cancelled(o->cancel)) {
-        rc = ctxd_seterr(e, CTXD_ECANCELED, "cancelled while embedding");
-        goto fail;
-      }
+      if ((rc = order_step(o, ORDER_PHASE_EMBED, done, missing, e))) goto fail;
     }
   }
   if (in->vectors) order_normalize(in->vectors, in->n, in->dim, NULL);
@@ -331,11 +327,9 @@ static int kmeans(order_knn_index *x, const order_input *in,
   /* the first c sample points (a seeded random choice) start as centroids */
   memcpy(x->centroids, sx, (size_t)c * d * sizeof *sx);
   for (int it = 0; it < KMEANS_ITERS; it++) {
-    order_report(o, ORDER_PHASE_TRAIN, (uint64_t)it, KMEANS_ITERS + 1);
-    if (order_cancelled(o->cancel)) {
-      rc = ctxd_seterr(e, CTXD_ECANCELED, "cancelled while training");
+    if ((rc = order_step(o, ORDER_PHASE_TRAIN, (uint64_t)it, KMEANS_ITERS + 1,
+                         e)))
       goto out;
-    }
     if ((rc = flat_of(x->centroids, c, d, NULL, &v, e))) goto out;
     rc = vindex_search_batched(v, sx, s, NULL, 1, NULL, threads, sc, lab, NULL,
                                NULL, e);
@@ -402,11 +396,7 @@ static int assign_lists(order_knn_index *x, const order_input *in,
       goto out;
     for (uint64_t i = 0; i < cnt * t; i++)
       probe[a * t + i] = lab[i] >= 0 ? (uint32_t)lab[i] : 0;
-    order_report(o, ORDER_PHASE_INDEX, a + cnt, in->n);
-    if (order_cancelled(o->cancel)) {
-      rc = ctxd_seterr(e, CTXD_ECANCELED, "cancelled while assigning lists");
-      goto out;
-    }
+    if ((rc = order_step(o, ORDER_PHASE_INDEX, a + cnt, in->n, e))) goto out;
   }
   free(x->probe);
   x->probe = probe;
@@ -600,9 +590,7 @@ int order_knn_index_build(const order_input *in, const order_opts *o,
       uint64_t cnt = in->n - a < ADD_BATCH ? in->n - a : ADD_BATCH;
       for (uint64_t i = 0; i < cnt; i++) labels[i] = (int64_t)(a + i);
       rc = vindex_add(x->flat, in->vectors + a * in->dim, labels, cnt, e);
-      order_report(o, ORDER_PHASE_INDEX, a + cnt, in->n);
-      if (!rc && order_cancelled(o->cancel))
-        rc = ctxd_seterr(e, CTXD_ECANCELED, "cancelled while indexing");
+      if (!rc) rc = order_step(o, ORDER_PHASE_INDEX, a + cnt, in->n, e);
     }
     free(labels);
     if (rc) goto fail;
@@ -650,13 +638,6 @@ static int search_flat(const order_knn_index *x, const order_input *in,
     goto out;
   }
   for (uint64_t a = lo; a < hi; a += KNN_BATCH) {
-    if (order_cancelled(o->cancel)) {
-      rc = ctxd_seterr(e, CTXD_ECANCELED,
-                       "cancelled after %llu of %llu kNN queries",
-                       (unsigned long long)(a - lo),
-                       (unsigned long long)(hi - lo));
-      goto out;
-    }
     uint64_t cnt = hi - a < KNN_BATCH ? hi - a : KNN_BATCH;
     for (uint64_t i = 0; i < cnt; i++) self[i] = (int64_t)(a + i);
     if ((rc = vindex_search_batched(x->flat, in->vectors + a * in->dim, cnt,
@@ -671,7 +652,8 @@ static int search_flat(const order_knn_index *x, const order_input *in,
       }
       merge_row(g->nbr + row, g->sim + row, sc + i * k, lab + i * k, k);
     }
-    order_report(o, ORDER_PHASE_KNN, a + cnt - lo, hi - lo);
+    if ((rc = order_step(o, ORDER_PHASE_KNN, a + cnt - lo, hi - lo, e)))
+      goto out;
   }
 out:
   free(sc);
@@ -728,12 +710,6 @@ static int search_ivf(const order_knn_index *x, const order_input *in,
     gather(mv, in->vectors, d, mem, nm);
     if ((rc = flat_of(mv, nm, d, mem, &v, e))) goto out;
     for (uint64_t a = 0; a < nq; a += KNN_BATCH) {
-      if (order_cancelled(o->cancel)) {
-        rc = ctxd_seterr(e, CTXD_ECANCELED,
-                         "cancelled after %llu of %llu list searches",
-                         (unsigned long long)done, (unsigned long long)total);
-        goto out;
-      }
       uint64_t cnt = nq - a < KNN_BATCH ? nq - a : KNN_BATCH;
       const uint32_t *qd = qdoc + qoff[l] + a;
       gather(qv, in->vectors, d, qd, cnt);
@@ -745,7 +721,7 @@ static int search_ivf(const order_knn_index *x, const order_input *in,
         merge_row(g->nbr + (uint64_t)qd[i] * k, g->sim + (uint64_t)qd[i] * k,
                   sc + i * k, lab + i * k, k);
       done += cnt;
-      order_report(o, ORDER_PHASE_KNN, done, total);
+      if ((rc = order_step(o, ORDER_PHASE_KNN, done, total, e))) goto out;
     }
     vindex_free(v);
     v = NULL;

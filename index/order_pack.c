@@ -190,11 +190,15 @@ static void win_flush(FILE *f, window *w, const order_input *in, winsim *ws) {
   w->tokens = 0;
 }
 
-static int no_text(const order_input *in, uint32_t doc, const order_opts *o,
-                   ctxd_error *e) {
-  return ctxd_seterr(e, CTXD_EINVAL,
+/* A document's text for packing: one without is an error naming it. */
+static int pack_text(const order_input *in, uint32_t doc, const order_opts *o,
+                     const char **t, size_t *len, ctxd_error *e) {
+  int rc = order_text(in, doc, t, len, e);
+  if (rc == 0 && !*t)
+    rc = ctxd_seterr(e, CTXD_EINVAL,
                      "document \"%.200s\" has no text: mode %s packs texts",
                      in->ids[doc], order_mode_name(o->mode));
+  return rc;
 }
 
 /* Pack along the path; first_window[p] = window of position p's first
@@ -209,21 +213,13 @@ static int pack_iclm(const order_input *in, const order_path *p,
   window w = {0};
   int rc = 0;
   for (uint64_t pos = 0; pos < p->n; pos++) {
-    if ((pos & 4095) == 0) {
-      order_report(o, ORDER_PHASE_PACK, pos, p->n);
-      if (order_cancelled(o->cancel)) {
-        rc = ctxd_seterr(e, CTXD_ECANCELED, "cancelled while packing");
-        goto out;
-      }
-    }
+    if ((pos & 4095) == 0 &&
+        (rc = order_step(o, ORDER_PHASE_PACK, pos, p->n, e)))
+      goto out;
     uint32_t doc = p->doc[pos];
     const char *t;
     size_t len;
-    if ((rc = order_text(in, doc, &t, &len, e))) goto out;
-    if (!t) {
-      rc = no_text(in, doc, o, e);
-      goto out;
-    }
+    if ((rc = pack_text(in, doc, o, &t, &len, e))) goto out;
     uint64_t total = tok_count(tk, t, len), placed = 0;
     tokens[pos] = total;
     size_t a = 0;
@@ -297,21 +293,13 @@ static int dd_cut(const order_input *in, const order_path *p,
   uint32_t bmax = o->decompose_max_log2 ? o->decompose_max_log2
                                         : (uint32_t)floor_log2(o->window_tokens);
   for (uint64_t pos = 0; pos < p->n; pos++) {
-    if ((pos & 4095) == 0) {
-      order_report(o, ORDER_PHASE_PACK, pos, p->n);
-      if (order_cancelled(o->cancel)) {
-        rc = ctxd_seterr(e, CTXD_ECANCELED, "cancelled while cutting pieces");
-        goto fail;
-      }
-    }
+    if ((pos & 4095) == 0 &&
+        (rc = order_step(o, ORDER_PHASE_PACK, pos, p->n, e)))
+      goto fail;
     uint32_t doc = p->doc[pos];
     const char *t;
     size_t len, a = 0;
-    if ((rc = order_text(in, doc, &t, &len, e))) goto fail;
-    if (!t) {
-      rc = no_text(in, doc, o, e);
-      goto fail;
-    }
+    if ((rc = pack_text(in, doc, o, &t, &len, e))) goto fail;
     uint64_t total = tok_count(tk, t, len), placed = 0;
     for (uint32_t index = 0; a < len;) {
       uint64_t rest = a == 0 ? total : total > placed ? total - placed : 0;

@@ -224,13 +224,8 @@ int order_dedup(const order_graph *g, const order_input *in,
   for (uint64_t i = 0; i < n; i++) d->jaccard[i] = -1;
   int texts = o->dup_jaccard > 0 && (in->texts || in->get_text);
   for (uint64_t j = 0; j < n && o->dup_cosine <= 1; j++) {
-    if ((j & 65535) == 0) {
-      order_report(o, ORDER_PHASE_DEDUP, j, n);
-      if (order_cancelled(o->cancel)) {
-        rc = ctxd_seterr(e, CTXD_ECANCELED, "cancelled in dedup");
-        goto fail;
-      }
-    }
+    if ((j & 65535) == 0 && (rc = order_step(o, ORDER_PHASE_DEDUP, j, n, e)))
+      goto fail;
     size_t nc = 0;
     for (uint64_t r = g->off[j]; r < g->off[j + 1]; r++) {
       if (g->e[r].v >= j || g->e[r].w < o->dup_cosine) continue;
@@ -397,13 +392,9 @@ int order_traverse(const order_graph *g, const order_dups *d,
   uint32_t cur = ORDER_NONE, next = ORDER_NONE;
   float next_w = 0;
   for (uint64_t pos = 0; pos < m; pos++) {
-    if ((pos & 65535) == 0) {
-      order_report(o, ORDER_PHASE_TRAVERSE, pos, m);
-      if (order_cancelled(o->cancel)) {
-        rc = ctxd_seterr(e, CTXD_ECANCELED, "cancelled in the traversal");
-        goto fail;
-      }
-    }
+    if ((pos & 65535) == 0 &&
+        (rc = order_step(o, ORDER_PHASE_TRAVERSE, pos, m, e)))
+      goto fail;
     uint32_t best = next;
     float bw = next_w;
     if (best == ORDER_NONE) { /* the start, or stuck: jump */

@@ -108,6 +108,16 @@ static void corpus_input(corpus *c, order_input *in, int with_vectors) {
   }
 }
 
+/* The input over c, and default options with k and the window (0: the
+ * defaults). */
+static void corpus_setup(corpus *c, order_input *in, int with_vectors,
+                         order_opts *o, uint32_t k, uint32_t window) {
+  corpus_input(c, in, with_vectors);
+  order_opts_defaults(o);
+  if (k) o->k = k;
+  if (window) o->window_tokens = window;
+}
+
 static json_t **read_lines(const char *dir, const char *name, size_t *n) {
   char path[512];
   snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -256,11 +266,8 @@ static void test_clusters_iclm(void) {
   corpus c;
   make_corpus(&c, 8, 40, 32, 0.5, 10, 7);
   order_input in;
-  corpus_input(&c, &in, 1);
   order_opts o;
-  order_opts_defaults(&o);
-  o.window_tokens = 200;
-  o.k = 10;
+  corpus_setup(&c, &in, 1, &o, 10, 200);
   o.seed = 3;
   char dir[256];
   subdir(dir, sizeof dir, "iclm");
@@ -373,12 +380,9 @@ static void test_duplicates(void) {
     order_input in;
     float *v = malloc(c.n * c.dim * sizeof *v);
     memcpy(v, c.vec, c.n * c.dim * sizeof *v);
-    corpus_input(&c, &in, 1);
-    in.vectors = v;
     order_opts o;
-    order_opts_defaults(&o);
-    o.k = 10;
-    o.window_tokens = 200;
+    corpus_setup(&c, &in, 1, &o, 10, 200);
+    in.vectors = v;
     o.dup_jaccard = jac ? 0.8f : 0;
     char dir[256];
     subdir(dir, sizeof dir, jac ? "dups-jaccard" : "dups");
@@ -435,11 +439,9 @@ static void test_decompose(void) {
     c.lens[i] = len;
   }
   order_input in;
-  corpus_input(&c, &in, 1);
   order_opts o;
-  order_opts_defaults(&o);
+  corpus_setup(&c, &in, 1, &o, 0, 512);
   o.mode = ORDER_MODE_DECOMPOSE;
-  o.window_tokens = 512;
   o.decompose_min_log2 = 4;
   char dir[256];
   subdir(dir, sizeof dir, "decompose");
@@ -802,11 +804,8 @@ static void test_ivf(void) {
   corpus c;
   make_corpus(&c, 20, 200, 32, 0.5, 8, 29);
   order_input in;
-  corpus_input(&c, &in, 1);
   order_opts o;
-  order_opts_defaults(&o);
-  o.k = 10;
-  o.window_tokens = 128;
+  corpus_setup(&c, &in, 1, &o, 10, 128);
   o.threads = 1; /* OpenMP teams crawl on a loaded 2-core machine */
   ctxd_error e;
   float *owned;
@@ -891,8 +890,7 @@ static void test_edges(void) {
   corpus c;
   make_corpus(&c, 3, 20, 8, 0.5, 0, 41);
   order_input in;
-  corpus_input(&c, &in, 1);
-  order_opts_defaults(&o);
+  corpus_setup(&c, &in, 1, &o, 0, 0);
   subdir(dir, sizeof dir, "vectors-only");
   CHECK_EQ_INT(order_run(&in, dir, &o, &s, &e), CTXD_EINVAL);
   CHECK(strstr(e.msg, "needs the documents' texts") != NULL);
@@ -916,9 +914,7 @@ static void test_edges(void) {
                               (unsigned long long)(len % 1000));
     c.lens[i] = len;
   }
-  corpus_input(&c, &in, 1);
-  order_opts_defaults(&o);
-  o.window_tokens = 16;
+  corpus_setup(&c, &in, 1, &o, 0, 16);
   o.separator = "<s>";
   subdir(dir, sizeof dir, "long");
   CHECK_EQ_INT(order_run(&in, dir, &o, &s, &e), 0);
