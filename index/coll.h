@@ -47,13 +47,36 @@ typedef struct coll_config {
   uint32_t chunk_max_tokens, chunk_overlap_tokens;
 } coll_config;
 
-/* Parse/format a config to/from the text the store keeps. */
+/* Parse/format a config to/from the text the store keeps: one `key=value`
+ * per line, keys `name` (optional), `embedder`, `metric` ("ip"/"l2"),
+ * `index` (the spec), `chunk_max_tokens`, `chunk_overlap_tokens`; blank
+ * lines and lines starting with '#' are ignored, an unknown or repeated key
+ * is an error. Example:
+ *   name=papers
+ *   embedder=hash:dim=768,bigrams=1,bigram_weight=0.5,sublinear_tf=1,seed=0
+ *   metric=ip
+ *   index=HNSW32
+ *   chunk_max_tokens=512
+ *   chunk_overlap_tokens=0
+ * coll_config_parse also derives dim from the embedder. Errors: CTXD_EINVAL
+ * naming the line. coll_config_format needs cap >= STORE_COLL_CONFIG_MAX. */
 int coll_config_parse(const char *text, coll_config *out, ctxd_error *e);
 void coll_config_format(const coll_config *c, char *buf, size_t cap);
 
 /* Check a config a client asked for (name, embedder, metric, spec: the spec
- * is tried with vindex_create). Fills derived fields (dim). */
+ * is tried with vindex_create; chunk_max_tokens 1..CHUNK_MAX_MAX_TOKENS,
+ * overlap below it). Fills derived fields (dim) and rewrites a "hash"
+ * embedder in its canonical form. Errors: CTXD_EINVAL. */
 int coll_config_check(coll_config *c, ctxd_error *e);
+
+/* Fill the empty/zero fields of c (embedder, index_spec, chunk_max_tokens;
+ * chunk_overlap_tokens when chunk_max_tokens was also 0) from d. The metric
+ * has no "unset" value: callers map an empty metric string to d->metric. */
+void coll_config_defaults(coll_config *c, const coll_config *d);
+
+/* "ip"/"l2" <-> vindex_metric. Parse errors: CTXD_EINVAL. */
+const char *coll_metric_name(vindex_metric m);
+int coll_metric_parse(const char *s, vindex_metric *out, ctxd_error *e);
 
 typedef struct coll_opts {
   const char *index_dir;         /* created if missing */
@@ -71,13 +94,19 @@ typedef struct coll_set coll_set;
 /* Open the engine: ensure the `default` collection exists, load every
  * collection's index file (a missing or unreadable file is rebuilt from
  * LMDB, logged through `log` if given), replay the change log, start the
- * maintenance thread. Errors: CTXD_EIO, CTXD_ECORRUPT, CTXD_ENOMEM. */
+ * maintenance thread. `log` gets levels 0 error, 1 warn, 2 info, 3 debug
+ * (log.h's LOG_LVL_*) and may be called from the maintenance thread.
+ * Errors: CTXD_EINVAL (bad defaults), CTXD_EIO, CTXD_ECORRUPT (a stored
+ * config that does not parse), CTXD_ENOMEM. */
 int coll_open(store *st, const coll_opts *o,
               void (*log)(int level, const char *msg, void *arg), void *log_arg,
               coll_set **out, ctxd_error *e);
 
 /* Stop the maintenance thread, save every index, free. NULL is a no-op. */
 void coll_close(coll_set *cs);
+
+/* Tests only: like coll_close but saves nothing, as a crash would. */
+void coll_close_nosave(coll_set *cs);
 
 /* Create from a checked config. Errors: CTXD_EEXIST, CTXD_EINVAL. */
 int coll_create(coll_set *cs, const coll_config *c, ctxd_error *e);
@@ -119,6 +148,10 @@ enum { COLL_MODE_VECTOR = 0, COLL_MODE_LEXICAL = 1, COLL_MODE_HYBRID = 2 };
  * rank from 1; each list is searched to depth max(k, COLL_HYBRID_DEPTH). */
 #define COLL_RRF_K 60
 #define COLL_HYBRID_DEPTH 100
+/* Filter and query limits (CTXD_EINVAL beyond). */
+#define COLL_DOC_IDS_MAX 10000
+#define COLL_META_EQ_MAX 64
+#define COLL_QUERY_TERMS_MAX 1024
 
 typedef struct coll_query {
   const char *text; /* query text (lexical; vector when no vector given) */
@@ -154,9 +187,15 @@ typedef struct coll_result {
   void *mem; /* owns everything the hits point to */
 } coll_result;
 
-/* Search collection cid. Errors: CTXD_EINVAL (k, mode, vector dimension
- * against the collection's, empty query, lexical/hybrid with no text),
- * CTXD_EPRECOND (vector mode on text alone in a "none" collection). */
+/* Search collection cid. Scores, higher is better: vector mode the cosine
+ * similarity (ip: vectors and queries are L2-normalised, so the inner
+ * product is the cosine) or minus the Euclidean distance (l2); lexical mode
+ * BM25; hybrid the RRF sum. Ties are broken by label (document internal id,
+ * then ordinal). A query vector of norm 0 in an ip collection matches
+ * nothing. Errors: CTXD_EINVAL (k, mode, vector dimension against the
+ * collection's, empty query, lexical/hybrid with no text, filter limits),
+ * CTXD_ENOTFOUND (no collection cid), CTXD_EPRECOND (vector or hybrid mode
+ * on text alone in a "none" collection), CTXD_ENOMEM, CTXD_EIO. */
 int coll_search(coll_set *cs, uint32_t cid, const coll_query *q,
                 coll_result *out, ctxd_error *e);
 
