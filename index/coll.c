@@ -4,10 +4,10 @@
  * hybrid RRF) with document-id and metadata filters.
  *
  * Locks, always taken in this order:
+ *   save_mu  serialises coll_save_all (the file writes run without sync_mu).
  *   sync_mu  serialises everything that applies changes to an index or
  *            changes which index a collection uses: coll_sync, create, drop,
  *            the switch at the end of a rebuild. `applied` is under it.
- *   save_mu  serialises coll_save_all (the file writes run without sync_mu).
  *   mu       short holds only: the collection table, each entry's `vx`
  *            pointer (written with sync_mu and mu held, read under either),
  *            reference counts, rebuild status, saved seqs, the maintenance
