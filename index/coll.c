@@ -610,11 +610,13 @@ static int touch_cmp(const void *a, const void *b) {
   return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* The changes in (after, upto], one per (cid, doc) - the latest - sorted by
- * (cid, doc); only_cid (0: all) restricts them to one collection. Drops are
- * kept with doc 0. *out malloc'd. */
-static int collect_changes(store *st, uint64_t after, uint64_t upto,
-                           uint32_t only_cid, touch **out, size_t *n_out,
+/* Every committed change after `after`, one per (cid, doc) - the latest -
+ * sorted by (cid, doc); only_cid (0: all) restricts them to one collection.
+ * Drops are kept with doc 0. *last = the last seq read (`after` if none).
+ * *out malloc'd. Call it holding no store reader (store.h: a reader's
+ * holder must not call other store functions). */
+static int collect_changes(store *st, uint64_t after, uint32_t only_cid,
+                           touch **out, size_t *n_out, uint64_t *last,
                            ctxd_error *e) {
   enum { CHUNK = 1024 };
   store_change buf[CHUNK];
@@ -622,11 +624,11 @@ static int collect_changes(store *st, uint64_t after, uint64_t upto,
   size_t n = 0, cap = 0;
   int rc = 0;
   uint64_t cur = after;
-  while (cur < upto) {
+  for (;;) {
     size_t got;
     if ((rc = store_changes_read(st, cur, CHUNK, buf, &got, e))) goto fail;
     if (got == 0) break;
-    for (size_t i = 0; i < got && buf[i].seq <= upto; i++) {
+    for (size_t i = 0; i < got; i++) {
       if (only_cid && buf[i].cid != only_cid) continue;
       if (n == cap) {
         size_t nc = cap ? cap * 2 : 256;
@@ -653,6 +655,7 @@ static int collect_changes(store *st, uint64_t after, uint64_t upto,
   }
   *out = t;
   *n_out = w;
+  *last = cur;
   return 0;
 fail:
   free(t);
@@ -944,16 +947,16 @@ static int adopt_collection(coll_set *cs, store_reader *r, uint32_t cid,
   return 0;
 }
 
-/* Apply changes (from, upto] (each entry only after its replay_after) from
- * snapshot r to the current indexes. sync_mu held. */
-static int apply_changes(coll_set *cs, store_reader *r, uint64_t from,
-                         uint64_t upto, ctxd_error *e) {
-  touch *t = NULL;
-  size_t n = 0;
+/* Apply collected changes t[0..n) (the last read has seq `last`; each entry
+ * only those after its replay_after) to the current indexes, reading the
+ * documents from snapshot r (as new as `last` or newer: a document may then
+ * be applied ahead of its change, which the next sync applies again
+ * harmlessly). sync_mu held. */
+static int apply_touches(coll_set *cs, store_reader *r, const touch *t,
+                         size_t n, uint64_t last, ctxd_error *e) {
   vecbuf scratch = {0};
   uint64_t applied_n = 0;
-  int rc = collect_changes(cs->st, from, upto, 0, &t, &n, e);
-  if (rc) return rc;
+  int rc = 0;
   uint32_t adopted = 0;
   for (size_t i = 0; i < n; i++) {
     pthread_mutex_lock(&cs->mu);
@@ -984,7 +987,7 @@ static int apply_changes(coll_set *cs, store_reader *r, uint64_t from,
                   ent->cfg.name, (unsigned long long)t[i].seq, e ? e->msg : "");
       goto done;
     }
-    ent->last_change_seq = store_reader_seq(r);
+    ent->last_change_seq = last;
     applied_n++;
     if (i + 1 == n || t[i + 1].cid != t[i].cid) {
       pthread_mutex_lock(&cs->mu);
@@ -999,22 +1002,30 @@ done:
     pthread_cond_signal(&cs->cv);
   pthread_mutex_unlock(&cs->mu);
   vecbuf_free(&scratch);
+  return rc;
+}
+
+/* Apply every change committed after cs->applied (sync_mu held). The log is
+ * read first, then one snapshot taken for the documents. */
+static int sync_locked(coll_set *cs, ctxd_error *e) {
+  touch *t = NULL;
+  size_t n = 0;
+  uint64_t last;
+  store_reader *r = NULL;
+  int rc = collect_changes(cs->st, cs->applied, 0, &t, &n, &last, e);
+  if (rc || last == cs->applied) goto done;
+  if (n && (rc = store_reader_begin(cs->st, &r, e))) goto done;
+  if (n && (rc = apply_touches(cs, r, t, n, last, e))) goto done;
+  cs->applied = last;
+done:
+  store_reader_end(r);
   free(t);
   return rc;
 }
 
 int coll_sync(coll_set *cs, ctxd_error *e) {
-  store_reader *r = NULL;
   pthread_mutex_lock(&cs->sync_mu);
-  int rc = store_reader_begin(cs->st, &r, e);
-  if (rc) goto done;
-  uint64_t s = store_reader_seq(r);
-  if (s > cs->applied) {
-    if ((rc = apply_changes(cs, r, cs->applied, s, e))) goto done;
-    cs->applied = s;
-  }
-done:
-  store_reader_end(r);
+  int rc = sync_locked(cs, e);
   pthread_mutex_unlock(&cs->sync_mu);
   return rc;
 }
@@ -1035,25 +1046,22 @@ static int rb_progress_cb(uint64_t done, void *arg) {
   return stop;
 }
 
-/* Replay the changes of one collection in (*after, snapshot] into v, from
- * a fresh snapshot; *after advances to it. */
+/* Apply the changes of one collection committed after *after to v; *after
+ * advances to the last one. */
 static int catch_up(coll_set *cs, centry *ent, cvx *v, uint64_t *after,
                     ctxd_error *e) {
   store_reader *r = NULL;
   touch *t = NULL;
   size_t n = 0;
+  uint64_t last;
   vecbuf scratch = {0};
-  int rc = store_reader_begin(cs->st, &r, e);
+  int rc = collect_changes(cs->st, *after, ent->cid, &t, &n, &last, e);
   if (rc) return rc;
-  uint64_t s = store_reader_seq(r);
-  if (s > *after) {
-    if ((rc = collect_changes(cs->st, *after, s, ent->cid, &t, &n, e)))
-      goto done;
-    for (size_t i = 0; i < n && !rc; i++)
-      if (t[i].op != STORE_OP_DROP && t[i].doc)
-        rc = apply_doc(v, ent, r, t[i].doc, &scratch, e);
-    if (!rc) *after = s;
-  }
+  if (n && (rc = store_reader_begin(cs->st, &r, e))) goto done;
+  for (size_t i = 0; i < n && !rc; i++)
+    if (t[i].op != STORE_OP_DROP && t[i].doc)
+      rc = apply_doc(v, ent, r, t[i].doc, &scratch, e);
+  if (!rc) *after = last;
 done:
   vecbuf_free(&scratch);
   free(t);
@@ -1115,9 +1123,12 @@ done:
   if (old) cvx_unref_locked(old);
   ent->rb_state = RB_NONE;
   if (rc) snprintf(ent->rb_error, sizeof ent->rb_error, "%s", err.msg);
-  vindex_info vi;
-  vindex_get_info(ent->vx->vi, &vi);
+  cvx *cur = ent->vx;
+  cur->refs++;
   pthread_mutex_unlock(&cs->mu);
+  vindex_info vi;
+  vindex_get_info(cur->vi, &vi);
+  ent_unref(cs, NULL, cur);
   if (rc)
     coll_log(cs, 0, "index rebuild failed collection=%s error=\"%s\"",
          ent->cfg.name, err.msg);
@@ -1360,14 +1371,18 @@ static void set_free(coll_set *cs) {
   free(cs);
 }
 
-/* Load or build every entry's index and replay the log (coll_open). */
+/* Load or build every entry's index and replay the log (coll_open): files
+ * and the log are read first, then one snapshot serves the rebuilds and the
+ * replay (store.h: a reader's holder must not call other store functions). */
 static int open_indexes(coll_set *cs, ctxd_error *e) {
   store_reader *r = NULL;
   manifest_ent *m = NULL;
-  size_t nm = 0;
-  int rc = store_reader_begin(cs->st, &r, e);
+  touch *t = NULL;
+  size_t nm = 0, n = 0;
+  store_stats ss;
+  int rc = store_stats_get(cs->st, &ss, e);
   if (rc) return rc;
-  uint64_t s = store_reader_seq(r);
+  uint64_t s = ss.last_seq;
   /* The log holds every change after first_kept - 1 (seqs are contiguous). */
   store_change first;
   size_t got = 0;
@@ -1375,62 +1390,68 @@ static int open_indexes(coll_set *cs, ctxd_error *e) {
   uint64_t kept_from = got ? first.seq - 1 : s;
   manifest_read(cs, &m, &nm);
   uint64_t from = s;
+  int any_build = 0;
   for (size_t i = 0; i < cs->n_ents; i++) {
     centry *ent = cs->ents[i];
     ctxd_error le;
-    uint64_t covered = 0;
+    uint64_t covered = 0, eff = 0;
     cvx *v = NULL;
     int lr = load_one(cs, ent, &v, &covered, &le);
     if (!lr) {
-      uint64_t eff = covered;
+      eff = covered;
       for (size_t j = 0; j < nm; j++)
         if (m[j].cid == ent->cid && m[j].file_seq == covered &&
             m[j].clean_seq > eff)
           eff = m[j].clean_seq;
-      if (eff > s) {
+      if (eff > s)
         lr = ctxd_seterr(&le, CTXD_ECORRUPT,
                          "index file covers change %llu but the store ends "
                          "at %llu",
                          (unsigned long long)eff, (unsigned long long)s);
-      } else if (eff < kept_from) {
+      else if (eff < kept_from)
         lr = ctxd_seterr(&le, CTXD_ECORRUPT,
                          "index file covers change %llu but the change log "
                          "starts after %llu",
                          (unsigned long long)eff,
                          (unsigned long long)kept_from);
-      }
-      if (lr) {
-        pthread_mutex_lock(&cs->mu);
-        cvx_unref_locked(v);
-        pthread_mutex_unlock(&cs->mu);
-        v = NULL;
-      } else {
-        ent->vx = v;
-        ent->file_seq = covered;
-        ent->clean_seq = eff;
-        ent->replay_after = eff;
-        if (eff < from) from = eff;
-      }
+      if (lr) cvx_unref_locked(v); /* no other thread yet */
     }
     if (lr) {
       if (lr != CTXD_ENOTFOUND || s > 0)
         coll_log(cs, lr == CTXD_ENOTFOUND ? 2 : 1,
-             "rebuilding index from the store collection=%s reason=\"%s\"",
-             ent->cfg.name, le.msg);
-      if ((rc = build_from_reader(ent, r, &ent->vx, e))) goto done;
-      ent->replay_after = s;
-      ent->last_change_seq = s;
+                 "rebuilding index from the store collection=%s "
+                 "reason=\"%s\"",
+                 ent->cfg.name, le.msg);
+      any_build = 1;
+      continue;
     }
+    ent->vx = v;
+    ent->file_seq = covered;
+    ent->clean_seq = eff;
+    ent->replay_after = eff;
+    if (eff < from) from = eff;
   }
-  if (from < s && (rc = apply_changes(cs, r, from, s, e))) goto done;
+  uint64_t last = from;
+  if (from < s && (rc = collect_changes(cs->st, from, 0, &t, &n, &last, e)))
+    goto done;
+  if ((any_build || n) && (rc = store_reader_begin(cs->st, &r, e))) goto done;
+  for (size_t i = 0; i < cs->n_ents; i++) {
+    centry *ent = cs->ents[i];
+    if (ent->vx) continue;
+    if ((rc = build_from_reader(ent, r, &ent->vx, e))) goto done;
+    ent->replay_after = UINT64_MAX; /* built from r: newer than any change */
+    ent->last_change_seq = store_reader_seq(r);
+  }
+  if (n && (rc = apply_touches(cs, r, t, n, last, e))) goto done;
   pthread_mutex_lock(&cs->mu);
   for (size_t i = 0; i < cs->n_ents; i++) {
     cs->ents[i]->replay_after = 0;
     check_index_locked(cs, cs->ents[i]);
   }
   pthread_mutex_unlock(&cs->mu);
-  cs->applied = s;
+  cs->applied = last;
 done:
+  free(t);
   free(m);
   store_reader_end(r);
   return rc;
