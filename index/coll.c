@@ -1122,7 +1122,11 @@ done:
   if (nv) cvx_unref_locked(nv);
   if (old) cvx_unref_locked(old);
   ent->rb_state = RB_NONE;
-  if (rc) snprintf(ent->rb_error, sizeof ent->rb_error, "%s", err.msg);
+  if (rc) {
+    size_t len = strnlen(err.msg, sizeof ent->rb_error - 1);
+    memcpy(ent->rb_error, err.msg, len);
+    ent->rb_error[len] = 0;
+  }
   cvx *cur = ent->vx;
   cur->refs++;
   pthread_mutex_unlock(&cs->mu);
@@ -1928,9 +1932,9 @@ static int vec_list(qctx *c, uint32_t depth, scored *out, size_t *n, int *full,
     *n = t.n;
     return c->cb_err ? ctxd_seterr(e, c->cb_err, "%s", c->cb_e.msg) : 0;
   }
-  float *scores = malloc(depth * (sizeof(float) + sizeof(int64_t)));
-  if (!scores) return ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
-  int64_t *labels = (int64_t *)(scores + depth);
+  int64_t *labels = malloc(depth * (sizeof(int64_t) + sizeof(float)));
+  if (!labels) return ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
+  float *scores = (float *)(labels + depth);
   vindex_params p = {c->q->ef_search, c->q->nprobe, NULL, NULL};
   if (c->q->n_meta_eq) {
     if ((rc = q_reader(c, e))) goto done;
@@ -1956,7 +1960,7 @@ static int vec_list(qctx *c, uint32_t depth, scored *out, size_t *n, int *full,
       break;
     }
 done:
-  free(scores);
+  free(labels);
   return rc;
 }
 

@@ -1317,7 +1317,9 @@ static void test_concurrency(void) {
       put_doc(&v, cid, corpus[i % 4][0], corpus[i % 4][1], NULL, 0, NULL, 0);
     CHECK_EQ_INT(sync_ok(&v), 0);
     if (i == 30) {
-      CHECK_EQ_INT(coll_rebuild_start(v.cs, "race", &e), 0);
+      /* a masking rebuild may be running already */
+      int r = coll_rebuild_start(v.cs, "race", &e);
+      CHECK(r == 0 || r == CTXD_EBUSY);
       CHECK_EQ_INT(coll_save_all(v.cs, &e), 0);
     }
   }
@@ -1342,6 +1344,9 @@ static void test_concurrency(void) {
 }
 
 int main(void) {
+  /* One OpenMP thread: the daemon sets its own limit; here it keeps
+   * ThreadSanitizer away from libgomp's uninstrumented barriers. */
+  vindex_global_init(1);
   if (!mkdtemp(base)) {
     perror("mkdtemp");
     return 1;
