@@ -29,10 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 /* ---- Config text --------------------------------------------------------- */
 
 const char *coll_metric_name(vindex_metric m) {
@@ -1279,10 +1275,8 @@ static int ts_before(const struct timespec *a, const struct timespec *b) {
 
 static void *maint_main(void *arg) {
   coll_set *cs = arg;
-#ifdef _OPENMP
-  omp_set_num_threads(cs->o.build_threads ? (int)cs->o.build_threads
-                                          : omp_get_num_procs());
-#endif
+  /* Training and adds run with vindex's OpenMP limit (vindex_global_init):
+   * vindex has no per-thread limit yet for build_threads to set. */
   pthread_mutex_lock(&cs->mu);
   while (!cs->stop) {
     centry *rb = NULL;

@@ -86,7 +86,9 @@ typedef struct coll_opts {
   double rebuild_masked_ratio;   /* 0: 0.25 */
   uint64_t save_every_changes;   /* 0: 10000 */
   unsigned save_interval_s;      /* 0: 60 */
-  unsigned build_threads;        /* training/rebuild threads, 0: all cores */
+  unsigned build_threads;        /* training/rebuild threads, 0: all cores;
+                                  * not applied yet: vindex's global limit
+                                  * (vindex_global_init) governs train/add */
 } coll_opts;
 
 typedef struct coll_set coll_set;
