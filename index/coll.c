@@ -22,6 +22,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,6 +256,10 @@ typedef struct cvx {
   vindex *vi;
   int fallback; /* an exact Flat standing in for an untrained IVF/PQ spec */
   int refs;     /* under mu */
+  /* No document above this internal id has vectors here. Ids only grow, so
+   * a put of a newer document needs no removal first (removals scan the
+   * label map). Raised before the add; read by saves running beside it. */
+  _Atomic uint64_t max_doc;
 } cvx;
 
 enum { RB_NONE = 0, RB_QUEUED = 1, RB_RUNNING = 2 };
@@ -313,6 +318,20 @@ static void coll_log(coll_set *cs, int level, const char *fmt, ...) {
   vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
   cs->log(level, buf, cs->log_arg);
+}
+
+/* Put "<prefix>: " before e's message (e may be NULL); returns rc. */
+static int err_wrap(ctxd_error *e, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int err_wrap(ctxd_error *e, int rc, const char *fmt, ...) {
+  if (!e) return rc;
+  char prev[CTXD_ERRMSG_MAX], head[256];
+  memcpy(prev, e->msg, sizeof prev);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(head, sizeof head, fmt, ap);
+  va_end(ap);
+  return ctxd_seterr(e, rc, "%s: %.400s", head, prev);
 }
 
 static double now_s(void) {
@@ -397,9 +416,8 @@ static int ent_new(const store_collection *sc, centry **out, ctxd_error *e) {
   ent->cid = sc->cid;
   ent->refs = 1;
   if ((rc = coll_config_parse(sc->config, &ent->cfg, e))) {
-    ctxd_seterr(e, CTXD_ECORRUPT, "collection %s (id %u): stored config: %s",
-                sc->name, sc->cid, e ? e->msg : "");
-    rc = CTXD_ECORRUPT;
+    rc = err_wrap(e, CTXD_ECORRUPT, "collection %s (id %u): stored config",
+                  sc->name, sc->cid);
     goto fail;
   }
   snprintf(ent->cfg.name, sizeof ent->cfg.name, "%s", sc->name);
@@ -571,6 +589,9 @@ static int build_index(const centry *ent, const vecbuf *b,
     free(sample);
     sample = NULL;
   }
+  for (uint64_t i = 0; i < b->n; i++)
+    if (STORE_LABEL_DOC(b->labels[i]) > v->max_doc)
+      v->max_doc = STORE_LABEL_DOC(b->labels[i]);
   for (uint64_t i = 0; i < b->n; i += BUILD_BATCH) {
     uint64_t n = b->n - i < BUILD_BATCH ? b->n - i : BUILD_BATCH;
     if ((rc = vindex_add(v->vi, b->x + i * b->dim, b->labels + i, n, e)))
@@ -658,33 +679,71 @@ fail:
   return rc;
 }
 
+/* Applies documents to one index: removals at once, additions gathered
+ * into batches (a document's removal always precedes its own addition, and
+ * the batched rows belong to other documents, whose labels it cannot
+ * touch). */
+typedef struct applier {
+  cvx *vx;
+  const centry *ent;
+  vecbuf add;
+} applier;
+
+static int applier_flush(applier *a, ctxd_error *e) {
+  int rc = 0;
+  if (a->vx && a->add.n)
+    rc = vindex_add(a->vx->vi, a->add.x, a->add.labels, a->add.n, e);
+  a->add.n = 0;
+  return rc;
+}
+
+/* Flush, then direct further documents to index vx of entry ent. */
+static int applier_target(applier *a, cvx *vx, const centry *ent,
+                          ctxd_error *e) {
+  int rc = applier_flush(a, e);
+  if (a->add.dim != ent->cfg.dim) vecbuf_free(&a->add);
+  a->vx = vx;
+  a->ent = ent;
+  a->add.dim = ent->cfg.dim;
+  a->add.normalize = ent->cfg.metric == VINDEX_IP;
+  return rc;
+}
+
 /* Make the index hold document doc as snapshot r has it: remove every label
  * of the document, then add its current vectors. */
-static int apply_doc(cvx *vx, const centry *ent, store_reader *r, uint64_t doc,
-                     vecbuf *scratch, ctxd_error *e) {
-  int rc = vindex_remove_range(vx->vi, STORE_LABEL(doc, 0),
-                               STORE_LABEL(doc + 1, 0), NULL, e);
-  if (rc) return rc;
+static int applier_doc(applier *a, store_reader *r, uint64_t doc,
+                       ctxd_error *e) {
+  cvx *vx = a->vx;
+  int rc;
+  if (doc <= vx->max_doc) {
+    rc = vindex_remove_range(vx->vi, STORE_LABEL(doc, 0),
+                             STORE_LABEL(doc + 1, 0), NULL, e);
+    if (rc) return rc;
+  }
   const float *vecs;
   uint32_t n = 0;
-  rc = store_reader_doc_vectors(r, ent->cid, doc, &vecs, &n, e);
-  if (rc == CTXD_ENOTFOUND) return 0;
+  rc = store_reader_doc_vectors(r, a->ent->cid, doc, &vecs, &n, e);
+  if (rc == CTXD_ENOTFOUND || (!rc && n == 0)) return 0;
   if (rc) return rc;
-  if (n == 0) return 0;
-  if (scratch->dim != ent->cfg.dim) vecbuf_free(scratch);
-  scratch->n = 0;
-  scratch->dim = ent->cfg.dim;
-  scratch->normalize = ent->cfg.metric == VINDEX_IP;
-  if (vecbuf_reserve(scratch, n))
+  if (doc > vx->max_doc) vx->max_doc = doc;
+  if (vecbuf_reserve(&a->add, a->add.n + n))
     return ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
   for (uint32_t i = 0; i < n; i++)
-    vecbuf_push(scratch, STORE_LABEL(doc, i), vecs + (size_t)i * ent->cfg.dim);
-  return vindex_add(vx->vi, scratch->x, scratch->labels, n, e);
+    vecbuf_push(&a->add, STORE_LABEL(doc, i),
+                vecs + (size_t)i * a->ent->cfg.dim);
+  return a->add.n >= BUILD_BATCH ? applier_flush(a, e) : 0;
+}
+
+static int applier_end(applier *a, ctxd_error *e) {
+  int rc = applier_flush(a, e);
+  vecbuf_free(&a->add);
+  return rc;
 }
 
 /* ---- Index files ----------------------------------------------------------
  * <dir>/<cid>.vindex: the header below (host byte order), vindex_write's
- * payload, then FILE_END. Written to <cid>.vindex.tmp, fsync'd, renamed,
+ * payload, then the index's max_doc (u64, read after the payload was
+ * written, so it covers every document in it) and FILE_END. Written to <cid>.vindex.tmp, fsync'd, renamed,
  * directory fsync'd. <dir>/coll.manifest (text) records, per collection, the
  * seq of its file and a later seq up to which the collection had no changes,
  * so an idle collection's file needs no rewrite for the log to be trimmed. */
@@ -760,7 +819,9 @@ static int save_one(coll_set *cs, const centry *ent, cvx *vx, uint64_t covered,
     goto fail;
   }
   if ((rc = vindex_write(vx->vi, f, e))) goto fail;
-  if (fwrite(FILE_END, 8, 1, f) != 1) {
+  uint64_t max_doc = vx->max_doc;
+  if (fwrite(&max_doc, sizeof max_doc, 1, f) != 1 ||
+      fwrite(FILE_END, 8, 1, f) != 1) {
     rc = ctxd_seterr(e, CTXD_EIO, "writing %s: %s", tmp, strerror(errno));
     goto fail;
   }
@@ -812,8 +873,9 @@ static int load_one(coll_set *cs, const centry *ent, cvx **out,
   v->fallback = (h.flags & 1u) != 0;
   if ((rc = vindex_read(f, &v->vi, e))) goto fail;
   char end[8];
-  if (fread(end, 8, 1, f) != 1 || memcmp(end, FILE_END, 8) ||
-      fgetc(f) != EOF) {
+  uint64_t max_doc;
+  if (fread(&max_doc, sizeof max_doc, 1, f) != 1 || fread(end, 8, 1, f) != 1 ||
+      memcmp(end, FILE_END, 8) || fgetc(f) != EOF) {
     rc = ctxd_seterr(e, CTXD_ECORRUPT, "%s: truncated or trailing data", path);
     goto fail;
   }
@@ -828,6 +890,7 @@ static int load_one(coll_set *cs, const centry *ent, cvx **out,
     goto fail;
   }
   fclose(f);
+  v->max_doc = max_doc;
   *out = v;
   *covered = h.covered_seq;
   return 0;
@@ -950,21 +1013,30 @@ static int adopt_collection(coll_set *cs, store_reader *r, uint32_t cid,
  * harmlessly). sync_mu held. */
 static int apply_touches(coll_set *cs, store_reader *r, const touch *t,
                          size_t n, uint64_t last, ctxd_error *e) {
-  vecbuf scratch = {0};
+  applier ap = {0};
+  centry *cur = NULL; /* the entry ap works on */
   uint64_t applied_n = 0;
   int rc = 0;
   uint32_t adopted = 0;
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0; i < n && !rc; i++) {
     pthread_mutex_lock(&cs->mu);
     centry *ent = find_cid_locked(cs, t[i].cid);
     pthread_mutex_unlock(&cs->mu);
+    if (ent != cur && cur) {
+      /* done with cur: flush, then see whether it wants training/rebuild */
+      if ((rc = applier_target(&ap, NULL, cur, e))) break;
+      pthread_mutex_lock(&cs->mu);
+      check_index_locked(cs, cur);
+      pthread_mutex_unlock(&cs->mu);
+      cur = NULL;
+    }
     if (t[i].op == STORE_OP_DROP || t[i].doc == 0) {
       if (ent) {
         char path[4200];
         file_path(cs, ent->cid, "", path, sizeof path);
         unlink(path);
-        coll_log(cs, 2, "collection index dropped name=%s cid=%u", ent->cfg.name,
-             ent->cid);
+        coll_log(cs, 2, "collection index dropped name=%s cid=%u",
+                 ent->cfg.name, ent->cid);
         ent_remove(cs, ent);
       }
       continue;
@@ -973,31 +1045,33 @@ static int apply_touches(coll_set *cs, store_reader *r, const touch *t,
       if (t[i].cid == adopted) continue;
       store_collection sc;
       if (store_reader_coll(r, t[i].cid, &sc, NULL)) continue; /* dropped */
-      if ((rc = adopt_collection(cs, r, t[i].cid, &ent, e))) goto done;
+      rc = adopt_collection(cs, r, t[i].cid, &ent, e);
       adopted = t[i].cid; /* built from r: its changes are in already */
       continue;
     }
     if (t[i].seq <= ent->replay_after) continue;
-    if ((rc = apply_doc(ent->vx, ent, r, t[i].doc, &scratch, e))) {
-      ctxd_seterr(e, rc, "collection %s: applying change %llu: %s",
-                  ent->cfg.name, (unsigned long long)t[i].seq, e ? e->msg : "");
-      goto done;
+    if (!cur && (rc = applier_target(&ap, ent->vx, ent, e))) break;
+    cur = ent;
+    if ((rc = applier_doc(&ap, r, t[i].doc, e))) {
+      err_wrap(e, rc, "collection %s: applying change %llu", ent->cfg.name,
+               (unsigned long long)t[i].seq);
+      break;
     }
     ent->last_change_seq = last;
     applied_n++;
-    if (i + 1 == n || t[i + 1].cid != t[i].cid) {
-      pthread_mutex_lock(&cs->mu);
-      check_index_locked(cs, ent);
-      pthread_mutex_unlock(&cs->mu);
-    }
   }
-done:
+  int rc2 = applier_end(&ap, rc ? NULL : e);
+  if (!rc) rc = rc2;
+  if (cur && !rc) {
+    pthread_mutex_lock(&cs->mu);
+    check_index_locked(cs, cur);
+    pthread_mutex_unlock(&cs->mu);
+  }
   pthread_mutex_lock(&cs->mu);
   cs->changes_since_save += applied_n;
   if (cs->changes_since_save >= cs->o.save_every_changes)
     pthread_cond_signal(&cs->cv);
   pthread_mutex_unlock(&cs->mu);
-  vecbuf_free(&scratch);
   return rc;
 }
 
@@ -1050,16 +1124,20 @@ static int catch_up(coll_set *cs, centry *ent, cvx *v, uint64_t *after,
   touch *t = NULL;
   size_t n = 0;
   uint64_t last;
-  vecbuf scratch = {0};
+  applier ap = {0};
   int rc = collect_changes(cs->st, *after, ent->cid, &t, &n, &last, e);
   if (rc) return rc;
   if (n && (rc = store_reader_begin(cs->st, &r, e))) goto done;
+  if ((rc = applier_target(&ap, v, ent, e))) goto done;
   for (size_t i = 0; i < n && !rc; i++)
     if (t[i].op != STORE_OP_DROP && t[i].doc)
-      rc = apply_doc(v, ent, r, t[i].doc, &scratch, e);
+      rc = applier_doc(&ap, r, t[i].doc, e);
   if (!rc) *after = last;
 done:
-  vecbuf_free(&scratch);
+  if (!rc)
+    rc = applier_end(&ap, e);
+  else
+    applier_end(&ap, NULL);
   free(t);
   store_reader_end(r);
   return rc;
@@ -1494,7 +1572,7 @@ int coll_open(store *st, const coll_opts *o,
   snprintf(cs->o.defaults.name, sizeof cs->o.defaults.name, "%s",
            COLL_DEFAULT_NAME);
   if ((rc = coll_config_check(&cs->o.defaults, e))) {
-    ctxd_seterr(e, rc, "default collection settings: %s", e ? e->msg : "");
+    err_wrap(e, rc, "default collection settings");
     goto fail;
   }
   store_collection sc;

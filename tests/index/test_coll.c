@@ -844,6 +844,9 @@ static void test_crash_replay(void) {
   CHECK(!log_has("rebuilding")); /* files + log replay, idle included */
   render_all(&v, cid, b, sizeof b);
   CHECK_EQ_STR(b, a);
+  coll_info dinfo;
+  CHECK_EQ_INT(coll_info_get(v.cs, "default", &dinfo, &e), 0);
+  CHECK_EQ_INT(dinfo.indexed, dinfo.vectors); /* no duplicate, no leftover */
   CHECK_EQ_INT(coll_info_get(v.cs, "idle", &iinfo, &e), 0);
   CHECK_EQ_INT(iinfo.covered_seq, idle_seq);
   CHECK_EQ_INT(iinfo.indexed, 1);
