@@ -419,8 +419,9 @@ double order_random_similarity(const order_path *p, const order_input *in,
  *                     decompose: one line per piece in order.jsonl's order
  *                     with its "text" (fields as there, "position" too).
  *                     Not written in mode "order".
- *   duplicates.jsonl  {"id":"b","duplicate_of":"a","similarity":0.99,
- *                      "jaccard":0.93} (jaccard null when not checked)
+ *   duplicates.jsonl  {"id":"b","duplicate_of":"a","similarity":0.991234,
+ *                      "jaccard":0.930000} (jaccard null when not checked;
+ *                      similarities have 6 decimals in every JSONL file)
  *   summary.json      the order_summary below, as JSON.
  * Token-id output (binary uint32 with an index) needs a model vocabulary and
  * is not written: the tokenizer interface only counts. */
