@@ -7,7 +7,9 @@
 #   2. the same for unigrams with sublinear tf on passages of ~380-460 words
 #      (about the daemon's default 512-token chunk);
 #   3. the embedder's throughput on ~8 MB of Brown prose cut into the
-#      daemon's default chunks (one thread, best of RUNS, default 5).
+#      daemon's default chunks (one thread, best of RUNS, default 5, in MB
+#      per second of the thread's CPU time), next to the lexical analyser
+#      alone, which bounds it.
 # One row per run also goes to out/grid.tsv and out/curve380.tsv (with the
 # mean nonzeros per vector and the seconds each took). About 15 minutes on
 # 2 cores.
