@@ -92,9 +92,9 @@ typedef struct embed_hash_opts {
  * the reasons are in the README, "Embedders"): nearest-neighbour precision
  * on Brown Corpus passages rises with dim, and the gain per KiB of vector
  * falls by 2.5-4x past 1024; bigrams never helped at a dim worth storing
- * (0.25 is the least harmful weight); sublinear tf and idf won everywhere,
- * and idf on queries alone kept most of idf's gain without stored vectors
- * depending on the collection's statistics. */
+ * (0.25 is the least harmful weight); sublinear tf won from dim 512 up and
+ * idf at every dim, and idf on queries alone kept 77-85% of idf's gain
+ * without stored vectors depending on the collection's statistics. */
 #define EMBED_HASH_DIM 1024
 #define EMBED_HASH_BIGRAMS 0
 #define EMBED_HASH_BIGRAM_WEIGHT 0.25f
