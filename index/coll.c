@@ -267,7 +267,8 @@ enum { RB_NONE = 0, RB_QUEUED = 1, RB_RUNNING = 2 };
 typedef struct centry {
   uint32_t cid;
   coll_config cfg;
-  embedder *emb; /* NULL for "none" */
+  embedder *emb; /* NULL for "none"; never weighs by idf */
+  embed_hash_opts ho; /* a hash embedder's options (idf_mode) */
   int needs_training;
   uint64_t min_train;
   int refs;    /* under mu: 1 for the table, 1 per user */
@@ -427,6 +428,7 @@ static int ent_new(const store_collection *sc, centry **out, ctxd_error *e) {
   if ((rc = embedder_parse(ent->cfg.embedder, &is_hash, &ho, &dim, e)))
     goto fail;
   if (is_hash && (rc = embed_hash_create(&ho, &ent->emb, e))) goto fail;
+  ent->ho = ho;
   if ((rc = vindex_create(ent->cfg.index_spec, ent->cfg.dim, ent->cfg.metric,
                           &probe, e)))
     goto fail;
@@ -1733,6 +1735,42 @@ const embedder *coll_embedder(coll_set *cs, uint32_t cid) {
   return m;
 }
 
+/* idf of a term from snapshot r: what the collection's BM25 would give. */
+typedef struct idf_src {
+  store_reader *r;
+  uint32_t cid;
+  uint64_t chunks;
+} idf_src;
+
+static double idf_cb(const char *term, size_t len, void *arg) {
+  idf_src *src = arg;
+  uint64_t df = 0;
+  if (store_reader_postings(src->r, src->cid, term, len, &df, NULL, NULL,
+                            NULL))
+    df = 0;
+  return lex_bm25_idf(src->chunks, df);
+}
+
+/* Embed n texts with ent's hash embedder weighing terms by their idf in
+ * snapshot r (embed.h: the owner supplies idf according to idf_mode). The
+ * options hold the callback, so a short-lived embedder is made per call. */
+static int embed_with_idf(const centry *ent, store_reader *r,
+                          const char *const *texts, const size_t *lens,
+                          size_t n, float *out, ctxd_error *e) {
+  store_collection sc;
+  int rc = store_reader_coll(r, ent->cid, &sc, e);
+  if (rc) return rc;
+  idf_src src = {r, ent->cid, sc.chunks};
+  embed_hash_opts o = ent->ho;
+  o.idf = idf_cb;
+  o.idf_arg = &src;
+  embedder *m;
+  if ((rc = embed_hash_create(&o, &m, e))) return rc;
+  rc = embed_texts(m, texts, lens, n, out, e);
+  embedder_free(m);
+  return rc;
+}
+
 int coll_embed_chunks(coll_set *cs, uint32_t cid, const char *text,
                       const chunk_span *chunks, size_t n_chunks, float *out,
                       ctxd_error *e) {
@@ -1757,7 +1795,14 @@ int coll_embed_chunks(coll_set *cs, uint32_t cid, const char *text,
     texts[i] = text + chunks[i].byte_start;
     lens[i] = (size_t)(chunks[i].byte_end - chunks[i].byte_start);
   }
-  rc = embed_texts(ent->emb, texts, lens, n_chunks, out, e);
+  if (ent->ho.idf_mode == EMBED_HASH_IDF_ALL) {
+    store_reader *r;
+    if ((rc = store_reader_begin(cs->st, &r, e))) goto done;
+    rc = embed_with_idf(ent, r, texts, lens, n_chunks, out, e);
+    store_reader_end(r);
+  } else {
+    rc = embed_texts(ent->emb, texts, lens, n_chunks, out, e);
+  }
 done:
   free(texts);
   free(lens);
@@ -2268,7 +2313,11 @@ static int query_prepare(qctx *c, ctxd_error *e) {
     } else {
       const char *t = q->text;
       size_t len = q->text_len;
-      if ((rc = embed_texts(c->ent->emb, &t, &len, 1, c->qvec, e))) return rc;
+      if (c->ent->ho.idf_mode == EMBED_HASH_IDF_NONE)
+        rc = embed_texts(c->ent->emb, &t, &len, 1, c->qvec, e);
+      else if (!(rc = q_reader(c, e)))
+        rc = embed_with_idf(c->ent, c->r, &t, &len, 1, c->qvec, e);
+      if (rc) return rc;
     }
     if (c->ent->cfg.metric == VINDEX_IP) {
       double nn = 0;

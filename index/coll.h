@@ -39,7 +39,11 @@
 typedef struct coll_config {
   char name[STORE_COLL_NAME_MAX + 1];
   /* "hash" or "hash:dim=...,..." (embed.h's canonical form), or
-   * "none:dim=N" (clients supply every chunk's vector). Later: "model". */
+   * "none:dim=N" (clients supply every chunk's vector). Later: "model".
+   * A hash embedder's idf mode decides where coll weighs terms by the
+   * collection's BM25 idf (ln(1 + (N - df + 0.5) / (df + 0.5)), N = chunks,
+   * df = chunks holding the term, at the time of embedding): "query" for
+   * search queries only, "all" for stored chunks too, "none" never. */
   char embedder[256];
   uint32_t dim; /* derived from the embedder */
   vindex_metric metric;
@@ -53,7 +57,7 @@ typedef struct coll_config {
  * lines and lines starting with '#' are ignored, an unknown or repeated key
  * is an error. Example:
  *   name=papers
- *   embedder=hash:dim=768,bigrams=1,bigram_weight=0.5,sublinear_tf=1,seed=0
+ *   embedder=hash:dim=1024,bigrams=0,bigram_weight=0.25,sublinear_tf=1,idf=query,seed=0
  *   metric=ip
  *   index=HNSW32
  *   chunk_max_tokens=512
@@ -126,13 +130,18 @@ int coll_resolve(coll_set *cs, const char *name, int create, uint32_t *cid,
                  coll_config *cfg, ctxd_error *e);
 
 /* The embedder of collection cid (NULL for "none"), valid until the
- * collection is dropped or the set closed. */
+ * collection is dropped or the set closed. It never weighs by idf: use
+ * coll_embed_chunks / coll_search, which apply the idf mode. */
 const embedder *coll_embedder(coll_set *cs, uint32_t cid);
 
 /* Compute the vectors of a document's chunks with the collection's
- * embedder: out[n_chunks * dim] (caller-allocated). For "none" collections
+ * embedder: out[n_chunks * dim] (caller-allocated); with idf mode "all"
+ * weighed by the collection's idf as it stands (a store reader is taken
+ * and released: the caller must hold none). For "none" collections
  * CTXD_EINVAL ("collection X takes client vectors"). Runs outside any lock;
- * call it on the worker that handles the request, before store_put. */
+ * call it on the worker that handles the request, before store_put.
+ * Errors: CTXD_EINVAL, CTXD_ENOTFOUND (no collection cid), CTXD_ENOMEM,
+ * CTXD_EIO. */
 int coll_embed_chunks(coll_set *cs, uint32_t cid, const char *text,
                       const chunk_span *chunks, size_t n_chunks, float *out,
                       ctxd_error *e);

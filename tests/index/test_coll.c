@@ -53,7 +53,9 @@ static void log_clear(void) {
 static void default_opts(coll_opts *o, const char *idir) {
   memset(o, 0, sizeof *o);
   o->index_dir = idir;
-  snprintf(o->defaults.embedder, sizeof o->defaults.embedder, "hash:dim=64");
+  /* no idf: an identical text then scores exactly 1 */
+  snprintf(o->defaults.embedder, sizeof o->defaults.embedder,
+           "hash:dim=64,idf=none");
   o->defaults.metric = VINDEX_IP;
   snprintf(o->defaults.index_spec, sizeof o->defaults.index_spec, "Flat");
   o->defaults.chunk_max_tokens = 64;
@@ -661,6 +663,59 @@ static void test_hybrid(env *v) {
   CHECK_EQ_INT(coll_search(v->cs, cid, &q, &r, &e), 0);
   CHECK_EQ_INT(r.n, 1);
   coll_result_free(&r);
+}
+
+/* ---- idf ------------------------------------------------------------------- */
+
+/* "the" in four documents of five, "cat" in one: the query "the the cat"
+ * leans to "the" without idf (A "the dog" first) and to "cat" with it
+ * (B "cat" first: idf(the) = ln(1 + 1.5/4.5) = 0.29, idf(cat) = ln 4). */
+static void put_idf_docs(env *v, uint32_t cid) {
+  static const char *const docs[][2] = {{"A", "the dog"},  {"B", "cat"},
+                                        {"C", "the fish"}, {"D", "the bird"},
+                                        {"E", "the cow"}};
+  for (size_t i = 0; i < 5; i++)
+    CHECK_EQ_INT(put_doc(v, cid, docs[i][0], docs[i][1], NULL, 0, NULL, 0), 0);
+}
+
+static float max_diff(const float *a, const float *b, size_t n) {
+  float d = 0;
+  for (size_t i = 0; i < n; i++) d = fmaxf(d, fabsf(a[i] - b[i]));
+  return d;
+}
+
+static void test_idf(env *v) {
+  ctxd_error e;
+  uint32_t none = mkcoll(v, "idf-none", "hash:dim=256,idf=none", VINDEX_IP,
+                         "Flat");
+  uint32_t query = mkcoll(v, "idf-query", "hash:dim=256,idf=query",
+                          VINDEX_IP, "Flat");
+  uint32_t all = mkcoll(v, "idf-all", "hash:dim=256,idf=all", VINDEX_IP,
+                        "Flat");
+  coll_config cfg;
+  CHECK_EQ_INT(coll_resolve(v->cs, "idf-query", 0, NULL, &cfg, &e), 0);
+  CHECK(strstr(cfg.embedder, "idf=query") != NULL);
+  put_idf_docs(v, none);
+  put_idf_docs(v, query);
+  CHECK_EQ_INT(sync_ok(v), 0);
+  coll_query q = text_query("the the cat", 1, COLL_MODE_VECTOR);
+  expect_top(v, none, &q, 1, "A");
+  expect_top(v, query, &q, 1, "B");
+  /* idf=query stores plain vectors: equal to idf=none's */
+  chunk_span sp = {0, 7, 1};
+  float a[256], b[256], c[256];
+  CHECK_EQ_INT(coll_embed_chunks(v->cs, none, "the dog", &sp, 1, a, &e), 0);
+  CHECK_EQ_INT(coll_embed_chunks(v->cs, query, "the dog", &sp, 1, b, &e), 0);
+  CHECK(max_diff(a, b, 256) == 0);
+  /* idf=all weighs stored chunks by the statistics at embedding time: with
+   * nothing stored yet every term weighs the same, afterwards not */
+  CHECK_EQ_INT(coll_embed_chunks(v->cs, all, "the dog", &sp, 1, c, &e), 0);
+  CHECK(max_diff(a, c, 256) < 1e-6f);
+  put_idf_docs(v, all);
+  CHECK_EQ_INT(sync_ok(v), 0);
+  CHECK_EQ_INT(coll_embed_chunks(v->cs, all, "the dog", &sp, 1, c, &e), 0);
+  CHECK(max_diff(a, c, 256) > 1e-2f);
+  expect_top(v, all, &q, 1, "B");
 }
 
 /* ---- delete / replace ---------------------------------------------------- */
@@ -1284,6 +1339,7 @@ int main(void) {
   run(test_vector_search);
   run(test_lexical);
   run(test_hybrid);
+  run(test_idf);
   run(test_delete_replace);
   run(test_persistence);
   run(test_crash_replay);
