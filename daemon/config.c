@@ -18,6 +18,8 @@ typedef enum opt_type {
   OPT_U32,   /* uint32_t */
   OPT_SIZE,  /* uint64_t bytes, accepts K/M/G/T suffixes (powers of 1024) */
   OPT_LEVEL, /* char array holding a log level name */
+  OPT_F64,   /* double, bounds in fmin/fmax */
+  OPT_METRIC, /* char array holding "ip" or "l2" */
 } opt_type;
 
 typedef struct opt {
@@ -25,7 +27,8 @@ typedef struct opt {
   const char *alias; /* short flag without "--", or NULL */
   opt_type type;
   const char *def;   /* default, as it would be written in the file */
-  uint64_t min, max; /* numeric bounds (inclusive) */
+  double min, max;   /* numeric bounds (inclusive; every bound in the table
+                      * is exact in a double) */
   size_t off;        /* offset in ctxd_config */
   size_t size;       /* field size, for strings */
   const char *help;
@@ -80,6 +83,39 @@ static const opt options[] = {
      F(put_batch_bytes), "... or when it holds this many bytes (requests and chunk lists)"},
     {"putstream.batch_ms", NULL, OPT_U32, "50", 0, 60000, F(put_batch_ms),
      "... or this many milliseconds after the first pending document"},
+    /* Vector indexes and embedders: the defaults of the `default`
+     * collection and of every collection created on first use or without
+     * settings of its own; a collection keeps what it was created with. */
+    {"index.spec", NULL, OPT_STR, "HNSW32", 0, 0, F(index_spec),
+     "FAISS factory string of new collections' vector index: Flat (exact), "
+     "HNSW32 (graph), IVF1024,Flat or IVF1024,PQ32 (trained once enough "
+     "vectors exist; exact search until then)"},
+    {"index.metric", NULL, OPT_METRIC, "ip", 0, 0, F(index_metric),
+     "vector metric of new collections: ip (inner product of L2-normalised "
+     "vectors = cosine) or l2 (squared Euclidean distance)"},
+    {"index.save_every_changes", NULL, OPT_U32, "10000", 1, 1000000000,
+     F(index_save_every_changes),
+     "save a collection's index file once this many changes were applied "
+     "since its last save (start-up replays the rest from the change log)"},
+    {"index.save_interval_s", NULL, OPT_U32, "60", 1, 86400 * 365,
+     F(index_save_interval_s),
+     "... or this many seconds after the first unsaved change"},
+    {"index.rebuild_masked_ratio", NULL, OPT_F64, "0.25", 0.01, 1,
+     F(index_rebuild_masked_ratio),
+     "rebuild an index (HNSW cannot remove) in the background once removed "
+     "but still held vectors reach this fraction of it"},
+    {"index.build_threads", NULL, OPT_U32, "0", 0, 1024,
+     F(index_build_threads),
+     "threads for training and rebuilding indexes (FAISS OpenMP); 0 = one "
+     "per CPU"},
+    {"embed.embedder", NULL, OPT_STR, "hash", 0, 0, F(embedder),
+     "embedder of new collections: hash (built in; options as "
+     "hash:dim=768,bigrams=1,bigram_weight=0.5,sublinear_tf=1,seed=0) or "
+     "none:dim=N (clients send every chunk's vector)"},
+    {"bm25.k1", NULL, OPT_F64, "1.2", 0, 100, F(bm25_k1),
+     "BM25 term-frequency saturation k1 (lexical search)"},
+    {"bm25.b", NULL, OPT_F64, "0.75", 0, 1, F(bm25_b),
+     "BM25 length normalisation b (0 = none, 1 = full)"},
     {"log.level", "log-level", OPT_LEVEL, "info", 0, 0, F(log_level),
      "error, warn, info or debug"},
 };
@@ -135,6 +171,16 @@ static int parse_size(const char *s, uint64_t *out) {
   return 0;
 }
 
+static int parse_f64(const char *s, double *out) {
+  char *end;
+  if (!*s) return -1;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || *end || v != v) return -1;
+  *out = v;
+  return 0;
+}
+
 static int parse_u64(const char *s, uint64_t *out) {
   char *end;
   if (*s < '0' || *s > '9') return -1;
@@ -172,6 +218,28 @@ static int opt_set(ctxd_config *c, const opt *o, const char *val, char *err,
       }
       snprintf(field, o->size, "%s", val);
       return 0;
+    case OPT_METRIC:
+      if (strcmp(val, "ip") != 0 && strcmp(val, "l2") != 0) {
+        seterr(err, errlen, "%s: \"%s\" is not a metric (ip, l2)", o->name,
+               val);
+        return -1;
+      }
+      snprintf(field, o->size, "%s", val);
+      return 0;
+    case OPT_F64: {
+      double d;
+      if (parse_f64(val, &d) != 0) {
+        seterr(err, errlen, "%s: \"%s\" is not a number", o->name, val);
+        return -1;
+      }
+      if (d < o->min || d > o->max) {
+        seterr(err, errlen, "%s: %s is out of range [%g, %g]", o->name, val,
+               o->min, o->max);
+        return -1;
+      }
+      *(double *)field = d;
+      return 0;
+    }
     case OPT_U32:
     case OPT_SIZE:
       if ((o->type == OPT_U32 ? parse_u64(val, &v) : parse_size(val, &v)) !=
@@ -181,7 +249,7 @@ static int opt_set(ctxd_config *c, const opt *o, const char *val, char *err,
                                   : "a size (e.g. 4096, 64M, 1G)");
         return -1;
       }
-      if (v < o->min || v > o->max) {
+      if ((double)v < o->min || (double)v > o->max) {
         seterr(err, errlen, "%s: %s is out of range [%llu, %llu]", o->name,
                val, (unsigned long long)o->min, (unsigned long long)o->max);
         return -1;
@@ -357,8 +425,19 @@ static void format_value(const ctxd_config *c, const opt *o, char *buf,
   switch (o->type) {
     case OPT_STR:
     case OPT_LEVEL:
+    case OPT_METRIC:
       snprintf(buf, n, "%s", field);
       break;
+    case OPT_F64: {
+      /* The shortest form that reads back exactly ("1.2", not
+       * "1.1999999999999999"). */
+      double d = *(const double *)field;
+      for (int prec = 6; prec <= 17; prec++) {
+        snprintf(buf, n, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d) break;
+      }
+      break;
+    }
     case OPT_U32:
       snprintf(buf, n, "%u", *(const uint32_t *)field);
       break;

@@ -33,6 +33,18 @@ typedef struct ctxd_config {
   uint32_t put_batch_docs;     /* commit after this many documents, 1000 */
   uint64_t put_batch_bytes;    /* ... or this many bytes held, 16 MiB */
   uint32_t put_batch_ms;       /* ... or this long after the first pending, 50 */
+  /* [index] (vector indexes; see the README, "Collections") */
+  char index_spec[128];        /* FAISS factory string, default HNSW32 */
+  char index_metric[8];        /* "ip" or "l2" */
+  uint32_t index_save_every_changes; /* save after this many changes, 10000 */
+  uint32_t index_save_interval_s;    /* ... or this long after one, 60 */
+  double index_rebuild_masked_ratio; /* rebuild HNSW past this, 0.25 */
+  uint32_t index_build_threads;      /* training/rebuild threads, 0 = all */
+  /* [embed] */
+  char embedder[256];          /* "hash", "hash:dim=...", "none:dim=N" */
+  /* [bm25] */
+  double bm25_k1;              /* 1.2 */
+  double bm25_b;               /* 0.75 */
   /* [log] */
   char log_level[16];          /* error, warn, info, debug */
 } ctxd_config;

@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "../index/coll.h"
 #include "../index/store.h"
 #include "../index/tok.h"
 #include "config.h"
@@ -14,7 +15,10 @@ struct writer;
 typedef struct ctxd_ctx {
   const ctxd_config *cfg;
   store *st;
-  uint32_t cid; /* the `default` collection, where every document goes */
+  coll_set *cs;        /* collections: vector indexes, embedders, search */
+  /* The settings of collections created on first use (and of `default`),
+   * from the config, checked at start-up (coll_config_check). */
+  coll_config coll_defaults;
   const tok *tk;
   struct writer *wr;   /* group commit for Put; NULL: Puts commit alone */
   uint64_t start_time; /* CLOCK_REALTIME seconds at start */

@@ -312,6 +312,16 @@ int pbw_next(pbw_reader *r, pbw_field *f) {
   }
 }
 
+int pbw_field_has_nul(const uint8_t *p, size_t n, uint32_t field) {
+  pbw_reader r;
+  pbw_field f;
+  pbw_init(&r, p, n);
+  while (pbw_next(&r, &f) == 1)
+    if (f.num == field && f.wire_type == 2 && memchr(f.data, 0, f.len))
+      return 1;
+  return 0;
+}
+
 size_t pbw_put_varint(uint8_t *out, uint64_t v) {
   size_t n = 0;
   while (v >= 0x80) {

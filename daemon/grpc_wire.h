@@ -144,6 +144,13 @@ static inline void pbw_init(pbw_reader *r, const uint8_t *p, size_t n) {
  * bad varint, group wire types). */
 int pbw_next(pbw_reader *r, pbw_field *f);
 
+/* 1 when some length-delimited field numbered `field` of message p[0..n)
+ * (a string, every occurrence) holds a NUL byte; 0 otherwise, also on
+ * malformed input. protobuf-c hands strings over as C strings, so a NUL
+ * (valid UTF-8 for U+0000) would silently cut an id or a name short: ctxd
+ * refuses such input rather than act on a truncated copy. */
+int pbw_field_has_nul(const uint8_t *p, size_t n, uint32_t field);
+
 /* Append a varint / a length-delimited field to out (room checked by the
  * caller: at most 10 bytes for a varint). Return bytes written. */
 size_t pbw_put_varint(uint8_t *out, uint64_t v);

@@ -1,11 +1,12 @@
 /* handlers.h - every method the daemon serves. methods.c puts these in the
  * method table; a path not in the table is answered UNIMPLEMENTED by the
- * transport (so Retrieval and Corpus, declared in proto/ but not built yet,
- * answer UNIMPLEMENTED).
+ * transport (so Retrieval.SelectContext and Corpus, declared in proto/ but
+ * not built yet, answer UNIMPLEMENTED).
  *
- * Owners: handlers_documents.c (Documents), handlers_admin.c (Admin),
- * handlers_health.c (grpc.health.v1.Health), handlers_reflection.c (v1 and
- * v1alpha server reflection). */
+ * Owners: handlers_documents.c (Documents), handlers_retrieval.c
+ * (Retrieval), handlers_admin.c (Admin), handlers_health.c
+ * (grpc.health.v1.Health), handlers_reflection.c (v1 and v1alpha server
+ * reflection). */
 #ifndef CTXD_HANDLERS_H
 #define CTXD_HANDLERS_H
 
@@ -18,9 +19,16 @@ extern const rpc_method h_documents_get;        /* unary */
 extern const rpc_method h_documents_delete;     /* unary */
 extern const rpc_method h_documents_list;       /* unary */
 extern const rpc_method h_documents_chunk;      /* unary */
+/* /ctxd.v1.Retrieval/... */
+extern const rpc_method h_retrieval_search;       /* unary */
+extern const rpc_method h_retrieval_search_batch; /* unary */
 /* /ctxd.v1.Admin/... */
-extern const rpc_method h_admin_stats;  /* unary */
-extern const rpc_method h_admin_verify; /* unary */
+extern const rpc_method h_admin_stats;             /* unary */
+extern const rpc_method h_admin_verify;            /* unary */
+extern const rpc_method h_admin_create_collection; /* unary */
+extern const rpc_method h_admin_drop_collection;   /* unary */
+extern const rpc_method h_admin_list_collections;  /* unary */
+extern const rpc_method h_admin_rebuild_index;     /* server stream */
 /* /grpc.health.v1.Health/... */
 extern const rpc_method h_health_check; /* unary */
 extern const rpc_method h_health_watch; /* server stream */

@@ -1,15 +1,25 @@
 /* handlers_admin.c - the ctxd.v1.Admin service (ctxctl's calls): Stats
- * reports the store's counters and sizes, Verify runs the store's
- * consistency check. A Verify that finds problems still answers OK: the
- * report is the answer (ok=false plus the problems). */
+ * reports the store's counters and sizes and each collection's state,
+ * Verify runs the store's consistency check, CreateCollection /
+ * DropCollection / ListCollections manage collections, and RebuildIndex
+ * rebuilds a collection's vector index in the background while streaming
+ * its progress. A Verify that finds problems still answers OK: the report is
+ * the answer (ok=false plus the problems). */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
+#include "chunk.h"
+#include "coll.h"
+#include "collections.h"
 #include "ctx.h"
 #include "ctxd/v1/admin.pb-c.h"
 #include "err.h"
+#include "grpc_wire.h"
 #include "handlers.h"
+#include "log.h"
 #include "rpc.h"
 #include "store.h"
 
@@ -17,10 +27,87 @@
 #define CTXD_VERSION "unknown"
 #endif
 
+/* RebuildIndex sends its progress this often. */
+#define REBUILD_PROGRESS_MS 200
+
+/* ---- CollectionInfo ----------------------------------------------------- */
+
+/* A coll_info as protobuf-c structs; strings point into `in`, which must
+ * outlive the packing. */
+typedef struct info_pb {
+  Ctxd__V1__CollectionInfo info;
+  Ctxd__V1__CollectionConfig config;
+} info_pb;
+
+static void info_fill(const coll_info *in, info_pb *out) {
+  ctxd__v1__collection_info__init(&out->info);
+  ctxd__v1__collection_config__init(&out->config);
+  out->config.name = (char *)in->config.name;
+  out->config.embedder = (char *)in->config.embedder;
+  out->config.dim = in->config.dim;
+  out->config.metric = (char *)collections_metric_name(in->config.metric);
+  out->config.index_spec = (char *)in->config.index_spec;
+  out->config.chunk_max_tokens = in->config.chunk_max_tokens;
+  out->config.chunk_overlap_tokens = in->config.chunk_overlap_tokens;
+  out->info.config = &out->config;
+  out->info.documents = in->documents;
+  out->info.chunks = in->chunks;
+  out->info.bytes = in->bytes;
+  out->info.tokens = in->tokens;
+  out->info.vectors = in->vectors;
+  out->info.indexed = in->indexed;
+  out->info.masked = in->masked;
+  out->info.trained = in->trained;
+  out->info.exact_until_trained = in->exact_until_trained;
+  out->info.min_train = in->min_train;
+  out->info.rebuilding = in->rebuilding;
+  out->info.rebuild_done = in->rebuild_done;
+  out->info.rebuild_total = in->rebuild_total;
+  out->info.rebuild_error = (char *)in->rebuild_error;
+  out->info.covered_seq = in->covered_seq;
+}
+
+/* Every collection's info as a pointer array for a repeated field. On 0 the
+ * caller frees *infos, *pbs and *ptrs (free()). */
+static int info_list(ctxd_ctx *ctx, coll_info **infos, info_pb **pbs,
+                     Ctxd__V1__CollectionInfo ***ptrs, size_t *n,
+                     ctxd_error *e) {
+  *pbs = NULL;
+  *ptrs = NULL;
+  int rc = coll_info_list(ctx->cs, infos, n, e);
+  if (rc) return rc;
+  *pbs = calloc(*n ? *n : 1, sizeof **pbs);
+  *ptrs = calloc(*n ? *n : 1, sizeof **ptrs);
+  if (!*pbs || !*ptrs) {
+    free(*infos);
+    free(*pbs);
+    free(*ptrs);
+    *infos = NULL;
+    *pbs = NULL;
+    *ptrs = NULL;
+    return ctxd_seterr(e, CTXD_ENOMEM, "out of memory listing collections");
+  }
+  for (size_t i = 0; i < *n; i++) {
+    info_fill(&(*infos)[i], &(*pbs)[i]);
+    (*ptrs)[i] = &(*pbs)[i].info;
+  }
+  return 0;
+}
+
+static void finish_err(rpc_call *c, const ctxd_error *e) {
+  rpc_finish(c, ctxd_err_grpc_status(e->code), "%s", e->msg);
+}
+
+/* ---- Stats, Verify ------------------------------------------------------ */
+
 static void stats_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   ctxd_ctx *ctx = rpc_ctx(c);
   ctxd_error e;
   store_stats st;
+  coll_info *infos = NULL;
+  info_pb *pbs = NULL;
+  Ctxd__V1__CollectionInfo **ptrs = NULL;
+  size_t n_infos = 0;
   Ctxd__V1__StatsRequest *req = ctxd__v1__stats_request__unpack(NULL, len, msg);
   if (!req) {
     rpc_finish(c, GRPC_INVALID_ARGUMENT, "malformed StatsRequest message");
@@ -28,8 +115,9 @@ static void stats_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   }
   ctxd__v1__stats_request__free_unpacked(req, NULL);
   ctxd_clearerr(&e);
-  if (store_stats_get(ctx->st, &st, &e)) {
-    rpc_finish(c, ctxd_err_grpc_status(e.code), "%s", e.msg);
+  if (store_stats_get(ctx->st, &st, &e) ||
+      info_list(ctx, &infos, &pbs, &ptrs, &n_infos, &e)) {
+    finish_err(c, &e);
     return;
   }
   struct timespec now;
@@ -51,7 +139,12 @@ static void stats_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   r.tokenizer = (char *)(ctx->tk && ctx->tk->name ? ctx->tk->name
                                                   : st.tokenizer);
   r.last_seq = st.last_seq;
+  r.n_collections = n_infos;
+  r.collections = ptrs;
   if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
+  free(infos);
+  free(pbs);
+  free(ptrs);
 }
 
 const rpc_method h_admin_stats = {"/ctxd.v1.Admin/Stats", RPC_UNARY, 0,
@@ -70,7 +163,7 @@ static void verify_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   ctxd__v1__verify_request__free_unpacked(req, NULL);
   ctxd_clearerr(&e);
   if (store_verify(ctx->st, &rep, &e)) {
-    rpc_finish(c, ctxd_err_grpc_status(e.code), "%s", e.msg);
+    finish_err(c, &e);
     return;
   }
   Ctxd__V1__VerifyResponse r = CTXD__V1__VERIFY_RESPONSE__INIT;
@@ -85,3 +178,294 @@ static void verify_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
 
 const rpc_method h_admin_verify = {"/ctxd.v1.Admin/Verify", RPC_UNARY, 0,
                                    verify_on_message, NULL, NULL, NULL};
+
+/* ---- CreateCollection, DropCollection, ListCollections ------------------ */
+
+/* Copy a client string into a fixed field, or refuse it as too long. */
+static int copy_field(const char *what, const char *v, char *dst, size_t cap,
+                      ctxd_error *e) {
+  size_t n = strlen(v);
+  if (n >= cap)
+    return ctxd_seterr(e, CTXD_EINVAL, "config.%s is %zu bytes, more than %zu",
+                       what, n, cap - 1);
+  memcpy(dst, v, n + 1);
+  return 0;
+}
+
+/* The collection a CreateCollection asks for: empty and zero fields take the
+ * configured defaults; `dim` is read-only, but a client may give it with
+ * embedder "none" (= "none:dim=N"), and a dim that disagrees with the
+ * embedder is refused. A defaulted overlap that does not fit under the
+ * client's chunk_max_tokens is capped at half of it (as for Put). */
+static int create_config(const ctxd_ctx *ctx, const Ctxd__V1__CollectionConfig *r,
+                         coll_config *c, ctxd_error *e) {
+  const coll_config *d = &ctx->coll_defaults;
+  int rc;
+  memset(c, 0, sizeof *c);
+  if (!r || !*r->name)
+    return ctxd_seterr(e, CTXD_EINVAL, "config.name is required");
+  rc = collections_name_copy(r->name, strlen(r->name), c->name, e);
+  if (rc) return rc;
+  rc = copy_field("embedder", *r->embedder ? r->embedder : d->embedder,
+                  c->embedder, sizeof c->embedder, e);
+  if (rc) return rc;
+  if (r->dim && strcmp(c->embedder, "none") == 0)
+    snprintf(c->embedder, sizeof c->embedder, "none:dim=%u", r->dim);
+  if (*r->metric) {
+    int m = collections_metric_parse(r->metric);
+    if (m < 0)
+      return ctxd_seterr(e, CTXD_EINVAL,
+                         "config.metric \"%.32s\" is not ip or l2", r->metric);
+    c->metric = (vindex_metric)m;
+  } else {
+    c->metric = d->metric;
+  }
+  rc = copy_field("index_spec", *r->index_spec ? r->index_spec : d->index_spec,
+                  c->index_spec, sizeof c->index_spec, e);
+  if (rc) return rc;
+  c->chunk_max_tokens = r->chunk_max_tokens ? r->chunk_max_tokens
+                                            : d->chunk_max_tokens;
+  c->chunk_overlap_tokens = r->chunk_overlap_tokens;
+  if (c->chunk_max_tokens > CHUNK_MAX_MAX_TOKENS)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "config.chunk_max_tokens %u is more than the limit of "
+                       "%u",
+                       c->chunk_max_tokens, CHUNK_MAX_MAX_TOKENS);
+  if (!r->chunk_overlap_tokens) {
+    c->chunk_overlap_tokens = d->chunk_overlap_tokens;
+    if (c->chunk_overlap_tokens >= c->chunk_max_tokens)
+      c->chunk_overlap_tokens = c->chunk_max_tokens / 2;
+  }
+  if (c->chunk_overlap_tokens >= c->chunk_max_tokens)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "config.chunk_overlap_tokens (%u) must be less than "
+                       "chunk_max_tokens (%u)",
+                       c->chunk_overlap_tokens, c->chunk_max_tokens);
+  rc = coll_config_check(c, e);
+  if (rc) return rc;
+  if (r->dim && r->dim != c->dim)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "config.dim %u disagrees with embedder \"%s\", whose "
+                       "dimension is %u (dim is derived from the embedder)",
+                       r->dim, c->embedder, c->dim);
+  return 0;
+}
+
+/* 1 when a string of the CollectionConfig (field 1 of the request) holds a
+ * NUL byte (see pbw_field_has_nul). */
+static int create_has_nul(const uint8_t *msg, size_t len) {
+  pbw_reader r;
+  pbw_field f;
+  pbw_init(&r, msg, len);
+  while (pbw_next(&r, &f) == 1)
+    if (f.num == 1 && f.wire_type == 2)
+      for (uint32_t k = 1; k <= 5; k++)
+        if (pbw_field_has_nul(f.data, f.len, k)) return 1;
+  return 0;
+}
+
+static void create_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
+  ctxd_ctx *ctx = rpc_ctx(c);
+  ctxd_error e;
+  coll_config cfg;
+  coll_info info;
+  info_pb pb;
+  ctxd_clearerr(&e);
+  Ctxd__V1__CreateCollectionRequest *req =
+      ctxd__v1__create_collection_request__unpack(NULL, len, msg);
+  if (!req) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT,
+               "malformed CreateCollectionRequest message");
+    return;
+  }
+  if (create_has_nul(msg, len)) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT, "config contains a NUL byte");
+  } else if (create_config(ctx, req->config, &cfg, &e) ||
+             coll_create(ctx->cs, &cfg, &e) ||
+             coll_info_get(ctx->cs, cfg.name, &info, &e)) {
+    finish_err(c, &e);
+  } else {
+    LOG_INFO("collection-created name=%s embedder=\"%s\" dim=%u metric=%s "
+             "index=\"%s\"",
+             cfg.name, cfg.embedder, cfg.dim,
+             collections_metric_name(cfg.metric), cfg.index_spec);
+    info_fill(&info, &pb);
+    if (rpc_send_pb(c, &pb.info.base) == 0) rpc_finish(c, GRPC_OK, NULL);
+  }
+  ctxd__v1__create_collection_request__free_unpacked(req, NULL);
+}
+
+const rpc_method h_admin_create_collection = {
+    "/ctxd.v1.Admin/CreateCollection", RPC_UNARY, 0, create_on_message, NULL,
+    NULL, NULL};
+
+static void drop_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
+  ctxd_ctx *ctx = rpc_ctx(c);
+  ctxd_error e;
+  char name[STORE_COLL_NAME_MAX + 1];
+  uint64_t docs = 0;
+  ctxd_clearerr(&e);
+  Ctxd__V1__DropCollectionRequest *req =
+      ctxd__v1__drop_collection_request__unpack(NULL, len, msg);
+  if (!req) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT,
+               "malformed DropCollectionRequest message");
+    return;
+  }
+  /* No default here: dropping must name what it drops. */
+  if (!*req->name) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT, "name is required");
+  } else if (pbw_field_has_nul(msg, len, 1)) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT, "name contains a NUL byte");
+  } else if (collections_name_copy(req->name, strlen(req->name), name, &e) ||
+             coll_drop(ctx->cs, name, &docs, &e)) {
+    if (e.code == CTXD_ENOTFOUND)
+      rpc_finish(c, GRPC_NOT_FOUND, "collection \"%s\" does not exist", name);
+    else
+      finish_err(c, &e);
+  } else {
+    LOG_INFO("collection-dropped name=%s documents=%llu", name,
+             (unsigned long long)docs);
+    Ctxd__V1__DropCollectionResponse r =
+        CTXD__V1__DROP_COLLECTION_RESPONSE__INIT;
+    r.documents = docs;
+    if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
+  }
+  ctxd__v1__drop_collection_request__free_unpacked(req, NULL);
+}
+
+const rpc_method h_admin_drop_collection = {
+    "/ctxd.v1.Admin/DropCollection", RPC_UNARY, 0, drop_on_message, NULL,
+    NULL, NULL};
+
+static void list_colls_on_message(rpc_call *c, const uint8_t *msg,
+                                  size_t len) {
+  ctxd_ctx *ctx = rpc_ctx(c);
+  ctxd_error e;
+  coll_info *infos = NULL;
+  info_pb *pbs = NULL;
+  Ctxd__V1__CollectionInfo **ptrs = NULL;
+  size_t n = 0;
+  ctxd_clearerr(&e);
+  Ctxd__V1__ListCollectionsRequest *req =
+      ctxd__v1__list_collections_request__unpack(NULL, len, msg);
+  if (!req) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT,
+               "malformed ListCollectionsRequest message");
+    return;
+  }
+  ctxd__v1__list_collections_request__free_unpacked(req, NULL);
+  if (info_list(ctx, &infos, &pbs, &ptrs, &n, &e)) {
+    finish_err(c, &e);
+    return;
+  }
+  Ctxd__V1__ListCollectionsResponse r =
+      CTXD__V1__LIST_COLLECTIONS_RESPONSE__INIT;
+  r.n_collections = n;
+  r.collections = ptrs;
+  if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
+  free(infos);
+  free(pbs);
+  free(ptrs);
+}
+
+const rpc_method h_admin_list_collections = {
+    "/ctxd.v1.Admin/ListCollections", RPC_UNARY, 0, list_colls_on_message,
+    NULL, NULL, NULL};
+
+/* ---- RebuildIndex --------------------------------------------------------- */
+
+/* The call starts the rebuild (or, when one is already running for that
+ * collection, watches it) and sends a RebuildProgress at once and then every
+ * REBUILD_PROGRESS_MS, from the collection's coll_info, until the rebuild is
+ * no longer running: the last message says "done" or "failed" (with the
+ * error) and the call ends OK. The rebuild itself belongs to the collections
+ * engine: a client that goes away stops only the progress. */
+typedef struct rebuild_state {
+  char name[STORE_COLL_NAME_MAX + 1];
+} rebuild_state;
+
+/* Send one progress message; 1 when the rebuild is over (the call is then
+ * finished), 0 while it runs. */
+static int rebuild_report(rpc_call *c, rebuild_state *st) {
+  ctxd_ctx *ctx = rpc_ctx(c);
+  ctxd_error e;
+  coll_info info;
+  ctxd_clearerr(&e);
+  if (coll_info_get(ctx->cs, st->name, &info, &e)) {
+    /* Dropped meanwhile, most likely: the rebuild went with it. */
+    finish_err(c, &e);
+    return 1;
+  }
+  Ctxd__V1__RebuildProgress p = CTXD__V1__REBUILD_PROGRESS__INIT;
+  p.collection = st->name;
+  p.done = info.rebuild_done;
+  p.total = info.rebuild_total;
+  int over = !info.rebuilding;
+  p.state = (char *)(info.rebuilding ? "running"
+                     : info.rebuild_error[0] ? "failed"
+                                             : "done");
+  p.error = info.rebuild_error;
+  if (rpc_send_pb(c, &p.base) != 0) return 1; /* the call is gone */
+  if (over) {
+    rpc_finish(c, GRPC_OK, NULL);
+    return 1;
+  }
+  rpc_set_timer(c, REBUILD_PROGRESS_MS);
+  return 0;
+}
+
+static void rebuild_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
+  ctxd_ctx *ctx = rpc_ctx(c);
+  ctxd_error e;
+  uint32_t cid;
+  coll_config cfg;
+  ctxd_clearerr(&e);
+  Ctxd__V1__RebuildIndexRequest *req =
+      ctxd__v1__rebuild_index_request__unpack(NULL, len, msg);
+  if (!req) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT,
+               "malformed RebuildIndexRequest message");
+    return;
+  }
+  rebuild_state *st = calloc(1, sizeof *st);
+  if (!st) {
+    rpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    goto done;
+  }
+  rpc_set_state(c, st);
+  if (pbw_field_has_nul(msg, len, 1)) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT, "collection contains a NUL byte");
+    goto done;
+  }
+  if (collections_resolve(ctx->cs, req->collection, strlen(req->collection),
+                          &cid, &cfg, &e)) {
+    finish_err(c, &e);
+    goto done;
+  }
+  snprintf(st->name, sizeof st->name, "%s", cfg.name);
+  int rc = coll_rebuild_start(ctx->cs, st->name, &e);
+  if (rc && rc != CTXD_EBUSY) {
+    finish_err(c, &e);
+    goto done;
+  }
+  LOG_INFO("rebuild-index collection=%s %s", st->name,
+           rc ? "action=watch (already running)" : "action=started");
+  rebuild_report(c, st);
+done:
+  ctxd__v1__rebuild_index_request__free_unpacked(req, NULL);
+}
+
+static void rebuild_on_timer(rpc_call *c) {
+  rebuild_state *st = rpc_state(c);
+  if (st) rebuild_report(c, st);
+}
+
+static void rebuild_on_close(rpc_call *c) {
+  free(rpc_state(c));
+  rpc_set_state(c, NULL);
+}
+
+const rpc_method h_admin_rebuild_index = {
+    "/ctxd.v1.Admin/RebuildIndex", RPC_SERVER_STREAM, 0, rebuild_on_message,
+    NULL, rebuild_on_timer, rebuild_on_close};

@@ -1,11 +1,16 @@
 /* handlers_documents.c - the ctxd.v1.Documents service: Put, PutStream,
- * Get, Delete, List and Chunk, on top of index/store and index/chunk.
+ * Get, Delete, List and Chunk, on top of index/store, index/chunk and
+ * index/coll (collections, embedders, vector and lexical indexes).
  *
  * Every request is checked whole before anything is written: a bad document
  * is answered INVALID_ARGUMENT (Put) or a PutError (PutStream) and never
- * reaches the store. Callbacks run on worker threads, one at a time per call
- * (rpc.h), so the PutStream state needs no lock. */
+ * reaches the store. The chunks' vectors are computed (or checked, when the
+ * client sent them) on the worker that handles the request, before the write
+ * is queued; after each commit coll_sync makes it searchable, so a write is
+ * visible to Search when its RPC returns. Callbacks run on worker threads,
+ * one at a time per call (rpc.h), so the PutStream state needs no lock. */
 #include <malloc.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,9 +18,12 @@
 #include <time.h>
 
 #include "chunk.h"
+#include "coll.h"
+#include "collections.h"
 #include "ctx.h"
 #include "ctxd/v1/documents.pb-c.h"
 #include "err.h"
+#include "grpc_wire.h"
 #include "handlers.h"
 #include "log.h"
 #include "rpc.h"
@@ -28,8 +36,13 @@
 /* Chunks one document may make (RESOURCE_EXHAUSTED beyond): bounds the
  * chunk list a tiny max_tokens on a 64 MiB text would otherwise allocate
  * (24 bytes a chunk in memory, a record each in LMDB). 512-token chunks
- * reach it only past ~2 GB of text. */
-#define DOC_MAX_CHUNKS (1u << 20)
+ * reach it only past ~2 GB of text. It is also the store's limit: a chunk's
+ * ordinal takes 20 bits of its vector label (STORE_LABEL). */
+#define DOC_MAX_CHUNKS STORE_MAX_CHUNKS
+/* Vector bytes one document may carry or make (n_chunks x dim x 4;
+ * RESOURCE_EXHAUSTED beyond): 64 MiB of prose in 512-token chunks with the
+ * default 768-dimension hash embedder needs about 100 MiB. */
+#define DOC_MAX_VECTOR_BYTES (256ull << 20)
 /* A page also stops once its documents reach this many encoded bytes (at
  * least one document per page), so it fits a stock client's default 4 MiB
  * receive limit even with large metadata; next_page_token goes on from there. */
@@ -76,91 +89,29 @@ static void finish_err(rpc_call *c, const ctxd_error *e) {
   rpc_finish(c, ctxd_err_grpc_status(e->code), "%s", e->msg);
 }
 
-/* Read one protobuf varint; 0 or -1 when truncated/overlong. */
-static int wire_varint(const uint8_t *p, size_t n, size_t *off, uint64_t *v) {
-  uint64_t x = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    if (*off >= n) return -1;
-    uint8_t b = p[(*off)++];
-    x |= (uint64_t)(b & 0x7f) << shift;
-    if (!(b & 0x80)) {
-      *v = x;
-      return 0;
-    }
-  }
-  return -1;
-}
-
-/* Step to the next field of message p[0..n) from *off. Returns 1 with
- * *val and *vlen set for a length-delimited field, 0 for any other field, -1 at
- * the end or on bad input. Used only on messages protobuf-c already
- * accepted, to see what its C strings hide (below). */
-static int wire_next(const uint8_t *p, size_t n, size_t *off, uint32_t *field,
-                     const uint8_t **val, size_t *vlen) {
-  uint64_t key, v;
-  if (*off >= n || wire_varint(p, n, off, &key)) return -1;
-  *field = (uint32_t)(key >> 3);
-  switch (key & 7) {
-  case 0:
-    return wire_varint(p, n, off, &v) ? -1 : 0;
-  case 1:
-    if (n - *off < 8) return -1;
-    *off += 8;
-    return 0;
-  case 5:
-    if (n - *off < 4) return -1;
-    *off += 4;
-    return 0;
-  case 2:
-    if (wire_varint(p, n, off, &v) || v > n - *off) return -1;
-    *val = p + *off;
-    *vlen = (size_t)v;
-    *off += (size_t)v;
-    return 1;
-  default:
-    return -1;
-  }
-}
-
-/* 1 when a string field numbered `field` of p[0..n) holds a NUL byte.
- * protobuf-c hands strings over as C strings, so a NUL (valid UTF-8 for
- * U+0000) would silently cut an id or a text short; ctxd refuses such input
- * rather than store a truncated copy. */
-static int wire_field_has_nul(const uint8_t *p, size_t n, uint32_t field) {
-  size_t off = 0, vlen = 0;
-  uint32_t f;
-  const uint8_t *val;
-  int k;
-  while ((k = wire_next(p, n, &off, &f, &val, &vlen)) >= 0)
-    if (k == 1 && f == field && memchr(val, 0, vlen)) return 1;
-  return 0;
-}
-
-/* The same for the Document of an encoded PutRequest: its id (1), text (2)
- * and metadata entries (3: key 1, value 2). *what names the field. */
+/* 1 when a string of the Document of an encoded PutRequest holds a NUL
+ * (see pbw_field_has_nul): its id (1), text (2), metadata entries (3: key
+ * 1, value 2) or collection (4). Every occurrence of the document field is
+ * looked at, since protobuf merges them. *what names the field. */
 static int put_has_nul(const uint8_t *msg, size_t len, const char **what) {
-  size_t off = 0, vlen = 0;
-  uint32_t f;
-  const uint8_t *doc = NULL, *val;
-  size_t doc_len = 0;
-  int k;
-  while ((k = wire_next(msg, len, &off, &f, &val, &vlen)) >= 0)
-    if (k == 1 && f == 1) {
-      doc = val;
-      doc_len = vlen;
-    }
-  if (!doc) return 0;
-  off = 0;
-  while ((k = wire_next(doc, doc_len, &off, &f, &val, &vlen)) >= 0) {
-    if (k != 1) continue;
-    if ((f == 1 || f == 2) && memchr(val, 0, vlen)) {
-      *what = f == 1 ? "id" : "text";
-      return 1;
-    }
-    if (f == 3 && (wire_field_has_nul(val, vlen, 1) ||
-                   wire_field_has_nul(val, vlen, 2))) {
-      *what = "metadata";
-      return 1;
+  pbw_reader r, dr;
+  pbw_field f, g;
+  pbw_init(&r, msg, len);
+  while (pbw_next(&r, &f) == 1) {
+    if (f.num != 1 || f.wire_type != 2) continue;
+    pbw_init(&dr, f.data, f.len);
+    while (pbw_next(&dr, &g) == 1) {
+      if (g.wire_type != 2) continue;
+      if ((g.num == 1 || g.num == 2 || g.num == 4) &&
+          memchr(g.data, 0, g.len)) {
+        *what = g.num == 1 ? "id" : g.num == 2 ? "text" : "collection";
+        return 1;
+      }
+      if (g.num == 3 && (pbw_field_has_nul(g.data, g.len, 1) ||
+                         pbw_field_has_nul(g.data, g.len, 2))) {
+        *what = "metadata";
+        return 1;
+      }
     }
   }
   return 0;
@@ -188,16 +139,16 @@ static int check_id(const char *id, size_t len, int allow_empty,
   return 0;
 }
 
-/* Resolve request chunk options against the configured defaults. A zero
- * field means "the server's default"; a defaulted overlap that does not fit
- * under the client's max_tokens is capped at half of it rather than
- * refused, since the client never asked for it. */
-static int chunk_opts_resolve(const ctxd_config *cfg,
+/* Resolve request chunk options against defaults (a collection's, or for
+ * the Chunk RPC the config's). A zero field means "the default"; a
+ * defaulted overlap that does not fit under the client's max_tokens is
+ * capped at half of it rather than refused, since the client never asked
+ * for it. */
+static int chunk_opts_resolve(uint32_t def_max, uint32_t def_overlap,
                               const Ctxd__V1__ChunkOptions *o, chunk_opts *out,
                               ctxd_error *e) {
-  uint32_t max = o && o->max_tokens ? o->max_tokens : cfg->chunk_max_tokens;
-  uint32_t ov = o && o->overlap_tokens ? o->overlap_tokens
-                                       : cfg->chunk_overlap_tokens;
+  uint32_t max = o && o->max_tokens ? o->max_tokens : def_max;
+  uint32_t ov = o && o->overlap_tokens ? o->overlap_tokens : def_overlap;
   if (max == 0) max = CHUNK_DEFAULT_MAX_TOKENS;
   if (max > CHUNK_MAX_MAX_TOKENS)
     return ctxd_seterr(e, CTXD_EINVAL,
@@ -217,20 +168,207 @@ static int chunk_opts_resolve(const ctxd_config *cfg,
 
 /* ---- one document, validated and chunked ------------------------------------ */
 
-/* A PutRequest ready for store_put: `doc` points into `req`, `chunks` and
- * `meta` are owned. */
+/* A PutRequest ready for store_put: `doc` points into `req`; `chunks`,
+ * `meta` and `vectors` are owned. */
 typedef struct prepared {
   Ctxd__V1__PutRequest *req;
   store_put_doc doc;
   chunk_span *chunks;
   store_kv *meta;
+  float *vectors;
 } prepared;
 
 static void prepared_free(prepared *p) {
   if (p->req) ctxd__v1__put_request__free_unpacked(p->req, NULL);
   free(p->chunks);
   free(p->meta);
+  free(p->vectors);
   memset(p, 0, sizeof *p);
+}
+
+/* What a prepared document holds in memory, as the batch limits count it:
+ * the message (text, id, metadata), its chunk list and its vectors. */
+static uint64_t prepared_bytes(const prepared *p, size_t msg_len) {
+  return msg_len + p->doc.n_chunks * sizeof(chunk_span) +
+         p->doc.n_meta * sizeof(store_kv) +
+         (p->vectors ? (uint64_t)p->doc.n_chunks * p->doc.dim * sizeof(float)
+                     : 0);
+}
+
+/* Prefix e's message with "document <id>: " (the caller's context). */
+static int doc_err(ctxd_error *e, int rc, const char *id) {
+  char msg_copy[CTXD_ERRMSG_MAX];
+  snprintf(msg_copy, sizeof msg_copy, "%s", e->msg);
+  return ctxd_seterr(e, rc, "document %s: %s", *id ? id : "(no id)", msg_copy);
+}
+
+/* Client chunks (Document.chunks): the rule, also in the README. The ranges
+ * are byte offsets into the text, in order: the first starts at 0, the last
+ * ends at the end of the text, each is non-empty, starts at or after the
+ * previous one's start and at or before its end (no gap: together they
+ * cover the text; neighbours may overlap, as the chunker's overlap_tokens
+ * makes them), ends after the previous one's end, and both ends fall on
+ * UTF-8 character boundaries. At most DOC_MAX_CHUNKS. Token counts come
+ * from the server's tokenizer. An empty text takes no chunks. */
+static int client_chunks(const ctxd_ctx *ctx, const Ctxd__V1__Document *d,
+                         size_t text_len, chunk_span **out, ctxd_error *e) {
+  *out = NULL;
+  if (d->n_chunks > DOC_MAX_CHUNKS)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "%zu chunks, more than the limit of %u", d->n_chunks,
+                       (unsigned)DOC_MAX_CHUNKS);
+  if (text_len == 0)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "an empty text takes no chunks (%zu given)",
+                       d->n_chunks);
+  const char *t = d->text;
+  for (size_t i = 0; i < d->n_chunks; i++) {
+    const Ctxd__V1__ChunkInput *c = d->chunks[i];
+    uint64_t bs = c->byte_start, be = c->byte_end;
+    const char *why = NULL;
+    if (be > text_len)
+      why = "ends past the end of the text";
+    else if (bs >= be)
+      why = "is empty or reversed";
+    else if (i == 0 && bs != 0)
+      why = "is the first chunk but does not start at 0";
+    else if (i > 0 && bs < d->chunks[i - 1]->byte_start)
+      why = "starts before the previous chunk";
+    else if (i > 0 && bs > d->chunks[i - 1]->byte_end)
+      why = "leaves a gap after the previous chunk";
+    else if (i > 0 && be <= d->chunks[i - 1]->byte_end)
+      why = "does not end after the previous chunk";
+    else if (i + 1 == d->n_chunks && be != text_len)
+      why = "is the last chunk but does not end at the end of the text";
+    else if (((uint8_t)t[bs] & 0xC0) == 0x80 ||
+             (be < text_len && ((uint8_t)t[be] & 0xC0) == 0x80))
+      why = "cuts a UTF-8 character";
+    if (why)
+      return ctxd_seterr(e, CTXD_EINVAL,
+                         "chunk %zu [%llu, %llu) %s (text of %zu bytes)", i,
+                         (unsigned long long)bs, (unsigned long long)be, why,
+                         text_len);
+  }
+  chunk_span *sp = malloc(d->n_chunks * sizeof *sp);
+  if (!sp) return ctxd_seterr(e, CTXD_ENOMEM, "out of memory for chunks");
+  for (size_t i = 0; i < d->n_chunks; i++) {
+    sp[i].byte_start = d->chunks[i]->byte_start;
+    sp[i].byte_end = d->chunks[i]->byte_end;
+    uint64_t tk = tok_count(ctx->tk, t + sp[i].byte_start,
+                            (size_t)(sp[i].byte_end - sp[i].byte_start));
+    sp[i].tokens = tk > UINT32_MAX ? UINT32_MAX : (uint32_t)tk;
+  }
+  *out = sp;
+  return 0;
+}
+
+/* The chunks' vectors, n x cc->dim floats (*out malloc'd; NULL for no
+ * chunks). Client vectors must have the collection's dimension and finite
+ * values; in an `ip` collection they are L2-normalised here (the index
+ * scores by inner product, which is the cosine only for unit vectors).
+ * Chunks sent without a vector are marked in *missing (1 each, malloc'd,
+ * NULL when none is missing); a "none" collection refuses them. */
+static int client_vectors(const Ctxd__V1__Document *d, size_t n,
+                          const coll_config *cc, float **out,
+                          uint8_t **missing, size_t *n_missing,
+                          ctxd_error *e) {
+  *out = NULL;
+  *missing = NULL;
+  *n_missing = 0;
+  if (n == 0) return 0;
+  uint32_t dim = cc->dim;
+  if ((uint64_t)n * dim * sizeof(float) > DOC_MAX_VECTOR_BYTES)
+    return ctxd_seterr(e, CTXD_ELIMIT,
+                       "%zu chunks of %u-dimension vectors need %llu MiB, "
+                       "more than the limit of %llu MiB a document (use "
+                       "larger chunks)",
+                       n, dim,
+                       (unsigned long long)(((uint64_t)n * dim * 4) >> 20),
+                       DOC_MAX_VECTOR_BYTES >> 20);
+  int only_client = collections_client_vectors_only(cc);
+  for (size_t i = 0; i < d->n_chunks; i++) {
+    const Ctxd__V1__ChunkInput *c = d->chunks[i];
+    if (c->n_vector == 0) {
+      if (only_client)
+        return ctxd_seterr(e, CTXD_EINVAL,
+                           "chunk %zu has no vector, and collection \"%s\" "
+                           "(embedder %s) takes client vectors only",
+                           i, cc->name, cc->embedder);
+      continue;
+    }
+    if (c->n_vector != dim)
+      return ctxd_seterr(e, CTXD_EINVAL,
+                         "chunk %zu has a vector of %zu dimensions; "
+                         "collection \"%s\" has dimension %u",
+                         i, c->n_vector, cc->name, dim);
+    for (uint32_t k = 0; k < dim; k++)
+      if (!isfinite(c->vector[k]))
+        return ctxd_seterr(e, CTXD_EINVAL,
+                           "chunk %zu: vector component %u is not a finite "
+                           "number",
+                           i, k);
+  }
+  if (d->n_chunks == 0 && only_client)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "collection \"%s\" (embedder %s) takes client vectors "
+                       "only: send the chunks with their vectors",
+                       cc->name, cc->embedder);
+  float *v = malloc(n * dim * sizeof *v);
+  uint8_t *miss = calloc(n, 1);
+  if (!v || !miss) {
+    free(v);
+    free(miss);
+    return ctxd_seterr(e, CTXD_ENOMEM, "out of memory for vectors");
+  }
+  size_t nm = 0;
+  for (size_t i = 0; i < n; i++) {
+    const Ctxd__V1__ChunkInput *c = i < d->n_chunks ? d->chunks[i] : NULL;
+    if (!c || c->n_vector == 0) {
+      miss[i] = 1;
+      nm++;
+      continue;
+    }
+    memcpy(v + i * dim, c->vector, dim * sizeof *v);
+    if (cc->metric == VINDEX_IP) vindex_normalize(v + i * dim, 1, dim);
+  }
+  *out = v;
+  if (nm) {
+    *missing = miss;
+    *n_missing = nm;
+  } else {
+    free(miss);
+  }
+  return 0;
+}
+
+/* Embed the chunks marked missing with the collection's embedder, into
+ * their rows of v. Runs on the request's worker, outside any lock. */
+static int embed_missing(coll_set *cs, uint32_t cid, const coll_config *cc,
+                         const char *text, const chunk_span *chunks, size_t n,
+                         const uint8_t *missing, size_t n_missing, float *v,
+                         ctxd_error *e) {
+  if (n_missing == n) /* the usual case: nothing to gather */
+    return coll_embed_chunks(cs, cid, text, chunks, n, v, e);
+  uint32_t dim = cc->dim;
+  chunk_span *sp = malloc(n_missing * sizeof *sp);
+  float *tmp = malloc(n_missing * dim * sizeof *tmp);
+  int rc;
+  if (!sp || !tmp) {
+    rc = ctxd_seterr(e, CTXD_ENOMEM, "out of memory for embeddings");
+    goto done;
+  }
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (missing[i]) sp[k++] = chunks[i];
+  rc = coll_embed_chunks(cs, cid, text, sp, n_missing, tmp, e);
+  if (rc) goto done;
+  k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (missing[i]) memcpy(v + i * dim, tmp + dim * k++, dim * sizeof *v);
+done:
+  free(sp);
+  free(tmp);
+  return rc;
 }
 
 typedef struct meta_ref {
@@ -352,23 +490,78 @@ static int prepare(const ctxd_ctx *ctx, const uint8_t *msg, size_t len,
       kv->val_len = strlen(kv->val);
     }
   }
-  chunk_opts co;
-  rc = chunk_opts_resolve(ctx->cfg, p->req->chunking, &co, e);
-  if (rc) {
-    char msg_copy[CTXD_ERRMSG_MAX];
-    snprintf(msg_copy, sizeof msg_copy, "%s", e->msg);
-    ctxd_seterr(e, rc, "document %s: %s", doc_name(d->id), msg_copy);
-    goto fail;
+  /* The collection is looked up without creating it, so that a document
+   * refused below leaves nothing behind: a new name is checked against the
+   * defaults it will be created with, and created just before embedding,
+   * once nothing about the document can be refused any more. */
+  char cname[STORE_COLL_NAME_MAX + 1];
+  uint32_t cid = 0;
+  coll_config cc;
+  int exists = 1;
+  {
+    size_t cl = strlen(d->collection);
+    rc = collections_name_copy(cl ? d->collection : COLL_DEFAULT_NAME,
+                               cl ? cl : strlen(COLL_DEFAULT_NAME), cname, e);
+    if (rc == 0) rc = coll_resolve(ctx->cs, cname, 0, &cid, &cc, e);
+    if (rc == CTXD_ENOTFOUND) {
+      cc = ctx->coll_defaults;
+      snprintf(cc.name, sizeof cc.name, "%s", cname);
+      exists = 0;
+      rc = 0;
+    }
+    if (rc) {
+      doc_err(e, rc, d->id);
+      goto fail;
+    }
   }
   size_t n_chunks = 0;
-  rc = chunk_text(d->text, text_len, &co, ctx->tk, &p->chunks, &n_chunks, e);
+  if (d->n_chunks) {
+    const Ctxd__V1__ChunkOptions *o = p->req->chunking;
+    if (o && (o->max_tokens || o->overlap_tokens)) {
+      rc = ctxd_seterr(e, CTXD_EINVAL,
+                       "document %s: chunking options and client chunks "
+                       "both given (send one or the other)",
+                       doc_name(d->id));
+      goto fail;
+    }
+    rc = client_chunks(ctx, d, text_len, &p->chunks, e);
+    n_chunks = d->n_chunks;
+  } else {
+    chunk_opts co;
+    rc = chunk_opts_resolve(cc.chunk_max_tokens, cc.chunk_overlap_tokens,
+                            p->req->chunking, &co, e);
+    if (rc == 0)
+      rc = chunk_text(d->text, text_len, &co, ctx->tk, &p->chunks, &n_chunks,
+                      e);
+  }
   if (rc) {
-    char msg_copy[CTXD_ERRMSG_MAX];
-    snprintf(msg_copy, sizeof msg_copy, "%s", e->msg);
-    ctxd_seterr(e, rc, "document %s: %s", doc_name(d->id), msg_copy);
+    doc_err(e, rc, d->id);
     goto fail;
   }
-  p->doc = (store_put_doc){.cid = ctx->cid,
+  uint8_t *missing = NULL;
+  size_t n_missing = 0;
+  rc = client_vectors(d, n_chunks, &cc, &p->vectors, &missing, &n_missing, e);
+  if (rc == 0 && !exists) {
+    coll_config made;
+    rc = coll_resolve(ctx->cs, cname, 1, &cid, &made, e);
+    if (rc == 0 && (made.dim != cc.dim ||
+                    collections_client_vectors_only(&made) !=
+                        collections_client_vectors_only(&cc)))
+      rc = ctxd_seterr(e, CTXD_EBUSY,
+                       "collection \"%s\" was created meanwhile with other "
+                       "settings (dimension %u); send the document again",
+                       cname, made.dim);
+    cc = made;
+  }
+  if (rc == 0 && n_missing)
+    rc = embed_missing(ctx->cs, cid, &cc, d->text, p->chunks, n_chunks,
+                       missing, n_missing, p->vectors, e);
+  free(missing);
+  if (rc) {
+    doc_err(e, rc, d->id);
+    goto fail;
+  }
+  p->doc = (store_put_doc){.cid = cid,
                            .id = d->id,
                            .id_len = id_len,
                            .text = d->text,
@@ -376,7 +569,9 @@ static int prepare(const ctxd_ctx *ctx, const uint8_t *msg, size_t len,
                            .meta = p->meta,
                            .n_meta = n_meta,
                            .chunks = p->chunks,
-                           .n_chunks = n_chunks};
+                           .n_chunks = n_chunks,
+                           .vectors = p->vectors,
+                           .dim = cc.dim};
   free(refs);
   return 0;
 fail:
@@ -403,6 +598,14 @@ fail:
 static void put_answer(rpc_call *c, void *owner, int rc,
                        const store_put_result *res, const ctxd_error *e) {
   const prepared *p = owner;
+  if (rc && res) {
+    /* Committed, but coll_sync failed: the write stands (a retried Put
+     * replaces it with itself) and search does not see it yet. */
+    rpc_finish(c, ctxd_err_grpc_status(rc),
+               "document %s is stored but not yet searchable: %s", res->id,
+               e->msg);
+    return;
+  }
   if (rc) {
     finish_err(c, e);
     return;
@@ -440,8 +643,7 @@ static void put_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   if (ctx->wr) {
     /* The message, its chunk list and metadata index: what the queued
      * document holds, as PutStream counts it. */
-    uint64_t bytes = len + p.doc.n_chunks * sizeof(chunk_span) +
-                     p.doc.n_meta * sizeof(store_kv);
+    uint64_t bytes = prepared_bytes(&p, len);
     prepared *hp = malloc(sizeof *hp);
     writer_item *item = NULL;
     int rc = CTXD_ENOMEM;
@@ -464,7 +666,9 @@ static void put_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
      * this worker and so slows the clients down instead of queueing more. */
   }
   int rc = store_put(ctx->st, &p.doc, 1, &res, &e);
-  put_answer(c, &p, rc, rc ? NULL : &res, &e);
+  int stored = rc == 0;
+  if (stored) rc = coll_sync(ctx->cs, &e);
+  put_answer(c, &p, rc, stored ? &res : NULL, &e);
   prepared_free(&p);
 }
 
@@ -719,6 +923,7 @@ static void ps_flush(rpc_call *c, ps_state *st) {
   if (st->n_pend) {
     ctxd_error e;
     ctxd_clearerr(&e);
+    size_t acked_before = st->n_acked;
     int rc = commit_range(st, 0, st->n_pend, &e);
     pend_clear(st);
     if (rc && !batch_error_is_local(rc)) {
@@ -726,6 +931,22 @@ static void ps_flush(rpc_call *c, ps_state *st) {
       st->fatal = 1;
       rpc_finish(c, ctxd_err_grpc_status(rc), "%s", e.msg);
       return;
+    }
+    /* What was committed becomes searchable before it is acked. If that
+     * fails the ids are still acked (they are durable) and the call ends
+     * with the error: the client knows search may not see them. */
+    if (st->n_acked > acked_before) {
+      ctxd_error se;
+      ctxd_clearerr(&se);
+      if (coll_sync(st->ctx->cs, &se) != 0) {
+        LOG_ERROR("putstream-sync-failed code=%d err=\"%s\"", se.code,
+                  se.msg);
+        send_ack(c, st);
+        st->fatal = 1;
+        rpc_finish(c, ctxd_err_grpc_status(se.code),
+                   "documents stored but not yet searchable: %s", se.msg);
+        return;
+      }
     }
   }
   send_ack(c, st);
@@ -803,10 +1024,10 @@ static void ps_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     goto oom;
   st->pend[st->n_pend++] = p;
   /* What the batch holds, not just its text: the unpacked message (text,
-   * id, metadata) and the chunk list, which for tiny chunks is larger than
-   * the text. So batch_bytes bounds a stream's memory whatever it sends. */
-  st->pend_bytes += len + p.doc.n_chunks * sizeof(chunk_span) +
-                    p.doc.n_meta * sizeof(store_kv);
+   * id, metadata), the chunk list, which for tiny chunks is larger than the
+   * text, and the vectors. So batch_bytes bounds a stream's memory whatever
+   * it sends. */
+  st->pend_bytes += prepared_bytes(&p, len);
   if (st->n_pend >= (cfg->put_batch_docs ? cfg->put_batch_docs : 1) ||
       st->pend_bytes >= cfg->put_batch_bytes) {
     ps_flush(c, st);
@@ -874,10 +1095,69 @@ const rpc_method h_documents_put_stream = {
 
 /* ---- Get --------------------------------------------------------------------- */
 
+/* Attempts at reading a document and its vectors from one snapshot. */
+#define GET_VECTOR_TRIES 8
+
+/* store_get plus the document's vectors (with_vectors), both from the same
+ * committed state: a reader is opened before store_get, and if no commit
+ * happened between the two (same change-log seq in a reader opened after),
+ * the reader's vectors belong to the version store_get returned. On 0 the
+ * caller ends *rd once done with *vecs. Errors: store_get's, CTXD_EBUSY
+ * when the document kept changing for GET_VECTOR_TRIES attempts. */
+static int get_with_vectors(ctxd_ctx *ctx, uint32_t cid, const char *id,
+                            size_t id_len, int flags, store_doc **d,
+                            store_reader **rd, const float **vecs,
+                            uint32_t *n_vecs, ctxd_error *e) {
+  int rc = 0;
+  *d = NULL;
+  *rd = NULL;
+  for (int attempt = 0; attempt < GET_VECTOR_TRIES; attempt++) {
+    store_reader *r = NULL, *r2 = NULL;
+    rc = store_reader_begin(ctx->st, &r, e);
+    if (rc) return rc;
+    rc = store_get(ctx->st, cid, id, id_len, flags, d, e);
+    if (rc == 0) rc = store_reader_begin(ctx->st, &r2, e);
+    if (rc) {
+      store_reader_end(r);
+      store_doc_free(*d);
+      *d = NULL;
+      return rc;
+    }
+    int same = store_reader_seq(r) == store_reader_seq(r2);
+    store_reader_end(r2);
+    if (same) {
+      rc = store_reader_doc_vectors(r, cid, (*d)->doc_seq, vecs, n_vecs, e);
+      if (rc == 0 && *n_vecs && *n_vecs != (*d)->n_chunks)
+        rc = ctxd_seterr(e, CTXD_ECORRUPT,
+                         "document %s has %u chunks but %u vectors", id,
+                         (*d)->n_chunks, *n_vecs);
+      if (rc == 0) {
+        *rd = r;
+        return 0;
+      }
+      store_reader_end(r);
+      store_doc_free(*d);
+      *d = NULL;
+      return rc;
+    }
+    store_reader_end(r);
+    store_doc_free(*d);
+    *d = NULL;
+  }
+  return ctxd_seterr(e, CTXD_EBUSY,
+                     "document %s changed while it was being read (%d "
+                     "attempts); try again",
+                     id, GET_VECTOR_TRIES);
+}
+
 static void get_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   ctxd_ctx *ctx = rpc_ctx(c);
   ctxd_error e;
   store_doc *d = NULL;
+  store_reader *rd = NULL;
+  const float *vecs = NULL;
+  uint32_t n_vecs = 0, cid = 0;
+  coll_config cc;
   Ctxd__V1__Document doc = CTXD__V1__DOCUMENT__INIT;
   Ctxd__V1__GetResponse r = CTXD__V1__GET_RESPONSE__INIT;
   Ctxd__V1__Document__MetadataEntry *meta = NULL, **metap = NULL;
@@ -890,15 +1170,26 @@ static void get_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     rpc_finish(c, GRPC_INVALID_ARGUMENT, "malformed GetRequest message");
     return;
   }
-  if (wire_field_has_nul(msg, len, 1)) {
-    rpc_finish(c, GRPC_INVALID_ARGUMENT, "id contains a NUL byte");
+  if (pbw_field_has_nul(msg, len, 1) || pbw_field_has_nul(msg, len, 4)) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT, "%s contains a NUL byte",
+               pbw_field_has_nul(msg, len, 1) ? "id" : "collection");
+    goto done;
+  }
+  if (req->with_vectors && !req->with_chunks) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT,
+               "with_vectors needs with_chunks (vectors come with chunks)");
     goto done;
   }
   size_t id_len = strlen(req->id);
   int flags = (req->with_text ? STORE_GET_TEXT : 0) |
               (req->with_chunks ? STORE_GET_CHUNKS : 0);
   if (check_id(req->id, id_len, 0, &e) ||
-      store_get(ctx->st, ctx->cid, req->id, id_len, flags, &d, &e)) {
+      collections_resolve(ctx->cs, req->collection, strlen(req->collection),
+                          &cid, &cc, &e) ||
+      (req->with_vectors
+           ? get_with_vectors(ctx, cid, req->id, id_len, flags, &d, &rd, &vecs,
+                              &n_vecs, &e)
+           : store_get(ctx->st, cid, req->id, id_len, flags, &d, &e))) {
     finish_err(c, &e);
     goto done;
   }
@@ -930,6 +1221,12 @@ static void get_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
       chunks[i].byte_start = sp->byte_start;
       chunks[i].byte_end = sp->byte_end;
       chunks[i].tokens = sp->tokens;
+      if (n_vecs) {
+        /* Packed straight from the snapshot: protobuf-c copies the floats
+         * out with memcpy, so no copy is made here. */
+        chunks[i].n_vector = cc.dim;
+        chunks[i].vector = (float *)(vecs + (size_t)i * cc.dim);
+      }
       if (req->with_text) {
         /* protobuf-c packs C strings: each chunk text needs its own NUL. */
         size_t n = (size_t)(sp->byte_end - sp->byte_start);
@@ -959,6 +1256,7 @@ done:
   free(meta);
   free(metap);
   store_doc_free(d);
+  if (rd) store_reader_end(rd);
   ctxd__v1__get_request__free_unpacked(req, NULL);
 }
 
@@ -968,12 +1266,15 @@ const rpc_method h_documents_get = {
 /* ---- Delete ----------------------------------------------------------------- */
 
 /* Deleting an id that is not stored is not an error: deleted=false, so a
- * retried Delete is harmless (as in Qdrant and most key-value stores). */
+ * retried Delete is harmless (as in Qdrant and most key-value stores). An
+ * unknown collection is NOT_FOUND, so that a mistyped name is noticed. The
+ * deletion is applied to the search indexes before the answer. */
 static void delete_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   ctxd_ctx *ctx = rpc_ctx(c);
   ctxd_error e;
   int deleted = 0;
-  uint32_t n_chunks = 0;
+  uint32_t n_chunks = 0, cid = 0;
+  coll_config cc;
   ctxd_clearerr(&e);
   Ctxd__V1__DeleteRequest *req =
       ctxd__v1__delete_request__unpack(NULL, len, msg);
@@ -982,14 +1283,21 @@ static void delete_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     return;
   }
   size_t id_len = strlen(req->id);
-  if (wire_field_has_nul(msg, len, 1)) {
-    rpc_finish(c, GRPC_INVALID_ARGUMENT, "id contains a NUL byte");
+  if (pbw_field_has_nul(msg, len, 1) || pbw_field_has_nul(msg, len, 2)) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT, "%s contains a NUL byte",
+               pbw_field_has_nul(msg, len, 1) ? "id" : "collection");
   } else if (call_expired(c)) {
     rpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the write");
   } else if (check_id(req->id, id_len, 0, &e) ||
-             store_delete(ctx->st, ctx->cid, req->id, id_len, &deleted,
-                          &n_chunks, &e)) {
+             collections_resolve(ctx->cs, req->collection,
+                                 strlen(req->collection), &cid, &cc, &e) ||
+             store_delete(ctx->st, cid, req->id, id_len, &deleted, &n_chunks,
+                          &e)) {
     finish_err(c, &e);
+  } else if (deleted && coll_sync(ctx->cs, &e) != 0) {
+    rpc_finish(c, ctxd_err_grpc_status(e.code),
+               "document %s is deleted but search may still return it: %s",
+               req->id, e.msg);
   } else {
     Ctxd__V1__DeleteResponse r = CTXD__V1__DELETE_RESPONSE__INIT;
     r.deleted = deleted;
@@ -1031,6 +1339,8 @@ static void list_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   store_doc *docs = NULL;
   size_t n = 0;
   uint64_t after = 0, next = 0;
+  uint32_t cid = 0;
+  coll_config cc;
   Ctxd__V1__DocumentInfo *infos = NULL, **infop = NULL;
   Ctxd__V1__DocumentInfo__MetadataEntry *meta = NULL, **metap = NULL;
   ctxd_clearerr(&e);
@@ -1063,7 +1373,13 @@ static void list_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
                shown);
     goto done;
   }
-  if (store_list(ctx->st, ctx->cid, after, page, &docs, &n, &next, &e)) {
+  if (pbw_field_has_nul(msg, len, 3)) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT, "collection contains a NUL byte");
+    goto done;
+  }
+  if (collections_resolve(ctx->cs, req->collection, strlen(req->collection),
+                          &cid, &cc, &e) ||
+      store_list(ctx->st, cid, after, page, &docs, &n, &next, &e)) {
     finish_err(c, &e);
     goto done;
   }
@@ -1145,7 +1461,7 @@ static void chunk_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     return;
   }
   size_t text_len = strlen(req->text);
-  if (wire_field_has_nul(msg, len, 1)) {
+  if (pbw_field_has_nul(msg, len, 1)) {
     rpc_finish(c, GRPC_INVALID_ARGUMENT, "text contains a NUL byte");
     goto done;
   }
@@ -1154,7 +1470,9 @@ static void chunk_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
                "text is not valid UTF-8 at byte offset %zu", bad);
     goto done;
   }
-  if (chunk_opts_resolve(ctx->cfg, req->chunking, &co, &e) ||
+  if (chunk_opts_resolve(ctx->cfg->chunk_max_tokens,
+                         ctx->cfg->chunk_overlap_tokens, req->chunking, &co,
+                         &e) ||
       chunk_text(req->text, text_len, &co, ctx->tk, &spans, &n, &e)) {
     finish_err(c, &e);
     goto done;

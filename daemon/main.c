@@ -1,7 +1,8 @@
-/* main.c - the ctxd executable: configuration, the store, the worker pool
- * and the gRPC server on one libevent loop; graceful stop on SIGTERM and
- * SIGINT (stop accepting, NOT_SERVING, drain in-flight calls for
- * server.shutdown_grace_ms, then cancel the rest). */
+/* main.c - the ctxd executable: configuration, the store, the collections
+ * engine, the worker pool and the gRPC server on one libevent loop; graceful
+ * stop on SIGTERM and SIGINT (stop accepting, NOT_SERVING, drain in-flight
+ * calls for server.shutdown_grace_ms, then cancel the rest). */
+#include <errno.h>
 #include <event2/event.h>
 #include <malloc.h>
 #include <signal.h>
@@ -9,9 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "../index/coll.h"
 #include "../index/store.h"
 #include "../index/tok.h"
+#include "../index/vindex.h"
+#include "collections.h"
 #include "config.h"
 #include "ctx.h"
 #include "handlers.h"
@@ -24,6 +29,12 @@
  * (messages and chunk lists); a larger document goes alone. */
 #define GROUP_COMMIT_MAX_BYTES (16u << 20)
 
+/* The writer's `committed` hook: what was committed becomes searchable
+ * before the Puts are answered. */
+static int writer_coll_sync(void *arg, ctxd_error *e) {
+  return coll_sync(arg, e);
+}
+
 typedef struct app {
   struct event_base *base;
   server *srv;
@@ -31,6 +42,53 @@ typedef struct app {
   const ctxd_config *cfg;
   int signals;
 } app;
+
+/* FAISS's OpenMP threads spin while they wait for work (libgomp's default
+ * wait policy), and the spinning starves OpenBLAS's own threads and every
+ * other thread of the daemon: a 2-thread exact search ran slower than a
+ * 1-thread one. libgomp reads OMP_WAIT_POLICY once, when it is loaded,
+ * before main(), so setting it here is too late for this process: when the
+ * variable is unset, ctxd sets it to PASSIVE and executes itself again with
+ * the same arguments. An operator who sets OMP_WAIT_POLICY (even to ACTIVE)
+ * is obeyed. CTXD_OMP_REEXEC marks the second start, for the log line. */
+#define OMP_REEXEC_MARK "CTXD_OMP_REEXEC"
+static int omp_reexec_errno; /* why the re-exec failed, 0 if it was not tried */
+
+static void omp_policy_reexec(char **argv) {
+  if (getenv("OMP_WAIT_POLICY")) return;
+  if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0 ||
+      setenv(OMP_REEXEC_MARK, "1", 1) != 0) {
+    omp_reexec_errno = errno;
+    return;
+  }
+  execv("/proc/self/exe", argv);
+  /* Still here: run on with libgomp's default (logged once logging is set
+   * up); the variable stays set for any child, which is harmless. */
+  omp_reexec_errno = errno;
+  unsetenv(OMP_REEXEC_MARK);
+}
+
+static void omp_policy_log(int passive) {
+  const char *pol = getenv("OMP_WAIT_POLICY");
+  if (omp_reexec_errno) {
+    LOG_WARN("omp-wait-policy policy=default passive=%d err=\"cannot "
+             "re-execute /proc/self/exe: %s\"",
+             passive, strerror(omp_reexec_errno));
+  } else if (getenv(OMP_REEXEC_MARK)) {
+    LOG_INFO("omp-wait-policy policy=%s passive=%d set_by=ctxd reexec=1",
+             pol ? pol : "", passive);
+    unsetenv(OMP_REEXEC_MARK);
+  } else {
+    LOG_INFO("omp-wait-policy policy=%s passive=%d set_by=environment",
+             pol ? pol : "", passive);
+  }
+}
+
+/* coll_open's log callback. */
+static void coll_log(int level, const char *msg, void *arg) {
+  (void)arg;
+  LOG_AT(level, "collections %s", msg);
+}
 
 static void drained(void *arg) {
   app *a = arg;
@@ -63,9 +121,11 @@ int main(int argc, char **argv) {
   server *srv = NULL;
   writer *wr = NULL;
   struct event *sigterm = NULL, *sigint = NULL;
+  coll_set *cs = NULL;
   app a;
   ctxd_error e;
 
+  omp_policy_reexec(argv);
   config_defaults(&cfg);
   if (config_parse_args(&cfg, argc, argv, &action, err, sizeof err) != 0) {
     fprintf(stderr, "ctxd: %s\n", err);
@@ -93,6 +153,17 @@ int main(int argc, char **argv) {
    * their own, and a heap's free top beyond 1 MiB goes back to the system. */
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
+  omp_policy_log(vindex_global_init(cfg.index_build_threads));
+
+  /* The settings of `default` and of collections created on first use:
+   * checked before anything opens, so a bad index.spec or embed.embedder
+   * stops the start with a message naming the option. */
+  memset(&ctx, 0, sizeof ctx);
+  ctxd_clearerr(&e);
+  if (collections_defaults(&cfg, &ctx.coll_defaults, &e) != 0) {
+    fprintf(stderr, "ctxd: %s\n", e.msg);
+    return 2;
+  }
 
   store_opts so;
   memset(&so, 0, sizeof so);
@@ -111,22 +182,29 @@ int main(int argc, char **argv) {
     goto out;
   }
 
-  /* Every document lives in the `default` collection for now; the
-   * collections engine will own this (and the config text). */
-  store_collection dc;
-  uint32_t default_cid = 0;
-  if (store_coll_get(st, "default", &dc, &e) == 0) {
-    default_cid = dc.cid;
-  } else if (e.code != CTXD_ENOTFOUND ||
-             store_coll_create(st, "default", "", 0, &default_cid, &e) != 0) {
-    LOG_ERROR("store-default-collection-failed err=\"%s\"", e.msg);
+  char index_dir[sizeof cfg.data + 16];
+  snprintf(index_dir, sizeof index_dir, "%s/index", cfg.data);
+  coll_opts co;
+  memset(&co, 0, sizeof co);
+  co.index_dir = index_dir;
+  co.defaults = ctx.coll_defaults;
+  co.bm25.k1 = cfg.bm25_k1;
+  co.bm25.b = cfg.bm25_b;
+  co.rebuild_masked_ratio = cfg.index_rebuild_masked_ratio;
+  co.save_every_changes = cfg.index_save_every_changes;
+  co.save_interval_s = cfg.index_save_interval_s;
+  co.build_threads = cfg.index_build_threads;
+  if (coll_open(st, &co, coll_log, NULL, &cs, &e) != 0) {
+    LOG_ERROR("collections-open-failed dir=\"%s\" err=\"%s\"", index_dir,
+              e.msg);
+    fprintf(stderr, "ctxd: cannot open the collections in %s: %s\n",
+            index_dir, e.msg);
     goto out;
   }
 
-  memset(&ctx, 0, sizeof ctx);
   ctx.cfg = &cfg;
   ctx.st = st;
-  ctx.cid = default_cid;
+  ctx.cs = cs;
   ctx.tk = tk;
   ctx.start_time = (uint64_t)time(NULL);
   atomic_init(&ctx.serving, 1);
@@ -136,6 +214,8 @@ int main(int argc, char **argv) {
     memset(&wo, 0, sizeof wo);
     wo.max_docs = cfg.group_commit_docs;
     wo.max_bytes = GROUP_COMMIT_MAX_BYTES;
+    wo.committed = writer_coll_sync;
+    wo.committed_arg = cs;
     if (writer_create(st, &wo, &wr, &e) != 0) {
       LOG_ERROR("writer-create-failed err=\"%s\"", e.msg);
       goto out;
@@ -178,8 +258,9 @@ out:
    * (their on_close is queued); the writer stops: what it still holds
    * belongs to calls that are now over, never acknowledged, and is dropped
    * unwritten, and a Put handler still running is refused (UNAVAILABLE);
-   * the pool drains, and only then do the server and the store go. After a
-   * graceful drain the writer holds nothing: every call was answered. */
+   * the pool drains, and only then do the server, the collections (which
+   * save their indexes) and the store go. After a graceful drain the writer
+   * holds nothing: every call was answered. */
   if (srv) server_close_all(srv);
   writer_stop(wr);
   pool_destroy(workers);
@@ -195,6 +276,7 @@ out:
   if (sigterm) event_free(sigterm);
   if (sigint) event_free(sigint);
   if (base) event_base_free(base);
+  coll_close(cs);
   store_close(st);
   return rc;
 }

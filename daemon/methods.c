@@ -5,10 +5,24 @@
 #include "handlers.h"
 
 static const rpc_method *const methods[] = {
-    &h_documents_put,   &h_documents_put_stream, &h_documents_get,
-    &h_documents_delete, &h_documents_list,      &h_documents_chunk,
-    &h_admin_stats,     &h_admin_verify,         &h_health_check,
-    &h_health_watch,    &h_reflection_v1,        &h_reflection_v1alpha,
+    &h_retrieval_search,
+    &h_retrieval_search_batch,
+    &h_documents_put,
+    &h_documents_put_stream,
+    &h_documents_get,
+    &h_documents_delete,
+    &h_documents_list,
+    &h_documents_chunk,
+    &h_admin_stats,
+    &h_admin_verify,
+    &h_admin_create_collection,
+    &h_admin_drop_collection,
+    &h_admin_list_collections,
+    &h_admin_rebuild_index,
+    &h_health_check,
+    &h_health_watch,
+    &h_reflection_v1,
+    &h_reflection_v1alpha,
 };
 
 #define N_METHODS (sizeof methods / sizeof methods[0])

@@ -130,6 +130,17 @@ static int id_seen(writer *w, size_t i) {
 
 /* ---- committing ---------------------------------------------------------- */
 
+/* After a successful commit: the `committed` hook (0 without one). Its
+ * failure is logged once per group and becomes every call's answer. */
+static int after_commit(writer *w, size_t n, ctxd_error *e) {
+  if (!w->o.committed) return 0;
+  int rc = w->o.committed(w->o.committed_arg, e);
+  if (rc)
+    LOG_ERROR("after-commit-failed docs=%zu code=%d err=\"%s\"", n, rc,
+              e->msg);
+  return rc;
+}
+
 /* Write one item in a transaction of its own and answer it. */
 static void commit_one(writer *w, writer_item *it) {
   ctxd_error e;
@@ -138,8 +149,13 @@ static void commit_one(writer *w, writer_item *it) {
   if (!item_may_write(it, now_ns())) return;
   int rc = store_put(w->st, &it->doc, 1, &res, &e);
   w->n_txns++;
-  if (rc == 0) w->n_docs++;
-  item_answer(it, rc, rc ? NULL : &res, rc ? &e : NULL);
+  if (rc == 0) {
+    w->n_docs++;
+    int hrc = after_commit(w, 1, &e);
+    item_answer(it, hrc, &res, hrc ? &e : NULL);
+  } else {
+    item_answer(it, rc, NULL, &e);
+  }
   item_done(it);
 }
 
@@ -165,8 +181,9 @@ static void commit_range(writer *w, size_t lo, size_t hi) {
   w->n_txns++;
   if (rc == 0) {
     w->n_docs += n;
+    int hrc = after_commit(w, n, &e);
     for (size_t k = 0; k < n; k++) {
-      item_answer(w->group[lo + k], 0, &w->res[k], NULL);
+      item_answer(w->group[lo + k], hrc, &w->res[k], hrc ? &e : NULL);
       item_done(w->group[lo + k]);
     }
     return;

@@ -23,7 +23,8 @@
  * Answers. For every document whose call is still open, answer() runs once
  * on the writer thread with the call's item locked: rc 0 and the store's
  * result, or an error in `e`: the store's (each document of a failed group is
- * retried alone, so every client gets its own error), or CTXD_ETIMEOUT when
+ * retried alone, so every client gets its own error), the `committed` hook's
+ * (the write is durable then, and `res` is still given), or CTXD_ETIMEOUT when
  * the call's deadline was less than WRITER_MIN_LEFT_NS away when its write
  * was about to start (then it was not written). A document whose call is
  * already over when its group forms is dropped unwritten and unanswered. */
@@ -49,6 +50,13 @@ typedef struct writer_opts {
                                 a group always takes at least one document */
   uint64_t max_queued_bytes; /* writer_submit() refuses beyond this (0: 4 x
                                 max_bytes) */
+  /* Optional: called on the writer thread after every successful commit,
+   * before the calls of its documents are answered. ctxd passes coll_sync,
+   * so that a Put returns only once search sees the document. When it
+   * fails, the documents are durable but every call of the group is
+   * answered with its error (code and message). */
+  int (*committed)(void *arg, ctxd_error *e);
+  void *committed_arg;
 } writer_opts;
 
 /* Answer a call (see above). `owner` is the one given to writer_submit(). */

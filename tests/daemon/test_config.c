@@ -43,6 +43,15 @@ static void test_defaults(void) {
   CHECK_EQ_INT(c.put_batch_bytes, 16ULL << 20);
   CHECK_EQ_INT(c.put_batch_ms, 50);
   CHECK_EQ_STR(c.log_level, "info");
+  CHECK_EQ_STR(c.index_spec, "HNSW32");
+  CHECK_EQ_STR(c.index_metric, "ip");
+  CHECK_EQ_INT(c.index_save_every_changes, 10000);
+  CHECK_EQ_INT(c.index_save_interval_s, 60);
+  CHECK(c.index_rebuild_masked_ratio == 0.25);
+  CHECK_EQ_INT(c.index_build_threads, 0);
+  CHECK_EQ_STR(c.embedder, "hash");
+  CHECK(c.bm25_k1 == 1.2);
+  CHECK(c.bm25_b == 0.75);
 }
 
 static void test_file_and_flags(void) {
@@ -131,6 +140,16 @@ static void test_bad_values(void) {
   expect_bad(3, a11, "server.max_connections");
   char *a12[] = {"ctxd", "--store.group_commit_docs", "0"};
   expect_bad(3, a12, "store.group_commit_docs");
+  char *a13[] = {"ctxd", "--bm25.b", "1.5"};
+  expect_bad(3, a13, "bm25.b: 1.5 is out of range [0, 1]");
+  char *a14[] = {"ctxd", "--bm25.k1", "1.2x"};
+  expect_bad(3, a14, "bm25.k1: \"1.2x\" is not a number");
+  char *a15[] = {"ctxd", "--index.metric", "cosine"};
+  expect_bad(3, a15, "index.metric");
+  char *a16[] = {"ctxd", "--index.rebuild_masked_ratio", "0"};
+  expect_bad(3, a16, "index.rebuild_masked_ratio");
+  char *a17[] = {"ctxd", "--bm25.k1", "nan"};
+  expect_bad(3, a17, "bm25.k1");
 
   const char *p1 = write_file("b.ini", "[server]\nlisten = x:1\nbogus = 1\n");
   char *b1[] = {"ctxd", "--config", (char *)p1};
@@ -164,8 +183,21 @@ static void test_dump_reload(void) {
                   "--chunk.overlap_tokens",
                   "16",
                   "--log.level",
-                  "error"};
-  CHECK_EQ_INT(parse(&a, &action, err, sizeof err, 13, argv), 0);
+                  "error",
+                  "--bm25.k1",
+                  "0.9",
+                  "--bm25.b",
+                  "0.3333333333333333",
+                  "--index.spec",
+                  "IVF64,Flat",
+                  "--index.metric",
+                  "l2",
+                  "--embed.embedder",
+                  "hash:dim=256"};
+  int argc = (int)(sizeof argv / sizeof argv[0]);
+  CHECK_EQ_INT(parse(&a, &action, err, sizeof err, argc, argv), 0);
+  CHECK(a.bm25_k1 == 0.9);
+  CHECK(a.bm25_b == 0.3333333333333333);
   char path[256];
   snprintf(path, sizeof path, "%s/dump.ini", tmpdir);
   FILE *f = fopen(path, "w");
@@ -177,6 +209,9 @@ static void test_dump_reload(void) {
   CHECK_EQ_STR(b.data, "/tmp/some dir");
   CHECK_EQ_INT(b.max_message_bytes, 12345);
   CHECK_EQ_INT(b.max_map_size, 2ULL << 40);
+  CHECK_EQ_STR(b.index_spec, "IVF64,Flat");
+  CHECK_EQ_STR(b.index_metric, "l2");
+  CHECK_EQ_STR(b.embedder, "hash:dim=256");
   /* The dump of the defaults loads back to the defaults too. */
   config_defaults(&a);
   f = fopen(path, "w");
