@@ -175,9 +175,6 @@ def case_unknown_methods(r, d, s):
                  lambda path=path: raw_unary(ch, path, D.PutResponse)(b"", timeout=T),
                  "%s: UNIMPLEMENTED" % path)
     r.raises(grpc.StatusCode.UNIMPLEMENTED,
-             lambda: s.retrieval.Search(pb.retrieval_pb2.SearchRequest(text="q", k=3), timeout=T),
-             "Retrieval.Search: UNIMPLEMENTED")
-    r.raises(grpc.StatusCode.UNIMPLEMENTED,
              lambda: s.retrieval.SelectContext(pb.retrieval_pb2.SelectContextRequest(
                  question="q"), timeout=T),
              "Retrieval.SelectContext: UNIMPLEMENTED")
