@@ -380,9 +380,6 @@ static int run_query(ctxd_ctx *ctx, const search_req *q, coll_result *res,
   }
   rc = req_gather(q, vec, ids, id_lens, meta, e);
   if (rc) goto done;
-  /* The index scores ip collections by inner product: with a unit query
-   * vector the score is the cosine, as for the documents' vectors. */
-  if (q->n_vec && cfg.metric == VINDEX_IP) vindex_normalize(vec, 1, q->n_vec);
   coll_query cq;
   memset(&cq, 0, sizeof cq);
   cq.text = q->text;

@@ -6,6 +6,7 @@ spec (Flat, HNSW32 and IVF with a small min_train, exact until trained);
 Stats per collection (documents, chunks, vectors, index type, trained,
 masked); RebuildIndex streaming progress while searches keep answering."""
 
+import math
 import random
 import threading
 import time
@@ -176,9 +177,10 @@ def case_client_vectors(r, s):
     r.check(all(h.score <= 0 for h in resp.hits) and
             [h.score for h in resp.hits] == sorted([h.score for h in resp.hits], reverse=True),
             "l2 scores are -distances, best first")
-    want = sum((a - b) ** 2 for a, b in zip(vecs[7], vecs[int(resp.hits[1].chunk.doc_id[1:])]))
+    want = math.sqrt(sum((a - b) ** 2 for a, b in
+                         zip(vecs[7], vecs[int(resp.hits[1].chunk.doc_id[1:])])))
     r.check(abs(-resp.hits[1].score - want) < 1e-4 * max(1, want),
-            "l2 score = -(squared distance)", (resp.hits[1].score, want))
+            "l2 score = -(Euclidean distance)", (resp.hits[1].score, want))
     r.raises(IA, lambda: s.docs.Put(D.PutRequest(document=D.Document(
         id="nov", text="no vector here", collection="flat8")), timeout=T),
         "a none collection refuses a document without vectors", contains="client vectors")
