@@ -94,10 +94,6 @@ static int info_list(ctxd_ctx *ctx, coll_info **infos, info_pb **pbs,
   return 0;
 }
 
-static void finish_err(rpc_call *c, const ctxd_error *e) {
-  rpc_finish(c, ctxd_err_grpc_status(e->code), "%s", e->msg);
-}
-
 /* ---- Stats, Verify ------------------------------------------------------ */
 
 static void stats_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
@@ -117,7 +113,7 @@ static void stats_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   ctxd_clearerr(&e);
   if (store_stats_get(ctx->st, &st, &e) ||
       info_list(ctx, &infos, &pbs, &ptrs, &n_infos, &e)) {
-    finish_err(c, &e);
+    rpc_finish_error(c, &e);
     return;
   }
   struct timespec now;
@@ -163,7 +159,7 @@ static void verify_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   ctxd__v1__verify_request__free_unpacked(req, NULL);
   ctxd_clearerr(&e);
   if (store_verify(ctx->st, &rep, &e)) {
-    finish_err(c, &e);
+    rpc_finish_error(c, &e);
     return;
   }
   Ctxd__V1__VerifyResponse r = CTXD__V1__VERIFY_RESPONSE__INIT;
@@ -283,7 +279,7 @@ static void create_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   } else if (create_config(ctx, req->config, &cfg, &e) ||
              coll_create(ctx->cs, &cfg, &e) ||
              coll_info_get(ctx->cs, cfg.name, &info, &e)) {
-    finish_err(c, &e);
+    rpc_finish_error(c, &e);
   } else {
     LOG_INFO("collection-created name=%s embedder=\"%s\" dim=%u metric=%s "
              "index=\"%s\"",
@@ -322,7 +318,7 @@ static void drop_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     if (e.code == CTXD_ENOTFOUND)
       rpc_finish(c, GRPC_NOT_FOUND, "collection \"%s\" does not exist", name);
     else
-      finish_err(c, &e);
+      rpc_finish_error(c, &e);
   } else {
     LOG_INFO("collection-dropped name=%s documents=%llu", name,
              (unsigned long long)docs);
@@ -356,7 +352,7 @@ static void list_colls_on_message(rpc_call *c, const uint8_t *msg,
   }
   ctxd__v1__list_collections_request__free_unpacked(req, NULL);
   if (info_list(ctx, &infos, &pbs, &ptrs, &n, &e)) {
-    finish_err(c, &e);
+    rpc_finish_error(c, &e);
     return;
   }
   Ctxd__V1__ListCollectionsResponse r =
@@ -394,7 +390,7 @@ static int rebuild_report(rpc_call *c, rebuild_state *st) {
   ctxd_clearerr(&e);
   if (coll_info_get(ctx->cs, st->name, &info, &e)) {
     /* Dropped meanwhile, most likely: the rebuild went with it. */
-    finish_err(c, &e);
+    rpc_finish_error(c, &e);
     return 1;
   }
   Ctxd__V1__RebuildProgress p = CTXD__V1__REBUILD_PROGRESS__INIT;
@@ -440,13 +436,13 @@ static void rebuild_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   }
   if (collections_resolve(ctx->cs, req->collection, strlen(req->collection),
                           &cid, &cfg, &e)) {
-    finish_err(c, &e);
+    rpc_finish_error(c, &e);
     goto done;
   }
   snprintf(st->name, sizeof st->name, "%s", cfg.name);
   int rc = coll_rebuild_start(ctx->cs, st->name, &e);
   if (rc && rc != CTXD_EBUSY) {
-    finish_err(c, &e);
+    rpc_finish_error(c, &e);
     goto done;
   }
   LOG_INFO("rebuild-index collection=%s %s", st->name,

@@ -85,10 +85,6 @@ static int call_expired(rpc_call *c) {
   return now + WRITER_MIN_LEFT_NS >= dl;
 }
 
-static void finish_err(rpc_call *c, const ctxd_error *e) {
-  rpc_finish(c, ctxd_err_grpc_status(e->code), "%s", e->msg);
-}
-
 /* 1 when a string of the Document of an encoded PutRequest holds a NUL
  * (see pbw_field_has_nul): its id (1), text (2), metadata entries (3: key
  * 1, value 2) or collection (4). Every occurrence of the document field is
@@ -607,7 +603,7 @@ static void put_answer(rpc_call *c, void *owner, int rc,
     return;
   }
   if (rc) {
-    finish_err(c, e);
+    rpc_finish_error(c, e);
     return;
   }
   Ctxd__V1__PutResponse r = CTXD__V1__PUT_RESPONSE__INIT;
@@ -632,7 +628,7 @@ static void put_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   ctxd_clearerr(&e);
   if (prepare(ctx, msg, len, &p, &bad_id, &e)) {
     free(bad_id);
-    finish_err(c, &e);
+    rpc_finish_error(c, &e);
     return;
   }
   if (call_expired(c)) {
@@ -1190,7 +1186,7 @@ static void get_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
            ? get_with_vectors(ctx, cid, req->id, id_len, flags, &d, &rd, &vecs,
                               &n_vecs, &e)
            : store_get(ctx->st, cid, req->id, id_len, flags, &d, &e))) {
-    finish_err(c, &e);
+    rpc_finish_error(c, &e);
     goto done;
   }
   doc.id = d->id;
@@ -1293,7 +1289,7 @@ static void delete_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
                                  strlen(req->collection), &cid, &cc, &e) ||
              store_delete(ctx->st, cid, req->id, id_len, &deleted, &n_chunks,
                           &e)) {
-    finish_err(c, &e);
+    rpc_finish_error(c, &e);
   } else if (deleted && coll_sync(ctx->cs, &e) != 0) {
     rpc_finish(c, ctxd_err_grpc_status(e.code),
                "document %s is deleted but search may still return it: %s",
@@ -1380,7 +1376,7 @@ static void list_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   if (collections_resolve(ctx->cs, req->collection, strlen(req->collection),
                           &cid, &cc, &e) ||
       store_list(ctx->st, cid, after, page, &docs, &n, &next, &e)) {
-    finish_err(c, &e);
+    rpc_finish_error(c, &e);
     goto done;
   }
   size_t total_meta = 0, shown = 0, page_bytes = 0;
@@ -1474,7 +1470,7 @@ static void chunk_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
                          ctx->cfg->chunk_overlap_tokens, req->chunking, &co,
                          &e) ||
       chunk_text(req->text, text_len, &co, ctx->tk, &spans, &n, &e)) {
-    finish_err(c, &e);
+    rpc_finish_error(c, &e);
     goto done;
   }
   chunks = calloc(n ? n : 1, sizeof *chunks);

@@ -405,10 +405,6 @@ done:
   return rc;
 }
 
-static void finish_err(rpc_call *c, const ctxd_error *e) {
-  rpc_finish(c, ctxd_err_grpc_status(e->code), "%s", e->msg);
-}
-
 static void search_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   ctxd_ctx *ctx = rpc_ctx(c);
   ctxd_error e;
@@ -418,7 +414,7 @@ static void search_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   ctxd_clearerr(&e);
   if (req_decode(msg, len, &q, &e) || req_check(&q, &e) ||
       run_query(ctx, &q, &res, &e)) {
-    finish_err(c, &e);
+    rpc_finish_error(c, &e);
     return;
   }
   size_t n = resp_size(&res, q.with_text);

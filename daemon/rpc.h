@@ -80,6 +80,11 @@ size_t rpc_pending_bytes(rpc_call *c);
 void rpc_finish(rpc_call *c, int grpc_status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* rpc_finish() with the status ctxd_err_grpc_status(e->code) and e->msg:
+ * how a handler passes an index/ error on. */
+struct ctxd_error;
+void rpc_finish_error(rpc_call *c, const struct ctxd_error *e);
+
 /* 1 once the call is over for any reason (client cancel, reset, deadline,
  * lost connection, finished); long handlers poll it to stop early. */
 int rpc_is_done(rpc_call *c);

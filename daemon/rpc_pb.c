@@ -1,11 +1,16 @@
 /* rpc_pb.c - rpc_send_pb(): the one place handlers turn a protobuf-c message
- * into response bytes. Small messages are packed on the stack, since
- * rpc_send() copies them anyway. */
+ * into response bytes (small messages are packed on the stack, since
+ * rpc_send() copies them anyway); rpc_finish_error(): the one place an
+ * index/ error becomes a gRPC status. */
 #include <protobuf-c/protobuf-c.h>
 #include <stdlib.h>
 
 #include "err.h"
 #include "rpc.h"
+
+void rpc_finish_error(rpc_call *c, const ctxd_error *e) {
+  rpc_finish(c, ctxd_err_grpc_status(e->code), "%s", e->msg);
+}
 
 int rpc_send_pb(rpc_call *c, const ProtobufCMessage *m) {
   uint8_t small[4096];

@@ -1,6 +1,7 @@
-/* grpc_search_load.c - the gRPC side of the vector search benchmark
- * (grpc_search.sh): loads vectors into ctxd as documents and drives
- * Retrieval.Search, one query at a time per connection, with ctxclient.
+/* grpc_search_load.c - the gRPC side of the vector search and ingest
+ * benchmarks (grpc_search.sh, ingest.sh): loads vectors or prose into ctxd
+ * as documents and drives Retrieval.Search, one query at a time per
+ * connection, with ctxclient.
  *
  *   grpc_search_load load ADDR COLLECTION BASE.fvecs STREAMS
  *       PutStream every row i of BASE as document "v<i>" (text "v<i>", one
@@ -14,6 +15,10 @@
  *       connection, for SECONDS. Every answer must have grpc-status 0; its
  *       hits' doc ids give recall@10 against GT (the first 10 ids of each
  *       ivecs row). Prints calls, calls/s, recall@10, errors, p50/p99.
+ *   grpc_search_load ingest ADDR COLLECTION TEXT_FILE DOC_BYTES STREAMS
+ *       Cut TEXT_FILE into documents of about DOC_BYTES (at blank lines)
+ *       and PutStream them (the server chunks, embeds and indexes them) over
+ *       STREAMS connections. Prints documents, MB, seconds, MB/s.
  *
  * Requests are encoded once, before the clock starts, so the client spends
  * its time in the transport; answers are read with a minimal protobuf
@@ -114,7 +119,9 @@ static void b_uint(buf *b, uint32_t field, uint64_t v) {
 
 typedef struct load_job {
   const char *addr, *coll;
-  const vecs *base;
+  const vecs *base;    /* load: rows lo..hi of base */
+  const char **texts;  /* ingest: documents lo..hi, texts[i] of lens[i] */
+  const size_t *lens;
   size_t lo, hi;
   size_t acked, errors;
 } load_job;
@@ -158,14 +165,19 @@ static void *load_main(void *arg) {
   buf doc = {0}, chunk = {0}, req = {0};
   char id[32];
   for (size_t i = j->lo; i < j->hi; i++) {
-    int idl = snprintf(id, sizeof id, "v%zu", i);
+    int idl = snprintf(id, sizeof id, "%s%zu", j->texts ? "t" : "v", i);
     chunk.n = doc.n = req.n = 0;
-    b_uint(&chunk, 2, (uint64_t)idl); /* byte_end; byte_start 0 */
-    b_bytes(&chunk, 3, vecs_row(j->base, i), j->base->d * 4);
     b_bytes(&doc, 1, id, (size_t)idl);
-    b_bytes(&doc, 2, id, (size_t)idl);
-    b_bytes(&doc, 4, j->coll, strlen(j->coll));
-    b_bytes(&doc, 5, chunk.p, chunk.n);
+    if (j->texts) {
+      b_bytes(&doc, 2, j->texts[i], j->lens[i]);
+      b_bytes(&doc, 4, j->coll, strlen(j->coll));
+    } else {
+      b_uint(&chunk, 2, (uint64_t)idl); /* byte_end; byte_start 0 */
+      b_bytes(&chunk, 3, vecs_row(j->base, i), j->base->d * 4);
+      b_bytes(&doc, 2, id, (size_t)idl);
+      b_bytes(&doc, 4, j->coll, strlen(j->coll));
+      b_bytes(&doc, 5, chunk.p, chunk.n);
+    }
     b_bytes(&req, 1, doc.p, doc.n);
     if (ctxclient_stream_send(s, req.p, req.n, &st)) die("send: %s", st.message);
     if ((i - j->lo) % 256 == 0) drain(s, j, 0);
@@ -189,30 +201,77 @@ static void *load_main(void *arg) {
   return NULL;
 }
 
+/* Run `streams` load jobs over rows/documents 0..n; returns seconds, sums
+ * acked and errors. */
+static double run_load(load_job proto, size_t n, int streams, size_t *acked,
+                       size_t *errors) {
+  load_job jobs[64];
+  pthread_t th[64];
+  if (streams < 1 || streams > 64) die("%s", "STREAMS must be 1..64");
+  double t0 = now_s();
+  for (int i = 0; i < streams; i++) {
+    jobs[i] = proto;
+    jobs[i].lo = n * (size_t)i / (size_t)streams;
+    jobs[i].hi = n * (size_t)(i + 1) / (size_t)streams;
+    pthread_create(&th[i], NULL, load_main, &jobs[i]);
+  }
+  *acked = *errors = 0;
+  for (int i = 0; i < streams; i++) {
+    pthread_join(th[i], NULL);
+    *acked += jobs[i].acked;
+    *errors += jobs[i].errors;
+  }
+  return now_s() - t0;
+}
+
 static int cmd_load(int argc, char **argv) {
   if (argc != 6) return 2;
   vecs base;
   vecs_open(argv[4], &base);
-  int n = atoi(argv[5]);
-  if (n < 1 || n > 64) die("bad STREAMS %s", argv[5]);
-  load_job jobs[64];
-  pthread_t th[64];
-  double t0 = now_s();
-  for (int i = 0; i < n; i++) {
-    jobs[i] = (load_job){argv[2], argv[3], &base, base.n * i / n,
-                         base.n * (i + 1) / n, 0, 0};
-    pthread_create(&th[i], NULL, load_main, &jobs[i]);
-  }
-  size_t acked = 0, errors = 0;
-  for (int i = 0; i < n; i++) {
-    pthread_join(th[i], NULL);
-    acked += jobs[i].acked;
-    errors += jobs[i].errors;
-  }
-  double dt = now_s() - t0;
+  load_job proto = {.addr = argv[2], .coll = argv[3], .base = &base};
+  size_t acked, errors;
+  double dt = run_load(proto, base.n, atoi(argv[5]), &acked, &errors);
   printf("rows=%zu acked=%zu errors=%zu seconds=%.2f rows_per_s=%.0f\n", base.n,
          acked, errors, dt, base.n / dt);
   return acked == base.n && errors == 0 ? 0 : 1;
+}
+
+static int cmd_ingest(int argc, char **argv) {
+  if (argc != 7) return 2;
+  int fd = open(argv[4], O_RDONLY);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) die("cannot read %s", argv[4]);
+  size_t size = (size_t)st.st_size;
+  const char *text = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (text == MAP_FAILED) die("cannot map %s", argv[4]);
+  size_t want = (size_t)atol(argv[5]);
+  if (want < 1) die("bad DOC_BYTES %s", argv[5]);
+  size_t cap = size / want + 2, n = 0;
+  const char **texts = malloc(cap * sizeof *texts);
+  size_t *lens = malloc(cap * sizeof *lens);
+  /* Cut at the first blank line past `want` bytes (ASCII, so never inside
+   * a UTF-8 character). */
+  for (size_t pos = 0; pos < size;) {
+    size_t end = pos + want < size ? pos + want : size;
+    const char *nl = end < size ? memmem(text + end, size - end, "\n\n", 2) : NULL;
+    end = nl ? (size_t)(nl - text) + 2 : size;
+    if (n == cap) {
+      cap *= 2;
+      texts = realloc(texts, cap * sizeof *texts);
+      lens = realloc(lens, cap * sizeof *lens);
+    }
+    texts[n] = text + pos;
+    lens[n++] = end - pos;
+    pos = end;
+  }
+  load_job proto = {.addr = argv[2], .coll = argv[3], .texts = texts, .lens = lens};
+  size_t acked, errors;
+  double dt = run_load(proto, n, atoi(argv[6]), &acked, &errors);
+  double mb = size / 1e6;
+  printf("documents=%zu acked=%zu errors=%zu mb=%.1f seconds=%.2f mb_per_s=%.2f\n",
+         n, acked, errors, mb, dt, mb / dt);
+  return acked == n && errors == 0 ? 0 : 1;
 }
 
 /* ---- search ---------------------------------------------------------- */
@@ -370,10 +429,13 @@ int main(int argc, char **argv) {
   int rc = 2;
   if (argc > 1 && strcmp(argv[1], "load") == 0) rc = cmd_load(argc, argv);
   if (argc > 1 && strcmp(argv[1], "search") == 0) rc = cmd_search(argc, argv);
+  if (argc > 1 && strcmp(argv[1], "ingest") == 0) rc = cmd_ingest(argc, argv);
   if (rc == 2)
     fprintf(stderr,
             "usage: grpc_search_load load ADDR COLLECTION BASE.fvecs STREAMS\n"
             "       grpc_search_load search ADDR COLLECTION QUERIES.fvecs "
-            "GT.ivecs CONNS SECONDS EF NPROBE\n");
+            "GT.ivecs CONNS SECONDS EF NPROBE\n"
+            "       grpc_search_load ingest ADDR COLLECTION TEXT_FILE DOC_BYTES "
+            "STREAMS\n");
   return rc;
 }
