@@ -86,10 +86,9 @@ static const opt options[] = {
     /* Vector indexes and embedders: the defaults of the `default`
      * collection and of every collection created on first use or without
      * settings of its own; a collection keeps what it was created with. */
-    {"index.spec", NULL, OPT_STR, "HNSW32", 0, 0, F(index_spec),
-     "FAISS factory string of new collections' vector index: Flat (exact), "
-     "HNSW32 (graph), IVF1024,Flat or IVF1024,PQ32 (trained once enough "
-     "vectors exist; exact search until then)"},
+    {"index.spec", NULL, OPT_STR, "Flat", 0, 0, F(index_spec),
+     "vector index of new collections (FAISS factory string): Flat (exact), "
+     "HNSW32 (graph), IVF1024,Flat, IVF1024,PQ32 (exact until trained)"},
     {"index.metric", NULL, OPT_METRIC, "ip", 0, 0, F(index_metric),
      "vector metric of new collections: ip (inner product of L2-normalised "
      "vectors = cosine) or l2 (squared Euclidean distance)"},

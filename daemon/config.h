@@ -34,7 +34,7 @@ typedef struct ctxd_config {
   uint64_t put_batch_bytes;    /* ... or this many bytes held, 16 MiB */
   uint32_t put_batch_ms;       /* ... or this long after the first pending, 50 */
   /* [index] (vector indexes; see the README, "Collections") */
-  char index_spec[128];        /* FAISS factory string, default HNSW32 */
+  char index_spec[128];        /* FAISS factory string, default Flat */
   char index_metric[8];        /* "ip" or "l2" */
   uint32_t index_save_every_changes; /* save after this many changes, 10000 */
   uint32_t index_save_interval_s;    /* ... or this long after one, 60 */

@@ -418,7 +418,7 @@ static void search_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     return;
   }
   size_t n = resp_size(&res, q.with_text);
-  uint8_t *buf = out_reserve(n);
+  uint8_t *buf = n ? out_reserve(n) : (uint8_t *)"";
   if (!buf) {
     rpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "out of memory for the response");
   } else {

@@ -43,7 +43,7 @@ static void test_defaults(void) {
   CHECK_EQ_INT(c.put_batch_bytes, 16ULL << 20);
   CHECK_EQ_INT(c.put_batch_ms, 50);
   CHECK_EQ_STR(c.log_level, "info");
-  CHECK_EQ_STR(c.index_spec, "HNSW32");
+  CHECK_EQ_STR(c.index_spec, "Flat");
   CHECK_EQ_STR(c.index_metric, "ip");
   CHECK_EQ_INT(c.index_save_every_changes, 10000);
   CHECK_EQ_INT(c.index_save_interval_s, 60);

@@ -62,15 +62,15 @@ def case_create_list_drop(r, s):
     r.eq(sorted(c), ["default"], "a new data dir has the default collection")
     dc = c["default"].config
     r.check(dc.embedder.startswith("hash") and dc.dim == 768 and dc.metric == "ip"
-            and dc.index_spec == "HNSW32" and dc.chunk_max_tokens == 512,
-            "default: hash embedder, 768 dims, ip, HNSW32, 512-token chunks", dc)
+            and dc.index_spec == "Flat" and dc.chunk_max_tokens == 512,
+            "default: hash embedder, 768 dims, ip, Flat, 512-token chunks", dc)
     info = create(s, name="flat8", embedder="none:dim=8", metric="l2", index_spec="Flat")
     cf = info.config
     r.eq((cf.name, cf.dim, cf.metric, cf.index_spec, info.documents),
          ("flat8", 8, "l2", "Flat", 0), "CreateCollection returns its info")
     r.eq(cf.chunk_max_tokens, 512, "unset chunking takes the configured default")
     info = create(s, name="none16", embedder="none", dim=16)
-    r.eq((info.config.dim, info.config.index_spec, info.config.metric), (16, "HNSW32", "ip"),
+    r.eq((info.config.dim, info.config.index_spec, info.config.metric), (16, "Flat", "ip"),
          "embedder none with dim 16; spec and metric from the config")
     info = create(s, name="hash64", embedder="hash:dim=64", chunk_max_tokens=64,
                   chunk_overlap_tokens=8)
@@ -267,16 +267,19 @@ def case_rebuild(r, s):
         s.docs.Delete(D.DeleteRequest(id="v%d" % i, collection="big"), timeout=T)
     r.eq(stat(s, "big").masked, 100, "100 masked before the rebuild")
     stop = threading.Event()
-    errors, answered = [], [0]
+    errors, answered, missed = [], [0], [0]
 
     def searcher():
         s2 = s  # grpcio channels are thread-safe
         i = 100
         while not stop.is_set():
             try:
-                h = search(s2, vector=vecs[i], k=1, collection="big").hits
-                if not h or h[0].chunk.doc_id != "v%d" % i:
-                    errors.append(("wrong", i, h and h[0].chunk.doc_id))
+                # HNSW is approximate: a vector is almost always among its
+                # own 5 nearest at a generous ef_search (measured: 3 misses
+                # in 4,000 on this data, before and after a rebuild).
+                h = search(s2, vector=vecs[i], k=5, ef_search=256, collection="big").hits
+                if "v%d" % i not in [x.chunk.doc_id for x in h]:
+                    missed[0] += 1
                 answered[0] += 1
             except grpc.RpcError as e:
                 errors.append((e.code(), e.details()))
@@ -308,14 +311,17 @@ def case_rebuild(r, s):
     dones = [m.done for m in msgs]
     r.eq(dones, sorted(dones), "progress never goes back")
     print("    rebuild: %d progress messages, %d searches answered during it" % (len(msgs), during))
-    r.eq(errors, [], "every search during the rebuilds answered correctly")
+    r.eq(errors, [], "every search during the rebuilds answered")
     r.check(answered[0] > 0, "searches ran during the rebuilds", answered[0])
+    r.check(missed[0] <= max(2, answered[0] // 100),
+            "searches during the rebuilds find their vector (HNSW recall)",
+            "%d of %d missed" % (missed[0], answered[0]))
     r.eq((rest[-1].state, b[-1].state), ("done", "done"), "two overlapping calls both end done")
     st = stat(s, "big")
     r.eq((st.masked, st.indexed, st.rebuilding), (0, n - 100, False),
          "after the rebuild: nothing masked, every live vector indexed")
-    r.eq(search(s, vector=vecs[500], k=1, collection="big").hits[0].chunk.doc_id, "v500",
-         "search after the rebuild")
+    r.eq(search(s, vector=vecs[500], k=1, ef_search=256,
+                collection="big").hits[0].chunk.doc_id, "v500", "search after the rebuild")
     r.raises(NF, lambda: list(s.admin.RebuildIndex(A.RebuildIndexRequest(collection="nope"),
                                                    timeout=T)),
              "RebuildIndex of an unknown collection: NOT_FOUND")

@@ -317,7 +317,9 @@ def case_list_byte_budget(r, s, rng):
 
 def case_chunk_count_limit(r, s, rng):
     """One document may make at most 2^20 chunks: a tiny max_tokens on a big
-    text is RESOURCE_EXHAUSTED naming the limit, and nothing is written."""
+    text is RESOURCE_EXHAUSTED naming the limit, and nothing is written. A
+    document's vectors may take at most 256 MiB: 1M chunks need a small
+    embedding dimension."""
     before = stats(s).documents
     text = "a " * 1100000   # 1.1M one-token words
     req = D.PutRequest(document=D.Document(id="too-many-chunks", text=text),
@@ -327,8 +329,15 @@ def case_chunk_count_limit(r, s, rng):
     r.eq(stats(s).documents, before, "nothing written")
     ok = D.PutRequest(document=D.Document(id="many-chunks", text="a " * 1000000),
                       chunking=D.ChunkOptions(max_tokens=1))
-    r.eq(s.docs.Put(ok, timeout=T).chunks, 1000000, "1M chunks accepted")
-    s.docs.Delete(D.DeleteRequest(id="many-chunks"), timeout=T)
+    r.raises(grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: s.docs.Put(ok, timeout=T),
+             "1M chunks of 768-dimension vectors: RESOURCE_EXHAUSTED",
+             contains=["many-chunks", "256 MiB"])
+    r.eq(stats(s).documents, before, "nothing written")
+    s.admin.CreateCollection(pb.admin_pb2.CreateCollectionRequest(config=pb.admin_pb2.CollectionConfig(
+        name="dim16", embedder="hash:dim=16")), timeout=T)
+    ok.document.collection = "dim16"
+    r.eq(s.docs.Put(ok, timeout=T).chunks, 1000000, "1M chunks of 16-dimension vectors accepted")
+    s.admin.DropCollection(pb.admin_pb2.DropCollectionRequest(name="dim16"), timeout=T)
 
 
 def case_id_hash_boundaries(r, s, rng):

@@ -2,7 +2,13 @@
 """Searches while writing: threads search (every mode, SearchBatch, filters)
 while other threads Put, replace, PutStream and Delete in the same
 collection. Every search must succeed and always see the documents that are
-never touched; when the writers stop, search agrees with what is stored."""
+never touched; when the writers stop, search agrees with what is stored.
+Run with a Flat index (exact) and with HNSW32 (where replaced and deleted
+vectors stay in the graph, masked, until the background rebuild, so an
+approximate search at the default efSearch may miss). The checks: lexical
+search always finds the answering article first; with Flat, vector search
+has it in the top 5 (a short churn text can collide with the query in the
+hash embedder's buckets and score above it) and hybrid first."""
 
 import random
 import threading
@@ -19,9 +25,8 @@ T = 30 * SLOW
 RUN_S = 4.0
 
 
-def main():
-    r = Report("test_search_concurrency")
-    with Daemon(r) as d:
+def run(r, spec):
+    with Daemon(r, args=["--index.spec", spec], name="ctxd-" + spec) as d:
         s = d.stubs()
         for id, text in ARTICLES.items():
             s.docs.Put(D.PutRequest(document=D.Document(id=id, text=text)), timeout=T)
@@ -46,10 +51,14 @@ def main():
                     else:
                         hits = [list(st.retrieval.Search(
                             R.SearchRequest(text=q, k=5, mode=mode), timeout=T).hits)]
-                    if not hits[0] or hits[0][0].chunk.doc_id != want:
+                    top = [h.chunk.doc_id for h in hits[0]]
+                    if mode == "lexical" or (spec == "Flat" and mode == "hybrid"):
+                        ok = top[:1] == [want]
+                    else:
+                        ok = spec != "Flat" or want in top
+                    if not ok:
                         with lock:
-                            errors.append(("wrong top hit", q, mode,
-                                           hits[0] and hits[0][0].chunk.doc_id))
+                            errors.append(("wrong hits", q, mode, top))
                     with lock:
                         counts["search"] += 1
                 except grpc.RpcError as e:
@@ -103,7 +112,8 @@ def main():
         stop.set()
         for t in threads:
             t.join()
-        print("    %d searches and %d writes in %.0fs" % (counts["search"], counts["write"], RUN_S))
+        print("    %s: %d searches and %d writes in %.0fs" % (spec, counts["search"],
+                                                         counts["write"], RUN_S))
         r.eq(errors[:5], [], "every search and write succeeded, results as expected")
         r.check(counts["search"] > 20 and counts["write"] > 20, "both ran", counts)
         # Afterwards, search agrees with the store.
@@ -113,7 +123,13 @@ def main():
                                       timeout=T).hits
             want = sorted(id for id, w in live.items() if w == word)
             r.eq(sorted(h.chunk.doc_id for h in hits), want,
-                 "%s: search finds exactly the stored documents with it" % word)
+                 "%s %s: search finds exactly the stored documents with it" % (spec, word))
+
+
+def main():
+    r = Report("test_search_concurrency")
+    for spec in ("Flat", "HNSW32"):
+        r.case("index " + spec, run, r, spec)
     r.finish()
 
 
