@@ -5,16 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-int collections_metric_parse(const char *s) {
-  if (strcmp(s, "ip") == 0) return VINDEX_IP;
-  if (strcmp(s, "l2") == 0) return VINDEX_L2;
-  return -1;
-}
-
-const char *collections_metric_name(vindex_metric m) {
-  return m == VINDEX_L2 ? "l2" : "ip";
-}
-
 int collections_client_vectors_only(const coll_config *c) {
   return strncmp(c->embedder, "none", 4) == 0 &&
          (c->embedder[4] == '\0' || c->embedder[4] == ':');
@@ -27,15 +17,14 @@ int collections_defaults(const ctxd_config *cfg, coll_config *out,
   snprintf(out->name, sizeof out->name, "%s", COLL_DEFAULT_NAME);
   snprintf(out->embedder, sizeof out->embedder, "%s", cfg->embedder);
   snprintf(out->index_spec, sizeof out->index_spec, "%s", cfg->index_spec);
-  int m = collections_metric_parse(cfg->index_metric);
-  out->metric = m < 0 ? VINDEX_IP : (vindex_metric)m;
   out->chunk_max_tokens = cfg->chunk_max_tokens;
   out->chunk_overlap_tokens = cfg->chunk_overlap_tokens;
   if (strlen(cfg->index_spec) >= sizeof out->index_spec)
     return ctxd_seterr(e, CTXD_EINVAL,
                        "index.spec \"%.40s...\" is longer than %zu bytes",
                        cfg->index_spec, sizeof out->index_spec - 1);
-  int rc = coll_config_check(out, e);
+  int rc = coll_metric_parse(cfg->index_metric, &out->metric, e);
+  if (rc == 0) rc = coll_config_check(out, e);
   if (rc) {
     snprintf(msg, sizeof msg, "%s", e->msg);
     return ctxd_seterr(e, rc,

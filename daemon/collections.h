@@ -30,12 +30,6 @@ int collections_defaults(const ctxd_config *cfg, coll_config *out,
 int collections_resolve(coll_set *cs, const char *name, size_t len,
                         uint32_t *cid, coll_config *cfg, ctxd_error *e);
 
-/* Parse "ip"/"l2"; -1 for anything else. */
-int collections_metric_parse(const char *s);
-
-/* "ip" or "l2". */
-const char *collections_metric_name(vindex_metric m);
-
 /* 1 when a collection's embedder takes client vectors only ("none:..."). */
 int collections_client_vectors_only(const coll_config *c);
 

@@ -11,7 +11,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "chunk.h"
 #include "coll.h"
 #include "collections.h"
 #include "ctx.h"
@@ -45,7 +44,7 @@ static void info_fill(const coll_info *in, info_pb *out) {
   out->config.name = (char *)in->config.name;
   out->config.embedder = (char *)in->config.embedder;
   out->config.dim = in->config.dim;
-  out->config.metric = (char *)collections_metric_name(in->config.metric);
+  out->config.metric = (char *)coll_metric_name(in->config.metric);
   out->config.index_spec = (char *)in->config.index_spec;
   out->config.chunk_max_tokens = in->config.chunk_max_tokens;
   out->config.chunk_overlap_tokens = in->config.chunk_overlap_tokens;
@@ -189,10 +188,10 @@ static int copy_field(const char *what, const char *v, char *dst, size_t cap,
 }
 
 /* The collection a CreateCollection asks for: empty and zero fields take the
- * configured defaults; `dim` is read-only, but a client may give it with
- * embedder "none" (= "none:dim=N"), and a dim that disagrees with the
- * embedder is refused. A defaulted overlap that does not fit under the
- * client's chunk_max_tokens is capped at half of it (as for Put). */
+ * configured defaults (coll_config_defaults: the overlap only when
+ * chunk_max_tokens is defaulted too); `dim` is read-only, but a client may
+ * give it with embedder "none" (= "none:dim=N"), and a dim that disagrees
+ * with the embedder is refused. */
 static int create_config(const ctxd_ctx *ctx, const Ctxd__V1__CollectionConfig *r,
                          coll_config *c, ctxd_error *e) {
   const coll_config *d = &ctx->coll_defaults;
@@ -202,41 +201,19 @@ static int create_config(const ctxd_ctx *ctx, const Ctxd__V1__CollectionConfig *
     return ctxd_seterr(e, CTXD_EINVAL, "config.name is required");
   rc = collections_name_copy(r->name, strlen(r->name), c->name, e);
   if (rc) return rc;
-  rc = copy_field("embedder", *r->embedder ? r->embedder : d->embedder,
-                  c->embedder, sizeof c->embedder, e);
+  rc = copy_field("embedder", r->embedder, c->embedder, sizeof c->embedder, e);
   if (rc) return rc;
   if (r->dim && strcmp(c->embedder, "none") == 0)
     snprintf(c->embedder, sizeof c->embedder, "none:dim=%u", r->dim);
-  if (*r->metric) {
-    int m = collections_metric_parse(r->metric);
-    if (m < 0)
-      return ctxd_seterr(e, CTXD_EINVAL,
-                         "config.metric \"%.32s\" is not ip or l2", r->metric);
-    c->metric = (vindex_metric)m;
-  } else {
-    c->metric = d->metric;
-  }
-  rc = copy_field("index_spec", *r->index_spec ? r->index_spec : d->index_spec,
-                  c->index_spec, sizeof c->index_spec, e);
+  c->metric = d->metric;
+  if (*r->metric && (rc = coll_metric_parse(r->metric, &c->metric, e)))
+    return rc;
+  rc = copy_field("index_spec", r->index_spec, c->index_spec,
+                  sizeof c->index_spec, e);
   if (rc) return rc;
-  c->chunk_max_tokens = r->chunk_max_tokens ? r->chunk_max_tokens
-                                            : d->chunk_max_tokens;
+  c->chunk_max_tokens = r->chunk_max_tokens;
   c->chunk_overlap_tokens = r->chunk_overlap_tokens;
-  if (c->chunk_max_tokens > CHUNK_MAX_MAX_TOKENS)
-    return ctxd_seterr(e, CTXD_EINVAL,
-                       "config.chunk_max_tokens %u is more than the limit of "
-                       "%u",
-                       c->chunk_max_tokens, CHUNK_MAX_MAX_TOKENS);
-  if (!r->chunk_overlap_tokens) {
-    c->chunk_overlap_tokens = d->chunk_overlap_tokens;
-    if (c->chunk_overlap_tokens >= c->chunk_max_tokens)
-      c->chunk_overlap_tokens = c->chunk_max_tokens / 2;
-  }
-  if (c->chunk_overlap_tokens >= c->chunk_max_tokens)
-    return ctxd_seterr(e, CTXD_EINVAL,
-                       "config.chunk_overlap_tokens (%u) must be less than "
-                       "chunk_max_tokens (%u)",
-                       c->chunk_overlap_tokens, c->chunk_max_tokens);
+  coll_config_defaults(c, d);
   rc = coll_config_check(c, e);
   if (rc) return rc;
   if (r->dim && r->dim != c->dim)
@@ -284,7 +261,7 @@ static void create_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     LOG_INFO("collection-created name=%s embedder=\"%s\" dim=%u metric=%s "
              "index=\"%s\"",
              cfg.name, cfg.embedder, cfg.dim,
-             collections_metric_name(cfg.metric), cfg.index_spec);
+             coll_metric_name(cfg.metric), cfg.index_spec);
     info_fill(&info, &pb);
     if (rpc_send_pb(c, &pb.info.base) == 0) rpc_finish(c, GRPC_OK, NULL);
   }

@@ -1094,34 +1094,66 @@ const rpc_method h_documents_put_stream = {
 /* Attempts at reading a document and its vectors from one snapshot. */
 #define GET_VECTOR_TRIES 8
 
-/* store_get plus the document's vectors (with_vectors), both from the same
- * committed state: a reader is opened before store_get, and if no commit
- * happened between the two (same change-log seq in a reader opened after),
- * the reader's vectors belong to the version store_get returned. On 0 the
- * caller ends *rd once done with *vecs. Errors: store_get's, CTXD_EBUSY
- * when the document kept changing for GET_VECTOR_TRIES attempts. */
+/* The change-log seq of the current committed state (a reader opened and
+ * closed at once). */
+static int current_seq(store *st, uint64_t *seq, ctxd_error *e) {
+  store_reader *r;
+  int rc = store_reader_begin(st, &r, e);
+  if (rc) return rc;
+  *seq = store_reader_seq(r);
+  store_reader_end(r);
+  return 0;
+}
+
+/* 1 when reader r sees the same version of document d as store_get did, as
+ * far as the chunks go: same internal id, same text length, same chunk
+ * spans. */
+static int same_chunks(store_reader *r, uint32_t cid, const store_doc *d) {
+  uint64_t doc;
+  const char *t;
+  size_t tl;
+  store_chunk_ref ref;
+  if (store_reader_doc_id(r, cid, d->id, d->id_len, &doc, NULL) ||
+      doc != d->doc_seq || store_reader_doc_text(r, doc, &t, &tl, NULL) ||
+      tl != d->bytes)
+    return 0;
+  for (uint32_t i = 0; i < d->n_chunks; i++)
+    if (store_reader_chunk(r, STORE_LABEL(doc, i), 0, &ref, NULL) ||
+        ref.span.byte_start != d->chunks[i].byte_start ||
+        ref.span.byte_end != d->chunks[i].byte_end)
+      return 0;
+  return 1;
+}
+
+/* store_get plus the document's vectors (with_vectors, which implies
+ * chunks), both of the same committed state. A thread that holds a reader
+ * may call no other store function, so the document is read first and the
+ * vectors through a reader after: when the change-log seq before store_get
+ * equals the reader's, nothing was committed in between. Under a steady
+ * stream of commits that may keep failing: the last attempt instead checks
+ * that the reader sees the same chunks (same document, text length and
+ * spans) as store_get returned. On 0 the caller ends *rd once done with
+ * *vecs. Errors: store_get's, CTXD_EBUSY when the document itself kept
+ * changing. */
 static int get_with_vectors(ctxd_ctx *ctx, uint32_t cid, const char *id,
                             size_t id_len, int flags, store_doc **d,
                             store_reader **rd, const float **vecs,
                             uint32_t *n_vecs, ctxd_error *e) {
-  int rc = 0;
   *d = NULL;
   *rd = NULL;
   for (int attempt = 0; attempt < GET_VECTOR_TRIES; attempt++) {
-    store_reader *r = NULL, *r2 = NULL;
-    rc = store_reader_begin(ctx->st, &r, e);
-    if (rc) return rc;
-    rc = store_get(ctx->st, cid, id, id_len, flags, d, e);
-    if (rc == 0) rc = store_reader_begin(ctx->st, &r2, e);
+    uint64_t seq;
+    store_reader *r = NULL;
+    int rc = current_seq(ctx->st, &seq, e);
+    if (rc == 0) rc = store_get(ctx->st, cid, id, id_len, flags, d, e);
+    if (rc == 0) rc = store_reader_begin(ctx->st, &r, e);
     if (rc) {
-      store_reader_end(r);
       store_doc_free(*d);
       *d = NULL;
       return rc;
     }
-    int same = store_reader_seq(r) == store_reader_seq(r2);
-    store_reader_end(r2);
-    if (same) {
+    int last = attempt + 1 == GET_VECTOR_TRIES;
+    if (store_reader_seq(r) == seq || (last && same_chunks(r, cid, *d))) {
       rc = store_reader_doc_vectors(r, cid, (*d)->doc_seq, vecs, n_vecs, e);
       if (rc == 0 && *n_vecs && *n_vecs != (*d)->n_chunks)
         rc = ctxd_seterr(e, CTXD_ECORRUPT,
@@ -1141,9 +1173,8 @@ static int get_with_vectors(ctxd_ctx *ctx, uint32_t cid, const char *id,
     *d = NULL;
   }
   return ctxd_seterr(e, CTXD_EBUSY,
-                     "document %s changed while it was being read (%d "
-                     "attempts); try again",
-                     id, GET_VECTOR_TRIES);
+                     "document %s changed while it was being read; try again",
+                     id);
 }
 
 static void get_on_message(rpc_call *c, const uint8_t *msg, size_t len) {

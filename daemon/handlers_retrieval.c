@@ -28,8 +28,6 @@
 
 /* Limits of one query (INVALID_ARGUMENT beyond; also in the README). */
 #define SEARCH_DEFAULT_K 10
-#define SEARCH_MAX_DOC_IDS 10000   /* doc_ids filter entries */
-#define SEARCH_MAX_META 64         /* metadata filter entries */
 #define SEARCH_META_KEY_MAX 256    /* as for stored metadata keys */
 #define SEARCH_META_VAL_MAX 65536
 #define SEARCH_EF_MAX 32768        /* ef_search */
@@ -162,14 +160,14 @@ static int req_check(search_req *q, ctxd_error *e) {
   if (q->nprobe > SEARCH_NPROBE_MAX)
     return ctxd_seterr(e, CTXD_EINVAL, "nprobe %u is more than the limit of %d",
                        q->nprobe, SEARCH_NPROBE_MAX);
-  if (q->n_doc_ids > SEARCH_MAX_DOC_IDS)
+  if (q->n_doc_ids > COLL_DOC_IDS_MAX)
     return ctxd_seterr(e, CTXD_EINVAL,
                        "doc_ids has %u entries, more than the limit of %d",
-                       q->n_doc_ids, SEARCH_MAX_DOC_IDS);
-  if (q->n_meta > SEARCH_MAX_META)
+                       q->n_doc_ids, COLL_DOC_IDS_MAX);
+  if (q->n_meta > COLL_META_EQ_MAX)
     return ctxd_seterr(e, CTXD_EINVAL,
                        "metadata has %u filters, more than the limit of %d",
-                       q->n_meta, SEARCH_MAX_META);
+                       q->n_meta, COLL_META_EQ_MAX);
   return 0;
 }
 
