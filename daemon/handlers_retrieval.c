@@ -10,6 +10,7 @@
  * rpc_send copies once into the call's output. Callbacks run on worker
  * threads, never on the loop. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -318,29 +319,49 @@ static uint8_t *put_resp(uint8_t *p, const coll_result *res, int with_text) {
   return p;
 }
 
-/* The calling thread's response buffer, grown to at least `need` bytes.
- * NULL when out of memory. */
-static __thread uint8_t *out_buf;
-static __thread size_t out_cap;
+/* The calling thread's response buffer. A pthread key frees it when the
+ * worker thread exits. */
+typedef struct out_tls {
+  uint8_t *buf;
+  size_t cap;
+  int registered;
+} out_tls;
 
+static __thread out_tls out;
+static pthread_key_t out_key;
+static pthread_once_t out_once = PTHREAD_ONCE_INIT;
+
+static void out_free(void *p) {
+  out_tls *t = p;
+  free(t->buf);
+  t->buf = NULL;
+  t->cap = 0;
+}
+
+static void out_key_init(void) {
+  pthread_key_create(&out_key, out_free);
+}
+
+/* The buffer, grown to at least `need` bytes; NULL when out of memory. */
 static uint8_t *out_reserve(size_t need) {
-  if (need <= out_cap) return out_buf;
-  size_t cap = out_cap ? out_cap : 16384;
+  if (need <= out.cap) return out.buf;
+  if (!out.registered) {
+    pthread_once(&out_once, out_key_init);
+    pthread_setspecific(out_key, &out);
+    out.registered = 1;
+  }
+  size_t cap = out.cap ? out.cap : 16384;
   while (cap < need) cap *= 2;
-  uint8_t *nb = realloc(out_buf, cap);
+  uint8_t *nb = realloc(out.buf, cap);
   if (!nb) return NULL;
-  out_buf = nb;
-  out_cap = cap;
+  out.buf = nb;
+  out.cap = cap;
   return nb;
 }
 
 /* After a call: give a large buffer back, keep a small one. */
 static void out_release(void) {
-  if (out_cap > OUT_KEEP_BYTES) {
-    free(out_buf);
-    out_buf = NULL;
-    out_cap = 0;
-  }
+  if (out.cap > OUT_KEEP_BYTES) out_free(&out);
 }
 
 /* ---- searching ------------------------------------------------------------ */
@@ -510,7 +531,7 @@ static void batch_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     used = (size_t)(p - buf);
     coll_result_free(&res);
   }
-  if (rpc_send(c, out_buf ? out_buf : (const uint8_t *)"", used) == 0)
+  if (rpc_send(c, out.buf ? out.buf : (const uint8_t *)"", used) == 0)
     rpc_finish(c, GRPC_OK, NULL);
 done:
   free(qs);
