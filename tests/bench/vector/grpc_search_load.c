@@ -3,18 +3,18 @@
  * as documents and drives Retrieval.Search, one query at a time per
  * connection, with ctxclient.
  *
- *   grpc_search_load load ADDR COLLECTION BASE.fvecs STREAMS
+ *   grpc_search_load load ADDR COLLECTION BASE.f32 STREAMS
  *       PutStream every row i of BASE as document "v<i>" (text "v<i>", one
  *       chunk carrying the row as its client vector), over STREAMS
  *       connections in parallel. Prints rows, seconds, rows/s.
- *   grpc_search_load search ADDR COLLECTION QUERIES.fvecs GT.ivecs CONNS
+ *   grpc_search_load search ADDR COLLECTION QUERIES.f32 GT.i64 CONNS
  *       SECONDS EF NPROBE
  *       CONNS threads, each with its own connection, send Search(vector,
  *       k=10, ef_search=EF, nprobe=NPROBE) for the queries in turn (each
  *       thread starting at its own offset), one call in flight per
  *       connection, for SECONDS. Every answer must have grpc-status 0; its
- *       hits' doc ids give recall@10 against GT (the first 10 ids of each
- *       ivecs row). Prints calls, calls/s, recall@10, errors, p50/p99.
+ *       hits' doc ids give recall@10 against GT (the first 10 labels of
+ *       each row). Prints calls, calls/s, recall@10, errors, p50/p99.
  *   grpc_search_load ingest ADDR COLLECTION TEXT_FILE DOC_BYTES STREAMS
  *       Cut TEXT_FILE into documents of about DOC_BYTES (at blank lines)
  *       and PutStream them (the server chunks, embeds and indexes them) over
@@ -22,7 +22,8 @@
  *
  * Requests are encoded once, before the clock starts, so the client spends
  * its time in the transport; answers are read with a minimal protobuf
- * reader. fvecs/ivecs: per row an int32 dimension then the values. */
+ * reader. Vector and ground-truth files are vecfile.h's (gen_vectors,
+ * bench_vindex), so the in-process benchmark and this one share data. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -36,6 +37,7 @@
 #include <unistd.h>
 
 #include "ctxclient.h"
+#include "vecfile.h"
 
 #define K 10
 
@@ -52,28 +54,24 @@ static void die(const char *fmt, const char *arg) {
   exit(2);
 }
 
-/* A memory-mapped fvecs/ivecs file: n rows of d 4-byte values. */
+/* A vecfile.h file read whole: n rows of d values of `size` bytes. */
 typedef struct vecs {
   const uint8_t *base;
-  size_t n;
+  size_t n, size;
   uint32_t d;
 } vecs;
 
-static void vecs_open(const char *path, vecs *v) {
-  int fd = open(path, O_RDONLY);
-  struct stat st;
-  if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < 4) die("cannot read %s", path);
-  v->base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-  close(fd);
-  if (v->base == MAP_FAILED) die("cannot map %s", path);
-  memcpy(&v->d, v->base, 4);
-  size_t row = 4 + (size_t)v->d * 4;
-  if (v->d == 0 || st.st_size % row) die("%s is not an fvecs/ivecs file", path);
-  v->n = (size_t)st.st_size / row;
+static void vecs_open(const char *path, const char magic[4], size_t size,
+                      vecs *v) {
+  uint64_t rows;
+  v->base = vecfile_read(path, magic, size, &rows, &v->d);
+  if (!v->base) die("cannot read %s (a vecfile.h file)", path);
+  v->n = (size_t)rows;
+  v->size = size;
 }
 
 static const uint8_t *vecs_row(const vecs *v, size_t i) {
-  return v->base + i * (4 + (size_t)v->d * 4) + 4;
+  return v->base + i * v->d * v->size;
 }
 
 /* ---- protobuf writing ------------------------------------------------- */
@@ -227,7 +225,7 @@ static double run_load(load_job proto, size_t n, int streams, size_t *acked,
 static int cmd_load(int argc, char **argv) {
   if (argc != 6) return 2;
   vecs base;
-  vecs_open(argv[4], &base);
+  vecs_open(argv[4], "F32V", 4, &base);
   load_job proto = {.addr = argv[2], .coll = argv[3], .base = &base};
   size_t acked, errors;
   double dt = run_load(proto, base.n, atoi(argv[5]), &acked, &errors);
@@ -344,7 +342,7 @@ static void *search_main(void *arg) {
         snprintf(j->err, sizeof j->err, "%s: %s", ctxclient_status_name(st.code),
                  rc ? st.message : "unparsable response");
     } else {
-      const int32_t *g = (const int32_t *)vecs_row(j->gt, q);
+      const int64_t *g = (const int64_t *)vecs_row(j->gt, q);
       for (int a = 0; a < n; a++)
         for (int b = 0; b < K; b++)
           if (ids[a] == g[b]) {
@@ -368,8 +366,8 @@ static int cmd_search(int argc, char **argv) {
   if (argc != 10) return 2;
   const char *addr = argv[2], *coll = argv[3];
   vecs qv, gt;
-  vecs_open(argv[4], &qv);
-  vecs_open(argv[5], &gt);
+  vecs_open(argv[4], "F32V", 4, &qv);
+  vecs_open(argv[5], "I64K", 8, &gt);
   int conns = atoi(argv[6]);
   double secs = atof(argv[7]);
   unsigned ef = (unsigned)atoi(argv[8]), nprobe = (unsigned)atoi(argv[9]);
@@ -432,9 +430,9 @@ int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "ingest") == 0) rc = cmd_ingest(argc, argv);
   if (rc == 2)
     fprintf(stderr,
-            "usage: grpc_search_load load ADDR COLLECTION BASE.fvecs STREAMS\n"
-            "       grpc_search_load search ADDR COLLECTION QUERIES.fvecs "
-            "GT.ivecs CONNS SECONDS EF NPROBE\n"
+            "usage: grpc_search_load load ADDR COLLECTION BASE.f32 STREAMS\n"
+            "       grpc_search_load search ADDR COLLECTION QUERIES.f32 "
+            "GT.i64 CONNS SECONDS EF NPROBE\n"
             "       grpc_search_load ingest ADDR COLLECTION TEXT_FILE DOC_BYTES "
             "STREAMS\n");
   return rc;
