@@ -7,6 +7,7 @@ Stats per collection (documents, chunks, vectors, index type, trained,
 masked); RebuildIndex streaming progress while searches keep answering."""
 
 import math
+import os
 import random
 import threading
 import time
@@ -256,7 +257,9 @@ def case_index_specs(r, s):
 
 def case_rebuild(r, s):
     rng = random.Random(3)
-    n = 20000
+    # Enough for a rebuild that lasts a while; fewer under sanitizers, which
+    # slow everything several times over.
+    n = 8000 if os.environ.get("TSAN_OPTIONS") or SLOW > 1 else 20000
     dim = 32
     create(s, name="big", embedder="none:dim=%d" % dim, metric="l2", index_spec="HNSW32")
     vecs = [[rng.gauss(0, 1) for _ in range(dim)] for _ in range(n)]
