@@ -109,7 +109,7 @@ static const opt options[] = {
      "per CPU"},
     {"embed.embedder", NULL, OPT_STR, "hash", 0, 0, F(embedder),
      "embedder of new collections: hash (built in; options as "
-     "hash:dim=768,bigrams=1,bigram_weight=0.5,sublinear_tf=1,seed=0) or "
+     "hash:dim=1024,bigrams=0,sublinear_tf=1,idf=query,seed=0) or "
      "none:dim=N (clients send every chunk's vector)"},
     {"bm25.k1", NULL, OPT_F64, "1.2", 0, 100, F(bm25_k1),
      "BM25 term-frequency saturation k1 (lexical search)"},

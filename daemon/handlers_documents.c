@@ -41,7 +41,7 @@
 #define DOC_MAX_CHUNKS STORE_MAX_CHUNKS
 /* Vector bytes one document may carry or make (n_chunks x dim x 4;
  * RESOURCE_EXHAUSTED beyond): 64 MiB of prose in 512-token chunks with the
- * default 768-dimension hash embedder needs about 100 MiB. */
+ * default 1024-dimension hash embedder needs about 130 MiB. */
 #define DOC_MAX_VECTOR_BYTES (256ull << 20)
 /* A page also stops once its documents reach this many encoded bytes (at
  * least one document per page), so it fits a stock client's default 4 MiB

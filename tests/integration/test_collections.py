@@ -62,9 +62,9 @@ def case_create_list_drop(r, s):
     c = colls(s)
     r.eq(sorted(c), ["default"], "a new data dir has the default collection")
     dc = c["default"].config
-    r.check(dc.embedder.startswith("hash") and dc.dim == 768 and dc.metric == "ip"
-            and dc.index_spec == "Flat" and dc.chunk_max_tokens == 512,
-            "default: hash embedder, 768 dims, ip, Flat, 512-token chunks", dc)
+    r.check(dc.embedder.startswith("hash:dim=%d," % dc.dim) and dc.dim >= 16
+            and dc.metric == "ip" and dc.index_spec == "Flat" and dc.chunk_max_tokens == 512,
+            "default: hash embedder in its full form, ip, Flat, 512-token chunks", dc)
     info = create(s, name="flat8", embedder="none:dim=8", metric="l2", index_spec="Flat")
     cf = info.config
     r.eq((cf.name, cf.dim, cf.metric, cf.index_spec, info.documents),
@@ -121,7 +121,7 @@ def case_create_list_drop(r, s):
     s.docs.Put(D.PutRequest(document=D.Document(id="a", text="first use",
                                                 collection="made-by-put")), timeout=T)
     c = colls(s)
-    r.check("made-by-put" in c and c["made-by-put"].config.dim == 768
+    r.check("made-by-put" in c and c["made-by-put"].config.dim == dc.dim
             and c["made-by-put"].documents == 1,
             "Put to an unknown name creates the collection with the defaults")
     # Dropping default is allowed; it comes back empty on first use.

@@ -330,7 +330,7 @@ def case_chunk_count_limit(r, s, rng):
     ok = D.PutRequest(document=D.Document(id="many-chunks", text="a " * 1000000),
                       chunking=D.ChunkOptions(max_tokens=1))
     r.raises(grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: s.docs.Put(ok, timeout=T),
-             "1M chunks of 768-dimension vectors: RESOURCE_EXHAUSTED",
+             "1M chunks of the default dimension's vectors: RESOURCE_EXHAUSTED",
              contains=["many-chunks", "256 MiB"])
     r.eq(stats(s).documents, before, "nothing written")
     s.admin.CreateCollection(pb.admin_pb2.CreateCollectionRequest(config=pb.admin_pb2.CollectionConfig(

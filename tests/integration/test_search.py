@@ -59,7 +59,15 @@ def paragraph_ranges(parts):
     return text, out
 
 
+# The default collection's dimension (the hash embedder's default), read
+# from the server by load_corpus.
+DIM = 0
+
+
 def load_corpus(r, s):
+    global DIM
+    DIM = [c.config.dim for c in stats(s).collections if c.config.name == "default"][0]
+    r.check(DIM >= 16, "the default collection has a vector dimension (%d)" % DIM)
     for id, text in ARTICLES.items():
         p = put(s, id, text, metadata={"kind": KIND[id]})
         r.check(p.chunks == 1, "%s: one chunk" % id, p.chunks)
@@ -238,19 +246,19 @@ def case_params(r, s):
     r.raises(IA, lambda: search(s, text=q, mode="semantic"), "unknown mode: INVALID_ARGUMENT",
              contains="semantic")
     r.raises(IA, lambda: search(s, k=3), "no text and no vector: INVALID_ARGUMENT")
-    r.raises(IA, lambda: search(s, vector=[0.5] * 768, mode="lexical"),
+    r.raises(IA, lambda: search(s, vector=[0.5] * DIM, mode="lexical"),
              "lexical with a vector alone: INVALID_ARGUMENT", contains="text")
-    r.raises(IA, lambda: search(s, vector=[0.5] * 768, mode="hybrid"),
+    r.raises(IA, lambda: search(s, vector=[0.5] * DIM, mode="hybrid"),
              "hybrid with a vector alone: INVALID_ARGUMENT", contains="text")
     r.raises(IA, lambda: search(s, vector=[0.5] * 7), "query vector of 7 dims: INVALID_ARGUMENT",
-             contains=["7", "768"])
-    r.raises(IA, lambda: search(s, vector=[float("nan")] * 768),
+             contains=["7", str(DIM)])
+    r.raises(IA, lambda: search(s, vector=[float("nan")] * DIM),
              "NaN in the query vector: INVALID_ARGUMENT")
     # A vector query (the default mode for a vector alone) with the
     # embedding of an article finds that article.
     g = s.docs.Get(D.GetRequest(id="comet", with_chunks=True, with_vectors=True), timeout=T)
     v = list(g.chunks[0].vector)
-    r.eq(len(v), 768, "Get with_vectors: a 768-dimension hash vector per chunk")
+    r.eq(len(v), DIM, "Get with_vectors: a %d-dimension hash vector per chunk" % DIM)
     r.check(abs(sum(x * x for x in v) - 1) < 1e-4, "stored hash vectors are unit length")
     resp = search(s, vector=v, k=1)
     r.check(resp.hits and resp.hits[0].chunk.doc_id == "comet"
@@ -266,11 +274,11 @@ def case_bad_documents(r, s):
     text = "Four words of text."
     n = len(text.encode())
     r.raises(IA, lambda: put(s, "bad-dim", text, chunks=[(0, n, [0.1] * 5)]),
-             "document vector of 5 dims in a 768-dim collection: INVALID_ARGUMENT",
-             contains=["bad-dim", "chunk 0", "5", "768"])
-    r.raises(IA, lambda: put(s, "bad-dim2", text, chunks=[(0, 5), (5, n, [0.1] * 769)]),
-             "second chunk's vector of 769 dims: INVALID_ARGUMENT",
-             contains=["bad-dim2", "chunk 1", "769", "768"])
+             "document vector of 5 dims in a %d-dim collection: INVALID_ARGUMENT" % DIM,
+             contains=["bad-dim", "chunk 0", "5", str(DIM)])
+    r.raises(IA, lambda: put(s, "bad-dim2", text, chunks=[(0, 5), (5, n, [0.1] * (DIM + 1))]),
+             "second chunk's vector of DIM + 1 dims: INVALID_ARGUMENT",
+             contains=["bad-dim2", "chunk 1", str(DIM + 1), str(DIM)])
     r.raises(IA, lambda: put(s, "bad-range", text, chunks=[(0, 4), (6, n)]),
              "client chunks with a gap: INVALID_ARGUMENT", contains=["chunk 1", "gap"])
     r.raises(IA, lambda: put(s, "bad-range", text, chunks=[(0, 4), (4, n - 1)]),
@@ -284,7 +292,7 @@ def case_bad_documents(r, s):
              "client chunk cutting a UTF-8 character: INVALID_ARGUMENT", contains="UTF-8")
     r.raises(IA, lambda: put(s, "bad-both", text, chunks=[(0, n)], max_tokens=64),
              "client chunks and chunking options: INVALID_ARGUMENT")
-    r.raises(IA, lambda: put(s, "bad-nan", text, chunks=[(0, n, [float("inf")] * 768)]),
+    r.raises(IA, lambda: put(s, "bad-nan", text, chunks=[(0, n, [float("inf")] * DIM)]),
              "infinite vector component: INVALID_ARGUMENT")
     r.raises(IA, lambda: put(s, "bad-coll", text, collection="no spaces"),
              "bad collection name on Put: INVALID_ARGUMENT", contains="collection")
@@ -308,7 +316,7 @@ def case_bad_documents(r, s):
     r.check("x" * 65 not in names and "no spaces" not in names, "no collection was created")
     s.docs.Delete(D.DeleteRequest(id="ps-good"), timeout=T)
     # A client vector of the right dimension is taken and normalised.
-    v = [0.0] * 768
+    v = [0.0] * DIM
     v[3] = 2.0
     put(s, "client-vec", text, chunks=[(0, n, v)])
     g = s.docs.Get(D.GetRequest(id="client-vec", with_chunks=True, with_vectors=True), timeout=T)
