@@ -1221,6 +1221,7 @@ static void get_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     goto done;
   }
   doc.id = d->id;
+  doc.collection = cc.name;
   doc.text = req->with_text && d->text ? d->text : "";
   if (d->n_meta) {
     meta = calloc(d->n_meta, sizeof *meta);

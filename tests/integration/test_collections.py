@@ -147,6 +147,12 @@ def case_same_id(r, s):
     r.eq((gl.document.text, gr.document.text), ("apricots from the left",
                                                  "blueberries on the right"),
          "each collection keeps its own text for the id")
+    r.eq((gl.document.collection, gr.document.collection), ("left", "right"),
+         "Get names the document's collection")
+    s.docs.Put(D.PutRequest(document=D.Document(id="same", text="in default")), timeout=T)
+    r.eq(s.docs.Get(D.GetRequest(id="same"), timeout=T).document.collection, "default",
+         "Get without a collection names default")
+    s.docs.Delete(D.DeleteRequest(id="same"), timeout=T)
     r.eq([h.chunk.doc_id for h in search(s, text="apricots", mode="lexical",
                                          collection="left").hits], ["same"],
          "search in left finds its document")
