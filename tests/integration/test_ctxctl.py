@@ -2,8 +2,10 @@
 
 Starts $CTXD_BIN on a free port with a temp data dir (ctxd_harness.Daemon)
 and runs $CTXCTL_BIN: status, put (directory, --jsonl, stdin, a file that is
-not UTF-8, a binary file), ls, get, chunk, rm, stats, verify; checks output
-and exit codes (0 ok, 1 failed/rejected, 2 usage, 3 unreachable).
+not UTF-8, a binary file), ls, get, chunk, rm, stats, verify; collections
+(create, ls, drop, -c on put/get/rm/ls), search (modes, filters, batch,
+JSON), reindex and stats per collection; checks output and exit codes (0 ok,
+1 failed/rejected, 2 usage, 3 unreachable).
 """
 
 import json
@@ -288,7 +290,8 @@ def case_verify(addr):
     r.check(out.startswith("ok:"), "verify says ok", out)
 
 
-COMMANDS = ["status", "stats", "put", "get", "rm", "ls", "chunk", "verify", "help"]
+COMMANDS = ["status", "stats", "put", "get", "rm", "ls", "chunk", "verify", "help",
+            "search", "collection", "reindex"]
 
 
 def case_help_all():
@@ -299,6 +302,306 @@ def case_help_all():
         r.check(rc2 == 0 and out2 == out, "%s --help is help %s" % (c, c), (rc2, out2[:80], err2))
     rc, out, err = ctl(None, "help", "--help")
     r.check(rc == 0 and out.startswith("usage: ctxctl help"), "help --help", (rc, out, err))
+
+
+# ---- collections, search, reindex (a daemon of their own) ----------------
+
+FOX = "The quick brown fox jumps over the lazy dog near the river bank. " * 6
+SHIPS = "Container ships carry steel boxes across the ocean between harbours. " * 6
+BAKE = "Bread rises when yeast ferments the sugars in warm dough before baking. " * 6
+
+
+def search_json(addr, *args, stdin=None):
+    """ctxctl search --json: (exit code, [one dict per query], stderr)."""
+    rc, out, err = ctl(addr, "search", "--json", *args, stdin=stdin)
+    rows = []
+    for line in out.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            r.check(False, "search --json lines parse", line)
+    return rc, rows, err
+
+
+def case_search_usage():
+    for args, what in ((["q", "-k", "0"], "-k 0"), (["q", "-k", "x"], "-k x"),
+                       (["q", "--mode", "fuzzy"], "an unknown --mode"),
+                       (["q", "--meta", "novalue"], "--meta without ="),
+                       (["q", "--ef", "-1"], "--ef -1"), ([], "no QUERY")):
+        rc, out, err = ctl(None, "search", *args)
+        r.eq(rc, 2, "search with %s: exit 2" % what)
+    rc, out, err = ctl(None, "search", "q", "--mode", "fuzzy")
+    r.check("vector, lexical or hybrid" in err, "a bad --mode names the modes", err)
+    for args, what in ((["collection"], "no subcommand"), (["collection", "frob"], "an unknown subcommand"),
+                       (["collection", "create"], "create without NAME"),
+                       (["collection", "create", "x", "--metric", "cos"], "a bad --metric"),
+                       (["collection", "create", "x", "--chunk-tokens", "many"], "a bad --chunk-tokens"),
+                       (["collection", "drop"], "drop without NAME"),
+                       (["collection", "ls", "extra"], "ls with an argument"),
+                       (["reindex", "extra"], "reindex with an argument")):
+        rc, out, err = ctl(None, *args)
+        r.eq(rc, 2, "%s: exit 2" % what)
+    rc, out, err = ctl(None, "help", "collection")
+    r.check(rc == 0 and "create NAME" in out and "drop NAME" in out and "--yes" in out,
+            "help collection documents create, drop and ls", out[:200])
+    rc, out, err = ctl(None, "collection", "create", "--help")
+    r.check(rc == 0 and out.startswith("usage: ctxctl collection"), "collection create --help")
+
+
+def case_collections(addr):
+    rc, out, err = ctl(addr, "collection", "ls")
+    r.eq(rc, 0, "collection ls exits 0")
+    lines = out.splitlines()
+    r.check(lines and lines[0].split()[:4] == ["COLLECTION", "DOCUMENTS", "CHUNKS", "VECTORS"]
+            and "TRAINED" in lines[0] and "MASKED" in lines[0], "collection ls header", out)
+    r.check(any(l.split()[:1] == ["default"] for l in lines[1:]),
+            "the default collection is listed", out)
+
+    rc, out, err = ctl(addr, "collection", "create", "papers", "--index", "HNSW32",
+                       "--metric", "ip", "--chunk-tokens", "24", "--overlap", "4")
+    r.eq(rc, 0, "collection create exits 0")
+    r.check("created collection papers" in out and "HNSW32" in out and "metric ip" in out
+            and "chunks of 24 tokens with 4 overlap" in out, "create says what it made", out)
+    rc, out, err = ctl(addr, "collection", "create", "papers")
+    r.eq(rc, 1, "creating an existing collection: exit 1")
+    r.check("ALREADY_EXISTS" in err and "papers" in err, "ALREADY_EXISTS named", err)
+    rc, out, err = ctl(addr, "collection", "create", "bogus", "--index", "NoSuchIndex")
+    r.eq(rc, 1, "a bad index spec: exit 1")
+    r.check("INVALID_ARGUMENT" in err, "a bad index spec: INVALID_ARGUMENT", err)
+    rc, out, err = ctl(addr, "collection", "create", "bad name!")
+    r.check(rc == 1 and "INVALID_ARGUMENT" in err, "a bad collection name: exit 1", (rc, err))
+    rc, out, err = ctl(addr, "collection", "create", "small", "--embedder", "hash:dim=64",
+                       "--index", "Flat", "--metric", "l2", "--json")
+    r.eq(rc, 0, "collection create --json exits 0")
+    try:
+        info = json.loads(out)
+        c = info["config"]
+        r.eq((c["name"], c["dim"], c["metric"], c["index_spec"]), ("small", 64, "l2", "Flat"),
+             "create --json: the config with its dimension")
+        r.check(c["embedder"].startswith("hash:") and "dim=64" in c["embedder"],
+                "create --json: the embedder in its full form", c["embedder"])
+        r.eq(info["documents"], 0, "create --json: no documents yet")
+    except (ValueError, KeyError) as e:
+        r.check(False, "collection create --json parses", "%s: %s" % (e, out))
+
+    # documents in collections: -c on put, get, ls, rm; JSONL "collection"
+    write(os.path.join(WORK, "coll", "fox.txt"), FOX.encode())
+    write(os.path.join(WORK, "coll", "ships.txt"), SHIPS.encode())
+    write(os.path.join(WORK, "coll", "bake.txt"), BAKE.encode())
+    rc, out, err = ctl(addr, "put", "-c", "papers", "coll", "--meta", "src=files")
+    r.check(rc == 0 and "stored 3 documents" in out, "put -c stores into the collection", (rc, out, err))
+    with open(os.path.join(WORK, "coll.jsonl"), "w") as f:
+        f.write(json.dumps({"id": "j-fox", "text": FOX, "metadata": {"kind": "animal"},
+                            "collection": "papers"}) + "\n")
+        f.write(json.dumps({"id": "j-small", "text": SHIPS}) + "\n")
+        f.write(json.dumps({"id": "j-bad", "text": "x", "collection": 5}) + "\n")
+    rc, out, err = ctl(addr, "put", "--collection", "small", "--jsonl", "coll.jsonl")
+    r.eq(rc, 1, "put --jsonl with a non-string collection: exit 1")
+    r.check('coll.jsonl:3: "collection" must be a string' in err, "a bad \"collection\" names its line", err)
+    rc, out, err = ctl(addr, "ls", "-c", "papers", "--ids")
+    r.eq(set(out.split()), {"fox.txt", "ships.txt", "bake.txt", "j-fox"},
+         "ls -c: the collection's documents (the JSONL line's collection wins over -c)")
+    rc, out, err = ctl(addr, "ls", "--collection", "small", "--ids")
+    r.eq(out.split(), ["j-small"], "ls --collection: -c applies to JSONL lines without one")
+    r.check("fox.txt" not in ids_of(addr), "the default collection does not hold them")
+    rc, out, err = ctl(addr, "get", "-c", "papers", "fox.txt")
+    r.check(rc == 0 and "collection  papers" in out and "src=files" in out,
+            "get -c shows the document and its collection", out)
+    rc, out, err = ctl(addr, "get", "fox.txt")
+    r.check(rc == 1 and "NOT_FOUND" in err, "get without -c looks in default: exit 1", (rc, err))
+    rc, out, err = ctl(addr, "get", "-c", "nosuch", "fox.txt")
+    r.check(rc == 1 and "nosuch" in err and "NOT_FOUND" in err,
+            "get -c of an unknown collection: exit 1, named", (rc, err))
+    rc, out, err = ctl(addr, "ls", "-c", "nosuch")
+    r.check(rc == 1 and "NOT_FOUND" in err, "ls -c of an unknown collection: exit 1", (rc, err))
+    rc, out, err = ctl(addr, "get", "-c", "small", "j-small", "--vectors", "--json")
+    try:
+        g = json.loads(out)
+        ch = g["chunks"]
+        r.eq(g["collection"], "small", "get --json names the collection")
+        r.check(ch and all(len(c["vector"]) == 64 for c in ch),
+                "get --vectors --json: a 64-float vector per chunk", [len(c.get("vector", [])) for c in ch])
+        norm = sum(x * x for x in ch[0]["vector"]) ** 0.5
+        r.check(abs(norm - 1) < 1e-3, "hash vectors are L2-normalised", norm)
+    except (ValueError, KeyError, IndexError) as e:
+        r.check(False, "get --vectors --json parses", "%s: %s" % (e, out[:300]))
+    rc, out, err = ctl(addr, "get", "-c", "small", "j-small", "--vectors")
+    r.check(rc == 0 and "VECTOR" in out and "(64 floats)" in out, "get --vectors table", out[-300:])
+
+    # collection ls and stats per collection
+    rc, out, err = ctl(addr, "collection", "ls")
+    row = [l.split() for l in out.splitlines() if l.split()[:1] == ["papers"]]
+    r.check(len(row) == 1 and row[0][1] == "4" and int(row[0][2]) >= 4
+            and row[0][3] == row[0][2] and row[0][4] == "HNSW32" and row[0][5] == "yes"
+            and row[0][6] == "0", "collection ls row: 4 docs, a vector per chunk, HNSW32, trained", out)
+    rc, out, err = ctl(addr, "collection", "ls", "--json")
+    rows = [json.loads(l) for l in out.splitlines()]
+    names = {x["config"]["name"]: x for x in rows}
+    r.check({"default", "papers", "small"} <= set(names), "collection ls --json: a line each", sorted(names))
+    r.check(names.get("small", {}).get("documents") == 1, "collection ls --json counts", names.get("small"))
+    rc, out, err = ctl(addr, "stats")
+    r.check(rc == 0 and "COLLECTION" in out and any(l.split()[:2] == ["papers", "4"] for l in out.splitlines()),
+            "stats shows the collections table", out)
+    rc, out, err = ctl(addr, "stats", "--json")
+    try:
+        sj = json.loads(out)
+        pc = [x for x in sj["collections"] if x["config"]["name"] == "papers"]
+        r.check(len(pc) == 1 and pc[0]["documents"] == 4 and pc[0]["vectors"] == pc[0]["chunks"]
+                and pc[0]["trained"] is True and pc[0]["masked"] == 0,
+                "stats --json: per-collection counts", pc)
+    except (ValueError, KeyError) as e:
+        r.check(False, "stats --json parses", "%s: %s" % (e, out[:300]))
+
+
+def case_search(addr):
+    rc, out, err = ctl(addr, "search", "quick brown fox", "-c", "papers")
+    r.eq(rc, 0, "search exits 0")
+    lines = out.splitlines()
+    r.check(lines and lines[0].split() == ["RANK", "SCORE", "ORDINAL", "START", "END", "DOCUMENT"],
+            "search prints a header", out[:200])
+    top = lines[1].split() if len(lines) > 1 else []
+    r.check(top[:1] == ["1"] and top[-1] in ("fox.txt", "j-fox"), "the fox documents rank first", out)
+    r.check(len(lines) - 1 <= 10, "default k is 10", len(lines))
+
+    for mode in ("vector", "lexical", "hybrid"):
+        rc, rows, err = search_json(addr, "ocean ships harbours", "-c", "papers", "--mode", mode, "-k", "3")
+        hits = rows[0]["hits"] if rows else []
+        r.check(rc == 0 and 1 <= len(hits) <= 3 and hits[0]["doc_id"] == "ships.txt",
+                "--mode %s -k 3: the ships document first" % mode, (rc, hits[:1], err))
+        r.check([h["rank"] for h in hits] == list(range(1, len(hits) + 1))
+                and all(hits[i]["score"] >= hits[i + 1]["score"] for i in range(len(hits) - 1)),
+                "--mode %s: ranks in order, scores not increasing" % mode, hits)
+
+    # --text: snippets; --json --text: each chunk's text is its byte range
+    rc, out, err = ctl(addr, "search", "yeast dough", "-c", "papers", "-k", "2", "--text")
+    r.check(rc == 0 and "yeast" in out.lower() and "\n      " in out, "--text prints snippets", out)
+    rc, rows, err = search_json(addr, "yeast dough", "-c", "papers", "-k", "5", "--text")
+    ok = bool(rows and rows[0]["hits"])
+    for h in (rows[0]["hits"] if rows else []):
+        src = {"fox.txt": FOX, "ships.txt": SHIPS, "bake.txt": BAKE, "j-fox": FOX}[h["doc_id"]].encode()
+        ok = ok and h["text"].encode() == src[h["byte_start"]:h["byte_end"]]
+        ok = ok and set(h) >= {"rank", "score", "doc_id", "ordinal", "byte_start", "byte_end", "tokens"}
+    r.check(ok, "--json --text: fields, and each text is its document's byte range", rows)
+
+    # filters
+    rc, rows, err = search_json(addr, "quick brown fox", "-c", "papers", "--doc", "bake.txt",
+                                "--doc", "ships.txt")
+    docs = {h["doc_id"] for h in rows[0]["hits"]} if rows else set()
+    r.check(rc == 0 and docs and docs <= {"bake.txt", "ships.txt"}, "--doc filters by document", docs)
+    rc, rows, err = search_json(addr, "quick brown fox", "-c", "papers", "--meta", "kind=animal")
+    docs = {h["doc_id"] for h in rows[0]["hits"]} if rows else set()
+    r.eq(docs, {"j-fox"}, "--meta filters by metadata")
+    rc, rows, err = search_json(addr, "quick brown fox", "-c", "papers", "--meta", "kind=animal",
+                                "--meta", "src=files")
+    r.check(rc == 0 and rows and rows[0]["hits"] == [], "--meta twice: all must hold (no hits)", rows)
+    rc, out, err = ctl(addr, "search", "quick brown fox", "-c", "papers", "--meta", "kind=plant")
+    r.check(rc == 0 and "no hits" in out, "no hits: exit 0, says so", (rc, out))
+    rc, rows, err = search_json(addr, "fox", "-c", "papers", "--mode", "vector", "--ef", "200")
+    r.check(rc == 0 and rows and rows[0]["hits"], "--ef is accepted", (rc, err))
+    rc, rows, err = search_json(addr, "fox", "-c", "papers", "--mode", "vector", "--nprobe", "4")
+    r.check(rc == 0 and rows and rows[0]["hits"], "--nprobe is accepted", (rc, err))
+
+    # several queries: SearchBatch, a block (or a JSON line) each, in order
+    rc, out, err = ctl(addr, "search", "fox", "ships", "yeast", "-c", "papers", "-k", "1")
+    r.check(rc == 0 and "query 1: fox" in out and "query 3: yeast" in out
+            and out.count("RANK") == 3, "several queries: a block each", out)
+    rc, rows, err = search_json(addr, "fox", "ocean ships", "yeast bread", "-c", "papers", "-k", "1")
+    r.eq([x["query"] for x in rows], ["fox", "ocean ships", "yeast bread"], "batch --json: a line per query, in order")
+    r.check([x["hits"][0]["doc_id"] if x["hits"] else None for x in rows][1:] == ["ships.txt", "bake.txt"],
+            "batch: each query answered by its own document", rows)
+    rc, rows, err = search_json(addr, "-", "-c", "papers", "-k", "1", stdin=b"container ships ocean")
+    r.check(rc == 0 and rows and rows[0]["query"] == "container ships ocean"
+            and rows[0]["hits"][0]["doc_id"] == "ships.txt", "search - reads the query from stdin", rows)
+
+    # errors the server judges: exit 1 with its status
+    rc, out, err = ctl(addr, "search", "fox", "-c", "nosuch")
+    r.check(rc == 1 and "NOT_FOUND" in err and "nosuch" in err, "search of an unknown collection: exit 1",
+            (rc, err))
+    rc, out, err = ctl(addr, "search", "fox", "-c", "papers", "-k", "5000")
+    r.check(rc == 1 and "INVALID_ARGUMENT" in err, "search -k 5000: exit 1, INVALID_ARGUMENT", (rc, err))
+    rc, out, err = ctl(addr, "search", "fox", "ships", "-c", "nosuch")
+    r.check(rc == 1 and "NOT_FOUND" in err, "batch search of an unknown collection: exit 1", (rc, err))
+    # the default collection needs no -c
+    rc, out, err = ctl(addr, "put", "--id", "default-fox", "coll/fox.txt")
+    r.eq(rc, 0, "put without -c")
+    rc, rows, err = search_json(addr, "quick brown fox", "-k", "3")
+    r.check(rc == 0 and rows and rows[0]["hits"]
+            and {h["doc_id"] for h in rows[0]["hits"]} == {"default-fox"},
+            "search without -c searches the default collection", rows)
+
+    # a deleted document leaves the results at once
+    rc, out, err = ctl(addr, "rm", "-c", "papers", "j-fox")
+    r.check(rc == 0 and "deleted j-fox" in out, "rm -c deletes from the collection", (rc, out, err))
+    rc, rows, err = search_json(addr, "quick brown fox", "-c", "papers", "-k", "20")
+    r.check(rc == 0 and rows and "j-fox" not in {h["doc_id"] for h in rows[0]["hits"]},
+            "a deleted document is not found", rows)
+    rc, out, err = ctl(addr, "rm", "-c", "nosuch", "-f", "x")
+    r.check(rc == 1 and "NOT_FOUND" in err, "rm -f in an unknown collection: exit 1", (rc, err))
+
+
+def case_reindex(addr):
+    rc, out, err = ctl(addr, "reindex", "-c", "papers")
+    r.eq(rc, 0, "reindex exits 0")
+    r.check(re.search(r"rebuilt the index of collection papers: \d+ vectors in [0-9.]+ s", out),
+            "reindex says what it rebuilt", out)
+    rc, out, err = ctl(addr, "reindex", "-c", "papers", "-q")
+    r.check(rc == 0 and out == "", "reindex -q prints nothing", (rc, out))
+    rc, out, err = ctl(addr, "reindex")
+    r.eq(rc, 0, "reindex of the default collection exits 0")
+    rc, out, err = ctl(addr, "reindex", "-c", "nosuch")
+    r.check(rc == 1 and "NOT_FOUND" in err and "nosuch" in err, "reindex of an unknown collection: exit 1",
+            (rc, err))
+    rc, rows, err = search_json(addr, "ocean ships", "-c", "papers", "-k", "1")
+    r.check(rc == 0 and rows and rows[0]["hits"][0]["doc_id"] == "ships.txt", "search after reindex", rows)
+    rc, out, err = ctl(addr, "collection", "ls")
+    row = [l.split() for l in out.splitlines() if l.split()[:1] == ["papers"]]
+    r.check(row and row[0][6] == "0", "no masked vectors after the rebuild", out)
+
+    # the progress line on a terminal: drawn and erased
+    import pty
+    import select
+    master, slave = pty.openpty()
+    p = subprocess.Popen([CTXCTL, "--addr", addr, "reindex", "-c", "papers"],
+                         stdout=subprocess.PIPE, stderr=slave, cwd=WORK)
+    os.close(slave)
+    tty = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        tty += chunk
+    out = p.stdout.read().decode()
+    rc = p.wait()
+    os.close(master)
+    r.eq(rc, 0, "reindex with a terminal exits 0")
+    r.check(b" vectors" in tty and tty.endswith(b"\r\x1b[K"), "a progress line drawn and erased", tty[-200:])
+    r.check("rebuilt the index" in out, "the summary goes to stdout", out)
+
+
+def case_drop(addr):
+    rc, out, err = ctl(addr, "collection", "drop", "papers")
+    r.eq(rc, 2, "drop without --yes and no terminal: exit 2")
+    r.check("--yes" in err, "says to confirm with --yes", err)
+    rc, out, err = ctl(addr, "collection", "drop", "papers", "--yes")
+    r.eq(rc, 0, "drop --yes exits 0")
+    r.check("dropped collection papers (3 documents)" in out, "drop says how many documents went", out)
+    rc, out, err = ctl(addr, "collection", "drop", "papers", "-y")
+    r.check(rc == 1 and "NOT_FOUND" in err, "dropping it again: exit 1, NOT_FOUND", (rc, err))
+    rc, out, err = ctl(addr, "search", "fox", "-c", "papers")
+    r.check(rc == 1 and "NOT_FOUND" in err, "search of a dropped collection: exit 1", (rc, err))
+    rc, out, err = ctl(addr, "collection", "ls")
+    r.check("papers" not in out and "small" in out, "collection ls no longer lists it", out)
+    # a put re-creates it with the server's defaults, empty but for the put
+    rc, out, err = ctl(addr, "put", "-c", "papers", "--id", "again", "coll/fox.txt")
+    r.eq(rc, 0, "put -c into a dropped collection re-creates it")
+    rc, out, err = ctl(addr, "ls", "-c", "papers", "--ids")
+    r.eq(out.split(), ["again"], "the re-created collection holds only the new document")
 
 
 def peer(data=b"", accept=True):
@@ -529,6 +832,13 @@ def case_too_big(addr):
 
 with Daemon(r, args=["--server.max_message_bytes", "1048576"], name="ctxd-small") as d:
     r.case("too big", case_too_big, d.addr)
+
+r.case("search and collection usage", case_search_usage)
+with Daemon(r, name="ctxd-search") as d:
+    r.case("collections", case_collections, d.addr)
+    r.case("search", case_search, d.addr)
+    r.case("reindex", case_reindex, d.addr)
+    r.case("collection drop", case_drop, d.addr)
 
 # The daemon is gone now: the same address is unreachable.
 rc, out, err = ctl(addr, "status")
