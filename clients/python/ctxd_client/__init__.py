@@ -419,7 +419,7 @@ class CtxdClient:
         1000. `doc_ids` and `metadata` ({key: value}) filter;
         `ef_search`/`nprobe` set HNSW/IVF search effort for this call."""
         req = self.make_search(
-            text=text, vector=vector or (), k=k, mode=mode,
+            text=text, vector=() if vector is None else vector, k=k, mode=mode,
             collection=collection, doc_ids=doc_ids or (), metadata=metadata,
             with_text=with_text, ef_search=ef_search, nprobe=nprobe)
         return _wrap("Search", self.retrieval.Search, req,
