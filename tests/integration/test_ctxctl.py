@@ -597,6 +597,28 @@ def case_drop(addr):
     r.check(rc == 1 and "NOT_FOUND" in err, "search of a dropped collection: exit 1", (rc, err))
     rc, out, err = ctl(addr, "collection", "ls")
     r.check("papers" not in out and "small" in out, "collection ls no longer lists it", out)
+    rc, out, err = ctl(addr, "collection", "ls", "--json")
+    r.check(rc == 0 and "papers" not in out, "nor collection ls --json", out)
+    # with a terminal on stdin, drop asks first
+    import pty
+    for answer, want_rc in ((b"n\n", 1), (b"y\n", 0)):
+        master, slave = pty.openpty()
+        p = subprocess.Popen([CTXCTL, "--addr", addr, "collection", "drop", "small"],
+                             stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=WORK)
+        os.close(slave)
+        os.write(master, answer)
+        out, err = p.communicate(timeout=60)
+        os.close(master)
+        out, err = out.decode(), err.decode()
+        r.eq(p.returncode, want_rc, "drop on a terminal answered %r: exit %d" % (answer, want_rc))
+        r.check("Drop collection small and its 1 document? [y/N]" in err,
+                "the question names the collection and its document count", err)
+        if want_rc:
+            r.check("not dropped" in err, "answer n: not dropped", err)
+        else:
+            r.check("dropped collection small (1 document)" in out, "answer y: dropped", out)
+    rc, out, err = ctl(addr, "collection", "ls")
+    r.check("small" not in out, "the collection answered y is gone", out)
     # a put re-creates it with the server's defaults, empty but for the put
     rc, out, err = ctl(addr, "put", "-c", "papers", "--id", "again", "coll/fox.txt")
     r.eq(rc, 0, "put -c into a dropped collection re-creates it")
