@@ -564,8 +564,11 @@ static int cmd_status(ctl *g, int argc, char **argv) {
 static json_t *coll_json(const Ctxd__V1__CollectionInfo *ci);
 static void print_collections(Ctxd__V1__CollectionInfo *const *v, size_t n);
 
+/* Reals are floats from the server (scores, vectors): 9 significant
+ * digits read back as the same float, where the default 17 would print
+ * 0.8123 as 0.81230002641677856. */
 static void print_json(json_t *j, int flags) {
-  char *s = json_dumps(j, flags | JSON_ENSURE_ASCII);
+  char *s = json_dumps(j, flags | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(9));
   if (s) {
     puts(s);
     free(s);
@@ -1313,17 +1316,9 @@ static json_t *json_text(const char *s) {
   return j;
 }
 
-/* A float as JSON, rounded to the 7 significant digits a float holds (a
- * float's double value would print as 0.81230002641677856). */
-static json_t *json_float(float f) {
-  char b[32];
-  snprintf(b, sizeof b, "%.7g", (double)f);
-  return json_real(strtod(b, NULL));
-}
-
 static json_t *floats_json(const float *v, size_t n) {
   json_t *a = json_array();
-  for (size_t i = 0; i < n; i++) json_array_append_new(a, json_float(v[i]));
+  for (size_t i = 0; i < n; i++) json_array_append_new(a, json_real(v[i]));
   return a;
 }
 
@@ -1956,7 +1951,7 @@ static void print_hits_json(const char *query,
     const Ctxd__V1__Chunk *c = h->chunk ? h->chunk : &none;
     json_t *o = json_object();
     json_object_set_new(o, "rank", json_integer((json_int_t)i + 1));
-    json_object_set_new(o, "score", json_float(h->score));
+    json_object_set_new(o, "score", json_real(h->score));
     json_object_set_new(o, "doc_id", json_text(nz(c->doc_id)));
     json_object_update_new(o, chunk_json(c, with_text));
     json_array_append_new(a, o);
