@@ -242,6 +242,7 @@ def case_collections(r, d):
         r.check(g.chunks and all(len(ch.vector) == info.config.dim for ch in g.chunks),
                 "get(with_vectors=True): a vector per chunk, the collection's dimension",
                 [len(ch.vector) for ch in g.chunks])
+        r.eq(g.document.collection, "papers", "get(): the document names its collection")
         r.raises(grpc.StatusCode.NOT_FOUND, lambda: c.get("fox"),
                  "get() without collection= looks in default: NOT_FOUND")
         r.raises(grpc.StatusCode.NOT_FOUND, lambda: c.get("fox", collection="nosuch"),
