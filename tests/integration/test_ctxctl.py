@@ -39,6 +39,33 @@ def ctl(addr, *args, stdin=None, env_addr=None, timeout=120):
     return (p.returncode, p.stdout.decode("utf-8", "replace"), err)
 
 
+def ctl_tty(addr, *args):
+    """Run ctxctl with a terminal (a pty) as stderr: (exit code, stdout str,
+    the bytes it wrote to the terminal)."""
+    import pty
+    import select
+    master, slave = pty.openpty()
+    p = subprocess.Popen([CTXCTL, "--addr", addr] + list(args),
+                         stdout=subprocess.PIPE, stderr=slave, cwd=WORK)
+    os.close(slave)
+    tty = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the pty
+            break
+        if not chunk:
+            break
+        tty += chunk
+    out = p.stdout.read().decode()
+    rc = p.wait()
+    os.close(master)
+    return rc, out, tty
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -558,27 +585,7 @@ def case_reindex(addr):
     r.check(row and row[0][6] == "0", "no masked vectors after the rebuild", out)
 
     # the progress line on a terminal: drawn and erased
-    import pty
-    import select
-    master, slave = pty.openpty()
-    p = subprocess.Popen([CTXCTL, "--addr", addr, "reindex", "-c", "papers"],
-                         stdout=subprocess.PIPE, stderr=slave, cwd=WORK)
-    os.close(slave)
-    tty = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 30)
-        if not ready:
-            break
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        tty += chunk
-    out = p.stdout.read().decode()
-    rc = p.wait()
-    os.close(master)
+    rc, out, tty = ctl_tty(addr, "reindex", "-c", "papers")
     r.eq(rc, 0, "reindex with a terminal exits 0")
     r.check(b" vectors" in tty and tty.endswith(b"\r\x1b[K"), "a progress line drawn and erased", tty[-200:])
     r.check("rebuilt the index" in out, "the summary goes to stdout", out)
@@ -757,30 +764,10 @@ def case_put_edges(addr):
 
 def case_progress(addr):
     """The progress bar is drawn when stderr is a terminal (a pty here)."""
-    import pty
-    import select
     write(os.path.join(WORK, "prog", "x.txt"), b"some text " * 10)
     for i in range(40):
         write(os.path.join(WORK, "prog", "f%02d.txt" % i), b"file %d " % i * 20)
-    master, slave = pty.openpty()
-    p = subprocess.Popen([CTXCTL, "--addr", addr, "put", "--prefix", "prog/", "prog"],
-                         stdout=subprocess.PIPE, stderr=slave, cwd=WORK)
-    os.close(slave)
-    tty = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 30)
-        if not ready:
-            break
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the pty
-            break
-        if not chunk:
-            break
-        tty += chunk
-    out = p.stdout.read().decode()
-    rc = p.wait()
-    os.close(master)
+    rc, out, tty = ctl_tty(addr, "put", "--prefix", "prog/", "prog")
     r.eq(rc, 0, "put with a terminal on stderr exits 0")
     r.check(b"\r\x1b[K" in tty and b"/41 docs" in tty, "a progress line is drawn", tty[:200])
     r.check(tty.endswith(b"\r\x1b[K"), "and erased at the end", tty[-60:])
