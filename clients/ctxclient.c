@@ -1136,6 +1136,148 @@ out:
   return rc;
 }
 
+/* Reorder and WatchJob: follow the stream of ReorderEvents that `req`
+ * starts on `path`. */
+static int follow_job(ctxclient *c, const char *path,
+                      const ProtobufCMessage *req, int64_t timeout_ms,
+                      ctxclient_event_fn on_event, void *ud,
+                      Ctxd__V1__ReorderEvent **last, ctxclient_status *st) {
+  static const uint8_t empty[1];
+  Ctxd__V1__ReorderEvent *ev = NULL;
+  ctxclient_stream *s = NULL;
+  uint8_t *buf = NULL;
+  size_t len;
+  int rc, done = 0;
+  if (last) *last = NULL;
+  if (!c) return CTXCLIENT_EINVAL;
+  if ((rc = pack(req, &buf, &len, st)) != 0) goto out;
+  if ((rc = stream_start(c, path, timeout_ms, buf, len, 1, &s, st)) != 0)
+    goto out;
+  for (;;) {
+    uint8_t *msg;
+    rc = ctxclient_stream_recv(s, -1, &msg, &len, &done, st);
+    if (rc != 0 || done) break;
+    Ctxd__V1__ReorderEvent *ne =
+        ctxd__v1__reorder_event__unpack(NULL, len, msg ? msg : empty);
+    free(msg);
+    if (!ne) {
+      rc = stream_bad_message(s, path, "ReorderEvent", st);
+      break;
+    }
+    if (ev) ctxd__v1__reorder_event__free_unpacked(ev, NULL);
+    ev = ne;
+    if (on_event && on_event(ev, ud) != 0) {
+      rc = fail(st, 1, "stopped following job %s (it goes on in the server)",
+                ev->job_id);
+      break;
+    }
+  }
+  if (rc == 0) {
+    /* Ended OK: the last event must say the job is done. */
+    const char *state = ev && ev->state ? ev->state : "";
+    if (strcmp(state, "done") != 0)
+      rc = fail(st, 13, "%s: the stream ended without a final state%s%s",
+                path, *state ? "; last state " : "", state);
+  }
+out:
+  free(buf);
+  ctxclient_stream_free(s);
+  if (last)
+    *last = ev;
+  else if (ev)
+    ctxd__v1__reorder_event__free_unpacked(ev, NULL);
+  return rc;
+}
+
+int ctxclient_reorder(ctxclient *c, const Ctxd__V1__ReorderRequest *req,
+                      int64_t timeout_ms, ctxclient_event_fn on_event,
+                      void *ud, Ctxd__V1__ReorderEvent **last,
+                      ctxclient_status *st) {
+  if (last) *last = NULL;
+  if (!req) return CTXCLIENT_EINVAL;
+  return follow_job(c, "/ctxd.v1.Corpus/Reorder", &req->base, timeout_ms,
+                    on_event, ud, last, st);
+}
+
+int ctxclient_watch_job(ctxclient *c, const char *job_id, int64_t timeout_ms,
+                        ctxclient_event_fn on_event, void *ud,
+                        Ctxd__V1__ReorderEvent **last, ctxclient_status *st) {
+  Ctxd__V1__GetJobRequest req = CTXD__V1__GET_JOB_REQUEST__INIT;
+  if (last) *last = NULL;
+  if (!job_id) return CTXCLIENT_EINVAL;
+  req.job_id = (char *)job_id;
+  return follow_job(c, "/ctxd.v1.Corpus/WatchJob", &req.base, timeout_ms,
+                    on_event, ud, last, st);
+}
+
+int ctxclient_get_job(ctxclient *c, const char *job_id, int64_t timeout_ms,
+                      Ctxd__V1__Job **resp, ctxclient_status *st) {
+  Ctxd__V1__GetJobRequest req = CTXD__V1__GET_JOB_REQUEST__INIT;
+  if (!job_id) return CTXCLIENT_EINVAL;
+  req.job_id = (char *)job_id;
+  return typed_unary(c, "/ctxd.v1.Corpus/GetJob", &req.base,
+                     &ctxd__v1__job__descriptor, timeout_ms,
+                     (ProtobufCMessage **)resp, st);
+}
+
+int ctxclient_cancel_job(ctxclient *c, const char *job_id, int64_t timeout_ms,
+                         Ctxd__V1__Job **resp, ctxclient_status *st) {
+  Ctxd__V1__CancelJobRequest req = CTXD__V1__CANCEL_JOB_REQUEST__INIT;
+  if (!job_id) return CTXCLIENT_EINVAL;
+  req.job_id = (char *)job_id;
+  return typed_unary(c, "/ctxd.v1.Corpus/CancelJob", &req.base,
+                     &ctxd__v1__job__descriptor, timeout_ms,
+                     (ProtobufCMessage **)resp, st);
+}
+
+int ctxclient_list_jobs(ctxclient *c, const Ctxd__V1__ListJobsRequest *req,
+                        int64_t timeout_ms, Ctxd__V1__ListJobsResponse **resp,
+                        ctxclient_status *st) {
+  if (!req) return CTXCLIENT_EINVAL;
+  return typed_unary(c, "/ctxd.v1.Corpus/ListJobs", &req->base,
+                     &ctxd__v1__list_jobs_response__descriptor, timeout_ms,
+                     (ProtobufCMessage **)resp, st);
+}
+
+int ctxclient_fetch_result(ctxclient *c,
+                           const Ctxd__V1__FetchResultRequest *req,
+                           int64_t timeout_ms, ctxclient_chunk_fn on_chunk,
+                           void *ud, ctxclient_status *st) {
+  static const char path[] = "/ctxd.v1.Corpus/FetchResult";
+  static const uint8_t empty[1];
+  ctxclient_stream *s = NULL;
+  uint8_t *buf = NULL;
+  size_t len;
+  int rc, done = 0;
+  if (!c || !req) return CTXCLIENT_EINVAL;
+  if ((rc = pack(&req->base, &buf, &len, st)) != 0) goto out;
+  if ((rc = stream_start(c, path, timeout_ms, buf, len, 1, &s, st)) != 0)
+    goto out;
+  for (;;) {
+    uint8_t *msg;
+    rc = ctxclient_stream_recv(s, -1, &msg, &len, &done, st);
+    if (rc != 0 || done) break;
+    Ctxd__V1__ResultChunk *ch =
+        ctxd__v1__result_chunk__unpack(NULL, len, msg ? msg : empty);
+    free(msg);
+    if (!ch) {
+      rc = stream_bad_message(s, path, "ResultChunk", st);
+      break;
+    }
+    int stop = on_chunk && on_chunk(ch, ud) != 0;
+    ctxd__v1__result_chunk__free_unpacked(ch, NULL);
+    if (stop) {
+      rc = fail(st, 1, "stopped fetching the results of job %s",
+                req->job_id);
+      break;
+    }
+  }
+out:
+  free(buf);
+  ctxclient_stream_free(s);
+  return rc;
+}
+
 int ctxclient_putstream_open(ctxclient *c, int64_t timeout_ms,
                              ctxclient_stream **out, ctxclient_status *st) {
   return ctxclient_stream_open(c, "/ctxd.v1.Documents/PutStream", timeout_ms,

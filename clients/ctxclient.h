@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "ctxd/v1/admin.pb-c.h"
+#include "ctxd/v1/corpus.pb-c.h"
 #include "ctxd/v1/documents.pb-c.h"
 #include "ctxd/v1/retrieval.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -239,6 +240,70 @@ int ctxclient_rebuild_index(ctxclient *c, const char *collection,
                             ctxclient_progress_fn on_progress, void *ud,
                             Ctxd__V1__RebuildProgress **last,
                             ctxclient_status *st);
+
+/* ---- Corpus jobs ---------------------------------------------------------*/
+
+/* Called for each ReorderEvent of ctxclient_reorder() and
+ * ctxclient_watch_job(); `ev` is valid during the call only. Return 0 to go
+ * on following the job, non-zero to stop (the stream is cancelled; the job
+ * goes on in the server). */
+typedef int (*ctxclient_event_fn)(const Ctxd__V1__ReorderEvent *ev, void *ud);
+
+/* Corpus.Reorder: start a job with `req` and follow it until it ends,
+ * calling `on_event` (may be NULL) for every event. `timeout_ms` > 0 bounds
+ * the whole call (0: none). If `last` is not NULL, *last receives the last
+ * event seen (NULL if none; its job_id names the job), which the caller
+ * frees with ctxd__v1__reorder_event__free_unpacked(), on success and on
+ * failure. Returns 0 when the job is done ((*last)->result holds its
+ * figures). Errors (CTXCLIENT_ESTATUS):
+ *   - the server's status: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION,
+ *     RESOURCE_EXHAUSTED for a request refused at once (no job exists:
+ *     *last is NULL); for a job that ran and failed, its failure's status
+ *     and message ("job ID: line 3: bad JSON ..."); CANCELLED when the job
+ *     was cancelled; UNAVAILABLE when the server shuts down (the job resumes
+ *     when it is back); or a local one as for any call;
+ *   - CANCELLED "stopped following job ID" when `on_event` asked to stop;
+ *   - INTERNAL for an event that does not parse, or a stream that ends OK
+ *     without a final "done" event. */
+int ctxclient_reorder(ctxclient *c, const Ctxd__V1__ReorderRequest *req,
+                      int64_t timeout_ms, ctxclient_event_fn on_event,
+                      void *ud, Ctxd__V1__ReorderEvent **last,
+                      ctxclient_status *st);
+
+/* Corpus.WatchJob: follow job `job_id` as ctxclient_reorder() does (a job
+ * that has ended gives its last event at once). Errors as there, and
+ * NOT_FOUND for an unknown job. */
+int ctxclient_watch_job(ctxclient *c, const char *job_id, int64_t timeout_ms,
+                        ctxclient_event_fn on_event, void *ud,
+                        Ctxd__V1__ReorderEvent **last, ctxclient_status *st);
+
+/* Corpus.GetJob and Corpus.CancelJob: *resp is the Job (after a cancel:
+ * "cancelled", or still "running" with cancel_requested when it did not
+ * stop within the server's wait). Server errors: NOT_FOUND;
+ * FAILED_PRECONDITION for a cancel of a job that has ended. */
+int ctxclient_get_job(ctxclient *c, const char *job_id, int64_t timeout_ms,
+                      Ctxd__V1__Job **resp, ctxclient_status *st);
+int ctxclient_cancel_job(ctxclient *c, const char *job_id, int64_t timeout_ms,
+                         Ctxd__V1__Job **resp, ctxclient_status *st);
+
+/* Corpus.ListJobs (req->state filters, req->limit: the most recent N).
+ * Server errors: INVALID_ARGUMENT (unknown state, limit above 10000). */
+int ctxclient_list_jobs(ctxclient *c, const Ctxd__V1__ListJobsRequest *req,
+                        int64_t timeout_ms, Ctxd__V1__ListJobsResponse **resp,
+                        ctxclient_status *st);
+
+/* Called for each ResultChunk of ctxclient_fetch_result() (valid during
+ * the call only); non-zero stops the download (CANCELLED). */
+typedef int (*ctxclient_chunk_fn)(const Ctxd__V1__ResultChunk *ch, void *ud);
+
+/* Corpus.FetchResult: download a done job's output files as pieces, in
+ * order (see corpus.proto). Server errors: NOT_FOUND, FAILED_PRECONDITION
+ * (the job is not done, or a file changed on disk since), INVALID_ARGUMENT
+ * (an unknown file name, chunk_bytes above 3 MiB). */
+int ctxclient_fetch_result(ctxclient *c,
+                           const Ctxd__V1__FetchResultRequest *req,
+                           int64_t timeout_ms, ctxclient_chunk_fn on_chunk,
+                           void *ud, ctxclient_status *st);
 
 /* grpc.health.v1.Health/Check for `service` ("" or NULL: the server as a
  * whole). *serving is the response's ServingStatus (1 = SERVING). */

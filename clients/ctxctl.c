@@ -1,6 +1,7 @@
 /* ctxctl.c - the ctxd admin CLI: health, stats, storing, reading, listing,
- * deleting and chunking documents, and store verification, all through
- * ctxclient over gRPC/h2c.
+ * deleting and chunking documents, search, collections, store
+ * verification, and corpus jobs (reorder, jobs), all through ctxclient
+ * over gRPC/h2c.
  *
  * Output meant for people goes to stdout (tables) or, for progress, to
  * stderr when it is a terminal; --json gives machine-readable output.
@@ -16,6 +17,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "ctxclient.h"
 
@@ -53,6 +55,11 @@ static const char usage_text[] =
     "  collection create NAME [OPTIONS] | drop NAME [--yes] | ls [--json]\n"
     "                             manage collections\n"
     "  reindex [-q]               rebuild a collection's vector index\n"
+    "  reorder (--input FILE | -c NAME) --out DIR [--mode iclm|decompose]\n"
+    "          [-k N] [--window N] [--seed N] [--fetch LOCALDIR] [--detach]\n"
+    "                             order a corpus for pretraining and pack it\n"
+    "  jobs [ls] | jobs show|cancel|watch ID | jobs fetch ID LOCALDIR\n"
+    "                             list, inspect, cancel, follow corpus jobs\n"
     "  chunk [FILE|-] [--max-tokens N] [--overlap N] [--json]\n"
     "                             show how the server would chunk a text\n"
     "  verify                     check the store's consistency\n"
@@ -66,17 +73,17 @@ static const char usage_text[] =
     "else " DEFAULT_ADDR
     ");\n"
     "                       IPv6 as [ADDR]:PORT; hostnames are resolved\n"
-    "  --timeout SECONDS    deadline of each call (default 30; put and "
-    "reindex:\n"
-    "                       none unless given)\n"
+    "  --timeout SECONDS    deadline of each call (default 30; put, reindex,\n"
+    "                       reorder, jobs watch and jobs fetch: none unless\n"
+    "                       given)\n"
     "  -h, --help           this text\n"
     "  --version            print the version\n"
     "\n"
     "Exit status:\n"
     "  0  success\n"
     "  1  the operation failed or was rejected (e.g. a document was refused,\n"
-    "     not found, no such collection, a rebuild failed, verify found\n"
-    "     problems, server not SERVING)\n"
+    "     not found, no such collection, a rebuild or a job failed, verify\n"
+    "     found problems, server not SERVING)\n"
     "  2  usage error\n"
     "  3  server unreachable (connection refused or lost, name not "
     "resolved)\n"
@@ -237,6 +244,85 @@ static const cmd_help cmd_helps[] = {
      "  -q, --quiet             no summary line\n"
      "Exit 0 when the rebuild is done, 1 when it failed or the collection\n"
      "does not exist.\n"},
+    {"reorder",
+     "usage: ctxctl reorder (--input FILE | [-c NAME] [--doc ID]...\n"
+     "                      [--meta KEY=VALUE]...) --out DIR [OPTIONS]\n"
+     "\n"
+     "Starts a corpus job (Corpus/Reorder): the documents are ordered so\n"
+     "that related ones sit next to each other (kNN graph, near-duplicate\n"
+     "removal, a greedy maximum travelling-salesman path) and packed into\n"
+     "windows of N tokens (iclm) or cut into power-of-two pieces\n"
+     "(decompose). A progress bar per phase is drawn on stderr when it is a\n"
+     "terminal; the summary figures follow on stdout. The job runs in the\n"
+     "server: interrupting ctxctl does not stop it ('ctxctl jobs watch ID'\n"
+     "follows it again, 'ctxctl jobs cancel ID' stops it). No deadline\n"
+     "unless --timeout is given.\n"
+     "Input (on the server's disk, or stored documents):\n"
+     "  --input FILE        JSONL, one {\"id\", \"text\", \"vector\"} object per\n"
+     "                      line (vector optional)\n"
+     "  -c, --collection NAME\n"
+     "                      the stored documents of NAME (default \"default\"\n"
+     "                      when --input is not given)\n"
+     "  --doc ID            only this stored document (repeatable)\n"
+     "  --meta KEY=VALUE    only stored documents with this metadata\n"
+     "                      (repeatable: all must hold)\n"
+     "  --out DIR           output directory on the server (created; files of\n"
+     "                      an earlier job there are replaced)\n"
+     "Relative FILE and DIR paths are made absolute with ctxctl's working\n"
+     "directory (right when ctxctl and the server share a machine).\n"
+     "Options:\n"
+     "  --mode M            iclm (default), decompose, or order (the order\n"
+     "                      only, no packing)\n"
+     "  -k N                neighbours per document (default 20, at most\n"
+     "                      1000)\n"
+     "  --window N          window length L in tokens (default 8192)\n"
+     "  --seed N            seed of ties, samples and the random baseline\n"
+     "                      (default 0)\n"
+     "  --vectors V         auto (stored or given vectors, the rest\n"
+     "                      embedded; default), embed (embed every text),\n"
+     "                      given (every document must have one)\n"
+     "  --embedder E        embedder of missing vectors: hash or\n"
+     "                      hash:dim=...,... (default: the collection's)\n"
+     "  --dedup X           near-duplicate cosine threshold (default 0.95;\n"
+     "                      above 1: no duplicate removal)\n"
+     "  --jaccard X         also require character 3-gram Jaccard >= X\n"
+     "  --decompose-min N   smallest piece 2^N tokens (default 8)\n"
+     "  --decompose-max N   largest piece 2^N tokens (default log2 of the\n"
+     "                      window)\n"
+     "  --separator S       between documents (default <|endoftext|>)\n"
+     "  --no-separator      nothing between documents\n"
+     "  --keep-checkpoints  keep vectors.ckpt and knn.ckpt in DIR\n"
+     "  --fetch LOCALDIR    when the job is done, download its output files\n"
+     "                      into LOCALDIR (Corpus/FetchResult; sizes and\n"
+     "                      CRC-32s checked)\n"
+     "  --detach            print the job id once it is queued and exit\n"
+     "  --json              print the result as JSON (ReorderResult fields)\n"
+     "  -q, --quiet         no progress and no summary\n"
+     "Output files in DIR: order.jsonl, windows.jsonl, duplicates.jsonl,\n"
+     "summary.json. Exit 0 when the job is done, 1 when it was refused,\n"
+     "failed or cancelled (the reason is printed), 2 for a bad option.\n"},
+    {"jobs",
+     "usage: ctxctl jobs [ls] [--state S] [--limit N] [--json]\n"
+     "       ctxctl jobs show ID [--json]\n"
+     "       ctxctl jobs cancel ID\n"
+     "       ctxctl jobs watch ID [--fetch LOCALDIR] [-q] [--json]\n"
+     "       ctxctl jobs fetch ID LOCALDIR [--file NAME]... [-q]\n"
+     "\n"
+     "Corpus jobs (started by 'ctxctl reorder'). Jobs keep their state in\n"
+     "the server's store: they survive a restart of the server and resume\n"
+     "where they were (or end failed, with the reason).\n"
+     "ls      the most recent jobs (default 100), oldest first: id, state\n"
+     "        (queued, running, done, failed, cancelled), mode, phase,\n"
+     "        progress, age, output directory; --state keeps one state;\n"
+     "        --json: one Job object per line\n"
+     "show    one job: its input, output, phases with their times, the\n"
+     "        error of a failed job, the figures of a done one\n"
+     "cancel  stop a job: a queued one at once, a running one at its next\n"
+     "        check (exit 1 for a job that has ended already)\n"
+     "watch   follow a job with a progress bar per phase until it ends, as\n"
+     "        reorder does; exit 0 when it is done, 1 otherwise\n"
+     "fetch   download a done job's output files into LOCALDIR (created if\n"
+     "        missing); --file limits them (repeatable)\n"},
     {"chunk",
      "usage: ctxctl chunk [FILE|-] [--max-tokens N] [--overlap N] [--json]\n"
      "\n"
@@ -1940,6 +2026,777 @@ static int cmd_reindex(ctl *g, int argc, char **argv) {
   return rc == 0 ? EXIT_OK : report(NULL, &st);
 }
 
+/* ---- reorder and jobs ---------------------------------------------------*/
+
+static int parse_u64(const char *opt, const char *s, uint64_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || end == s || *end || s[0] == '-') {
+    usage_error("%s: not a number: %s", opt, s);
+    return -1;
+  }
+  *out = (uint64_t)v;
+  return 0;
+}
+
+static int parse_float(const char *opt, const char *s, float *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || *end || !(v >= 0) || v > 1e6) {
+    usage_error("%s: want a number >= 0, got %s", opt, s);
+    return -1;
+  }
+  *out = (float)v;
+  return 0;
+}
+
+/* The daemon reads and writes the paths of a job: a relative one is made
+ * absolute with ctxctl's working directory (right when both run on one
+ * machine). *buf (malloc'd) holds it when a copy was needed. */
+static const char *abs_path(const char *p, char **buf) {
+  char cwd[4096];
+  *buf = NULL;
+  if (p[0] == '/' || !getcwd(cwd, sizeof cwd)) return p;
+  size_t n = strlen(cwd) + strlen(p) + 2;
+  if (!(*buf = malloc(n))) return p;
+  snprintf(*buf, n, "%s/%s", cwd, p);
+  return *buf;
+}
+
+/* A double that may be NaN (a figure the job omits) as JSON. */
+static json_t *json_figure(double d) {
+  return d == d ? json_real(d) : json_null();
+}
+
+static json_t *result_json(const Ctxd__V1__ReorderResult *r) {
+  if (!r) return json_null();
+  json_t *o = json_pack(
+      "{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "mode",
+      json_text(nz(r->mode)), "documents", (json_int_t)r->documents,
+      "ordered", (json_int_t)r->ordered, "duplicates",
+      (json_int_t)r->duplicates, "jumps", (json_int_t)r->jumps, "edges",
+      (json_int_t)r->edges, "windows", (json_int_t)r->windows, "tokens",
+      (json_int_t)r->tokens, "dropped_tokens", (json_int_t)r->dropped_tokens);
+  if (!o) return json_object();
+  json_t *b = json_array();
+  for (size_t i = 0; i < r->n_buckets; i++)
+    json_array_append_new(b, json_pack("{s:i, s:I}", "tokens",
+                                       (int)r->buckets[i]->tokens, "pieces",
+                                       (json_int_t)r->buckets[i]->pieces));
+  json_object_set_new(o, "buckets", b);
+  json_object_set_new(o, "adjacent_similarity",
+                      json_figure(r->adjacent_similarity));
+  json_object_set_new(o, "random_adjacent_similarity",
+                      json_figure(r->random_adjacent_similarity));
+  json_object_set_new(o, "window_similarity",
+                      json_figure(r->window_similarity));
+  json_object_set_new(o, "random_window_similarity",
+                      json_figure(r->random_window_similarity));
+  json_object_set_new(o, "knn_method", json_text(nz(r->knn_method)));
+  json_object_set_new(o, "k", json_integer(r->k));
+  json_object_set_new(o, "nprobe", json_integer(r->nprobe));
+  json_object_set_new(o, "knn_recall", json_figure(r->knn_recall));
+  json_object_set_new(o, "resumed_vectors", json_boolean(r->resumed_vectors));
+  json_object_set_new(o, "resumed_knn", json_boolean(r->resumed_knn));
+  if (r->timings) {
+    const Ctxd__V1__ReorderTimings *t = r->timings;
+    json_object_set_new(
+        o, "timings",
+        json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "read", t->read,
+                  "embed", t->embed, "knn", t->knn, "dedup", t->dedup,
+                  "traverse", t->traverse, "pack", t->pack, "total",
+                  t->total));
+  }
+  json_object_set_new(o, "output_dir", json_text(nz(r->output_dir)));
+  json_t *f = json_array();
+  for (size_t i = 0; i < r->n_files; i++)
+    json_array_append_new(
+        f, json_pack("{s:o, s:o, s:I, s:I}", "name",
+                     json_text(nz(r->files[i]->name)), "path",
+                     json_text(nz(r->files[i]->path)), "bytes",
+                     (json_int_t)r->files[i]->bytes, "crc32",
+                     (json_int_t)r->files[i]->crc32));
+  json_object_set_new(o, "files", f);
+  return o;
+}
+
+static json_t *job_json(const Ctxd__V1__Job *j) {
+  const Ctxd__V1__ReorderRequest *q = j->request;
+  json_t *o = json_pack("{s:o, s:o}", "job_id", json_text(nz(j->job_id)),
+                        "state", json_text(nz(j->state)));
+  if (!o) return json_object();
+  if (q) {
+    json_t *rq = json_pack(
+        "{s:o, s:o, s:i, s:i, s:I, s:o, s:o, s:o, s:o}", "output_dir",
+        json_text(nz(q->output_dir)), "mode", json_text(nz(q->mode)), "k",
+        (int)q->k, "window_tokens", (int)q->window_tokens, "seed",
+        (json_int_t)q->seed, "input_jsonl", json_text(nz(q->input_jsonl)),
+        "collection", json_text(nz(q->collection)), "vectors",
+        json_text(nz(q->vectors)), "embedder", json_text(nz(q->embedder)));
+    json_object_set_new(o, "request", rq ? rq : json_object());
+  }
+  json_object_set_new(o, "phase", json_text(nz(j->phase)));
+  json_object_set_new(o, "unit", json_text(nz(j->unit)));
+  json_object_set_new(o, "done", json_integer((json_int_t)j->done));
+  json_object_set_new(o, "total", json_integer((json_int_t)j->total));
+  json_object_set_new(o, "rate", json_real(j->rate));
+  json_object_set_new(o, "eta_seconds", json_real(j->eta_seconds));
+  json_t *ph = json_array();
+  for (size_t i = 0; i < j->n_phases; i++) {
+    const Ctxd__V1__JobPhase *p = j->phases[i];
+    json_array_append_new(
+        ph, json_pack("{s:o, s:o, s:I, s:I, s:f}", "name", json_text(nz(p->name)),
+                      "unit", json_text(nz(p->unit)), "done",
+                      (json_int_t)p->done, "total", (json_int_t)p->total,
+                      "seconds", p->seconds));
+  }
+  json_object_set_new(o, "phases", ph);
+  json_object_set_new(o, "result", result_json(j->result));
+  json_object_set_new(o, "error", json_text(nz(j->error)));
+  json_object_set_new(o, "error_status", json_text(nz(j->error_status)));
+  json_object_set_new(o, "created_ms", json_integer(j->created_ms));
+  json_object_set_new(o, "started_ms", json_integer(j->started_ms));
+  json_object_set_new(o, "finished_ms", json_integer(j->finished_ms));
+  json_object_set_new(o, "updated_ms", json_integer(j->updated_ms));
+  json_object_set_new(o, "resumes", json_integer(j->resumes));
+  json_object_set_new(o, "interruptions", json_integer(j->interruptions));
+  json_object_set_new(o, "cancel_requested",
+                      json_boolean(j->cancel_requested));
+  return o;
+}
+
+/* The figures of a done job, for people. */
+static void print_result(const char *job_id, double seconds,
+                         const Ctxd__V1__ReorderResult *r) {
+  char hb[32];
+  printf("job %s done in %.2f s\n", job_id, seconds);
+  if (!r) return;
+  printf("  documents   %llu: %llu ordered, %llu duplicates, %llu jumps, "
+         "%llu kNN edges\n",
+         (unsigned long long)r->documents, (unsigned long long)r->ordered,
+         (unsigned long long)r->duplicates, (unsigned long long)r->jumps,
+         (unsigned long long)r->edges);
+  if (strcmp(nz(r->mode), "decompose") == 0) {
+    printf("  pieces      %llu (%llu tokens; %llu dropped)\n",
+           (unsigned long long)r->windows, (unsigned long long)r->tokens,
+           (unsigned long long)r->dropped_tokens);
+    for (size_t i = 0; i < r->n_buckets; i++)
+      printf("  bucket %-6u %llu pieces\n", r->buckets[i]->tokens,
+             (unsigned long long)r->buckets[i]->pieces);
+  } else if (strcmp(nz(r->mode), "order") != 0) {
+    printf("  windows     %llu (%llu tokens)\n", (unsigned long long)r->windows,
+           (unsigned long long)r->tokens);
+  }
+  if (r->adjacent_similarity == r->adjacent_similarity)
+    printf("  similarity  adjacent %.3f (random order %.3f)\n",
+           r->adjacent_similarity, r->random_adjacent_similarity);
+  if (r->window_similarity == r->window_similarity)
+    printf("              in windows %.3f (random order %.3f)\n",
+           r->window_similarity, r->random_window_similarity);
+  printf("  kNN         %s, k %u, recall %.3f\n", nz(r->knn_method), r->k,
+         (double)r->knn_recall);
+  if (r->resumed_vectors || r->resumed_knn)
+    printf("  resumed     from %s%s%s\n", r->resumed_vectors ? "vectors.ckpt" : "",
+           r->resumed_vectors && r->resumed_knn ? " and " : "",
+           r->resumed_knn ? "knn.ckpt" : "");
+  printf("  output      %s\n", nz(r->output_dir));
+  for (size_t i = 0; i < r->n_files; i++)
+    printf("              %-18s %s\n", nz(r->files[i]->name),
+           human_bytes(r->files[i]->bytes, hb, sizeof hb));
+}
+
+/* Following a job: a progress bar per phase on stderr (when it is a
+ * terminal); a phase that ended stays on its own line. */
+typedef struct job_view {
+  progress pg;
+  char phase[32];  /* the phase the current line shows */
+  int detach;      /* stop after the first event */
+  int stopped;     /* ... and did */
+  char job_id[64];
+} job_view;
+
+static void job_view_line(job_view *v, const Ctxd__V1__ReorderEvent *ev,
+                          int force) {
+  const char *ph = nz(ev->phase);
+  if (!*ph) {
+    if (progress_begin(&v->pg, force, 0, 0, 0, "")) {
+      fprintf(stderr, "\r\033[Kjob %s %s", nz(ev->job_id), nz(ev->state));
+      progress_end(&v->pg);
+    }
+    return;
+  }
+  if (!progress_begin(&v->pg, force, ev->done, ev->done, ev->total,
+                      nz(ev->unit)))
+    return;
+  fprintf(stderr, "  %-8s", ph);
+  if (ev->phase_done || (ev->total && ev->done >= ev->total))
+    fprintf(stderr, "  %.2f s", ev->rate > 0 ? (double)ev->done / ev->rate : 0);
+  else {
+    if (ev->rate > 0) fprintf(stderr, "  %.0f/s", ev->rate);
+    if (ev->eta_seconds >= 0) fprintf(stderr, "  eta %.0f s", ev->eta_seconds);
+  }
+  progress_end(&v->pg);
+}
+
+static int job_view_event(const Ctxd__V1__ReorderEvent *ev, void *ud) {
+  job_view *v = ud;
+  snprintf(v->job_id, sizeof v->job_id, "%s", nz(ev->job_id));
+  if (v->detach) {
+    v->stopped = 1;
+    return 1;
+  }
+  const char *ph = nz(ev->phase);
+  if (strcmp(v->phase, ph) != 0) {
+    if (v->pg.drawn && *v->phase) {
+      fputc('\n', stderr); /* the last phase stays on screen */
+      v->pg.drawn = 0;
+    }
+    snprintf(v->phase, sizeof v->phase, "%s", ph);
+  }
+  if (ev->phase_done) {
+    job_view_line(v, ev, 1);
+    if (v->pg.drawn) {
+      fputc('\n', stderr);
+      v->pg.drawn = 0;
+    }
+    v->phase[0] = '\0';
+    return 0;
+  }
+  /* the final event repeats the last phase: nothing new to draw */
+  if (strcmp(nz(ev->state), "running") == 0 || !*ph) job_view_line(v, ev, 0);
+  return 0;
+}
+
+/* Downloading a job's files into a local directory: each file is written
+ * to NAME.part and renamed once complete, its size and CRC-32 checked
+ * against what the job recorded. */
+typedef struct fetch_dl {
+  const char *dir;
+  const Ctxd__V1__ReorderResult *result; /* for the CRC-32s; may be NULL */
+  FILE *f;
+  char name[256];
+  char tmp[4352], dst[4352];
+  uLong crc;
+  uint64_t got, total, files;
+  char err[512];
+} fetch_dl;
+
+static int fetch_fail(fetch_dl *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int fetch_fail(fetch_dl *d, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(d->err, sizeof d->err, fmt, ap);
+  va_end(ap);
+  if (d->f) {
+    fclose(d->f);
+    d->f = NULL;
+    unlink(d->tmp);
+  }
+  return 1;
+}
+
+static int fetch_chunk(const Ctxd__V1__ResultChunk *ch, void *ud) {
+  fetch_dl *d = ud;
+  const char *name = nz(ch->file);
+  if (!d->f) {
+    if (!*name || strchr(name, '/') || !strcmp(name, ".") ||
+        !strcmp(name, "..") || strlen(name) >= sizeof d->name)
+      return fetch_fail(d, "the server sent a file named \"%.100s\"", name);
+    snprintf(d->name, sizeof d->name, "%s", name);
+    snprintf(d->dst, sizeof d->dst, "%s/%s", d->dir, name);
+    snprintf(d->tmp, sizeof d->tmp, "%s/%s.part", d->dir, name);
+    if (!(d->f = fopen(d->tmp, "wb")))
+      return fetch_fail(d, "%s: %s", d->tmp, strerror(errno));
+    d->crc = crc32(0L, Z_NULL, 0);
+    d->got = 0;
+  } else if (strcmp(d->name, name) != 0) {
+    return fetch_fail(d, "%s ended without its last piece", d->name);
+  }
+  if (ch->offset != d->got)
+    return fetch_fail(d, "%s: a piece at byte %llu, expected %llu", d->name,
+                      (unsigned long long)ch->offset,
+                      (unsigned long long)d->got);
+  if (ch->data.len && fwrite(ch->data.data, 1, ch->data.len, d->f) != ch->data.len)
+    return fetch_fail(d, "%s: %s", d->tmp, strerror(errno));
+  d->crc = crc32(d->crc, ch->data.data, (uInt)ch->data.len);
+  d->got += ch->data.len;
+  d->total += ch->data.len;
+  if (!ch->last) return 0;
+  if (fclose(d->f) != 0) {
+    d->f = NULL;
+    unlink(d->tmp);
+    return fetch_fail(d, "%s: %s", d->tmp, strerror(errno));
+  }
+  d->f = NULL;
+  if (d->got != ch->size)
+    return fetch_fail(d, "%s: got %llu bytes of %llu", d->name,
+                      (unsigned long long)d->got,
+                      (unsigned long long)ch->size);
+  for (size_t i = 0; d->result && i < d->result->n_files; i++)
+    if (!strcmp(nz(d->result->files[i]->name), d->name) &&
+        d->result->files[i]->crc32 != (uint32_t)d->crc) {
+      unlink(d->tmp);
+      return fetch_fail(d, "%s: CRC-32 %08lx differs from the job's %08x",
+                        d->name, (unsigned long)d->crc,
+                        d->result->files[i]->crc32);
+    }
+  if (rename(d->tmp, d->dst) != 0)
+    return fetch_fail(d, "%s: %s", d->dst, strerror(errno));
+  d->files++;
+  return 0;
+}
+
+/* FetchResult of job `id` into `dir` (created if missing); `names`
+ * (n of them) limits the files. An exit status. */
+static int fetch_into(ctl *g, const char *id, const char *dir,
+                      const Ctxd__V1__ReorderResult *result, char **names,
+                      size_t n, int quiet) {
+  Ctxd__V1__FetchResultRequest req = CTXD__V1__FETCH_RESULT_REQUEST__INIT;
+  Ctxd__V1__Job *job = NULL;
+  ctxclient_status st;
+  fetch_dl d;
+  char hb[32];
+  memset(&d, 0, sizeof d);
+  d.dir = dir;
+  d.result = result;
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    errorf("%s: %s", dir, strerror(errno));
+    return EXIT_FAILED;
+  }
+  if (!result && ctxclient_get_job(g->client, id, g->timeout_ms, &job, &st) == 0)
+    d.result = job->result;
+  req.job_id = (char *)id;
+  req.files = names;
+  req.n_files = n;
+  double t0 = now_s();
+  int rc = ctxclient_fetch_result(g->client, &req,
+                                  g->timeout_given ? g->timeout_ms : 0,
+                                  fetch_chunk, &d, &st);
+  if (d.f) {
+    fclose(d.f);
+    unlink(d.tmp);
+  }
+  if (job) ctxd__v1__job__free_unpacked(job, NULL);
+  if (d.err[0]) {
+    errorf("fetch: %s", d.err);
+    return EXIT_FAILED;
+  }
+  if (rc) return report(NULL, &st);
+  if (!quiet)
+    printf("fetched %llu files (%s) into %s in %.2f s\n",
+           (unsigned long long)d.files, human_bytes(d.total, hb, sizeof hb),
+           dir, now_s() - t0);
+  return EXIT_OK;
+}
+
+/* How a followed job ended (after ctxclient_reorder/watch_job): the summary
+ * on stdout, or the error. */
+static int job_followed(ctl *g, int rc, job_view *v,
+                        Ctxd__V1__ReorderEvent *last,
+                        const ctxclient_status *st, int json, int quiet,
+                        const char *fetch) {
+  progress_clear(&v->pg);
+  if (v->stopped) { /* --detach */
+    printf("%s\n", v->job_id);
+    return EXIT_OK;
+  }
+  if (rc) {
+    if (last && strcmp(nz(last->state), "running") != 0 &&
+        strcmp(nz(last->state), "queued") != 0)
+      errorf("job %s %s: %s (%s)", nz(last->job_id), nz(last->state),
+             *nz(last->error) ? last->error : st->message,
+             ctxclient_status_name(st->code));
+    else
+      report(NULL, st);
+    return status_exit(st);
+  }
+  if (json) {
+    json_t *o = json_pack("{s:o, s:o, s:f}", "job_id",
+                          json_text(nz(last->job_id)), "state",
+                          json_text(nz(last->state)), "seconds",
+                          last->elapsed_seconds);
+    json_object_set_new(o, "result", result_json(last->result));
+    print_json(o, JSON_INDENT(2));
+  } else if (!quiet) {
+    print_result(nz(last->job_id), last->elapsed_seconds, last->result);
+  }
+  if (fetch)
+    return fetch_into(g, last->job_id, fetch, last->result, NULL, 0,
+                      quiet || json);
+  return EXIT_OK;
+}
+
+static int cmd_reorder(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {
+      {"--input", NULL, 1},        COLLECTION_OPT,
+      {"--out", NULL, 1},          {"--mode", NULL, 1},
+      {"-k", NULL, 1},             {"--window", NULL, 1},
+      {"--seed", NULL, 1},         {"--doc", NULL, 1},
+      {"--meta", NULL, 1},         {"--vectors", NULL, 1},
+      {"--embedder", NULL, 1},     {"--dedup", NULL, 1},
+      {"--jaccard", NULL, 1},      {"--decompose-min", NULL, 1},
+      {"--decompose-max", NULL, 1}, {"--separator", NULL, 1},
+      {"--no-separator", NULL, 0}, {"--keep-checkpoints", NULL, 0},
+      {"--fetch", NULL, 1},        {"--detach", NULL, 0},
+      {"--json", NULL, 0},         {"--quiet", "-q", 0},
+  };
+  Ctxd__V1__ReorderRequest req = CTXD__V1__REORDER_REQUEST__INIT;
+  size_t n = (size_t)argc + 1;
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg, *fetch = NULL, *input = NULL, *out = NULL;
+  char *in_buf = NULL, *out_buf = NULL;
+  int json = 0, quiet = 0, detach = 0, k, rc = EXIT_FAILED;
+  Ctxd__V1__MetadataFilter *mf = calloc(n, sizeof *mf);
+  req.doc_ids = calloc(n, sizeof *req.doc_ids);
+  req.metadata = calloc(n, sizeof *req.metadata);
+  req.window_tokens = 8192;
+  if (!mf || !req.doc_ids || !req.metadata) {
+    errorf("out of memory");
+    goto done;
+  }
+  while ((k = opt_next(&it, specs, sizeof specs / sizeof specs[0], &arg)) !=
+         -2) {
+    if (k == -3) {
+      rc = EXIT_USAGE;
+      goto done;
+    }
+    int bad = 0;
+    switch (k) {
+      case -1:
+        rc = usage_error("unexpected argument: %s", arg);
+        goto done;
+      case 0: input = arg; break;
+      case 1: req.collection = (char *)arg; break;
+      case 2: out = arg; break;
+      case 3:
+        if (strcmp(arg, "iclm") && strcmp(arg, "decompose") &&
+            strcmp(arg, "order")) {
+          rc = usage_error("--mode: want iclm, decompose or order, got %s",
+                           arg);
+          goto done;
+        }
+        req.mode = (char *)arg;
+        break;
+      case 4: bad = parse_u32("-k", arg, &req.k); break;
+      case 5: bad = parse_u32("--window", arg, &req.window_tokens); break;
+      case 6: bad = parse_u64("--seed", arg, &req.seed); break;
+      case 7: req.doc_ids[req.n_doc_ids++] = (char *)arg; break;
+      case 8: {
+        if (check_kv("--meta", arg)) {
+          rc = EXIT_USAGE;
+          goto done;
+        }
+        Ctxd__V1__MetadataFilter init = CTXD__V1__METADATA_FILTER__INIT;
+        Ctxd__V1__MetadataFilter *f = &mf[req.n_metadata];
+        *f = init;
+        char *eq = strchr(arg, '=');
+        *eq = '\0';
+        f->key = (char *)arg;
+        f->value = eq + 1;
+        req.metadata[req.n_metadata++] = f;
+        break;
+      }
+      case 9: req.vectors = (char *)arg; break;
+      case 10: req.embedder = (char *)arg; break;
+      case 11: bad = parse_float("--dedup", arg, &req.dedup_cosine); break;
+      case 12: bad = parse_float("--jaccard", arg, &req.dedup_jaccard); break;
+      case 13:
+        bad = parse_u32("--decompose-min", arg, &req.decompose_min_log2);
+        break;
+      case 14:
+        bad = parse_u32("--decompose-max", arg, &req.decompose_max_log2);
+        break;
+      case 15: req.separator = (char *)arg; break;
+      case 16: req.no_separator = 1; break;
+      case 17: req.keep_checkpoints = 1; break;
+      case 18: fetch = arg; break;
+      case 19: detach = 1; break;
+      case 20: json = 1; break;
+      case 21: quiet = 1; break;
+    }
+    if (bad) {
+      rc = EXIT_USAGE;
+      goto done;
+    }
+  }
+  if (!out) {
+    rc = usage_error("missing --out DIR (the output directory on the server)");
+    goto done;
+  }
+  if (input && (*nz(req.collection) || req.n_doc_ids || req.n_metadata)) {
+    rc = usage_error("--input reads a file; -c, --doc and --meta select "
+                     "stored documents instead");
+    goto done;
+  }
+  if (detach && fetch) {
+    rc = usage_error("--fetch needs the job to end: not with --detach");
+    goto done;
+  }
+  req.output_dir = (char *)abs_path(out, &out_buf);
+  if (input) req.input_jsonl = (char *)abs_path(input, &in_buf);
+  if ((rc = ctl_connect(g))) goto done;
+  job_view v;
+  memset(&v, 0, sizeof v);
+  v.detach = detach;
+  progress_start(&v.pg);
+  if (quiet || json) v.pg.on = 0;
+  Ctxd__V1__ReorderEvent *last = NULL;
+  ctxclient_status st;
+  /* A job takes as long as it takes: no deadline unless --timeout. */
+  int r = ctxclient_reorder(g->client, &req,
+                            g->timeout_given ? g->timeout_ms : 0,
+                            job_view_event, &v, &last, &st);
+  rc = job_followed(g, r, &v, last, &st, json, quiet, fetch);
+  if (last) ctxd__v1__reorder_event__free_unpacked(last, NULL);
+done:
+  free(mf);
+  free(req.doc_ids);
+  free(req.metadata);
+  free(in_buf);
+  free(out_buf);
+  return rc;
+}
+
+/* "12.3 s ago"-style age of a Unix time in ms; "-" for 0. */
+static const char *age(int64_t ms, char *buf, size_t len) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  if (!ms) return "-";
+  double s = (double)(now - ms) / 1000;
+  if (s < 0) s = 0;
+  if (s < 120)
+    snprintf(buf, len, "%.0fs ago", s);
+  else if (s < 7200)
+    snprintf(buf, len, "%.0fm ago", s / 60);
+  else if (s < 172800)
+    snprintf(buf, len, "%.0fh ago", s / 3600);
+  else
+    snprintf(buf, len, "%.0fd ago", s / 86400);
+  return buf;
+}
+
+static int jobs_ls(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {
+      {"--state", NULL, 1}, {"--limit", NULL, 1}, {"--json", NULL, 0}};
+  Ctxd__V1__ListJobsRequest req = CTXD__V1__LIST_JOBS_REQUEST__INIT;
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg;
+  int json = 0, k, rc;
+  while ((k = opt_next(&it, specs, 3, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) return usage_error("unexpected argument: %s", arg);
+    if (k == 0) req.state = (char *)arg;
+    if (k == 1 && parse_u32("--limit", arg, &req.limit)) return EXIT_USAGE;
+    if (k == 2) json = 1;
+  }
+  if ((rc = ctl_connect(g))) return rc;
+  Ctxd__V1__ListJobsResponse *r;
+  ctxclient_status st;
+  if (ctxclient_list_jobs(g->client, &req, g->timeout_ms, &r, &st))
+    return report(NULL, &st);
+  if (!json)
+    printf("%-16s  %-9s  %-9s  %-9s  %-23s  %-10s  %s\n", "JOB", "STATE",
+           "MODE", "PHASE", "PROGRESS", "CREATED", "OUTPUT");
+  for (size_t i = 0; i < r->n_jobs; i++) {
+    const Ctxd__V1__Job *j = r->jobs[i];
+    if (json) {
+      print_json(job_json(j), JSON_COMPACT);
+      continue;
+    }
+    char prog[64] = "-", ab[32];
+    if (j->total)
+      snprintf(prog, sizeof prog, "%llu/%llu %s",
+               (unsigned long long)j->done, (unsigned long long)j->total,
+               nz(j->unit));
+    const char *mode = j->request && *nz(j->request->mode) ? j->request->mode
+                                                           : "iclm";
+    printf("%-16s  %-9s  %-9s  %-9s  %-23s  %-10s  %s\n", nz(j->job_id),
+           nz(j->state), mode, *nz(j->phase) ? j->phase : "-", prog,
+           age(j->created_ms, ab, sizeof ab),
+           j->request ? nz(j->request->output_dir) : "");
+  }
+  if (!json && r->n_jobs == 0) printf("no jobs\n");
+  ctxd__v1__list_jobs_response__free_unpacked(r, NULL);
+  return EXIT_OK;
+}
+
+/* One job ID argument (and the options of `specs`, handled by `fn`). */
+static int one_id(int argc, char **argv, const opt_spec *specs, size_t ns,
+                  const char **id, int *flags) {
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg;
+  int k;
+  *id = NULL;
+  while ((k = opt_next(&it, specs, ns, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) {
+      if (*id) return usage_error("one job ID at a time");
+      *id = arg;
+    } else {
+      *flags |= 1 << k;
+    }
+  }
+  if (!*id) return usage_error("missing the job ID ('ctxctl jobs' lists them)");
+  return 0;
+}
+
+static int jobs_show(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {{"--json", NULL, 0}};
+  const char *id;
+  int flags = 0, rc;
+  if ((rc = one_id(argc, argv, specs, 1, &id, &flags)) || (rc = ctl_connect(g)))
+    return rc;
+  Ctxd__V1__Job *j;
+  ctxclient_status st;
+  char ab[32];
+  if (ctxclient_get_job(g->client, id, g->timeout_ms, &j, &st))
+    return report(NULL, &st);
+  if (flags & 1) {
+    print_json(job_json(j), JSON_INDENT(2));
+    ctxd__v1__job__free_unpacked(j, NULL);
+    return EXIT_OK;
+  }
+  const Ctxd__V1__ReorderRequest *q = j->request;
+  printf("job         %s\n", nz(j->job_id));
+  printf("state       %s%s\n", nz(j->state),
+         j->cancel_requested && !strcmp(nz(j->state), "running")
+             ? " (cancel requested)"
+             : "");
+  if (q) {
+    printf("mode        %s\n", *nz(q->mode) ? q->mode : "iclm");
+    if (*nz(q->input_jsonl))
+      printf("input       %s\n", q->input_jsonl);
+    else
+      printf("input       collection %s%s\n",
+             *nz(q->collection) ? q->collection : "default",
+             q->n_doc_ids || q->n_metadata ? " (filtered)" : "");
+    printf("output      %s\n", nz(q->output_dir));
+  }
+  printf("created     %s\n", age(j->created_ms, ab, sizeof ab));
+  if (j->resumes)
+    printf("resumed     %u times after a restart (%u unclean stops)\n",
+           j->resumes, j->interruptions);
+  for (size_t i = 0; i < j->n_phases; i++) {
+    const Ctxd__V1__JobPhase *p = j->phases[i];
+    printf("  %-9s %llu/%llu %s  %.2f s\n", nz(p->name),
+           (unsigned long long)p->done, (unsigned long long)p->total,
+           nz(p->unit), p->seconds);
+  }
+  if (*nz(j->error))
+    printf("error       %s (%s)\n", j->error, nz(j->error_status));
+  if (j->result)
+    print_result(nz(j->job_id),
+                 j->finished_ms > j->started_ms
+                     ? (double)(j->finished_ms - j->started_ms) / 1000
+                     : 0,
+                 j->result);
+  ctxd__v1__job__free_unpacked(j, NULL);
+  return EXIT_OK;
+}
+
+static int jobs_cancel(ctl *g, int argc, char **argv) {
+  const char *id;
+  int flags = 0, rc;
+  if ((rc = one_id(argc, argv, NULL, 0, &id, &flags)) || (rc = ctl_connect(g)))
+    return rc;
+  Ctxd__V1__Job *j;
+  ctxclient_status st;
+  if (ctxclient_cancel_job(g->client, id, g->timeout_ms, &j, &st))
+    return report(NULL, &st);
+  if (!strcmp(nz(j->state), "cancelled"))
+    printf("job %s cancelled\n", nz(j->job_id));
+  else
+    printf("job %s: cancel requested; it is still %s and stops at its next "
+           "check\n",
+           nz(j->job_id), nz(j->state));
+  ctxd__v1__job__free_unpacked(j, NULL);
+  return EXIT_OK;
+}
+
+static int jobs_watch(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {{"--json", NULL, 0}, {"--quiet", "-q", 0},
+                                   {"--fetch", NULL, 1}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg, *id = NULL, *fetch = NULL;
+  int json = 0, quiet = 0, k, rc;
+  while ((k = opt_next(&it, specs, 3, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) {
+      if (id) return usage_error("one job ID at a time");
+      id = arg;
+    }
+    if (k == 0) json = 1;
+    if (k == 1) quiet = 1;
+    if (k == 2) fetch = arg;
+  }
+  if (!id) return usage_error("missing the job ID ('ctxctl jobs' lists them)");
+  if ((rc = ctl_connect(g))) return rc;
+  job_view v;
+  memset(&v, 0, sizeof v);
+  progress_start(&v.pg);
+  if (quiet || json) v.pg.on = 0;
+  Ctxd__V1__ReorderEvent *last = NULL;
+  ctxclient_status st;
+  int r = ctxclient_watch_job(g->client, id,
+                              g->timeout_given ? g->timeout_ms : 0,
+                              job_view_event, &v, &last, &st);
+  rc = job_followed(g, r, &v, last, &st, json, quiet, fetch);
+  if (last) ctxd__v1__reorder_event__free_unpacked(last, NULL);
+  return rc;
+}
+
+static int jobs_fetch(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {{"--file", NULL, 1}, {"--quiet", "-q", 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg, *id = NULL, *dir = NULL;
+  char **names = calloc((size_t)argc + 1, sizeof *names);
+  size_t n = 0;
+  int quiet = 0, k, rc = EXIT_USAGE;
+  if (!names) {
+    errorf("out of memory");
+    return EXIT_FAILED;
+  }
+  while ((k = opt_next(&it, specs, 2, &arg)) != -2) {
+    if (k == -3) goto out;
+    if (k == -1 && !id) {
+      id = arg;
+    } else if (k == -1 && !dir) {
+      dir = arg;
+    } else if (k == -1) {
+      rc = usage_error("unexpected argument: %s", arg);
+      goto out;
+    }
+    if (k == 0) names[n++] = (char *)arg;
+    if (k == 1) quiet = 1;
+  }
+  if (!id || !dir) {
+    rc = usage_error("want a job ID and a local DIR");
+    goto out;
+  }
+  if ((rc = ctl_connect(g))) goto out;
+  rc = fetch_into(g, id, dir, NULL, names, n, quiet);
+out:
+  free(names);
+  return rc;
+}
+
+static int cmd_jobs(ctl *g, int argc, char **argv) {
+  static const command subs[] = {{"ls", jobs_ls},         {"show", jobs_show},
+                                 {"cancel", jobs_cancel}, {"watch", jobs_watch},
+                                 {"fetch", jobs_fetch}};
+  if (argc < 1 || argv[0][0] == '-') return jobs_ls(g, argc, argv);
+  for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
+    if (!strcmp(argv[0], subs[i].name))
+      return subs[i].fn(g, argc - 1, argv + 1);
+  return usage_error(
+      "unknown subcommand %s (want ls, show, cancel, watch or fetch)",
+      argv[0]);
+}
+
 /* ---- search -------------------------------------------------------------*/
 
 static void print_hits_json(const char *query,
@@ -2151,6 +3008,7 @@ static const command commands[] = {
     {"get", cmd_get},       {"rm", cmd_rm},         {"ls", cmd_ls},
     {"chunk", cmd_chunk},   {"verify", cmd_verify}, {"search", cmd_search},
     {"collection", cmd_collection}, {"reindex", cmd_reindex},
+    {"reorder", cmd_reorder},       {"jobs", cmd_jobs},
 };
 
 static int help(const char *name) {

@@ -115,6 +115,25 @@ static const opt options[] = {
      "BM25 term-frequency saturation k1 (lexical search)"},
     {"bm25.b", NULL, OPT_F64, "0.75", 0, 1, F(bm25_b),
      "BM25 length normalisation b (0 = none, 1 = full)"},
+    {"jobs.max_running", NULL, OPT_U32, "1", 1, 64, F(jobs_max_running),
+     "corpus jobs (Corpus.Reorder) run at once, each on its own thread; "
+     "the others wait in submission order"},
+    {"jobs.max_queued", NULL, OPT_U32, "100", 0, 1000000, F(jobs_max_queued),
+     "jobs that may wait; a submission beyond is refused "
+     "(RESOURCE_EXHAUSTED)"},
+    {"jobs.keep_finished", NULL, OPT_U32, "1000", 1, 10000000,
+     F(jobs_keep_finished),
+     "ended jobs kept for GetJob/ListJobs/FetchResult; the oldest records "
+     "are forgotten (their output files stay)"},
+    {"jobs.threads", NULL, OPT_U32, "0", 0, 1024, F(jobs_threads),
+     "threads one job uses (embedding, kNN searches); 0 = one per CPU"},
+    {"jobs.output_root", NULL, OPT_STR, "", 0, 0, F(jobs_output_root),
+     "when set (an absolute path), a job's output_dir must lie under it; "
+     "empty: anywhere the daemon may write"},
+    {"jobs.test_delay_ms", NULL, OPT_U32, "0", 0, 60000,
+     F(jobs_test_delay_ms),
+     "TESTS ONLY: each progress report of a job sleeps this long, so that "
+     "tests can cancel, disconnect or kill the daemon mid-job; keep 0"},
     {"log.level", "log-level", OPT_LEVEL, "info", 0, 0, F(log_level),
      "error, warn, info or debug"},
 };
@@ -202,7 +221,7 @@ static int opt_set(ctxd_config *c, const opt *o, const char *val, char *err,
                o->size - 1);
         return -1;
       }
-      if (!*val) {
+      if (!*val && *o->def) { /* an empty default: empty means "unset" */
         seterr(err, errlen, "%s: must not be empty", o->name);
         return -1;
       }

@@ -45,6 +45,13 @@ typedef struct ctxd_config {
   /* [bm25] */
   double bm25_k1;              /* 1.2 */
   double bm25_b;               /* 0.75 */
+  /* [jobs] (corpus jobs, jobs.h) */
+  uint32_t jobs_max_running;   /* jobs run at once, 1 */
+  uint32_t jobs_max_queued;    /* jobs waiting, 100 */
+  uint32_t jobs_keep_finished; /* ended jobs kept, 1000 */
+  uint32_t jobs_threads;       /* threads of each job, 0 = all cores */
+  uint32_t jobs_test_delay_ms; /* tests only, 0 */
+  char jobs_output_root[4096]; /* "" = output_dir anywhere */
   /* [log] */
   char log_level[16];          /* error, warn, info, debug */
 } ctxd_config;

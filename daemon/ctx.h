@@ -11,6 +11,7 @@
 #include "config.h"
 
 struct writer;
+struct jobs;
 
 typedef struct ctxd_ctx {
   const ctxd_config *cfg;
@@ -21,6 +22,7 @@ typedef struct ctxd_ctx {
   coll_config coll_defaults;
   const tok *tk;
   struct writer *wr;   /* group commit for Put; NULL: Puts commit alone */
+  struct jobs *jobs;   /* the Corpus job runner (jobs.h) */
   uint64_t start_time; /* CLOCK_REALTIME seconds at start */
   atomic_int serving;  /* 1 while serving; 0 while shutting down (Health) */
 } ctxd_ctx;

@@ -1,12 +1,12 @@
 /* handlers.h - every method the daemon serves. methods.c puts these in the
  * method table; a path not in the table is answered UNIMPLEMENTED by the
- * transport (so Retrieval.SelectContext and Corpus, declared in proto/ but
- * not built yet, answer UNIMPLEMENTED).
+ * transport (so Retrieval.SelectContext, declared in proto/ but not built
+ * yet, answers UNIMPLEMENTED).
  *
  * Owners: handlers_documents.c (Documents), handlers_retrieval.c
  * (Retrieval), handlers_admin.c (Admin), handlers_health.c
  * (grpc.health.v1.Health), handlers_reflection.c (v1 and v1alpha server
- * reflection). */
+ * reflection), handlers_corpus.c (Corpus: jobs, see jobs.h). */
 #ifndef CTXD_HANDLERS_H
 #define CTXD_HANDLERS_H
 
@@ -29,6 +29,13 @@ extern const rpc_method h_admin_create_collection; /* unary */
 extern const rpc_method h_admin_drop_collection;   /* unary */
 extern const rpc_method h_admin_list_collections;  /* unary */
 extern const rpc_method h_admin_rebuild_index;     /* server stream */
+/* /ctxd.v1.Corpus/... */
+extern const rpc_method h_corpus_reorder;      /* server stream */
+extern const rpc_method h_corpus_get_job;      /* unary */
+extern const rpc_method h_corpus_watch_job;    /* server stream */
+extern const rpc_method h_corpus_cancel_job;   /* unary */
+extern const rpc_method h_corpus_list_jobs;    /* unary */
+extern const rpc_method h_corpus_fetch_result; /* server stream */
 /* /grpc.health.v1.Health/... */
 extern const rpc_method h_health_check; /* unary */
 extern const rpc_method h_health_watch; /* server stream */

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "ctx.h"
 #include "handlers.h"
+#include "jobs.h"
 #include "log.h"
 #include "pool.h"
 #include "server.h"
@@ -107,6 +108,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
            sig == SIGTERM ? "SIGTERM" : "SIGINT", a->cfg->shutdown_grace_ms);
   atomic_store(&a->ctx->serving, 0);
   health_notify();
+  jobs_stop(a->ctx->jobs); /* running jobs stop and resume at next start */
   server_shutdown(a->srv, a->cfg->shutdown_grace_ms, drained, a);
 }
 
@@ -209,6 +211,15 @@ int main(int argc, char **argv) {
   ctx.start_time = (uint64_t)time(NULL);
   atomic_init(&ctx.serving, 1);
 
+  jobs_opts jo = {cfg.jobs_max_running, cfg.jobs_max_queued,
+                  cfg.jobs_keep_finished, cfg.jobs_threads,
+                  cfg.jobs_test_delay_ms, cfg.jobs_output_root};
+  if (jobs_open(st, cs, &jo, &ctx.jobs, &e) != 0) {
+    LOG_ERROR("jobs-open-failed err=\"%s\"", e.msg);
+    fprintf(stderr, "ctxd: cannot start the job runner: %s\n", e.msg);
+    goto out;
+  }
+
   if (cfg.group_commit_docs > 1) {
     writer_opts wo;
     memset(&wo, 0, sizeof wo);
@@ -258,7 +269,8 @@ out:
    * (their on_close is queued); the writer stops: what it still holds
    * belongs to calls that are now over, never acknowledged, and is dropped
    * unwritten, and a Put handler still running is refused (UNAVAILABLE);
-   * the pool drains, and only then do the server, the collections (which
+   * the pool drains, and only then do the server, the job runner (its
+   * threads stop at their jobs' next cancel check), the collections (which
    * save their indexes) and the store go. After a graceful drain the writer
    * holds nothing: every call was answered. */
   if (srv) server_close_all(srv);
@@ -276,6 +288,7 @@ out:
   if (sigterm) event_free(sigterm);
   if (sigint) event_free(sigint);
   if (base) event_base_free(base);
+  jobs_close(ctx.jobs);
   coll_close(cs);
   store_close(st);
   return rc;

@@ -328,7 +328,8 @@ class Daemon:
         return ch
 
     def stubs(self, channel=None):
-        """Namespace with docs, admin, health, retrieval stubs on one channel."""
+        """Namespace with docs, admin, health, retrieval, corpus stubs on one
+        channel."""
         ch = channel or self.channel()
         return _Stubs(ch)
 
@@ -366,6 +367,7 @@ class _Stubs:
         self.admin = pb.admin_pb2_grpc.AdminStub(ch)
         self.health = pb.health_pb2_grpc.HealthStub(ch)
         self.retrieval = pb.retrieval_pb2_grpc.RetrievalStub(ch)
+        self.corpus = pb.corpus_pb2_grpc.CorpusStub(ch)
 
 
 # --------------------------------------------------------------------------

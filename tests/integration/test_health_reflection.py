@@ -13,7 +13,8 @@ from ctxd_harness import Daemon, Report, SLOW, pb
 
 H = pb.health_pb2
 T = 30 * SLOW
-WANT_SERVICES = {"ctxd.v1.Documents", "ctxd.v1.Admin", "grpc.health.v1.Health"}
+WANT_SERVICES = {"ctxd.v1.Documents", "ctxd.v1.Admin", "ctxd.v1.Corpus",
+                 "grpc.health.v1.Health"}
 
 
 def case_health(r, d, s):

@@ -42,6 +42,11 @@ Collections: the document calls take ``collection=`` (empty: "default");
 :meth:`drop_collection`, :meth:`list_collections` and :meth:`rebuild_index`
 cover the Retrieval and collection calls.
 
+Corpus jobs: :meth:`reorder` starts a job and yields its progress events
+(the last one carries the result); :meth:`get_job`, :meth:`watch_job`,
+:meth:`cancel_job`, :meth:`list_jobs` and :meth:`fetch_result` (which
+downloads the output files) follow and manage jobs.
+
 The stub modules are reachable as attributes once imported:
 ``ctxd_client.documents_pb2``, ``admin_pb2``, ``health_pb2``, ... .
 """
@@ -81,6 +86,7 @@ def load_stubs():
         from ctxd.v1 import documents_pb2, documents_pb2_grpc
         from ctxd.v1 import admin_pb2, admin_pb2_grpc
         from ctxd.v1 import retrieval_pb2, retrieval_pb2_grpc
+        from ctxd.v1 import corpus_pb2, corpus_pb2_grpc
         from grpc.health.v1 import health_pb2, health_pb2_grpc
         from grpc.reflection.v1 import reflection_pb2 as reflection_v1_pb2
         from grpc.reflection.v1 import reflection_pb2_grpc as reflection_v1_pb2_grpc
@@ -194,6 +200,7 @@ class CtxdClient:
         self.documents = documents_pb2_grpc.DocumentsStub(channel)
         self.retrieval = retrieval_pb2_grpc.RetrievalStub(channel)
         self.admin = admin_pb2_grpc.AdminStub(channel)
+        self.corpus = corpus_pb2_grpc.CorpusStub(channel)
         self.health_stub = health_pb2_grpc.HealthStub(channel)
 
     # -- lifecycle -------------------------------------------------------
@@ -514,6 +521,149 @@ class CtxdClient:
                             "the stream ended without a final state%s"
                             % ("; last state " + state if state else ""),
                             "RebuildIndex")
+
+    # -- Corpus jobs -----------------------------------------------------
+    def reorder(self, output_dir, input_jsonl="", collection="", mode="",
+                k=0, window_tokens=8192, seed=0, doc_ids=None, metadata=None,
+                vectors="", embedder="", dedup_cosine=0.0, dedup_jaccard=0.0,
+                decompose_min_log2=0, decompose_max_log2=0, separator="",
+                no_separator=False, keep_checkpoints=False, timeout=None):
+        """Start an In-Context Pretraining job and follow it: yields
+        ReorderEvent messages (`job_id`, `state`, `phase`, `done`/`total`
+        in `unit`, `rate`, `eta_seconds`, `phase_done`) until it ends; the
+        last one (state "done") carries `result` (ReorderResult: the
+        figures and the output files). Input: `input_jsonl` (a JSONL file
+        on the server's disk) or the stored documents of `collection`
+        (empty: "default"), optionally only `doc_ids` and documents with
+        all of `metadata` ({key: value}). Paths are the server's, absolute.
+        Raises CtxdError with the status of a refused request
+        (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION,
+        RESOURCE_EXHAUSTED), of the job's failure ("job ID: reason"),
+        CANCELLED for a cancelled job, UNAVAILABLE when the server shuts
+        down (the job resumes when it is back). Leaving the loop early
+        cancels the stream, not the job. See corpus.proto for every
+        option."""
+        meta = metadata or {}
+        if isinstance(meta, dict):
+            meta = meta.items()
+        req = corpus_pb2.ReorderRequest(
+            output_dir=output_dir, input_jsonl=input_jsonl,
+            collection=collection, mode=mode, k=k,
+            window_tokens=window_tokens, seed=seed, doc_ids=doc_ids or (),
+            metadata=[retrieval_pb2.MetadataFilter(key=a, value=b)
+                      for a, b in meta],
+            vectors=vectors, embedder=embedder, dedup_cosine=dedup_cosine,
+            dedup_jaccard=dedup_jaccard,
+            decompose_min_log2=decompose_min_log2,
+            decompose_max_log2=decompose_max_log2, separator=separator,
+            no_separator=no_separator, keep_checkpoints=keep_checkpoints)
+        return self._follow_job(self.corpus.Reorder(req, timeout=timeout),
+                                "Reorder")
+
+    def watch_job(self, job_id, timeout=None):
+        """Follow job `job_id` as reorder() does (events until it ends; a
+        job that has ended gives its last event at once)."""
+        return self._follow_job(self.corpus.WatchJob(
+            corpus_pb2.GetJobRequest(job_id=job_id), timeout=timeout),
+            "WatchJob")
+
+    @staticmethod
+    def _follow_job(it, method):
+        last = None
+        try:
+            for ev in it:
+                last = ev
+                yield ev
+        except grpc.RpcError as e:
+            if isinstance(e, CtxdError):
+                raise
+            raise CtxdError.from_rpc_error(e, method) from None
+        finally:
+            it.cancel()  # no-op once the call has ended
+        if last is None or last.state != "done":
+            raise CtxdError(grpc.StatusCode.INTERNAL,
+                            "the stream ended without a final state%s"
+                            % ("; last state " + last.state if last else ""),
+                            method)
+
+    def run_reorder(self, output_dir, **kw):
+        """reorder() to the end: returns the last ReorderEvent (its
+        `result` and `job_id`)."""
+        last = None
+        for last in self.reorder(output_dir, **kw):
+            pass
+        return last
+
+    def get_job(self, job_id, timeout=...):
+        """The Job: state, request, phases, result or error."""
+        return _wrap("GetJob", self.corpus.GetJob,
+                     corpus_pb2.GetJobRequest(job_id=job_id),
+                     timeout=self._t(timeout))
+
+    def cancel_job(self, job_id, timeout=...):
+        """Cancel a job; returns the Job (state "cancelled", or still
+        "running" with cancel_requested when it did not stop within the
+        server's wait). FAILED_PRECONDITION for a job that has ended."""
+        return _wrap("CancelJob", self.corpus.CancelJob,
+                     corpus_pb2.CancelJobRequest(job_id=job_id),
+                     timeout=self._t(timeout))
+
+    def list_jobs(self, state="", limit=0, timeout=...):
+        """The most recent jobs (0: 100), oldest first; `state` filters."""
+        r = _wrap("ListJobs", self.corpus.ListJobs,
+                  corpus_pb2.ListJobsRequest(state=state, limit=limit),
+                  timeout=self._t(timeout))
+        return list(r.jobs)
+
+    def fetch_result(self, job_id, dest_dir, files=None, chunk_bytes=0,
+                     timeout=None):
+        """Download a done job's output files into `dest_dir` (created if
+        missing), each written as NAME.part and renamed when complete, its
+        size and CRC-32 checked against the job's record. `files` limits
+        them to those names. Returns {name: local path}."""
+        import zlib
+        os.makedirs(dest_dir, exist_ok=True)
+        crcs = {f.name: f.crc32 for f in self.get_job(job_id).result.files}
+        out, f, cur, crc, got = {}, None, None, 0, 0
+        it = self.corpus.FetchResult(corpus_pb2.FetchResultRequest(
+            job_id=job_id, files=files or (), chunk_bytes=chunk_bytes),
+            timeout=timeout)
+        try:
+            for ch in it:
+                if f is None:
+                    if not ch.file or "/" in ch.file or ch.file in (".", ".."):
+                        raise CtxdError(grpc.StatusCode.INTERNAL,
+                                        "bad file name %r" % ch.file,
+                                        "FetchResult")
+                    cur, crc, got = ch.file, 0, 0
+                    f = open(os.path.join(dest_dir, cur + ".part"), "wb")
+                if ch.file != cur or ch.offset != got:
+                    raise CtxdError(grpc.StatusCode.INTERNAL,
+                                    "piece of %s at %d out of order"
+                                    % (ch.file, ch.offset), "FetchResult")
+                f.write(ch.data)
+                crc = zlib.crc32(ch.data, crc)
+                got += len(ch.data)
+                if ch.last:
+                    f.close()
+                    f = None
+                    if got != ch.size or (cur in crcs and crcs[cur] != crc):
+                        raise CtxdError(grpc.StatusCode.DATA_LOSS,
+                                        "%s: size or CRC-32 differs from the "
+                                        "job's record" % cur, "FetchResult")
+                    path = os.path.join(dest_dir, cur)
+                    os.replace(path + ".part", path)
+                    out[cur] = path
+        except grpc.RpcError as e:
+            if isinstance(e, CtxdError):
+                raise
+            raise CtxdError.from_rpc_error(e, "FetchResult") from None
+        finally:
+            it.cancel()
+            if f is not None:
+                f.close()
+                os.unlink(f.name)
+        return out
 
     # -- Admin -----------------------------------------------------------
     def stats(self, timeout=...):
