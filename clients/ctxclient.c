@@ -1077,58 +1077,109 @@ static int stream_bad_message(ctxclient_stream *s, const char *call,
   return stream_result(s, st);
 }
 
-int ctxclient_rebuild_index(ctxclient *c, const char *collection,
-                            int64_t timeout_ms,
-                            ctxclient_progress_fn on_progress, void *ud,
-                            Ctxd__V1__RebuildProgress **last,
-                            ctxclient_status *st) {
-  static const char path[] = "/ctxd.v1.Admin/RebuildIndex";
+/* A server-streaming call: send `req` to `path` and hand each response,
+ * unpacked as `desc` (`type` names it in messages), to on_msg, which owns
+ * it from then on. on_msg returns 0 to go on, or a CTXCLIENT_E* code with
+ * `st` filled (fail()) to stop: the stream is then cancelled. Returns 0
+ * when the call ended OK. */
+typedef int (*stream_msg_fn)(ProtobufCMessage *m, void *arg,
+                             ctxclient_status *st);
+
+static int stream_follow(ctxclient *c, const char *path,
+                         const ProtobufCMessage *req, int64_t timeout_ms,
+                         const ProtobufCMessageDescriptor *desc,
+                         const char *type, stream_msg_fn on_msg, void *arg,
+                         ctxclient_status *st) {
   static const uint8_t empty[1];
-  Ctxd__V1__RebuildIndexRequest req = CTXD__V1__REBUILD_INDEX_REQUEST__INIT;
-  Ctxd__V1__RebuildProgress *p = NULL;
   ctxclient_stream *s = NULL;
   uint8_t *buf = NULL;
   size_t len;
   int rc, done = 0;
-  if (last) *last = NULL;
-  if (!c) return CTXCLIENT_EINVAL;
-  const char *name = collection && *collection ? collection : "default";
-  req.collection = (char *)(collection ? collection : "");
-  if ((rc = pack(&req.base, &buf, &len, st)) != 0) goto out;
+  if ((rc = pack(req, &buf, &len, st)) != 0) goto out;
   if ((rc = stream_start(c, path, timeout_ms, buf, len, 1, &s, st)) != 0)
     goto out;
   for (;;) {
     uint8_t *msg;
     rc = ctxclient_stream_recv(s, -1, &msg, &len, &done, st);
     if (rc != 0 || done) break;
-    Ctxd__V1__RebuildProgress *np =
-        ctxd__v1__rebuild_progress__unpack(NULL, len, msg ? msg : empty);
+    ProtobufCMessage *m =
+        protobuf_c_message_unpack(desc, NULL, len, msg ? msg : empty);
     free(msg);
-    if (!np) {
-      rc = stream_bad_message(s, path, "RebuildProgress", st);
+    if (!m) {
+      rc = stream_bad_message(s, path, type, st);
       break;
     }
-    if (p) ctxd__v1__rebuild_progress__free_unpacked(p, NULL);
-    p = np;
-    if (on_progress && on_progress(p, ud) != 0) {
-      rc = fail(st, 1, "stopped following the rebuild of collection %s (it "
-                "goes on in the server)", name);
-      break;
-    }
+    if ((rc = on_msg(m, arg, st)) != 0) break;
   }
+out:
+  free(buf);
+  ctxclient_stream_free(s);
+  return rc;
+}
+
+/* Keep the last message of a stream (freeing the one before) and pass it
+ * to the caller's callback. */
+typedef struct follow_state {
+  ProtobufCMessage *last;
+  ctxclient_progress_fn on_progress; /* RebuildProgress; may be NULL */
+  ctxclient_event_fn on_event;       /* ReorderEvent; may be NULL */
+  void *ud;
+  char what[160]; /* "the rebuild of collection x", "job ID" */
+} follow_state;
+
+static int follow_msg(ProtobufCMessage *m, void *arg, ctxclient_status *st) {
+  follow_state *f = arg;
+  int stop = 0;
+  if (f->last) protobuf_c_message_free_unpacked(f->last, NULL);
+  f->last = m;
+  if (m->descriptor == &ctxd__v1__reorder_event__descriptor) {
+    const Ctxd__V1__ReorderEvent *ev = (const Ctxd__V1__ReorderEvent *)m;
+    snprintf(f->what, sizeof f->what, "job %s", ev->job_id);
+    stop = f->on_event && f->on_event(ev, f->ud) != 0;
+  } else {
+    stop = f->on_progress &&
+           f->on_progress((const Ctxd__V1__RebuildProgress *)m, f->ud) != 0;
+  }
+  if (stop)
+    return fail(st, 1, "stopped following %s (it goes on in the server)",
+                f->what);
+  return 0;
+}
+
+/* The stream ended OK: its last message must report the final state. */
+static int follow_final(const char *path, const char *state,
+                        ctxclient_status *st) {
+  if (strcmp(state, "done") == 0) return 0;
+  return fail(st, 13, "%s: the stream ended without a final state%s%s", path,
+              *state ? "; last state " : "", state);
+}
+
+int ctxclient_rebuild_index(ctxclient *c, const char *collection,
+                            int64_t timeout_ms,
+                            ctxclient_progress_fn on_progress, void *ud,
+                            Ctxd__V1__RebuildProgress **last,
+                            ctxclient_status *st) {
+  static const char path[] = "/ctxd.v1.Admin/RebuildIndex";
+  Ctxd__V1__RebuildIndexRequest req = CTXD__V1__REBUILD_INDEX_REQUEST__INIT;
+  follow_state f = {NULL, on_progress, NULL, ud, ""};
+  if (last) *last = NULL;
+  if (!c) return CTXCLIENT_EINVAL;
+  const char *name = collection && *collection ? collection : "default";
+  snprintf(f.what, sizeof f.what, "the rebuild of collection %s", name);
+  req.collection = (char *)(collection ? collection : "");
+  int rc = stream_follow(c, path, &req.base, timeout_ms,
+                         &ctxd__v1__rebuild_progress__descriptor,
+                         "RebuildProgress", follow_msg, &f, st);
+  Ctxd__V1__RebuildProgress *p = (Ctxd__V1__RebuildProgress *)f.last;
   if (rc == 0) {
     /* The stream ended OK: the last message says how the rebuild went. */
     const char *state = p && p->state ? p->state : "";
     if (strcmp(state, "failed") == 0)
       rc = fail(st, 10, "rebuild of collection %s failed: %s", name,
                 p->error && *p->error ? p->error : "no reason given");
-    else if (strcmp(state, "done") != 0)
-      rc = fail(st, 13, "%s: the stream ended without a final state%s%s",
-                path, *state ? "; last state " : "", state);
+    else
+      rc = follow_final(path, state, st);
   }
-out:
-  free(buf);
-  ctxclient_stream_free(s);
   if (last)
     *last = p;
   else if (p)
@@ -1142,46 +1193,14 @@ static int follow_job(ctxclient *c, const char *path,
                       const ProtobufCMessage *req, int64_t timeout_ms,
                       ctxclient_event_fn on_event, void *ud,
                       Ctxd__V1__ReorderEvent **last, ctxclient_status *st) {
-  static const uint8_t empty[1];
-  Ctxd__V1__ReorderEvent *ev = NULL;
-  ctxclient_stream *s = NULL;
-  uint8_t *buf = NULL;
-  size_t len;
-  int rc, done = 0;
+  follow_state f = {NULL, NULL, on_event, ud, "the job"};
   if (last) *last = NULL;
   if (!c) return CTXCLIENT_EINVAL;
-  if ((rc = pack(req, &buf, &len, st)) != 0) goto out;
-  if ((rc = stream_start(c, path, timeout_ms, buf, len, 1, &s, st)) != 0)
-    goto out;
-  for (;;) {
-    uint8_t *msg;
-    rc = ctxclient_stream_recv(s, -1, &msg, &len, &done, st);
-    if (rc != 0 || done) break;
-    Ctxd__V1__ReorderEvent *ne =
-        ctxd__v1__reorder_event__unpack(NULL, len, msg ? msg : empty);
-    free(msg);
-    if (!ne) {
-      rc = stream_bad_message(s, path, "ReorderEvent", st);
-      break;
-    }
-    if (ev) ctxd__v1__reorder_event__free_unpacked(ev, NULL);
-    ev = ne;
-    if (on_event && on_event(ev, ud) != 0) {
-      rc = fail(st, 1, "stopped following job %s (it goes on in the server)",
-                ev->job_id);
-      break;
-    }
-  }
-  if (rc == 0) {
-    /* Ended OK: the last event must say the job is done. */
-    const char *state = ev && ev->state ? ev->state : "";
-    if (strcmp(state, "done") != 0)
-      rc = fail(st, 13, "%s: the stream ended without a final state%s%s",
-                path, *state ? "; last state " : "", state);
-  }
-out:
-  free(buf);
-  ctxclient_stream_free(s);
+  int rc = stream_follow(c, path, req, timeout_ms,
+                         &ctxd__v1__reorder_event__descriptor, "ReorderEvent",
+                         follow_msg, &f, st);
+  Ctxd__V1__ReorderEvent *ev = (Ctxd__V1__ReorderEvent *)f.last;
+  if (rc == 0) rc = follow_final(path, ev && ev->state ? ev->state : "", st);
   if (last)
     *last = ev;
   else if (ev)
@@ -1239,43 +1258,30 @@ int ctxclient_list_jobs(ctxclient *c, const Ctxd__V1__ListJobsRequest *req,
                      (ProtobufCMessage **)resp, st);
 }
 
+typedef struct fetch_state {
+  const char *job_id;
+  ctxclient_chunk_fn on_chunk;
+  void *ud;
+} fetch_state;
+
+static int fetch_msg(ProtobufCMessage *m, void *arg, ctxclient_status *st) {
+  fetch_state *f = arg;
+  int stop = f->on_chunk && f->on_chunk((Ctxd__V1__ResultChunk *)m, f->ud);
+  protobuf_c_message_free_unpacked(m, NULL);
+  return stop ? fail(st, 1, "stopped fetching the results of job %s",
+                     f->job_id)
+              : 0;
+}
+
 int ctxclient_fetch_result(ctxclient *c,
                            const Ctxd__V1__FetchResultRequest *req,
                            int64_t timeout_ms, ctxclient_chunk_fn on_chunk,
                            void *ud, ctxclient_status *st) {
-  static const char path[] = "/ctxd.v1.Corpus/FetchResult";
-  static const uint8_t empty[1];
-  ctxclient_stream *s = NULL;
-  uint8_t *buf = NULL;
-  size_t len;
-  int rc, done = 0;
   if (!c || !req) return CTXCLIENT_EINVAL;
-  if ((rc = pack(&req->base, &buf, &len, st)) != 0) goto out;
-  if ((rc = stream_start(c, path, timeout_ms, buf, len, 1, &s, st)) != 0)
-    goto out;
-  for (;;) {
-    uint8_t *msg;
-    rc = ctxclient_stream_recv(s, -1, &msg, &len, &done, st);
-    if (rc != 0 || done) break;
-    Ctxd__V1__ResultChunk *ch =
-        ctxd__v1__result_chunk__unpack(NULL, len, msg ? msg : empty);
-    free(msg);
-    if (!ch) {
-      rc = stream_bad_message(s, path, "ResultChunk", st);
-      break;
-    }
-    int stop = on_chunk && on_chunk(ch, ud) != 0;
-    ctxd__v1__result_chunk__free_unpacked(ch, NULL);
-    if (stop) {
-      rc = fail(st, 1, "stopped fetching the results of job %s",
-                req->job_id);
-      break;
-    }
-  }
-out:
-  free(buf);
-  ctxclient_stream_free(s);
-  return rc;
+  fetch_state f = {req->job_id, on_chunk, ud};
+  return stream_follow(c, "/ctxd.v1.Corpus/FetchResult", &req->base,
+                       timeout_ms, &ctxd__v1__result_chunk__descriptor,
+                       "ResultChunk", fetch_msg, &f, st);
 }
 
 int ctxclient_putstream_open(ctxclient *c, int64_t timeout_ms,

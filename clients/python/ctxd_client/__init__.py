@@ -498,18 +498,26 @@ class CtxdClient:
         return self._follow_rebuild(it, collection or "default")
 
     @staticmethod
-    def _follow_rebuild(it, name):
-        last = None
+    def _stream(it, method, last):
+        """Yield the messages of a server stream, raising CtxdError for a
+        failed call; last[0] is the last message. Leaving early cancels
+        the call."""
         try:
-            for p in it:
-                last = p
-                yield p
+            for m in it:
+                last[0] = m
+                yield m
         except grpc.RpcError as e:
             if isinstance(e, CtxdError):
                 raise
-            raise CtxdError.from_rpc_error(e, "RebuildIndex") from None
+            raise CtxdError.from_rpc_error(e, method) from None
         finally:
             it.cancel()  # no-op once the call has ended
+
+    @classmethod
+    def _follow_rebuild(cls, it, name):
+        last = [None]
+        yield from cls._stream(it, "RebuildIndex", last)
+        last = last[0]
         state = last.state if last is not None else ""
         if state == "failed":
             raise CtxdError(grpc.StatusCode.ABORTED,
@@ -567,19 +575,11 @@ class CtxdClient:
             corpus_pb2.GetJobRequest(job_id=job_id), timeout=timeout),
             "WatchJob")
 
-    @staticmethod
-    def _follow_job(it, method):
-        last = None
-        try:
-            for ev in it:
-                last = ev
-                yield ev
-        except grpc.RpcError as e:
-            if isinstance(e, CtxdError):
-                raise
-            raise CtxdError.from_rpc_error(e, method) from None
-        finally:
-            it.cancel()  # no-op once the call has ended
+    @classmethod
+    def _follow_job(cls, it, method):
+        last = [None]
+        yield from cls._stream(it, method, last)
+        last = last[0]
         if last is None or last.state != "done":
             raise CtxdError(grpc.StatusCode.INTERNAL,
                             "the stream ended without a final state%s"
