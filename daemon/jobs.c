@@ -80,6 +80,8 @@ struct job {
   double t_start;                /* monotonic, this run's start */
   double last_persist;
   int reserved;                  /* submitted, record not yet written */
+  int pins;                      /* threads using it without the lock:
+                                  * trim() leaves it alone */
   jobs_watch *watchers;
   job *next;                     /* every job, oldest first */
   job *qnext;                    /* the queue */
@@ -710,7 +712,7 @@ static void trim(jobs *J) {
   for (job *jb = J->head; jb; jb = jb->next) n += ended(jb->state);
   for (job **pp = &J->head; *pp && n > J->o.keep_finished;) {
     job *jb = *pp;
-    if (!ended(jb->state) || jb->watchers) {
+    if (!ended(jb->state) || jb->watchers || jb->pins) {
       pp = &jb->next;
       continue;
     }
@@ -793,7 +795,6 @@ static void run(jobs *J, job *jb) {
   /* a cancel that came after the work was done changes nothing */
   finish(J, jb, rc, &e, result);
   spec_free(&sp);
-  trim(J);
 }
 
 static void *worker(void *arg) {
@@ -813,9 +814,14 @@ static void *worker(void *arg) {
     jb->state = JS_RUNNING;
     jb->started_ms = now_ms();
     jb->t_start = mono();
+    jb->pins++;
     nudge_all(jb);
     pthread_mutex_unlock(&J->mu);
     run(J, jb);
+    pthread_mutex_lock(&J->mu);
+    jb->pins--;
+    pthread_mutex_unlock(&J->mu);
+    trim(J);
   }
 }
 
@@ -1150,6 +1156,7 @@ int jobs_cancel(jobs *J, const char *id, ctxd_error *e) {
     snprintf(jb->error, sizeof jb->error,
              "cancelled (CancelJob) before it started");
     jb->finished_ms = now_ms();
+    jb->pins++;
     nudge_all(jb);
     now_over = 1;
   } else {
@@ -1160,6 +1167,9 @@ int jobs_cancel(jobs *J, const char *id, ctxd_error *e) {
   if (!rc) LOG_INFO("job-cancel id=%s", id);
   if (now_over) {
     persist(J, jb, NULL);
+    pthread_mutex_lock(&J->mu);
+    jb->pins--;
+    pthread_mutex_unlock(&J->mu);
     trim(J);
   }
   return rc;
