@@ -27,6 +27,10 @@
 #define PERSIST_EVERY_S 5.0
 #define JOB_ERR_MAX 1024
 #define META_MAX 64            /* metadata filters of one request */
+/* doc_ids of one request: the request is kept in the job's record and sent
+ * back by GetJob, which must stay well below a client's 4 MiB limit; larger
+ * selections go by metadata or a JSONL file. */
+#define DOC_IDS_MAX 100000
 #define MAX_EVENTS (ORDER_PHASE_COUNT + 2)
 
 enum { JS_QUEUED, JS_RUNNING, JS_DONE, JS_FAILED, JS_CANCELLED, JS_COUNT };
@@ -335,6 +339,11 @@ static int spec_build(jobs *J, const Ctxd__V1__ReorderRequest *r,
     in->meta = s->meta;
     in->n_meta = r->n_metadata;
   }
+  if (r->n_doc_ids > DOC_IDS_MAX)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "at most %d doc_ids (got %zu): select more documents "
+                       "by metadata, or give a JSONL file",
+                       DOC_IDS_MAX, r->n_doc_ids);
   if (r->n_doc_ids) {
     char **sorted = malloc(r->n_doc_ids * sizeof *sorted);
     if (!sorted) return ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
@@ -363,6 +372,7 @@ static int spec_build(jobs *J, const Ctxd__V1__ReorderRequest *r,
  * held and the job unchanged). */
 typedef struct job_pb {
   Ctxd__V1__Job job;
+  Ctxd__V1__ReorderRequest req; /* ListJobs: the request without doc_ids */
   Ctxd__V1__JobPhase ph[ORDER_PHASE_COUNT];
   Ctxd__V1__JobPhase *php[ORDER_PHASE_COUNT];
 } job_pb;
@@ -1118,6 +1128,10 @@ int jobs_list(jobs *J, const char *state, uint32_t limit, uint8_t **buf,
         continue;
       }
       job_fill(jb, &pbs[i]);
+      pbs[i].req = *jb->req;
+      pbs[i].req.n_doc_ids = 0;
+      pbs[i].req.doc_ids = NULL;
+      pbs[i].job.request = &pbs[i].req;
       ptrs[i] = &pbs[i].job;
       i++;
     }

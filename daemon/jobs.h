@@ -78,7 +78,7 @@ void jobs_close(jobs *j);
  * embedder, output_dir (absolute, no "..", under output_root, not an
  * existing non-directory; created with its parents), the input (a readable
  * regular file, or an existing collection; filters only with a collection;
- * doc_ids unique). *id receives the job's id. Errors: CTXD_EINVAL (the
+ * doc_ids unique, at most 100,000). *id receives the job's id. Errors: CTXD_EINVAL (the
  * message names the field), CTXD_ENOTFOUND (collection), CTXD_EPRECOND
  * (another queued or running job writes to output_dir), CTXD_ELIMIT
  * (max_queued jobs wait already), CTXD_EBUSY (shutting down), CTXD_EIO,
@@ -92,7 +92,8 @@ int jobs_get(jobs *j, const char *id, uint8_t **buf, size_t *len,
              ctxd_error *e);
 
 /* The most recent `limit` jobs (0: JOBS_LIST_DEFAULT) in state `state`
- * ("" or NULL: any), oldest first, as a packed ListJobsResponse.
+ * ("" or NULL: any), oldest first, as a packed ListJobsResponse; their
+ * requests without doc_ids (jobs_get has them).
  * Errors: CTXD_EINVAL (unknown state, limit above JOBS_LIST_MAX),
  * CTXD_ENOMEM. */
 int jobs_list(jobs *j, const char *state, uint32_t limit, uint8_t **buf,

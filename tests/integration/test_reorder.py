@@ -169,10 +169,15 @@ def case_stored(r, d, work, docs, dups):
     r.eq(got, {x["id"] for x in want}, "metadata filter: exactly its documents")
     pick = [x["id"] for x in docs[:12]]
     out = os.path.join(work, "out-filter-ids")
-    res = events_of(r, c, out, collection="topics", window_tokens=WINDOW,
-                    doc_ids=pick)[-1].result
+    last = events_of(r, c, out, collection="topics", window_tokens=WINDOW,
+                     doc_ids=pick)[-1]
     got = {o["id"] for o in read_jsonl(out + "/order.jsonl")}
     r.eq(got, set(pick), "doc_ids: exactly those documents")
+    r.eq(list(c.get_job(last.job_id).request.doc_ids), pick, "GetJob: the doc_ids")
+    listed = [j for j in c.list_jobs() if j.job_id == last.job_id]
+    r.check(listed and not listed[0].request.doc_ids and
+            listed[0].request.collection == "topics",
+            "ListJobs: the request without its doc_ids")
     e = r.raises(grpc.StatusCode.NOT_FOUND,
                  lambda: list(c.reorder(os.path.join(work, "out-x"), collection="topics",
                                         window_tokens=WINDOW,
@@ -307,6 +312,8 @@ def case_bad(r, d, work, path):
              contains="separator")
     r.raises(IA, submit(collection="topics", doc_ids=["a", "a"]), "doc_ids twice",
              contains="twice")
+    r.raises(IA, submit(collection="topics", doc_ids=["d%d" % i for i in range(100001)]),
+             "more than 100,000 doc_ids", contains="at most 100000 doc_ids")
     r.raises(grpc.StatusCode.NOT_FOUND, submit(collection="no_such_coll"),
              "unknown collection: NOT_FOUND", contains="no_such_coll")
 
