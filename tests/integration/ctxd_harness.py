@@ -47,7 +47,14 @@ pb = _Pb()
 CTXD_BIN = os.environ.get("CTXD_BIN", "")
 KEEP = os.environ.get("CTXD_TEST_KEEP") == "1"
 # Sanitizer builds are slower to start and to serve.
-SLOW = 3.0 if os.environ.get("ASAN_OPTIONS") or os.environ.get("UBSAN_OPTIONS") else 1.0
+# Sanitizer builds run slower: ASan/UBSan about 3x, TSan (which also runs
+# FAISS's OpenMP on one thread) about 5x; every deadline scales with this.
+if os.environ.get("TSAN_OPTIONS"):
+    SLOW = 5.0
+elif os.environ.get("ASAN_OPTIONS") or os.environ.get("UBSAN_OPTIONS"):
+    SLOW = 3.0
+else:
+    SLOW = 1.0
 
 _LISTEN_RE = re.compile(r'msg="?listening"?.*\baddr=([^\s"]+)')
 _SANITIZER_RE = re.compile(r"(ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:|"
