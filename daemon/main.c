@@ -4,6 +4,7 @@
  * calls for server.shutdown_grace_ms, then cancel the rest). */
 #include <errno.h>
 #include <event2/event.h>
+#include <limits.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -61,6 +62,16 @@ static void omp_policy_reexec(char **argv) {
       setenv(OMP_REEXEC_MARK, "1", 1) != 0) {
     omp_reexec_errno = errno;
     return;
+  }
+  /* The binary's own path, not /proc/self/exe: the process name (comm, what
+   * ps, top and pgrep show) is taken from the file executed, and "exe"
+   * would be a poor name. /proc/self/exe is the fallback (e.g. the file was
+   * replaced since the start). */
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    self[n] = '\0';
+    execv(self, argv);
   }
   execv("/proc/self/exe", argv);
   /* Still here: run on with libgomp's default (logged once logging is set
