@@ -19,10 +19,11 @@
 #        REBUILD=1          also time a RebuildIndex of each collection
 #
 # Steps
-#   1. run.sh (helper vindex's in-process benchmark): generates the data and
-#      the exact ground truth if missing, builds each index with ctxd's FAISS
-#      binding, finds the smallest efSearch / nprobe reaching TARGET and times
-#      single-query searches on one thread: its `inproc` lines.
+#   1. run.sh (the in-process benchmark), pinned to SERVER_CPU: generates
+#      the data and the exact ground truth if missing, builds each index with
+#      ctxd's FAISS binding, finds the smallest efSearch / nprobe reaching
+#      TARGET and times single-query searches on one thread: its `inproc`
+#      lines.
 #   2. starts ctxd (server.workers 1) on a temporary data dir, creates one
 #      collection per index (embedder none:dim=DIM, metric l2, that spec),
 #      and loads the base vectors through Documents.PutStream with
@@ -88,7 +89,11 @@ if [ "${SKIP_INPROC:-0}" != 1 ]; then
     case $s in HNSW*) specs="$specs $s:efc=40" ;; *) specs="$specs $s" ;; esac
   done
   echo "== in process: VEC_INDEXES=\"${specs# }\" $HERE/run.sh"
-  VEC_INDEXES="${specs# }" VEC_TARGET=$TARGET "$HERE/run.sh" "$BUILD" | tee "$INPROC_FILE"
+  # Pinned to the daemon's core, so that the single-thread queries per
+  # second are measured on the same core as the gRPC calls per second (the
+  # builds then run on that one core too).
+  VEC_INDEXES="${specs# }" VEC_TARGET=$TARGET taskset -c "$SERVER_CPU" "$HERE/run.sh" "$BUILD" |
+    tee "$INPROC_FILE"
 fi
 for f in base.f32 queries.f32 gt.i64; do
   [ -f "$DATA/$f" ] || { echo "$BENCH_NAME: $DATA/$f missing (run.sh makes it)" >&2; exit 2; }
