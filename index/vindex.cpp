@@ -59,6 +59,9 @@ const size_t kOverfetchEntriesMax = size_t(1) << 22;
 
 std::atomic<int> g_max_threads{0};
 
+/* vindex_thread_limit(): this thread's own cap, 0 for none. */
+thread_local unsigned tl_max_threads = 0;
+
 }  // namespace
 
 struct vindex {
@@ -132,7 +135,9 @@ int thread_limit() {
   return 1;
 #else
   int lim = g_max_threads.load(std::memory_order_relaxed);
-  return lim > 0 ? lim : omp_get_num_procs();
+  if (lim <= 0) lim = omp_get_num_procs();
+  if (tl_max_threads > 0 && int(tl_max_threads) < lim) lim = int(tl_max_threads);
+  return lim;
 #endif
 }
 
@@ -664,6 +669,35 @@ int check_spec(const char *spec, uint32_t dim, ctxd_error *e) {
   return 0;
 }
 
+/* Label ranges [lo, hi) merged into sorted disjoint ones, asked by binary
+ * search: one pass over an IVF's lists or the label map removes them all. */
+struct RangeSet : faiss::IDSelector {
+  std::vector<std::pair<int64_t, int64_t>> r;
+  RangeSet(const int64_t *lo, const int64_t *hi, size_t n) {
+    r.reserve(n);
+    for (size_t i = 0; i < n; i++)
+      if (lo[i] < hi[i]) r.emplace_back(lo[i], hi[i]);
+    std::sort(r.begin(), r.end());
+    size_t o = 0;
+    for (size_t i = 0; i < r.size(); i++) {
+      if (o > 0 && r[i].first <= r[o - 1].second)
+        r[o - 1].second = std::max(r[o - 1].second, r[i].second);
+      else
+        r[o++] = r[i];
+    }
+    r.resize(o);
+  }
+  bool empty() const {
+    return r.empty();
+  }
+  bool is_member(idx_t id) const override {
+    auto it = std::upper_bound(
+        r.begin(), r.end(), id,
+        [](idx_t x, const std::pair<int64_t, int64_t> &p) { return x < p.first; });
+    return it != r.begin() && id < (it - 1)->second;
+  }
+};
+
 /* ---- File format ------------------------------------------------------- */
 
 /* Layout (host byte order):
@@ -1110,35 +1144,44 @@ int vindex_add(vindex *v, const float *x, const int64_t *labels, uint64_t n,
   return 0;
 }
 
-int vindex_remove_range(vindex *v, int64_t lo, int64_t hi, uint64_t *removed,
-                        ctxd_error *e) {
+int vindex_remove_ranges(vindex *v, const int64_t *lo, const int64_t *hi,
+                         size_t n, uint64_t *removed, ctxd_error *e) {
   if (removed) *removed = 0;
-  if (!v) return ctxd_seterr(e, CTXD_EINVAL, "vindex_remove_range: no index");
-  if (lo > hi)
-    return ctxd_seterr(e, CTXD_EINVAL,
-                       "vindex_remove_range: empty range [%lld, %lld)",
-                       (long long)lo, (long long)hi);
-  WriteLock lk(v);
+  if (!v) return ctxd_seterr(e, CTXD_EINVAL, "vindex_remove_ranges: no index");
+  if (n > 0 && (!lo || !hi))
+    return ctxd_seterr(e, CTXD_EINVAL, "vindex_remove_ranges: NULL ranges");
+  for (size_t i = 0; i < n; i++)
+    if (lo[i] > hi[i])
+      return ctxd_seterr(e, CTXD_EINVAL,
+                         "vindex_remove_ranges: range %zu [%lld, %lld) is "
+                         "reversed",
+                         i, (long long)lo[i], (long long)hi[i]);
   uint64_t count = 0;
-  if (v->kind == KIND_IVF) {
-    try {
+  try {
+    RangeSet set(lo, hi, n);
+    if (set.empty()) return 0;
+    WriteLock lk(v);
+    if (v->kind == KIND_IVF) {
       OmpThreads g(thread_limit());
-      faiss::IDSelectorRange sel(lo, hi);
-      count = v->ivf->remove_ids(sel);
-    } catch (...) {
-      return exc_to_err(e, CTXD_EIO, "vindex_remove_range");
-    }
-  } else {
-    for (size_t pos = 0; pos < v->labels.size(); pos++) {
-      int64_t l = v->labels[pos];
-      if (l >= lo && l < hi && !is_masked(v, idx_t(pos))) {
-        set_masked(v, pos);
-        count++;
+      count = v->ivf->remove_ids(set);
+    } else {
+      for (size_t pos = 0; pos < v->labels.size(); pos++) {
+        if (!is_masked(v, idx_t(pos)) && set.is_member(v->labels[pos])) {
+          set_masked(v, pos);
+          count++;
+        }
       }
     }
+  } catch (...) {
+    return exc_to_err(e, CTXD_EIO, "vindex_remove_ranges");
   }
   if (removed) *removed = count;
   return 0;
+}
+
+int vindex_remove_range(vindex *v, int64_t lo, int64_t hi, uint64_t *removed,
+                        ctxd_error *e) {
+  return vindex_remove_ranges(v, &lo, &hi, 1, removed, e);
 }
 
 int vindex_search(const vindex *v, const float *q, uint64_t nq, uint32_t k,
@@ -1311,6 +1354,10 @@ void vindex_normalize(float *x, uint64_t n, uint32_t dim) {
     float inv = float(1.0 / std::sqrt(s));
     for (uint32_t j = 0; j < dim; j++) row[j] *= inv;
   }
+}
+
+void vindex_thread_limit(unsigned max_threads) {
+  tl_max_threads = std::min<unsigned>(max_threads, 1u << 16);
 }
 
 int vindex_global_init(unsigned max_threads) {

@@ -139,7 +139,20 @@ int vindex_add(vindex *v, const float *x, const int64_t *labels, uint64_t n,
 int vindex_remove_range(vindex *v, int64_t lo, int64_t hi, uint64_t *removed,
                         ctxd_error *e);
 
-/* Per-call search parameters; zero fields mean the index's defaults. */
+/* The same for n ranges [lo[i], hi[i]) at once (any order, overlaps and
+ * empty ones allowed): one pass over the index, so replaying many removals
+ * (one range per changed document) costs O(index + ranges log ranges)
+ * instead of one full scan each. *removed (may be NULL) = the total. A label
+ * re-added after its removal gets a new position and is found again; only
+ * the old positions stay masked. Errors: CTXD_EINVAL (a range with lo > hi,
+ * NULL arrays with n > 0), CTXD_ENOMEM, CTXD_EIO. */
+int vindex_remove_ranges(vindex *v, const int64_t *lo, const int64_t *hi,
+                         size_t n, uint64_t *removed, ctxd_error *e);
+
+/* Per-call search parameters; zero fields mean the index's defaults, and a
+ * field that does not apply to the index's kind is ignored (nprobe on HNSW
+ * or Flat, ef_search on Flat or on an IVF with a flat quantizer), so a
+ * caller may pass a client's values whatever the index is. */
 typedef struct vindex_params {
   uint32_t ef_search; /* HNSW efSearch (also for an HNSW coarse quantizer);
                        * at most VINDEX_EF_MAX; raised to k when smaller */
@@ -207,6 +220,13 @@ void vindex_normalize(float *x, uint64_t n, uint32_t dim);
  * when the variable is unset (FAISS's spinning OpenMP threads starve
  * OpenBLAS; see the README). Returns 1 if the policy in force is passive. */
 int vindex_global_init(unsigned max_threads);
+
+/* Cap the OpenMP threads of the vindex calls made from the calling thread
+ * (train, add, remove, and searches of several queries) below the global
+ * limit: e.g. a background thread that trains and rebuilds calls it once
+ * with its share of the cores. 0 restores the global limit. Thread-local;
+ * it changes nothing for other threads. */
+void vindex_thread_limit(unsigned max_threads);
 
 #ifdef __cplusplus
 }

@@ -256,6 +256,7 @@ static void test_errors(void) {
   CHECK_EQ_INT(vindex_search(v, NULL, 1, 4, NULL, 1, s, l, &e), CTXD_EINVAL);
   CHECK_EQ_INT(vindex_search(v, x, 0, 4, NULL, 1, s, l, &e), 0);
   CHECK_EQ_INT(vindex_remove_range(v, 10, 5, NULL, &e), CTXD_EINVAL);
+  CHECK(strstr(e.msg, "[10, 5)") != NULL);
   uint64_t removed = 99;
   CHECK_EQ_INT(vindex_remove_range(v, 5, 5, &removed, &e), 0);
   CHECK_EQ_INT(removed, 0);
@@ -512,6 +513,61 @@ static void test_remove_filter(const char *spec) {
   data_free(&t);
 }
 
+/* Several ranges at once (unsorted, overlapping, empty), and labels re-added
+ * after their removal: masking is per position, so they are found again. */
+static void test_ranges_readd(const char *spec) {
+  const uint32_t d = 16;
+  const size_t n = 1000;
+  float *x = clustered(n, d, 10, 0.6f, 31);
+  int64_t *lab = malloc(n * sizeof *lab);
+  for (size_t i = 0; i < n; i++) lab[i] = (int64_t)i;
+  vindex *v = make(spec, d, VINDEX_L2);
+  ctxd_error e;
+  CHECK_EQ_INT(vindex_train(v, x, n, &e), 0);
+  add_ok(v, x, lab, n);
+  int64_t lo[] = {500, 0, 505, 900, 3}, hi[] = {510, 5, 520, 900, 8};
+  uint64_t removed = 0;
+  CHECK_EQ_INT(vindex_remove_ranges(v, lo, hi, 5, &removed, &e), 0);
+  CHECK_EQ_INT(removed, 8 + 20); /* 0..7 and 500..519 */
+  int64_t bad_lo = 9, bad_hi = 3;
+  CHECK_EQ_INT(vindex_remove_ranges(v, &bad_lo, &bad_hi, 1, NULL, &e),
+               CTXD_EINVAL);
+  CHECK(strstr(e.msg, "reversed") != NULL);
+  CHECK_EQ_INT(vindex_remove_ranges(v, NULL, NULL, 0, &removed, &e), 0);
+  CHECK_EQ_INT(removed, 0);
+  /* Every remaining label is still found, no removed one is. */
+  float s[1000];
+  int64_t l[1000];
+  vindex_params p = {1000, 64, NULL, NULL};
+  search_ok(v, x, 1, 1000, &p, 1, s, l);
+  int seen_removed = 0, found = 0;
+  for (int i = 0; i < 1000; i++) {
+    if (l[i] < 0) continue;
+    found++;
+    seen_removed += (l[i] < 8) || (l[i] >= 500 && l[i] < 520);
+  }
+  CHECK_EQ_INT(seen_removed, 0);
+  CHECK(found >= 950);
+  /* Re-add 500..519 with their vectors: found again, each as its own
+   * nearest neighbour; the masked count keeps the old positions only. */
+  add_ok(v, x + 500 * d, lab + 500, 20);
+  vindex_info info;
+  vindex_get_info(v, &info);
+  int is_ivf = strncmp(spec, "IVF", 3) == 0;
+  CHECK_EQ_INT(info.masked, is_ivf ? 0 : 28);
+  CHECK_EQ_INT(info.size, is_ivf ? n - 8 : n + 20);
+  CHECK_EQ_INT(info.live, n - 8);
+  int self = 0;
+  for (size_t i = 500; i < 520; i++) {
+    search_ok(v, x + i * d, 1, 1, &p, 1, s, l);
+    self += l[0] == (int64_t)i;
+  }
+  CHECK_EQ_INT(self, 20);
+  vindex_free(v);
+  free(x);
+  free(lab);
+}
+
 /* A filter that allows almost nothing: HNSW walks on until it finds them. */
 static int only_three(int64_t label, void *arg) {
   (void)arg;
@@ -585,6 +641,7 @@ typedef struct {
 
 static void *add_thread(void *arg) {
   adder *a = arg;
+  vindex_thread_limit(1); /* as a background builder would */
   for (size_t i = a->from; i < a->to && !a->rc; i += 250) {
     ctxd_error e;
     a->rc = vindex_add(a->v, a->x + i * 16, a->lab + i, 250, &e);
@@ -949,6 +1006,9 @@ int main(int argc, char **argv) {
   test_remove_filter("HNSW32");
   test_remove_filter("IVF16,Flat");
   test_sparse_filter();
+  test_ranges_readd("Flat");
+  test_ranges_readd("HNSW16");
+  test_ranges_readd("IVF8,Flat");
   test_concurrent("HNSW16");
   test_concurrent("Flat");
   test_concurrent("IVF8,Flat");
