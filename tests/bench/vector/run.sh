@@ -1,0 +1,73 @@
+#!/bin/sh
+# run.sh - vector index benchmark: ctxd's FAISS binding in process. Generates
+# clustered random vectors (gen_vectors.c), computes exact ground truth with
+# a Flat index (batched, every core), builds each index, finds the smallest
+# efSearch / nprobe with recall@10 >= TARGET and times single-query searches
+# on one thread there (bench_vindex.c). Prints bench_vindex's key=value lines
+# (`inproc index=HNSW32 efc=40 ef=64 recall=0.957 qps=...`); a later gRPC
+# step can reuse $DATA/base.f32, $DATA/queries.f32 and $DATA/gt.i64.
+#
+#   usage: tests/bench/vector/run.sh [BUILD_DIR]   (default ./build)
+#
+#   N, DIM, CLUSTERS, NQ, SEED   data (default 1000000, 128, 1000, 1000, 42)
+#   INDEXES   default "HNSW32:efc=40 HNSW32:efc=80 IVF1024,Flat"
+#   TARGET    recall@10 to reach (default 0.95)
+#   QPS_SECONDS   timing of each single-query run (default 2)
+#   DATA      where the data and ground truth live (default
+#             /tmp/ctxd-bench-vector-N-DIM-SEED); regenerated only if missing
+#   OMP_COMPARE=1   first time the exact search with 1 and 2 threads under
+#             libgomp's default wait policy and under PASSIVE
+# The benchmark itself runs with OMP_WAIT_POLICY=PASSIVE, as the daemon does.
+# It links BUILD_DIR/index/libctxd.a when that exists (else it compiles
+# index/vindex.cpp and index/err.c with the RelWithDebInfo flags).
+# At 1M x 128 on 2 shared cores it took about 25 minutes (see the README).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../../.." && pwd)
+build=${1:-$root/build}
+N=${N:-1000000}
+DIM=${DIM:-128}
+NQ=${NQ:-1000}
+SEED=${SEED:-42}
+DATA=${DATA:-/tmp/ctxd-bench-vector-$N-$DIM-$SEED}
+out=$(mktemp -d /tmp/ctxd-bench-vector-bin-XXXXXX)
+trap 'rm -rf "$out"' EXIT
+
+cflags="-std=c11 -O2 -g -D_GNU_SOURCE"
+libs="-lfaiss -lblas -llapack -fopenmp -lstdc++ -lm -lpthread"
+${CC:-cc} $cflags -o "$out/gen_vectors" "$here/gen_vectors.c" -lm
+if [ -f "$build/index/libctxd.a" ]; then
+  ${CC:-cc} $cflags -I"$root/index" -o "$out/bench_vindex" \
+    "$here/bench_vindex.c" "$build/index/libctxd.a" $libs
+else
+  ${CXX:-c++} -std=c++17 -O2 -g -DNDEBUG -D_GNU_SOURCE -fopenmp \
+    -I"$root/index" -c "$root/index/vindex.cpp" -o "$out/vindex.o"
+  ${CC:-cc} $cflags -I"$root/index" -o "$out/bench_vindex" \
+    "$here/bench_vindex.c" "$out/vindex.o" "$root/index/err.c" $libs
+fi
+
+mkdir -p "$DATA"
+if [ ! -f "$DATA/base.f32" ] || [ ! -f "$DATA/queries.f32" ]; then
+  "$out/gen_vectors" "$DATA/base.f32" "$DATA/queries.f32" "$N" "$DIM" \
+    "${CLUSTERS:-1000}" "$NQ" "$SEED"
+fi
+echo "machine cpus=$(nproc) load=\"$(cut -d' ' -f1-3 /proc/loadavg)\" commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo none)"
+
+set -- --base "$DATA/base.f32" --queries "$DATA/queries.f32" \
+  --target "${TARGET:-0.95}" --seconds "${QPS_SECONDS:-2}"
+if [ "${OMP_COMPARE:-0}" = 1 ]; then
+  for policy in default PASSIVE; do
+    for t in 1 2; do
+      echo "omp policy=$policy threads=$t"
+      if [ $policy = default ]; then
+        env -u OMP_WAIT_POLICY "$out/bench_vindex" "$@" --gt-only --threads $t
+      else
+        OMP_WAIT_POLICY=PASSIVE "$out/bench_vindex" "$@" --gt-only --threads $t
+      fi
+    done
+  done
+fi
+for spec in ${INDEXES:-HNSW32:efc=40 HNSW32:efc=80 IVF1024,Flat}; do
+  set -- "$@" --index "$spec"
+done
+OMP_WAIT_POLICY=PASSIVE "$out/bench_vindex" "$@" --gt "$DATA/gt.i64"
