@@ -71,6 +71,7 @@ struct vindex {
   faiss::IndexHNSW *hnsw = nullptr;
   faiss::IndexIVF *ivf = nullptr;
   faiss::IndexHNSW *qhnsw = nullptr; /* IVF's HNSW coarse quantizer */
+  bool ivf_flat = false;             /* IVF storing raw vectors */
   uint32_t dim = 0;
   vindex_metric metric = VINDEX_L2;
   char spec[VINDEX_SPEC_MAX] = {0};
@@ -206,6 +207,167 @@ struct Filter : faiss::IDSelector {
   }
 };
 
+/* ---- Distance kernels --------------------------------------------------- */
+
+/* Debian builds FAISS for the x86-64 baseline (SSE2), where 1.7.3's
+ * fvec_L2sqr and fvec_inner_product are scalar loops (fvec_L2sqr_ref: 96% of
+ * a Flat search's time). These are compiled twice, for x86-64-v3 (AVX2,
+ * FMA) and the baseline, and the dynamic loader picks one for the CPU (GCC
+ * target_clones). Exact search of many queries still goes to BLAS. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define VX_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define VX_CLONES
+#endif
+
+typedef float v8f __attribute__((vector_size(32)));
+
+VX_CLONES float vx_l2sqr(const float *a, const float *b, size_t d) {
+  v8f s0 = {0, 0, 0, 0, 0, 0, 0, 0}, s1 = s0, xa, xb, ya, yb;
+  size_t i = 0;
+  for (; i + 16 <= d; i += 16) {
+    memcpy(&xa, a + i, sizeof xa);
+    memcpy(&xb, b + i, sizeof xb);
+    memcpy(&ya, a + i + 8, sizeof ya);
+    memcpy(&yb, b + i + 8, sizeof yb);
+    v8f x = xa - xb, y = ya - yb;
+    s0 += x * x;
+    s1 += y * y;
+  }
+  for (; i + 8 <= d; i += 8) {
+    memcpy(&xa, a + i, sizeof xa);
+    memcpy(&xb, b + i, sizeof xb);
+    v8f x = xa - xb;
+    s0 += x * x;
+  }
+  s0 += s1;
+  float r = ((s0[0] + s0[4]) + (s0[1] + s0[5])) +
+            ((s0[2] + s0[6]) + (s0[3] + s0[7]));
+  for (; i < d; i++) r += (a[i] - b[i]) * (a[i] - b[i]);
+  return r;
+}
+
+VX_CLONES float vx_dot(const float *a, const float *b, size_t d) {
+  v8f s0 = {0, 0, 0, 0, 0, 0, 0, 0}, s1 = s0, xa, xb, ya, yb;
+  size_t i = 0;
+  for (; i + 16 <= d; i += 16) {
+    memcpy(&xa, a + i, sizeof xa);
+    memcpy(&xb, b + i, sizeof xb);
+    memcpy(&ya, a + i + 8, sizeof ya);
+    memcpy(&yb, b + i + 8, sizeof yb);
+    s0 += xa * xb;
+    s1 += ya * yb;
+  }
+  for (; i + 8 <= d; i += 8) {
+    memcpy(&xa, a + i, sizeof xa);
+    memcpy(&xb, b + i, sizeof xb);
+    s0 += xa * xb;
+  }
+  s0 += s1;
+  float r = ((s0[0] + s0[4]) + (s0[1] + s0[5])) +
+            ((s0[2] + s0[6]) + (s0[3] + s0[7]));
+  for (; i < d; i++) r += a[i] * b[i];
+  return r;
+}
+
+/* "Smaller is better" distance of q to the vector at x: squared L2, or the
+ * negated inner product, so one max-heap serves both metrics. */
+inline float vx_dist(bool ip, const float *q, const float *x, size_t d) {
+  return ip ? -vx_dot(q, x, d) : vx_l2sqr(q, x, d);
+}
+
+/* Exact top-k of one query over n rows (row j has label ids ? ids[j] : j,
+ * rows `sel` refuses skipped) merged into the max-heap D/L of size k. */
+void vx_scan(bool ip, const float *q, const float *rows, size_t n, size_t d,
+             const idx_t *ids, const faiss::IDSelector *sel, size_t k,
+             float *D, idx_t *L) {
+  for (size_t j = 0; j < n; j++) {
+    idx_t id = ids ? ids[j] : idx_t(j);
+    if (sel && !sel->is_member(id)) continue;
+    float dj = vx_dist(ip, q, rows + j * d, d);
+    if (dj < D[0]) faiss::maxheap_replace_top(k, D, L, dj, id);
+  }
+}
+
+/* Sort a max-heap best first and give scores the index's convention. */
+void vx_finish(bool ip, size_t k, float *D, idx_t *L) {
+  faiss::maxheap_reorder(k, D, L);
+  if (ip)
+    for (size_t i = 0; i < k; i++) D[i] = -D[i];
+}
+
+struct FastFlatDis : faiss::FlatCodesDistanceComputer {
+  size_t d;
+  bool ip;
+  const float *q = nullptr;
+  FastFlatDis(const faiss::IndexFlat &f)
+      : FlatCodesDistanceComputer(f.codes.data(), f.code_size),
+        d(size_t(f.d)),
+        ip(f.metric_type == faiss::METRIC_INNER_PRODUCT) {}
+  void set_query(const float *x) override {
+    q = x;
+  }
+  /* The index's convention (IP: the similarity), as FAISS's own. */
+  float distance_to_code(const uint8_t *code) override {
+    const float *x = reinterpret_cast<const float *>(code);
+    return ip ? vx_dot(q, x, d) : vx_l2sqr(q, x, d);
+  }
+  float symmetric_dis(idx_t i, idx_t j) override {
+    const float *a = reinterpret_cast<const float *>(codes + i * code_size);
+    const float *b = reinterpret_cast<const float *>(codes + j * code_size);
+    return ip ? vx_dot(a, b, d) : vx_l2sqr(a, b, d);
+  }
+};
+
+/* An IndexFlat whose distances are the kernels above: for the Flat kind,
+ * HNSW's storage (graph building and search) and flat coarse quantizers.
+ * Searches of fewer than kBlasQueries queries, or with a selector, scan
+ * with the kernels; larger ones go to FAISS (BLAS). It serialises as a
+ * plain IndexFlat, and is put back in place after reading. */
+struct FastFlat : faiss::IndexFlat {
+  FastFlat(idx_t dim, faiss::MetricType m) : faiss::IndexFlat(dim, m) {}
+  faiss::FlatCodesDistanceComputer *get_FlatCodesDistanceComputer()
+      const override {
+    return new FastFlatDis(*this);
+  }
+  void search(idx_t n, const float *x, idx_t k, float *D, idx_t *L,
+              const faiss::SearchParameters *p) const override {
+    const faiss::IDSelector *sel = p ? p->sel : nullptr;
+    if (n >= idx_t(kBlasQueries) && !sel) {
+      faiss::IndexFlat::search(n, x, k, D, L, nullptr);
+      return;
+    }
+    const bool ip = metric_type == faiss::METRIC_INNER_PRODUCT;
+    const float *xb = get_xb();
+#pragma omp parallel for if (n > 1)
+    for (idx_t i = 0; i < n; i++) {
+      float *Di = D + i * k;
+      idx_t *Li = L + i * k;
+      faiss::maxheap_heapify(size_t(k), Di, Li);
+      vx_scan(ip, x + i * d, xb, size_t(ntotal), size_t(d), nullptr, sel,
+              size_t(k), Di, Li);
+      vx_finish(ip, size_t(k), Di, Li);
+    }
+  }
+};
+
+/* A plain (owned) IndexFlat replaced by a FastFlat holding its vectors;
+ * any other index is returned as it is. */
+faiss::Index *to_fast_flat(faiss::Index *ix) {
+  const std::type_info &t = typeid(*ix);
+  if (t != typeid(faiss::IndexFlat) && t != typeid(faiss::IndexFlatL2) &&
+      t != typeid(faiss::IndexFlatIP))
+    return ix;
+  auto *f = static_cast<faiss::IndexFlat *>(ix);
+  auto *ff = new FastFlat(f->d, f->metric_type);
+  ff->codes.swap(f->codes);
+  ff->ntotal = f->ntotal;
+  ff->is_trained = f->is_trained;
+  ff->metric_arg = f->metric_arg;
+  delete f;
+  return ff;
+}
+
 /* ---- HNSW search ------------------------------------------------------- */
 
 /* Visited marks for one search, reused across searches of the same thread
@@ -238,9 +400,9 @@ using Cand = std::pair<float, int>; /* (distance, position) */
  * filtered-out vectors make it go further instead of returning fewer
  * results. Distances are "smaller is better" inside (IP negated) and
  * returned in the index's convention. Results: k entries, -1 padded. */
-void hnsw_search_one(const faiss::IndexHNSW &h, faiss::DistanceComputer &dc,
-                     const float *q, size_t k, size_t ef,
-                     const faiss::IDSelector *sel, float *D, idx_t *L) {
+template <class Dist>
+void hnsw_walk(const faiss::IndexHNSW &h, Dist &&dist, size_t k, size_t ef,
+               const faiss::IDSelector *sel, float *D, idx_t *L) {
   const faiss::HNSW &g = h.hnsw;
   const bool ip = h.metric_type == faiss::METRIC_INNER_PRODUCT;
   for (size_t i = 0; i < k; i++) {
@@ -248,11 +410,6 @@ void hnsw_search_one(const faiss::IndexHNSW &h, faiss::DistanceComputer &dc,
     L[i] = -1;
   }
   if (g.entry_point < 0 || h.ntotal == 0) return;
-  dc.set_query(q);
-  auto dist = [&](int i) {
-    float d = dc(i);
-    return ip ? -d : d;
-  };
   const int *nb = g.neighbors.data();
   const size_t *off = g.offsets.data();
   const int *cum = g.cum_nneighbor_per_level.data();
@@ -317,6 +474,33 @@ void hnsw_search_one(const faiss::IndexHNSW &h, faiss::DistanceComputer &dc,
   }
 }
 
+/* One query: the kernels straight on a FastFlat storage (no virtual call a
+ * distance), FAISS's distance computer on a compressed one (dc). */
+void hnsw_search_one(const faiss::IndexHNSW &h, faiss::DistanceComputer *dc,
+                     const float *q, size_t k, size_t ef,
+                     const faiss::IDSelector *sel, float *D, idx_t *L) {
+  const bool ip = h.metric_type == faiss::METRIC_INNER_PRODUCT;
+  if (!dc) {
+    const float *xb = static_cast<const FastFlat *>(h.storage)->get_xb();
+    size_t d = size_t(h.d);
+    hnsw_walk(h, [&](int i) { return vx_dist(ip, q, xb + size_t(i) * d, d); },
+              k, ef, sel, D, L);
+    return;
+  }
+  dc->set_query(q);
+  hnsw_walk(h, [&](int i) {
+        float x = (*dc)(i);
+        return ip ? -x : x;
+      }, k, ef, sel, D, L);
+}
+
+/* FAISS's distance computer for a storage that is not a FastFlat. */
+std::unique_ptr<faiss::DistanceComputer> storage_dc(const faiss::IndexHNSW &h) {
+  if (dynamic_cast<const FastFlat *>(h.storage)) return nullptr;
+  return std::unique_ptr<faiss::DistanceComputer>(
+      h.storage->get_distance_computer());
+}
+
 /* Run fn(i0, i1) over [0, n) in chunks of `chunk` on nt OpenMP threads (or
  * directly on this thread when nt <= 1), and rethrow the first exception a
  * chunk threw once all are done: none may escape an OpenMP region. */
@@ -347,10 +531,10 @@ void hnsw_search(const faiss::IndexHNSW &h, const float *q, size_t nq,
                  float *D, idx_t *L) {
   size_t d = size_t(h.d);
   omp_chunks(nq, 16, nt, [&](size_t i0, size_t i1) {
-    std::unique_ptr<faiss::DistanceComputer> dc(
-        h.storage->get_distance_computer());
+    std::unique_ptr<faiss::DistanceComputer> dc = storage_dc(h);
     for (size_t i = i0; i < i1; i++)
-      hnsw_search_one(h, *dc, q + i * d, k, ef, sel, D + i * k, L + i * k);
+      hnsw_search_one(h, dc.get(), q + i * d, k, ef, sel, D + i * k,
+                      L + i * k);
   });
 }
 
@@ -413,15 +597,34 @@ void ivf_search(const vindex *v, const float *q, size_t nq, size_t k,
     std::vector<float> coarse(n * nprobe);
     const float *x = q + i0 * d;
     if (v->qhnsw) {
-      std::unique_ptr<faiss::DistanceComputer> dc(
-          v->qhnsw->storage->get_distance_computer());
+      std::unique_ptr<faiss::DistanceComputer> dc = storage_dc(*v->qhnsw);
       size_t ef = ef_of(v->qhnsw, p);
       for (size_t i = 0; i < n; i++)
-        hnsw_search_one(*v->qhnsw, *dc, x + i * d, nprobe, ef, nullptr,
+        hnsw_search_one(*v->qhnsw, dc.get(), x + i * d, nprobe, ef, nullptr,
                         coarse.data() + i * nprobe, assign.data() + i * nprobe);
     } else {
       iv.quantizer->search(idx_t(n), x, idx_t(nprobe), coarse.data(),
                            assign.data());
+    }
+    if (v->ivf_flat) { /* FAISS's IVFFlat scanner uses the scalar kernel */
+      const bool ip = iv.metric_type == faiss::METRIC_INNER_PRODUCT;
+      for (size_t i = 0; i < n; i++) {
+        float *Di = D + (i0 + i) * k;
+        idx_t *Li = L + (i0 + i) * k;
+        faiss::maxheap_heapify(k, Di, Li);
+        for (size_t j = 0; j < nprobe; j++) {
+          idx_t list = assign[i * nprobe + j];
+          if (list < 0) continue;
+          size_t len = iv.invlists->list_size(size_t(list));
+          if (len == 0) continue;
+          faiss::InvertedLists::ScopedCodes codes(iv.invlists, size_t(list));
+          faiss::InvertedLists::ScopedIds ids(iv.invlists, size_t(list));
+          vx_scan(ip, x + i * d, reinterpret_cast<const float *>(codes.get()),
+                  len, d, ids.get(), sel, k, Di, Li);
+        }
+        vx_finish(ip, k, Di, Li);
+      }
+      return;
     }
     faiss::IndexIVFStats stats;
     iv.search_preassigned(idx_t(n), x, idx_t(k), assign.data(), coarse.data(),
@@ -568,9 +771,10 @@ int classify(vindex *v, faiss::Index *ix, const char *what, ctxd_error *e) {
   v->flat = nullptr;
   v->hnsw = v->qhnsw = nullptr;
   v->ivf = nullptr;
+  v->ivf_flat = false;
   const std::type_info &t = typeid(*ix);
   if (t == typeid(faiss::IndexFlat) || t == typeid(faiss::IndexFlatL2) ||
-      t == typeid(faiss::IndexFlatIP)) {
+      t == typeid(faiss::IndexFlatIP) || t == typeid(FastFlat)) {
     v->kind = KIND_FLAT;
     v->flat = static_cast<faiss::IndexFlat *>(ix);
   } else if (is_hnsw_type(ix) &&
@@ -582,6 +786,7 @@ int classify(vindex *v, faiss::Index *ix, const char *what, ctxd_error *e) {
              t == typeid(faiss::IndexIVFPQ)) {
     v->kind = KIND_IVF;
     v->ivf = static_cast<faiss::IndexIVF *>(ix);
+    v->ivf_flat = t == typeid(faiss::IndexIVFFlat);
     faiss::Index *q = v->ivf->quantizer;
     if (q && is_hnsw_type(q) && static_cast<faiss::IndexHNSW *>(q)->storage)
       v->qhnsw = static_cast<faiss::IndexHNSW *>(q);
@@ -593,6 +798,21 @@ int classify(vindex *v, faiss::Index *ix, const char *what, ctxd_error *e) {
                        what);
   }
   return 0;
+}
+
+/* Put FastFlats where FAISS made plain IndexFlats it owns: the Flat kind
+ * itself, HNSW storage, flat coarse quantizers (see FastFlat). */
+void use_fast_flats(vindex *v) {
+  if (v->kind == KIND_FLAT) {
+    v->index = to_fast_flat(v->index);
+    v->flat = static_cast<faiss::IndexFlat *>(v->index);
+  }
+  if (v->hnsw && v->hnsw->own_fields)
+    v->hnsw->storage = to_fast_flat(v->hnsw->storage);
+  if (v->ivf && v->ivf->own_fields)
+    v->ivf->quantizer = to_fast_flat(v->ivf->quantizer);
+  if (v->qhnsw && v->qhnsw->own_fields)
+    v->qhnsw->storage = to_fast_flat(v->qhnsw->storage);
 }
 
 /* Refuse what the factory would take but ctxd must not: IDMap (labels are
@@ -943,6 +1163,7 @@ int read_body(vindex *v, const Header &h, BodyReader &r, ctxd_error *e) {
                        "vindex_read: FAISS's index data does not match the "
                        "header (kind, dim, metric or graph)");
   tune_training(v->index);
+  use_fast_flats(v);
   char tail[8];
   uint64_t nlabels, nwords, masked;
   if (!r.get_bytes(tail, sizeof tail)) return short_read(f, e, "the label map");
@@ -1015,6 +1236,7 @@ int vindex_create(const char *spec, uint32_t dim, vindex_metric metric,
     rc = classify(v, v->index, "vindex_create", e);
     if (rc) goto fail;
     tune_training(v->index);
+    use_fast_flats(v);
   } catch (...) {
     rc = exc_to_err(e, CTXD_EINVAL, "vindex_create");
     goto fail;

@@ -32,6 +32,14 @@
  * preferred, so a stream of searches cannot starve them). Only vindex_free
  * needs the caller to guarantee that no other call is running.
  *
+ * Distances: Debian's FAISS is built for the x86-64 baseline, where 1.7.3
+ * computes L2 and inner products with scalar loops. The binding computes
+ * them itself (kernels built for AVX2/FMA and the baseline, picked at load
+ * time) for Flat searches of fewer than 20 queries or with a filter, HNSW
+ * with uncompressed storage (building and searching), flat coarse
+ * quantizers and IVF-Flat's list scans; larger exact searches use BLAS, and
+ * SQ/PQ codes FAISS's own scanners.
+ *
  * OpenMP: vindex_search with nq == 1 never starts an OpenMP team (the daemon
  * searches from many worker threads at once); larger searches, training and
  * adds use OpenMP threads up to the limit set by vindex_global_init.

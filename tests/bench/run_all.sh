@@ -13,8 +13,11 @@
 # Runs: grpc_health.sh (Health.Check vs a gRPC C++ reference, Documents.Get),
 # put_unary.sh (concurrent unary Put, group commit vs one transaction a Put),
 # putstream_ingest.py (PutStream vs an ack-only gRPC C++ server), memory.py
-# (RssAnon over five 10,000-document rounds), and tests/bench/chunk/run.sh
-# if present. Exit status: non-zero if any of them failed.
+# (RssAnon over five 10,000-document rounds), tests/bench/chunk/run.sh
+# if present, and tests/bench/vector/run.sh (in-process vector search; at
+# its default 1,000,000 x 128 it runs for tens of minutes on 2 cores:
+# VEC_N=100000 scales it down, VECTOR=0 skips it). Exit status: non-zero if
+# any of them failed.
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -53,6 +56,9 @@ section memory "$PY" "$HERE/memory.py" --build "$BUILD" --docs "${MEM_DOCS:-1000
 section put_unary "$HERE/put_unary.sh" "$BUILD"
 if [ -x "$HERE/chunk/run.sh" ] || [ -f "$HERE/chunk/run.sh" ]; then
   section chunk bash "$HERE/chunk/run.sh" "$BUILD"
+fi
+if [ "${VECTOR:-1}" != 0 ]; then
+  section vector sh "$HERE/vector/run.sh" "$BUILD"
 fi
 
 echo
