@@ -222,7 +222,13 @@ struct Filter : faiss::IDSelector {
 
 typedef float v8f __attribute__((vector_size(32)));
 
-VX_CLONES float vx_l2sqr(const float *a, const float *b, size_t d) {
+/* Sum acc(lanes of a, lanes of b) over d floats, 8 lanes at a time (two
+ * accumulators; the tail zero-padded, which adds 0 to both sums below).
+ * Inlined into each clone of its callers, so it is compiled for each. */
+template <class Acc>
+__attribute__((always_inline)) inline float vx_reduce(const float *a,
+                                                      const float *b, size_t d,
+                                                      Acc acc) {
   v8f s0 = {0, 0, 0, 0, 0, 0, 0, 0}, s1 = s0, xa, xb, ya, yb;
   size_t i = 0;
   for (; i + 16 <= d; i += 16) {
@@ -230,44 +236,31 @@ VX_CLONES float vx_l2sqr(const float *a, const float *b, size_t d) {
     memcpy(&xb, b + i, sizeof xb);
     memcpy(&ya, a + i + 8, sizeof ya);
     memcpy(&yb, b + i + 8, sizeof yb);
-    v8f x = xa - xb, y = ya - yb;
-    s0 += x * x;
-    s1 += y * y;
+    acc(s0, xa, xb);
+    acc(s1, ya, yb);
   }
-  for (; i + 8 <= d; i += 8) {
-    memcpy(&xa, a + i, sizeof xa);
-    memcpy(&xb, b + i, sizeof xb);
-    v8f x = xa - xb;
-    s0 += x * x;
+  for (; i < d; i += 8) {
+    size_t m = std::min<size_t>(8, d - i);
+    xa = xb = v8f{0, 0, 0, 0, 0, 0, 0, 0};
+    memcpy(&xa, a + i, m * sizeof(float));
+    memcpy(&xb, b + i, m * sizeof(float));
+    acc(s0, xa, xb);
   }
   s0 += s1;
-  float r = ((s0[0] + s0[4]) + (s0[1] + s0[5])) +
-            ((s0[2] + s0[6]) + (s0[3] + s0[7]));
-  for (; i < d; i++) r += (a[i] - b[i]) * (a[i] - b[i]);
-  return r;
+  return ((s0[0] + s0[4]) + (s0[1] + s0[5])) +
+         ((s0[2] + s0[6]) + (s0[3] + s0[7]));
+}
+
+VX_CLONES float vx_l2sqr(const float *a, const float *b, size_t d) {
+  return vx_reduce(a, b, d, [](v8f &s, const v8f &x, const v8f &y) {
+    v8f t = x - y;
+    s += t * t;
+  });
 }
 
 VX_CLONES float vx_dot(const float *a, const float *b, size_t d) {
-  v8f s0 = {0, 0, 0, 0, 0, 0, 0, 0}, s1 = s0, xa, xb, ya, yb;
-  size_t i = 0;
-  for (; i + 16 <= d; i += 16) {
-    memcpy(&xa, a + i, sizeof xa);
-    memcpy(&xb, b + i, sizeof xb);
-    memcpy(&ya, a + i + 8, sizeof ya);
-    memcpy(&yb, b + i + 8, sizeof yb);
-    s0 += xa * xb;
-    s1 += ya * yb;
-  }
-  for (; i + 8 <= d; i += 8) {
-    memcpy(&xa, a + i, sizeof xa);
-    memcpy(&xb, b + i, sizeof xb);
-    s0 += xa * xb;
-  }
-  s0 += s1;
-  float r = ((s0[0] + s0[4]) + (s0[1] + s0[5])) +
-            ((s0[2] + s0[6]) + (s0[3] + s0[7]));
-  for (; i < d; i++) r += a[i] * b[i];
-  return r;
+  return vx_reduce(a, b, d,
+                   [](v8f &s, const v8f &x, const v8f &y) { s += x * y; });
 }
 
 /* "Smaller is better" distance of q to the vector at x: squared L2, or the
