@@ -214,7 +214,9 @@ struct Filter : faiss::IDSelector {
  * a Flat search's time). These are compiled twice, for x86-64-v3 (AVX2,
  * FMA) and the baseline, and the dynamic loader picks one for the CPU (GCC
  * target_clones). Exact search of many queries still goes to BLAS. */
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_THREAD__)
+/* (Not under ThreadSanitizer: it instruments the ifunc resolver, which the
+ * dynamic loader runs before the TSan runtime exists.) */
 #define VX_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define VX_CLONES
