@@ -21,7 +21,10 @@
 # The benchmark itself runs with OMP_WAIT_POLICY=PASSIVE, as the daemon does.
 # It links BUILD_DIR/index/libctxd.a when that exists (else it compiles
 # index/vindex.cpp and index/err.c with the RelWithDebInfo flags).
-# At 1M x 128 on 2 shared cores it took about 25 minutes (see the README).
+# At 1M x 128 on the shared 2-core VM (load average 10-15, under nice -n 10)
+# it took about an hour: HNSW32 builds of 20 (efc=40) and 37 (efc=80)
+# minutes, IVF1024,Flat 1 minute, exact ground truth 1.5 minutes (reused from
+# gt.i64 on later runs), the sweeps and timings a few minutes.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
