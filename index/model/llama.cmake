@@ -221,4 +221,6 @@ endif()
 # runtime (its imported targets do not make CMake link them as C++).
 add_library(ctxd_llama INTERFACE)
 target_link_libraries(ctxd_llama INTERFACE ${_ctxd_llama_target} stdc++)
+# Cached too, so that scripts (tests/bench) can read it from CMakeCache.txt.
+set(CTXD_LLAMA_SOURCE_DIR "${CTXD_LLAMA_SOURCE_DIR}" CACHE INTERNAL "llama.cpp source (models/, gguf-py/)")
 message(STATUS "ctxd: llama.cpp ${CTXD_LLAMA_ORIGIN}; source ${CTXD_LLAMA_SOURCE_DIR}")
