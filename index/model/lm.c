@@ -269,6 +269,12 @@ fail:
   return rc;
 }
 
+/* Contexts and embedders need the weights. */
+static int need_weights(const lm_model *m, const char *who, ctxd_error *e) {
+  if (!m->info.vocab_only) return 0;
+  return ctxd_seterr(e, CTXD_EPRECOND, "%s: %s was loaded without weights", who, m->info.name);
+}
+
 static lm_model *model_ref(lm_model *m) {
   atomic_fetch_add(&m->refs, 1);
   return m;
@@ -556,9 +562,8 @@ int lm_ctx_create(lm_model *m, const lm_ctx_opts *o, lm_ctx **out, ctxd_error *e
     lm_ctx_defaults(&def);
     o = &def;
   }
-  if (m->info.vocab_only)
-    return ctxd_seterr(e, CTXD_EPRECOND, "lm_ctx_create: %s was loaded without weights",
-                       m->info.name);
+  rc = need_weights(m, "lm_ctx_create", e);
+  if (rc) return rc;
   uint32_t n_seq = o->n_seq ? o->n_seq : 1;
   if (n_seq > LM_SEQ_MAX)
     return ctxd_seterr(e, CTXD_EINVAL, "lm_ctx_create: n_seq %u is over %d", n_seq, LM_SEQ_MAX);
@@ -1350,9 +1355,8 @@ int lm_embedder_create(lm_model *m, const lm_embedder_opts *o, embedder **out, c
     lm_embedder_defaults(&def);
     o = &def;
   }
-  if (m->info.vocab_only)
-    return ctxd_seterr(e, CTXD_EPRECOND, "lm_embedder_create: %s was loaded without weights",
-                       m->info.name);
+  int rc = need_weights(m, "lm_embedder_create", e);
+  if (rc) return rc;
   if (o->n_ctx_max > 256 || o->max_tokens > LM_BATCH_MAX || o->n_threads < 0 || o->pooling < 0 ||
       o->pooling > LM_POOL_LAST)
     return ctxd_seterr(e, CTXD_EINVAL, "lm_embedder_create: options out of range");
@@ -1378,7 +1382,7 @@ int lm_embedder_create(lm_model *m, const lm_embedder_opts *o, embedder **out, c
     return ctxd_seterr(e, CTXD_ENOMEM, "lm_embedder_create: out of memory");
   }
   lm_ctx *c;
-  int rc = emb_acquire(x, &c, e);
+  rc = emb_acquire(x, &c, e);
   if (rc) {
     emb_free(&x->base);
     return rc;
