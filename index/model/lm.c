@@ -5,6 +5,7 @@
  * entropies, and captures attention through llama.cpp's cb_eval hook. */
 #include "model/lm.h"
 
+#include "model/lmvec.h"
 #include "utf8.h"
 
 #include <errno.h>
@@ -729,23 +730,16 @@ void lm_ctx_clear(lm_ctx *c) {
 
 void lm_logprobs(const float *logits, uint32_t n_vocab, const int32_t *targets,
                  size_t n_targets, float *logprob, float *entropy) {
-  float mx = -INFINITY;
-  for (uint32_t i = 0; i < n_vocab; i++)
-    if (logits[i] > mx) mx = logits[i];
-  /* H = log Z - sum(p x) with x shifted by the max; sums in double. */
-  double z = 0, zx = 0;
-  for (uint32_t i = 0; i < n_vocab; i++) {
-    float d = logits[i] - mx;
-    float ex = expf(d);
-    z += ex;
-    zx += (double)ex * d;
-  }
+  /* H = log Z - sum(p d), with d the logits shifted by their max. */
+  float mx = lmvec_max(logits, n_vocab);
+  double z, zd;
+  lmvec_exp_sums(logits, n_vocab, mx, &z, &zd);
   double logz = log(z);
   for (size_t i = 0; i < n_targets; i++) {
     int32_t t = targets[i];
     logprob[i] = t >= 0 && (uint32_t)t < n_vocab ? (float)((double)(logits[t] - mx) - logz) : NAN;
   }
-  if (entropy) *entropy = (float)(logz - zx / z);
+  if (entropy) *entropy = (float)(logz - zd / z);
 }
 
 /* ------------------------------------------------- attention capture */
@@ -910,34 +904,14 @@ static void qk_rows(lm_ctx *c, uint32_t pos_first) {
     uint32_t pos = pos_first + row;
     for (uint32_t h = 0; h < c->n_head; h++) {
       const float *q = c->q_rows + row * qdim + (size_t)h * hd;
-      uint32_t kvh = h / group;
-      float mx = -INFINITY;
-      for (uint32_t j = 0; j <= pos; j++) {
-        const float *k = s->k + (size_t)j * c->kv_dim + (size_t)kvh * hd;
-        float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
-        uint32_t i = 0;
-        for (; i + 4 <= hd; i += 4) {
-          d0 += q[i] * k[i];
-          d1 += q[i + 1] * k[i + 1];
-          d2 += q[i + 2] * k[i + 2];
-          d3 += q[i + 3] * k[i + 3];
-        }
-        for (; i < hd; i++) d0 += q[i] * k[i];
-        float v = (d0 + d1 + d2 + d3) * c->kq_scale;
-        tmp[j] = v;
-        if (v > mx) mx = v;
-      }
-      double z = 0;
-      for (uint32_t j = 0; j <= pos; j++) {
-        tmp[j] = expf(tmp[j] - mx);
-        z += tmp[j];
-      }
-      float inv = (float)(1.0 / z);
+      const float *k = s->k + (size_t)(h / group) * hd;
+      for (uint32_t j = 0; j <= pos; j++) tmp[j] = lmvec_dot(q, k + (size_t)j * c->kv_dim, hd);
+      lmvec_softmax(tmp, (size_t)pos + 1, c->kq_scale);
       float *dst = c->attn_out + ((size_t)row * c->a_heads + (c->a_heads == 1 ? 0 : h)) * cols;
       if (c->a_heads == 1)
-        for (uint32_t j = 0; j <= pos; j++) dst[j] += tmp[j] * inv;
+        for (uint32_t j = 0; j <= pos; j++) dst[j] += tmp[j];
       else
-        for (uint32_t j = 0; j <= pos; j++) dst[j] = tmp[j] * inv;
+        memcpy(dst, tmp, ((size_t)pos + 1) * sizeof *tmp);
     }
   }
 }
