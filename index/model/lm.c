@@ -5,6 +5,7 @@
  * entropies, and captures attention through llama.cpp's cb_eval hook. */
 #include "model/lm.h"
 
+#include "model/lmtok.h"
 #include "model/lmvec.h"
 #include "utf8.h"
 
@@ -87,6 +88,7 @@ struct lm_model {
   float attn_scale;    /* <arch>.attention.scale, 0 if absent */
   int pooling;         /* <arch>.pooling_type, -1 if absent */
   int space_prefix;    /* the vocabulary adds a space before the text (SPM) */
+  lmtok *fast;         /* the piece cache, NULL for other vocabularies */
   tok tk;
 };
 
@@ -148,6 +150,7 @@ static uint64_t tok_count_cb(const tok *t, const char *s, size_t n);
 
 static void model_destroy(lm_model *m) {
   if (!m) return;
+  lmtok_free(m->fast);
   if (m->lm) llama_model_free(m->lm);
   free(m->piece);
   free(m->piece_off);
@@ -260,6 +263,8 @@ int lm_model_load(const char *path, const lm_model_opts *o, lm_model **out,
   else
     m->space_prefix = llama_vocab_type(m->vocab) == LLAMA_VOCAB_TYPE_SPM;
   make_tok_name(m, path);
+  char pre[48];
+  if (meta_str(m->lm, "tokenizer.ggml.pre", pre, sizeof pre) == 0) m->fast = lmtok_create(m->vocab, pre, m->piece_off);
   m->tk.name = in->tokenizer;
   m->tk.count = tok_count_cb;
   m->tk.ctx = m;
@@ -361,6 +366,13 @@ static int place_tokens(const lm_model *m, const char *s, size_t len, lm_tokens 
   return 0;
 }
 
+/* After lmtok grew the id array to `cap`, bring start/end along. */
+static int tokens_follow(lm_tokens *t, size_t cap, int offsets) {
+  if (cap == t->cap && (!offsets || (t->start && t->end))) return 0;
+  t->cap = 0;
+  return tokens_reserve(t, cap, offsets);
+}
+
 int lm_tokenize(const lm_model *m, const char *s, size_t len, unsigned flags,
                 lm_tokens *t, ctxd_error *e) {
   int offsets = !(flags & LM_TOK_NO_OFFSETS);
@@ -370,22 +382,30 @@ int lm_tokenize(const lm_model *m, const char *s, size_t len, unsigned flags,
                        (size_t)LM_TEXT_MAX);
   if (!s && len > 0) return ctxd_seterr(e, CTXD_EINVAL, "lm_tokenize: no text");
   if (!s) s = "";
-  /* English runs 3-5 bytes a token: guess len/2, and retry with the exact
-   * count llama.cpp reports when the guess was short. */
-  size_t want = len / 2 + 16;
-  for (int attempt = 0; attempt < 2; attempt++) {
-    if (tokens_reserve(t, want, offsets) != 0)
-      return ctxd_seterr(e, CTXD_ENOMEM, "lm_tokenize: out of memory for %zu tokens", want);
-    int32_t r = llama_tokenize(m->vocab, s, (int32_t)len, t->id, (int32_t)t->cap,
-                               (flags & LM_TOK_ADD_SPECIAL) != 0,
-                               (flags & LM_TOK_PARSE_SPECIAL) != 0);
-    if (r >= 0) {
-      t->n = (size_t)r;
-      break;
+  if (m->fast && !(flags & (LM_TOK_ADD_SPECIAL | LM_TOK_PARSE_SPECIAL | LM_TOK_NO_CACHE))) {
+    size_t cap = t->cap, n = 0;
+    int r = lmtok_tokenize(m->fast, s, len, &t->id, &n, &cap);
+    if (tokens_follow(t, cap, offsets) != 0 || r != 0)
+      return ctxd_seterr(e, CTXD_ENOMEM, "lm_tokenize: out of memory for %zu tokens", n);
+    t->n = n;
+  } else {
+    /* English runs 3-5 bytes a token: guess len/2, and retry with the exact
+     * count llama.cpp reports when the guess was short. */
+    size_t want = len / 2 + 16;
+    for (int attempt = 0; attempt < 2; attempt++) {
+      if (tokens_reserve(t, want, offsets) != 0)
+        return ctxd_seterr(e, CTXD_ENOMEM, "lm_tokenize: out of memory for %zu tokens", want);
+      int32_t r = llama_tokenize(m->vocab, s, (int32_t)len, t->id, (int32_t)t->cap,
+                                 (flags & LM_TOK_ADD_SPECIAL) != 0,
+                                 (flags & LM_TOK_PARSE_SPECIAL) != 0);
+      if (r >= 0) {
+        t->n = (size_t)r;
+        break;
+      }
+      if (r == INT32_MIN || attempt == 1)
+        return ctxd_seterr(e, CTXD_EINTERNAL, "lm_tokenize: llama_tokenize failed (%d)", r);
+      want = (size_t)-(int64_t)r;
     }
-    if (r == INT32_MIN || attempt == 1)
-      return ctxd_seterr(e, CTXD_EINTERNAL, "lm_tokenize: llama_tokenize failed (%d)", r);
-    want = (size_t)-(int64_t)r;
   }
   if (!offsets) return 0;
   int rc = place_tokens(m, s, len, t, e);
@@ -431,6 +451,7 @@ int lm_detokenize(const lm_model *m, const int32_t *ids, size_t n, char **out,
 
 static uint64_t count_piece(const lm_model *m, const char *s, size_t n) {
   if (n == 0) return 0;
+  if (m->fast) return lmtok_count(m->fast, s, n);
   int32_t r = llama_tokenize(m->vocab, s, (int32_t)n, NULL, 0, false, false);
   return r < 0 ? (uint64_t)(-(int64_t)r) : (uint64_t)r;
 }

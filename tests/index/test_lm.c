@@ -66,7 +66,7 @@ static void check_vectors(const char *gguf, int exact) {
   if (!in || !out || !m) goto done;
   const char *sep = "\n__ggml_vocab_test__\n";
   char *p = in, *o = out;
-  int cases = 0, id_ok = 0, off_ok = 0, rt_ok = 0;
+  int cases = 0, id_ok = 0, off_ok = 0, rt_ok = 0, direct_ok = 0;
   lm_tokens t = {0};
   while (*p) {
     char *q = strstr(p, sep);
@@ -84,6 +84,11 @@ static void check_vectors(const char *gguf, int exact) {
       s = end;
     }
     cases++;
+    lm_tokens d = {0};
+    if (lm_tokenize(m, p, len, LM_TOK_NO_CACHE, &d, &e) == 0 && d.n == nw &&
+        memcmp(d.id, want, nw * sizeof *want) == 0)
+      direct_ok++;
+    lm_tokens_free(&d);
     int rc = lm_tokenize(m, p, len, 0, &t, &e);
     if (rc == 0 && t.n == nw && memcmp(t.id, want, nw * sizeof *want) == 0) id_ok++;
     else fprintf(stderr, "%s case %d: rc %d, %zu tokens, want %zu\n", gguf, cases, rc, t.n, nw);
@@ -114,6 +119,7 @@ static void check_vectors(const char *gguf, int exact) {
   }
   CHECK(cases > 20);
   CHECK_EQ_INT(id_ok, cases);
+  CHECK_EQ_INT(direct_ok, cases);
   CHECK_EQ_INT(off_ok, cases);
   if (exact) CHECK_EQ_INT(rt_ok, cases);
   lm_tokens_free(&t);
@@ -121,6 +127,61 @@ done:
   lm_model_free(m);
   free(in);
   free(out);
+}
+
+/* The piece cache (lmtok.h) against llama.cpp on the whole text: random
+ * texts built from pieces that stress the cut points (spaces before letters
+ * after every kind of character, contractions, Unicode spaces, newlines,
+ * digits, CJK, emoji), ids and counts equal. */
+static void fuzz_cache(const char *gguf) {
+  static const char *const bits[] = {
+      "a", "B", "the", " ", "  ", " x", " Y", ".", ",", "'s", "'S", "'ll", "n't", "\n", "\n\n",
+      "\t", "1", "23", "456", "-", "(", ")", "\"", "$", "caf\xC3\xA9", "\xC3\x84pfel",
+      "\xE6\x97\xA5\xE6\x9C\xAC", "\xF0\x9F\x98\x80", "\xC2\xA0", "\xE2\x80\x83",
+      "\xE2\x80\x94", " \xC3\xA9t\xC3\xA9", "<|endoftext|>", "Antidisestablishmentarianism",
+      "http://x.org/a?b=1", "\r\n", "...", "!?", " 'quoted'", "\xCE\xA9mega"};
+  lm_model *m = NULL;
+  ctxd_error e;
+  lm_model_opts mo;
+  lm_model_defaults(&mo);
+  mo.vocab_only = 1;
+  CHECK_EQ_INT(lm_model_load(gguf, &mo, &m, &e), 0);
+  if (!m) return;
+  const tok *tk = lm_model_tok(m);
+  lm_tokens a = {0}, b = {0};
+  char buf[1024];
+  unsigned seed = 12345;
+  int same = 0, counts = 0, runs = 1500;
+  for (int r = 0; r < runs; r++) {
+    size_t n = 0;
+    int parts = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 40;
+    for (int k = 0; k < parts; k++) {
+      const char *p = bits[((seed = seed * 1103515245u + 12345u) >> 16) % (sizeof bits / sizeof *bits)];
+      size_t l = strlen(p);
+      if (n + l >= sizeof buf) break;
+      memcpy(buf + n, p, l);
+      n += l;
+    }
+    if (lm_tokenize(m, buf, n, LM_TOK_NO_OFFSETS, &a, &e) == 0 &&
+        lm_tokenize(m, buf, n, LM_TOK_NO_OFFSETS | LM_TOK_NO_CACHE, &b, &e) == 0 && a.n == b.n &&
+        memcmp(a.id, b.id, a.n * sizeof *a.id) == 0)
+      same++;
+    else
+      fprintf(stderr, "%s: cache differs on \"%.*s\"\n", gguf, (int)n, buf);
+    if (tok_count(tk, buf, n) == b.n) counts++;
+  }
+  CHECK_EQ_INT(same, runs);
+  CHECK_EQ_INT(counts, runs);
+  /* The prose, again and again (cache hits), in two halves cut at a word. */
+  size_t pn = strlen(prose);
+  CHECK_EQ_INT(lm_tokenize(m, prose, pn, LM_TOK_NO_CACHE, &b, &e), 0);
+  for (int r = 0; r < 3; r++) {
+    CHECK_EQ_INT(lm_tokenize(m, prose, pn, 0, &a, &e), 0);
+    CHECK(a.n == b.n && memcmp(a.id, b.id, a.n * sizeof *a.id) == 0);
+  }
+  lm_tokens_free(&a);
+  lm_tokens_free(&b);
+  lm_model_free(m);
 }
 
 static void test_vocab(void) {
@@ -232,6 +293,9 @@ static void test_vocab(void) {
   check_vectors(VOCAB("ggml-vocab-qwen2.gguf"), 1);
   check_vectors(VOCAB("ggml-vocab-llama-bpe.gguf"), 1);
   check_vectors(VOCAB("ggml-vocab-llama-spm.gguf"), 0);
+  fuzz_cache(VOCAB("ggml-vocab-gpt-2.gguf"));
+  fuzz_cache(VOCAB("ggml-vocab-qwen2.gguf"));
+  fuzz_cache(VOCAB("ggml-vocab-llama-bpe.gguf"));
 
   /* WordPiece lower-cases: no offsets, but ids. */
   CHECK_EQ_INT(lm_model_load(VOCAB("ggml-vocab-bert-bge.gguf"), &mo, &m, &e), 0);
