@@ -6,6 +6,7 @@
  * entropy, both attention paths against each other and against numpy, KV
  * reuse, batching of sequences, embeddings, and the error paths. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,6 +185,56 @@ static void fuzz_cache(const char *gguf) {
   lm_model_free(m);
 }
 
+/* Four threads share one model's piece cache: every result stays exact. */
+typedef struct tok_job {
+  const lm_model *m;
+  const int32_t *want;
+  size_t n_want;
+  int ok;
+} tok_job;
+
+static void *tok_thread(void *arg) {
+  tok_job *j = arg;
+  lm_tokens t = {0};
+  ctxd_error e;
+  size_t n = strlen(prose);
+  j->ok = 1;
+  for (int r = 0; r < 200; r++) {
+    /* a different cut each round, so the threads insert different pieces */
+    size_t from = (size_t)(r * 7) % 40;
+    while ((prose[from] & 0xC0) == 0x80) from++;
+    if (lm_tokenize(j->m, prose + from, n - from, 0, &t, &e) != 0) j->ok = 0;
+    if (from == 0 && (t.n != j->n_want || memcmp(t.id, j->want, t.n * sizeof *t.id) != 0)) j->ok = 0;
+    if (tok_count(lm_model_tok(j->m), prose + from, n - from) != t.n) j->ok = 0;
+  }
+  lm_tokens_free(&t);
+  return NULL;
+}
+
+static void threads_cache(const char *gguf) {
+  lm_model *m = NULL;
+  ctxd_error e;
+  lm_model_opts mo;
+  lm_model_defaults(&mo);
+  mo.vocab_only = 1;
+  CHECK_EQ_INT(lm_model_load(gguf, &mo, &m, &e), 0);
+  if (!m) return;
+  lm_tokens want = {0};
+  CHECK_EQ_INT(lm_tokenize(m, prose, strlen(prose), LM_TOK_NO_CACHE, &want, &e), 0);
+  pthread_t th[4];
+  tok_job j[4];
+  for (int i = 0; i < 4; i++) {
+    j[i] = (tok_job){.m = m, .want = want.id, .n_want = want.n};
+    pthread_create(&th[i], NULL, tok_thread, &j[i]);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    CHECK(j[i].ok);
+  }
+  lm_tokens_free(&want);
+  lm_model_free(m);
+}
+
 static void test_vocab(void) {
   lm_model *m = NULL;
   ctxd_error e;
@@ -296,6 +347,7 @@ static void test_vocab(void) {
   fuzz_cache(VOCAB("ggml-vocab-gpt-2.gguf"));
   fuzz_cache(VOCAB("ggml-vocab-qwen2.gguf"));
   fuzz_cache(VOCAB("ggml-vocab-llama-bpe.gguf"));
+  threads_cache(VOCAB("ggml-vocab-gpt-2.gguf"));
 
   /* WordPiece lower-cases: no offsets, but ids. */
   CHECK_EQ_INT(lm_model_load(VOCAB("ggml-vocab-bert-bge.gguf"), &mo, &m, &e), 0);

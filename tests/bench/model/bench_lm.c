@@ -1,6 +1,8 @@
 /* bench_lm.c - prompt processing of the model runtime against plain
  * llama.cpp on the same model in the same run. Prints rows of: what,
- * tokens/s (best of runs), ms per run.
+ * tokens per second of wall time and per second of process CPU time (best
+ * of runs each; with one thread the CPU figure is what a quiet machine would
+ * show, whatever the neighbours do), ms of wall time per run.
  *   bench_lm MODEL.gguf [tokens] [threads] [runs]
  * Rows:
  *   llama.cpp llama_decode, flash attention off/on: the baseline, batches of
@@ -19,17 +21,31 @@
 
 #include "model/lm.h"
 
-static double now(void) {
+static double clk(clockid_t id) {
   struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
+  clock_gettime(id, &t);
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Wall and CPU clocks of one timed section; best of each over runs. */
+typedef struct timer { double w0, c0, best_w, best_c; } timer;
+
+static void t_init(timer *t) { t->best_w = t->best_c = 1e30; }
+static void t_start(timer *t) {
+  t->w0 = clk(CLOCK_MONOTONIC);
+  t->c0 = clk(CLOCK_PROCESS_CPUTIME_ID);
+}
+static void t_stop(timer *t) {
+  double w = clk(CLOCK_MONOTONIC) - t->w0, c = clk(CLOCK_PROCESS_CPUTIME_ID) - t->c0;
+  if (w < t->best_w) t->best_w = w;
+  if (c < t->best_c) t->best_c = c;
 }
 
 static int n_tok = 2048, threads = 2, runs = 3;
 static int32_t *ids;
 
-static void row(const char *what, double best, int tokens) {
-  printf("%s\t%.1f\t%.1f\n", what, tokens / best, best * 1e3);
+static void row(const char *what, const timer *t, int tokens) {
+  printf("%s\t%.1f\t%.1f\t%.1f\n", what, tokens / t->best_w, tokens / t->best_c, t->best_w * 1e3);
   fflush(stdout);
 }
 
@@ -45,10 +61,11 @@ static void bench_llama(const char *path, int fa) {
   cp.no_perf = true;
   struct llama_context *c = llama_init_from_model(m, cp);
   struct llama_batch b = llama_batch_init(512, 0, 1);
-  double best = 1e30;
+  timer tm;
+  t_init(&tm);
   for (int r = 0; r < runs; r++) {
     llama_memory_clear(llama_get_memory(c), true);
-    double t0 = now();
+    t_start(&tm);
     for (int at = 0; at < n_tok; at += 512) {
       int n = n_tok - at < 512 ? n_tok - at : 512;
       for (int i = 0; i < n; i++) {
@@ -64,11 +81,10 @@ static void bench_llama(const char *path, int fa) {
         exit(1);
       }
     }
-    double s = now() - t0;
-    if (s < best) best = s;
+    t_stop(&tm);
   }
   row(fa ? "llama.cpp llama_decode, flash attention on" : "llama.cpp llama_decode, flash attention off",
-      best, n_tok);
+      &tm, n_tok);
   llama_batch_free(b);
   llama_free(c);
   llama_model_free(m);
@@ -95,46 +111,46 @@ static void bench_lm(lm_model *m, int fa, int entropy) {
   lm_ctx *c = mk(m, fa, 0);
   float ent[32];
   ctxd_error e;
-  double best = 1e30;
+  timer tm;
+  t_init(&tm);
   for (int r = 0; r < runs; r++) {
     lm_ctx_clear(c);
     lm_append a = {.seq = 0, .ids = ids, .n = (uint32_t)n_tok,
                    .out_from = entropy ? (uint32_t)n_tok - 32 : (uint32_t)n_tok,
                    .entropy = entropy ? ent : NULL};
-    double t0 = now();
+    t_start(&tm);
     if (lm_eval(c, &a, 1, &e)) {
       fprintf(stderr, "%s\n", e.msg);
       exit(1);
     }
-    double s = now() - t0;
-    if (s < best) best = s;
+    t_stop(&tm);
   }
   char what[128];
   snprintf(what, sizeof what, "lm_eval%s, flash attention %s",
            entropy ? " + entropy of the last 32" : "", fa ? "on" : "off");
-  row(what, best, n_tok);
+  row(what, &tm, n_tok);
   lm_ctx_free(c);
 }
 
 static void bench_attn(lm_model *m, int fa) {
   lm_ctx *c = mk(m, fa, 1);
   ctxd_error e;
-  double best = 1e30;
+  timer tm;
+  t_init(&tm);
   int ctxn = n_tok - 32;
   for (int r = 0; r < runs; r++) {
     lm_ctx_clear(c);
     lm_append a = {.seq = 0, .ids = ids, .n = (uint32_t)ctxn, .out_from = (uint32_t)ctxn};
-    double t0 = now();
+    t_start(&tm);
     if (lm_eval(c, &a, 1, &e) || lm_eval_attn(c, 0, ids + ctxn, 32, 0, LM_ATTN_SUM_HEADS, &e)) {
       fprintf(stderr, "%s\n", e.msg);
       exit(1);
     }
-    double s = now() - t0;
-    if (s < best) best = s;
+    t_stop(&tm);
   }
   row(fa ? "lm_eval + lm_eval_attn (32 rows, QK path, flash attention on)"
          : "lm_eval + lm_eval_attn (32 rows, softmax path, flash attention off)",
-      best, n_tok);
+      &tm, n_tok);
   lm_ctx_free(c);
 }
 
@@ -160,7 +176,7 @@ int main(int argc, char **argv) {
   fprintf(stderr, "model %s (%s): %u layers, width %u, %u heads, %u kv heads, vocab %u, %.0fM params; "
           "%d tokens, %d threads, best of %d\n", in.name, in.arch, in.n_layer, in.n_embd, in.n_head,
           in.n_head_kv, in.n_vocab, in.n_params / 1e6, n_tok, threads, runs);
-  printf("what\ttokens/s\tms\n");
+  printf("what\ttokens/s\ttokens/cpu-s\tms\n");
   for (int fa = 0; fa <= 1; fa++) {
     bench_llama(argv[1], fa);
     bench_lm(m, fa, 0);

@@ -6,8 +6,9 @@
 # once into $BUILD/bench-models/ (about 1 GB). See bench_lm.c for the rows.
 #
 # BUILD=path/to/build (default ./build at the root); TOKENS (default 2048),
-# THREADS (default: the CPUs), RUNS (default 3); BENCH_CPUS=0-1 pins the
-# run (taskset). SHAPE="--layers 2 --embd 64 ..." overrides the shape.
+# THREADS (default 1: then tokens per CPU second is what a quiet machine
+# gives one core, whatever else runs), RUNS (default 3); BENCH_CPUS=0-1 pins
+# the run (taskset). SHAPE="--layers 2 --embd 64 ..." overrides the shape.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -26,5 +27,5 @@ fi
 cmake --build "$build" --target bench_lm >/dev/null
 pin=
 [ -z "${BENCH_CPUS:-}" ] || pin="taskset -c $BENCH_CPUS"
-$pin "$build/tests/bench_lm" "$model" "${TOKENS:-2048}" "${THREADS:-$(nproc)}" "${RUNS:-3}" |
+$pin "$build/tests/bench_lm" "$model" "${TOKENS:-2048}" "${THREADS:-1}" "${RUNS:-3}" |
   column -t -s "$(printf '\t')"
