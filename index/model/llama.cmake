@@ -17,6 +17,10 @@
 #                         builds to mean anything; it is not checked).
 #   CTXD_LLAMA_NATIVE     -march=native for ggml (default ON: CI runs on the
 #                         machine type that built it).
+#   CTXD_LLAMA_AMX        let -march=native use Intel AMX (default OFF: the
+#                         Sapphire Rapids VMs here advertise AMX and grant
+#                         ARCH_REQ_XCOMP_PERM, yet tileloadd raises SIGILL,
+#                         so quantized models would crash).
 #   CTXD_LLAMA_CMAKE_ARGS extra arguments for the bundled build (a ;-list,
 #                         e.g. -DGGML_CUDA=ON).
 # Results: the target ctxd_llama (headers + libraries), and
@@ -37,6 +41,7 @@ endif()
 set(CTXD_DEPS_DIR "${_ctxd_deps_default}" CACHE PATH "Cache of fetched and built dependencies (llama.cpp)")
 set(CTXD_LLAMA_SRC "" CACHE PATH "An existing llama.cpp source tree (skips the npm fetch)")
 option(CTXD_LLAMA_NATIVE "Build the bundled ggml with -march=native" ON)
+option(CTXD_LLAMA_AMX "Let the native build of ggml use Intel AMX" OFF)
 set(CTXD_LLAMA_CMAKE_ARGS "" CACHE STRING "Extra CMake arguments for the bundled llama.cpp")
 
 if(NOT CTXD_LLAMA MATCHES "^(AUTO|SYSTEM|BUNDLED)$")
@@ -111,7 +116,16 @@ endfunction()
 # Build and install the pinned llama.cpp into a prefix named by everything
 # that changes the result (commit, compiler, options).
 function(_ctxd_llama_build src out)
+  set(flags "")
+  if(CTXD_LLAMA_NATIVE AND NOT CTXD_LLAMA_AMX)
+    include(CheckCCompilerFlag)
+    check_c_compiler_flag(-mno-amx-tile CTXD_HAVE_MNO_AMX)
+    if(CTXD_HAVE_MNO_AMX)
+      set(flags "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
+    endif()
+  endif()
   set(args
+    "-DCMAKE_C_FLAGS=${flags}" "-DCMAKE_CXX_FLAGS=${flags}"
     -DCMAKE_BUILD_TYPE=Release
     -DBUILD_SHARED_LIBS=OFF
     -DCMAKE_POSITION_INDEPENDENT_CODE=ON
@@ -183,6 +197,18 @@ if(CTXD_LLAMA_SRC)
 else()
   _ctxd_llama_fetch(CTXD_LLAMA_SOURCE_DIR)
 endif()
+
+# A previous configure's find_package left llama_DIR/ggml_DIR pointing at
+# the bundled build: forget them, or a later configure would take that build
+# for an installed llama.cpp (and keep it after the options change).
+foreach(v llama_DIR ggml_DIR)
+  if(DEFINED CACHE{${v}})
+    string(FIND "$CACHE{${v}}" "${CTXD_DEPS_DIR}/llama-" at)
+    if(at EQUAL 0)
+      unset(${v} CACHE)
+    endif()
+  endif()
+endforeach()
 
 set(_ctxd_llama_found FALSE)
 if(NOT CTXD_LLAMA STREQUAL "BUNDLED")

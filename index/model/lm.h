@@ -133,8 +133,8 @@ int lm_detokenize(const lm_model *m, const int32_t *ids, size_t n, char **out,
  * recorded in the store's meta record, is
  *   "gguf:<pre>/<n_vocab>/<hash>"   e.g. "gguf:gpt-2/50257/5f0c2a91"
  * with <pre> the GGUF's tokenizer.ggml.pre (else tokenizer.ggml.model) and
- * <hash> 32 bits of FNV-1a over every token's text and type, so two GGUFs
- * share a name only when they tokenize alike. Spans over LM_TEXT_MAX bytes
+ * <hash> 32 bits of FNV-1a over every token's text and attributes and the
+ * merges, so two GGUFs share a name only when they tokenize alike. Spans over LM_TEXT_MAX bytes
  * are counted in pieces cut before a newline, which can differ from the
  * whole by a token per piece. */
 const tok *lm_model_tok(const lm_model *m);

@@ -739,6 +739,45 @@ static void test_model(const char *gguf, const char *reff, const char *arch, uin
   ref_free(&r);
 }
 
+/* Q8_0 weights (the same random numbers, quantized): the quantized kernels
+ * run, and the logits stay near the float32 model's. */
+static void test_quantized(void) {
+  ref r;
+  CHECK_EQ_INT(ref_load(MODEL("llama.ref"), &r), 0);
+  lm_model *m = NULL;
+  ctxd_error e;
+  CHECK_EQ_INT(lm_model_load(MODEL("llama-q8.gguf"), NULL, &m, &e), 0);
+  if (!m) {
+    ref_free(&r);
+    return;
+  }
+  size_t nl = (size_t)r.n_tok * r.n_vocab;
+  float *lg = malloc(nl * sizeof(float));
+  lm_ctx *c = mkctx(m, 0, 1, -1, 0, 0, 0, 0, 1);
+  if (c) {
+    lm_append a = {.seq = 0, .ids = r.ids, .n = r.n_tok - 4, .out_from = 0, .logits = lg};
+    CHECK_EQ_INT(lm_eval(c, &a, 1, &e), 0);
+    CHECK_EQ_INT(lm_eval_attn(c, 0, r.ids + r.n_tok - 4, 4, 0, 0, &e), 0);
+    double scale = 0;
+    for (size_t i = 0; i < (size_t)(r.n_tok - 4) * r.n_vocab; i++)
+      if (fabs(r.logits[i]) > scale) scale = fabs(r.logits[i]);
+    double d = max_diff(lg, r.logits, (size_t)(r.n_tok - 4) * r.n_vocab);
+    printf("q8_0: logits max |diff| from float32 numpy %.3f (scale %.1f)\n", d, scale);
+    CHECK(d > 0 && d < 0.05 * scale);
+  }
+  lm_ctx_free(c);
+  c = mkctx(m, 1, 1, -1, 0, 0, 0, 0, 1);
+  if (c) {
+    lm_append a = {.seq = 0, .ids = r.ids, .n = r.n_tok - 4, .out_from = r.n_tok - 4};
+    CHECK_EQ_INT(lm_eval(c, &a, 1, &e), 0);
+    CHECK_EQ_INT(lm_eval_attn(c, 0, r.ids + r.n_tok - 4, 4, 0, 0, &e), 0);
+  }
+  lm_ctx_free(c);
+  free(lg);
+  lm_model_free(m);
+  ref_free(&r);
+}
+
 static void test_embedder(void) {
   lm_model *m = NULL;
   ctxd_error e;
@@ -780,6 +819,7 @@ int main(void) {
   test_vocab();
   test_model(MODEL("llama.gguf"), MODEL("llama.ref"), "llama", 2, 64);
   test_model(MODEL("qwen2.gguf"), MODEL("qwen2.ref"), "qwen2", 3, 128);
+  test_quantized();
   test_embedder();
   return check_report("lm");
 }

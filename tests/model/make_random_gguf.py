@@ -170,7 +170,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--qk-gain", type=float, default=2.0,
                     help="scale of the q/k weights: higher gives peakier attention")
-    ap.add_argument("--dtype", choices=["f32", "f16"], default="f32",
+    ap.add_argument("--dtype", choices=["f32", "f16", "q8_0"], default="f32",
                     help="type of the 2-D weights (norms stay f32)")
     ap.add_argument("--ref", help="also write the reference file (see the module doc)")
     ap.add_argument("--ref-tokens", type=int, default=24)
@@ -194,10 +194,11 @@ def main():
     w.add_rope_dimension_count(hd)
     w.add_rope_freq_base(a.rope_base)
     w.add_layer_norm_rms_eps(a.eps)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32 if a.dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+    w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                     "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[a.dtype])
     n_vocab = copy_tokenizer(kv, w)
 
-    wdt = np.float32 if a.dtype == "f32" else np.float16
+    wdt = np.float16 if a.dtype == "f16" else np.float32
 
     def mat(rows, cols, scale):
         return (rng.standard_normal((rows, cols), dtype=np.float32) * scale).astype(wdt)
@@ -224,7 +225,11 @@ def main():
         W[p + "ffn_down.weight"] = mat(a.embd, ff, 1.0 / np.sqrt(ff))
     W["output_norm.weight"] = norm(a.embd)
     for name, t in W.items():
-        w.add_tensor(name, t)
+        if a.dtype == "q8_0" and t.ndim == 2:
+            w.add_tensor(name, gguf.quants.quantize(t, gguf.GGMLQuantizationType.Q8_0),
+                         raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            w.add_tensor(name, t)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -2,8 +2,9 @@
 # run.sh - prompt-processing speed of the model runtime next to plain
 # llama.cpp, on a random-weight model with the shapes of Qwen2.5-0.5B
 # (24 layers, width 896, 14 heads, 2 kv heads, feed-forward 4864, the Qwen2
-# vocabulary, float16 weights) that tests/model/make_random_gguf.py writes
-# once into $BUILD/bench-models/ (about 1 GB). See bench_lm.c for the rows.
+# vocabulary, Q8_0 weights as people run it) that
+# tests/model/make_random_gguf.py writes once into $BUILD/bench-models/
+# (about 530 MB). See bench_lm.c for the rows.
 #
 # BUILD=path/to/build (default ./build at the root); TOKENS (default 2048),
 # THREADS (default 1: then tokens per CPU second is what a quiet machine
@@ -14,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
 build=${BUILD:-$root/build}
 src=$(sed -n 's/^CTXD_LLAMA_SOURCE_DIR:INTERNAL=//p' "$build/CMakeCache.txt")
-shape=${SHAPE:---arch qwen2 --layers 24 --embd 896 --heads 14 --kv-heads 2 --ff 4864 --ctx 32768 --rope-base 1000000 --eps 1e-6 --dtype f16}
+shape=${SHAPE:---arch qwen2 --layers 24 --embd 896 --heads 14 --kv-heads 2 --ff 4864 --ctx 32768 --rope-base 1000000 --eps 1e-6 --dtype q8_0}
 tag=$(printf '%s' "$shape" | cksum | cut -d' ' -f1)
 model="$build/bench-models/random-$tag.gguf"
 if [ ! -f "$model" ]; then
