@@ -28,6 +28,7 @@ pkgs=(
   libfaiss-dev libopenblas-dev
   libinih-dev libjansson-dev zlib1g-dev
   python3-grpcio python3-grpc-tools python3-protobuf
+  git python3-numpy python3-yaml
   clang libclang-rt-14-dev
 )
 # Node: only when missing, so a newer node from elsewhere is kept.
@@ -54,11 +55,15 @@ fi
 
 # Check the things the build and tests really use, so a broken install fails
 # here and not halfway through CI.
-for tool in cmake pkg-config protoc-c protoc cc c++ node npm; do
+for tool in cmake pkg-config protoc-c protoc cc c++ node npm git; do
   command -v "$tool" >/dev/null || { echo "install-deps: $tool missing after install" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import grpc, grpc_tools.protoc, google.protobuf' || {
   echo "install-deps: /usr/bin/python3 cannot import grpc/grpc_tools/protobuf" >&2; exit 1; }
+# numpy and yaml: llama.cpp's gguf-py, with which the model tests write
+# their random-weight GGUFs (tests/model/make_random_gguf.py).
+/usr/bin/python3 -c 'import numpy, yaml' || {
+  echo "install-deps: /usr/bin/python3 cannot import numpy/yaml" >&2; exit 1; }
 
 nodedir="$root/tests/integration/node"
 stamp="$nodedir/node_modules/.package-lock.json"
