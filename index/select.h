@@ -1,0 +1,150 @@
+/* select.h - key-context selection: the segments of a long text that matter
+ * for a question, under a token budget, returned in their original order.
+ *
+ * Methods (select_method): XL3M (the model's certainty on the question after
+ * each segment), InfiniRetri (the model's own attention, streamed window by
+ * window with a sentence cache), BM25 and embeddings (no model needed).
+ * `auto` is InfiniRetri when the caller passes a model it was told to use
+ * for auto (the operator configured model.path), BM25 otherwise.
+ *
+ * Threads: select_run is reentrant; every call creates the lm contexts it
+ * needs from the shared lm_model (immutable) and frees them before it
+ * returns, so concurrent calls share nothing but the model. Memory of one
+ * call is bounded by the window, the cache and the batch, plus the input's
+ * sentence table (O(sentences)), never by a model pass over the whole input.
+ *
+ * Ownership: select_result is filled by select_run and freed with
+ * select_result_free. Errors are ctxd_err codes with a message. */
+#ifndef CTXD_SELECT_H
+#define CTXD_SELECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "embed.h"
+#include "err.h"
+#include "tok.h"
+
+typedef struct lm_model lm_model;
+
+/* Limits, checked before allocating. */
+#define SELECT_TEXT_MAX ((size_t)1 << 30)   /* bytes of input */
+#define SELECT_QUESTION_MAX 16384           /* bytes of question */
+#define SELECT_BUDGET_MAX 1000000           /* tokens of budget */
+
+enum select_method {
+  SELECT_AUTO = 0,
+  SELECT_XL3M = 1,
+  SELECT_INFINIRETRI = 2,
+  SELECT_BM25 = 3,
+  SELECT_EMBEDDING = 4,
+};
+
+/* "auto", "xl3m", "infiniretri", "bm25", "embedding" <-> enum; parse gives
+ * -1 for an unknown name (the empty string is "auto"). */
+const char *select_method_name(int m);
+int select_method_parse(const char *s);
+
+enum select_xl3m_score {
+  SELECT_XL3M_ENTROPY = 0, /* mean entropy of the question tokens (lower = more certain) */
+  SELECT_XL3M_LOGPROB = 1, /* mean log-probability of the question tokens (higher = better) */
+};
+
+/* Progress of a long call: `done` of `total` input tokens processed in the
+ * current phase ("segment", "score", "window", "select"). Returning
+ * non-zero cancels the call (CTXD_ECANCELED). Called from the calling
+ * thread, at most every few hundred milliseconds plus once at the end. */
+typedef int (*select_progress_fn)(void *arg, const char *phase, uint64_t done,
+                                  uint64_t total);
+
+typedef struct select_opts {
+  int method;               /* enum select_method. Default SELECT_AUTO */
+  uint32_t token_budget;    /* tokens of the returned context; 0 = 1024 */
+
+  /* Segments (XL3M, BM25, embedding): runs of whole sentences of about
+   * segment_tokens (a longer sentence is cut at token boundaries), the next
+   * segment starting segment_overlap tokens of whole sentences earlier. */
+  uint32_t segment_tokens;  /* 0 = 256 */
+  uint32_t segment_overlap; /* default 0 */
+
+  /* XL3M */
+  uint32_t question_tail;   /* with no question: its last N context tokens are
+                             * the question and are not selectable. 0 = 64 */
+  int xl3m_score;           /* enum select_xl3m_score. Default ENTROPY */
+  uint32_t xl3m_batch;      /* segments scored per llama_decode (sequences
+                             * of one context). 0 = 8 */
+
+  /* InfiniRetri */
+  uint32_t window_tokens;   /* 0 = 1024 */
+  uint32_t top_k;           /* tokens kept per step. 0 = 300 */
+  uint32_t filter_width;    /* box filter width along each row. 0 = 8; 1 = none */
+  int attn_layer;           /* negative counts from the end. Default -1 */
+  int question_weights;     /* weight each question row by that token's
+                             * attention to the question. Default 1 */
+  uint32_t cache_max_tokens;/* cap of the sentence cache. 0 = max(budget, 2 x top_k) */
+
+  /* Model contexts */
+  int n_threads;            /* per context; 0 = the CPUs */
+  int flash_attn;           /* 1: flash attention on (QK attention path). Default 0 */
+
+  select_progress_fn progress;
+  void *progress_arg;
+} select_opts;
+
+void select_defaults(select_opts *o);
+
+/* What select_run works with. */
+typedef struct select_env {
+  lm_model *model;      /* NULL: no model; XL3M/InfiniRetri are CTXD_EPRECOND */
+  int auto_model;       /* 1: auto means InfiniRetri (model configured by the
+                         * operator); 0: auto means BM25 */
+  const tok *tk;        /* counts tokens for budgets when model is NULL (the
+                         * daemon's tokenizer); with a model, its vocabulary */
+  const embedder *emb;  /* for SELECT_EMBEDDING; NULL: CTXD_EPRECOND */
+  double bm25_k1, bm25_b; /* 0,0 = 1.2, 0.75 */
+} select_env;
+
+typedef struct select_seg {
+  uint64_t start, end;  /* byte range of the input */
+  uint32_t tokens;
+  float score;          /* method's score, higher = more relevant (XL3M
+                         * entropy is negated) */
+} select_seg;
+
+typedef struct select_stats {
+  uint64_t input_tokens;   /* tokens of the input */
+  uint64_t segments;       /* segments (or sentences for InfiniRetri) scored */
+  uint64_t model_tokens;   /* tokens fed to the model (sum over its decodes) */
+  uint64_t model_decodes;  /* llama_decode calls */
+  uint64_t model_us;       /* wall time inside llama_decode */
+  uint64_t windows;        /* InfiniRetri steps */
+} select_stats;
+
+typedef struct select_result {
+  int method;            /* the method that ran (auto resolved) */
+  select_seg *segs;      /* kept segments in input order; ranges never overlap
+                          * (touching/overlapping picks are merged) */
+  size_t n_segs;
+  char *context;         /* the kept text in order, non-adjacent segments
+                          * joined by "\n"; NUL-terminated */
+  size_t context_len;
+  uint32_t tokens;       /* sum of segs[].tokens, <= token_budget */
+  select_stats stats;
+} select_result;
+
+/* Select from text[0..len) for question (may be empty: XL3M then uses the
+ * tail; InfiniRetri and BM25/embedding need a question: CTXD_EINVAL).
+ * Segment boundaries never split a UTF-8 character. The whole input fits
+ * the budget: it is returned as one segment without running the method.
+ * Errors: CTXD_EINVAL (bad options, len/question over the limits, empty
+ * question where required, invalid UTF-8 named by its offset),
+ * CTXD_EPRECOND (the method needs a model or embedder that env lacks: the
+ * message says how to load one), CTXD_ECANCELED (progress returned
+ * non-zero), CTXD_ENOMEM, and the lm_ errors of the model. */
+int select_run(const select_env *env, const char *text, size_t len,
+               const char *question, size_t qlen, const select_opts *o,
+               select_result *out, ctxd_error *e);
+
+void select_result_free(select_result *r);
+
+#endif
