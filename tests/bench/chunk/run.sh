@@ -13,7 +13,11 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
 cd "$here"
-[ -d node_modules ] || npm ci --no-audit --no-fund >/dev/null
+# npm install, not npm ci: @chonkiejs/core's optional per-platform packages
+# (@kreuzberg/tree-sitter-language-pack-*) are absent from the registry, and
+# npm ci refuses a lockfile without them; install keeps the lockfile's
+# versions and skips what this platform does not need.
+[ -d node_modules ] || npm install --no-audit --no-fund >/dev/null
 [ -f corpus.txt ] && [ -f corpus-mixed.txt ] || node build_corpus.mjs
 flags="-std=c11 -O2 -g -fPIC -D_GNU_SOURCE"
 if [ -n "${LIBCTXD:-}" ]; then
