@@ -1370,6 +1370,7 @@ static int postings_write(store *s, MDB_txn *txn, const put_plan *p,
     post_key(kb, pt->cid, pt->term, pt->len, &k);
     for (uint32_t j = 0; j < pt->n && !mrc; j++) {
       const plan_post *pp = &p->post[pt->first + j];
+      if (res[pp->doc].skipped) continue;
       MDB_val v = {POST_VAL, vb};
       post_val(vb, STORE_LABEL(res[pp->doc].doc_seq, pp->ord), pp->tf,
                p->dl[p->dl_off[pp->doc] + pp->ord]);
@@ -1417,6 +1418,34 @@ static int cache_write(store *s, MDB_txn *txn, const coll_cache *cc,
   return 0;
 }
 
+/* 1 when stored document `doc` (its record `old`) has exactly the text and
+ * metadata of d: the condition of an if_unchanged put. */
+static int doc_same(store *s, MDB_txn *txn, uint64_t doc, const doc_rec *old,
+                    const store_put_doc *d, int *same, ctxd_error *e) {
+  uint8_t dk[8];
+  MDB_val k = {8, dk}, tv;
+  *same = 0;
+  if (old->n_meta != d->n_meta || old->bytes != d->text_len) return 0;
+  size_t off = 0;
+  for (size_t i = 0; i < d->n_meta; i++) {
+    const store_kv *kv = &d->meta[i];
+    const size_t lens[2] = {kv->key_len, kv->val_len};
+    const char *bytes[2] = {kv->key, kv->val};
+    for (int half = 0; half < 2; half++) {
+      uint32_t l = get_le32(old->meta + off); /* doc_decode checked lengths */
+      if (l != lens[half] || (l && memcmp(old->meta + off + 4, bytes[half], l)))
+        return 0;
+      off += 4 + l;
+    }
+  }
+  put_be64(dk, doc);
+  int mrc = mdb_get(txn, s->texts, &k, &tv);
+  if (mrc) return mdb_fail(e, mrc, "reading a text");
+  *same = tv.mv_size == d->text_len &&
+          (d->text_len == 0 || memcmp(tv.mv_data, d->text, d->text_len) == 0);
+  return 0;
+}
+
 /* Write one document (all but its postings) inside `txn`. `idx` is its
  * place in the batch (for messages), dl its chunks' term counts. */
 static int put_one(store *s, MDB_txn *txn, counters *c, store_collection *col,
@@ -1441,6 +1470,16 @@ static int put_one(store *s, MDB_txn *txn, counters *c, store_collection *col,
                        col->name, col->dim);
   }
   rc = lookup(s, txn, d->cid, id, id_len, &doc, &old, e);
+  if (d->if_unchanged && (rc == 0 || rc == CTXD_ENOTFOUND)) {
+    int same = 0;
+    if (rc == 0 && (rc = doc_same(s, txn, doc, &old, d, &same, e))) return rc;
+    if (!same) {
+      r->skipped = 1;
+      memcpy(r->id, id, id_len);
+      r->id[id_len] = '\0';
+      return 0;
+    }
+  }
   for (size_t i = 0; i < d->n_chunks; i++) tokens += d->chunks[i].tokens;
   if (rc == 0) {
     /* Replace: keep the internal id, drop the old parts and counts. */
@@ -1542,6 +1581,7 @@ static int put_body(store *s, MDB_txn *txn, void *arg, ctxd_error *e) {
   put_batch *b = arg;
   counters c;
   b->cc->n = 0;
+  memset(b->tmp, 0, b->n * sizeof *b->tmp); /* a rerun after map growth */
   int rc = counters_read(s, txn, &c, e);
   for (size_t i = 0; rc == 0 && i < b->n; i++) {
     const store_put_doc *d = &b->docs[i];

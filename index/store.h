@@ -84,6 +84,11 @@ typedef struct store_put_doc {
    * store_coll_create (CTXD_EINVAL otherwise). */
   const float *vectors;
   uint32_t dim;
+  /* Rewrite only (re-chunking a stored document): replace the document only
+   * if it still exists with exactly this text and metadata, else leave it
+   * alone and set the result's `skipped` - a write committed since the
+   * caller read it wins. */
+  int if_unchanged;
 } store_put_doc;
 
 typedef struct store_put_result {
@@ -91,6 +96,8 @@ typedef struct store_put_result {
   uint64_t doc_seq;          /* the internal u64 id */
   int replaced;              /* an older version was replaced */
   uint64_t tokens;           /* sum of chunk tokens */
+  int skipped;               /* if_unchanged found it changed or gone:
+                              * nothing written (only id is set) */
 } store_put_result;
 
 /* Open (creating if needed) the store in directory `dir` (created if

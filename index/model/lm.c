@@ -281,8 +281,8 @@ static int need_weights(const lm_model *m, const char *who, ctxd_error *e) {
   return ctxd_seterr(e, CTXD_EPRECOND, "%s: %s was loaded without weights", who, m->info.name);
 }
 
-static lm_model *model_ref(lm_model *m) {
-  atomic_fetch_add(&m->refs, 1);
+lm_model *lm_model_ref(lm_model *m) {
+  if (m) atomic_fetch_add(&m->refs, 1);
   return m;
 }
 
@@ -630,7 +630,7 @@ int lm_ctx_create(lm_model *m, const lm_ctx_opts *o, lm_ctx **out, ctxd_error *e
 
   c = calloc(1, sizeof *c);
   if (!c) return ctxd_seterr(e, CTXD_ENOMEM, "lm_ctx_create: out of memory");
-  c->m = model_ref(m);
+  c->m = lm_model_ref(m);
   c->n_vocab = m->n_vocab;
   c->embeddings = o->embeddings != 0;
   c->attn = o->attn != 0;
@@ -1362,7 +1362,7 @@ int lm_embedder_create(lm_model *m, const lm_embedder_opts *o, embedder **out, c
   if (!x->o.max_tokens) {
     x->o.max_tokens = m->info.n_ctx_train && m->info.n_ctx_train < 512 ? m->info.n_ctx_train : 512;
   }
-  x->m = model_ref(m);
+  x->m = lm_model_ref(m);
   x->pool = calloc(x->o.n_ctx_max, sizeof *x->pool);
   x->free_list = calloc(x->o.n_ctx_max, sizeof *x->free_list);
   pthread_mutex_init(&x->mu, NULL);

@@ -61,6 +61,10 @@ int lm_model_load(const char *path, const lm_model_opts *o, lm_model **out,
 /* Drop one reference (NULL is a no-op). */
 void lm_model_free(lm_model *m);
 
+/* Take one more reference (for a holder that hands the model to other
+ * threads, e.g. the daemon's current model); returns m. NULL gives NULL. */
+lm_model *lm_model_ref(lm_model *m);
+
 typedef struct lm_info {
   char name[128];      /* general.name, else the file name */
   char arch[32];       /* general.architecture: "llama", "qwen2", ... */

@@ -55,7 +55,7 @@ static int put_text(store *s, const char *id, size_t id_len, const char *text,
   size_t n;
   chunk_span *c = make_chunks(strlen(text), 7, &n);
   store_put_doc d = {C1, id, id_len, text, strlen(text), meta, n_meta,
-                     c,  n,  NULL,   0};
+                     c,  n,  NULL,   0,      0};
   ctxd_error e;
   int rc = store_put(s, &d, 1, r, &e);
   if (rc && rc != CTXD_EINVAL) fprintf(stderr, "put: %s\n", e.msg);
@@ -143,6 +143,59 @@ static void test_put_get_replace_delete(void) {
   CHECK_EQ_INT(d->n_chunks, 0);
   store_doc_free(d);
   CHECK(verify_ok(s));
+  store_close(s);
+}
+
+/* if_unchanged (rechunking): the rewrite lands only on the very text and
+ * metadata it was read with; a changed, re-put or deleted document is left
+ * alone, with no postings, change-log entry or counter change. */
+static void test_if_unchanged(void) {
+  store *s;
+  ctxd_error e;
+  store_stats st0, st1;
+  CHECK_EQ_INT(open_new(new_dir(), &fast, &s, &e), 0);
+  store_kv meta[] = {{"k", 1, "v", 1}};
+  store_kv meta2[] = {{"k", 1, "w", 1}};
+  store_put_result r[4];
+  CHECK_EQ_INT(put_text(s, "a", 1, "alpha beta gamma delta", meta, 1, r), 0);
+  CHECK_EQ_INT(put_text(s, "b", 1, "one two three four", NULL, 0, r), 0);
+  CHECK_EQ_INT(put_text(s, "c", 1, "same text", meta, 1, r), 0);
+  CHECK_EQ_INT(store_stats_get(s, &st0, &e), 0);
+  /* New chunks of 5 bytes (tokens 2 each) for all; b's text and c's
+   * metadata differ from what is stored, d does not exist. */
+  size_t na, nb, nc, nd;
+  chunk_span *ca = make_chunks(22, 5, &na), *cb = make_chunks(18, 5, &nb),
+             *cc = make_chunks(9, 5, &nc), *cd = make_chunks(4, 5, &nd);
+  store_put_doc d[4] = {
+      {C1, "a", 1, "alpha beta gamma delta", 22, meta, 1, ca, na, NULL, 0, 1},
+      {C1, "b", 1, "one two three fivf", 18, NULL, 0, cb, nb, NULL, 0, 1},
+      {C1, "c", 1, "same text", 9, meta2, 1, cc, nc, NULL, 0, 1},
+      {C1, "d", 1, "gone", 4, NULL, 0, cd, nd, NULL, 0, 1}};
+  CHECK_EQ_INT(store_put(s, d, 4, r, &e), 0);
+  CHECK_EQ_INT(r[0].skipped, 0);
+  CHECK_EQ_INT(r[0].replaced, 1);
+  CHECK_EQ_INT(r[1].skipped, 1);
+  CHECK_EQ_INT(r[2].skipped, 1);
+  CHECK_EQ_INT(r[3].skipped, 1);
+  CHECK_EQ_STR(r[3].id, "d");
+  CHECK_EQ_INT(store_stats_get(s, &st1, &e), 0);
+  CHECK_EQ_INT(st1.documents, 3);
+  CHECK_EQ_INT(st1.last_seq, st0.last_seq + 1); /* a alone was written */
+  CHECK_EQ_INT(st1.chunks, st0.chunks - (22 + 6) / 7 + na);
+  store_doc *doc;
+  CHECK_EQ_INT(store_get(s, C1, "a", 1, STORE_GET_CHUNKS, &doc, &e), 0);
+  CHECK_EQ_INT(doc->n_chunks, na);
+  CHECK_EQ_INT(doc->chunks[0].byte_end, 5);
+  store_doc_free(doc);
+  CHECK_EQ_INT(store_get(s, C1, "b", 1, STORE_GET_TEXT, &doc, &e), 0);
+  CHECK_EQ_STR(doc->text, "one two three four");
+  store_doc_free(doc);
+  CHECK_EQ_INT(store_get(s, C1, "d", 1, 0, &doc, &e), CTXD_ENOTFOUND);
+  CHECK(verify_ok(s)); /* postings of the skipped ones were not written */
+  free(ca);
+  free(cb);
+  free(cc);
+  free(cd);
   store_close(s);
 }
 
@@ -272,9 +325,9 @@ static void test_batch_atomic(void) {
   size_t n;
   chunk_span *c = make_chunks(4, 7, &n);
   store_put_doc docs[3] = {
-      {C1, "n1", 2, "abcd", 4, NULL, 0, c, n, NULL, 0},
-      {C1, "keep", 4, "abcd", 4, NULL, 0, c, n, NULL, 0},
-      {C1, big, sizeof big, "abcd", 4, NULL, 0, c, n, NULL, 0},
+      {C1, "n1", 2, "abcd", 4, NULL, 0, c, n, NULL, 0, 0},
+      {C1, "keep", 4, "abcd", 4, NULL, 0, c, n, NULL, 0, 0},
+      {C1, big, sizeof big, "abcd", 4, NULL, 0, c, n, NULL, 0, 0},
   };
   CHECK_EQ_INT(store_put(s, docs, 3, NULL, &e), CTXD_EINVAL);
   CHECK(strstr(e.msg, "document 2") != NULL);
@@ -383,7 +436,7 @@ static void test_map_growth(void) {
   ctxd_error pe;
   size_t n;
   chunk_span *c = make_chunks(len, 4096, &n);
-  store_put_doc doc = {C1, "big", 3, text, len, NULL, 0, c, n, NULL, 0};
+  store_put_doc doc = {C1, "big", 3, text, len, NULL, 0, c, n, NULL, 0, 0};
   CHECK_EQ_INT(store_put(s, &doc, 1, NULL, &pe), CTXD_ENOSPC);
   CHECK(strstr(pe.msg, "max_map_size") != NULL);
   free(c);
@@ -549,7 +602,7 @@ static int put_small(store *s, const char *id, size_t len, ctxd_error *e) {
   static char text[2048];
   memset(text, 'q', sizeof text);
   chunk_span c = {0, len, 10};
-  store_put_doc d = {C1, id, strlen(id), text, len, NULL, 0, &c, 1, NULL, 0};
+  store_put_doc d = {C1, id, strlen(id), text, len, NULL, 0, &c, 1, NULL, 0, 0};
   return store_put(s, &d, 1, NULL, e);
 }
 
@@ -652,7 +705,7 @@ static int map_lost_child(const char *dir) {
     char id[32];
     snprintf(id, sizeof id, "d%d", i);
     store_put_doc d = {C1, id, strlen(id), text, sizeof text, NULL, 0,
-                       &c, 1,  NULL,       0};
+                       &c, 1,  NULL,       0,    0};
     if (store_put(s, &d, 1, NULL, &e) == 0) continue;
     if (!strstr(e.msg, "unusable until ctxd restarts")) {
       fprintf(stderr, "map_lost_child: put %d: %s\n", i, e.msg);
@@ -698,6 +751,7 @@ static void test_map_lost(void) {
 int main(void) {
   if (test_base_make()) return 1;
   test_put_get_replace_delete();
+  test_if_unchanged();
   test_list_paging();
   test_long_ids();
   test_generated_ids();

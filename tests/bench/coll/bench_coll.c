@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
       snprintf(ids[j], sizeof ids[j], "d%zu", d + j);
       docs[j] = (store_put_doc){cid,  ids[j], strlen(ids[j]), text,
                                 sizeof text - 1, NULL, 0, sp, PER_DOC,
-                                x + (d + j) * PER_DOC * dim, dim};
+                                x + (d + j) * PER_DOC * dim, dim, 0};
     }
     if (store_put(st, docs, b, res, &e)) die("store_put", &e);
     for (size_t j = 0; j < b; j++)
