@@ -134,6 +134,28 @@ static const opt options[] = {
      F(jobs_test_delay_ms),
      "TESTS ONLY: each progress report of a job sleeps this long, so that "
      "tests can cancel, disconnect or kill the daemon mid-job; keep 0"},
+    {"model.path", NULL, OPT_STR, "", 0, 0, F(model_path),
+     "GGUF language model loaded at start (XL3M, InfiniRetri; its "
+     "vocabulary counts chunk tokens); a file that does not load stops the "
+     "start; empty: none (Admin.LoadModel can load one later)"},
+    {"model.threads", NULL, OPT_U32, "0", 0, 1024, F(model_threads),
+     "threads of one model selection; 0 = one per CPU (ggml's threads spin: "
+     "threads x model.max_concurrent should not exceed the cores)"},
+    {"model.n_ctx", NULL, OPT_U32, "0", 0, 1048576, F(model_n_ctx),
+     "largest model context, in tokens, a selection may use (InfiniRetri's "
+     "cache + window + question, XL3M's segment + question); 0 = the "
+     "model's training context"},
+    {"model.gpu_layers", NULL, OPT_U32, "0", 0, 100000, F(model_gpu_layers),
+     "layers offloaded to the GPU where llama.cpp was built with a GPU "
+     "backend; at or above the model's layer count = all"},
+    {"model.max_concurrent", NULL, OPT_U32, "1", 1, 1024,
+     F(model_max_concurrent),
+     "model selections (XL3M, InfiniRetri) running at once; one more is "
+     "refused RESOURCE_EXHAUSTED"},
+    {"tokenizer.path", NULL, OPT_STR, "", 0, 0, F(tokenizer_path),
+     "vocabulary-only GGUF (e.g. llama.cpp's models/ggml-vocab-qwen2.gguf) "
+     "for exact token counts with no model; a loaded model's vocabulary "
+     "takes precedence"},
     {"log.level", "log-level", OPT_LEVEL, "info", 0, 0, F(log_level),
      "error, warn, info or debug"},
 };

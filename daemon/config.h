@@ -52,6 +52,14 @@ typedef struct ctxd_config {
   uint32_t jobs_threads;       /* threads of each job, 0 = all cores */
   uint32_t jobs_test_delay_ms; /* tests only, 0 */
   char jobs_output_root[4096]; /* "" = output_dir anywhere */
+  /* [model] (the language model, models.h) */
+  char model_path[4096];       /* GGUF loaded at start; "" = none */
+  uint32_t model_threads;      /* threads of one selection, 0 = all CPUs */
+  uint32_t model_n_ctx;        /* largest context a selection may use, 0 = model's */
+  uint32_t model_gpu_layers;   /* layers offloaded (GPU builds), 0 */
+  uint32_t model_max_concurrent; /* model selections at once, 1 */
+  /* [tokenizer] */
+  char tokenizer_path[4096];   /* vocabulary-only GGUF; "" = none */
   /* [log] */
   char log_level[16];          /* error, warn, info, debug */
 } ctxd_config;

@@ -1,7 +1,6 @@
 /* handlers.h - every method the daemon serves. methods.c puts these in the
  * method table; a path not in the table is answered UNIMPLEMENTED by the
- * transport (so Retrieval.SelectContext, declared in proto/ but not built
- * yet, answers UNIMPLEMENTED).
+ * transport.
  *
  * Owners: handlers_documents.c (Documents), handlers_retrieval.c
  * (Retrieval), handlers_admin.c (Admin), handlers_health.c
@@ -22,6 +21,8 @@ extern const rpc_method h_documents_chunk;      /* unary */
 /* /ctxd.v1.Retrieval/... */
 extern const rpc_method h_retrieval_search;       /* unary */
 extern const rpc_method h_retrieval_search_batch; /* unary */
+extern const rpc_method h_retrieval_select;        /* unary */
+extern const rpc_method h_retrieval_select_stream; /* server stream */
 /* /ctxd.v1.Admin/... */
 extern const rpc_method h_admin_stats;             /* unary */
 extern const rpc_method h_admin_verify;            /* unary */
@@ -29,6 +30,8 @@ extern const rpc_method h_admin_create_collection; /* unary */
 extern const rpc_method h_admin_drop_collection;   /* unary */
 extern const rpc_method h_admin_list_collections;  /* unary */
 extern const rpc_method h_admin_rebuild_index;     /* server stream */
+extern const rpc_method h_admin_load_model;        /* unary */
+extern const rpc_method h_admin_rechunk;           /* server stream */
 /* /ctxd.v1.Corpus/... */
 extern const rpc_method h_corpus_reorder;      /* server stream */
 extern const rpc_method h_corpus_get_job;      /* unary */

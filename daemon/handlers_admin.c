@@ -19,6 +19,8 @@
 #include "grpc_wire.h"
 #include "handlers.h"
 #include "log.h"
+#include "models.h"
+#include "rechunk.h"
 #include "rpc.h"
 #include "store.h"
 
@@ -93,6 +95,50 @@ static int info_list(ctxd_ctx *ctx, coll_info **infos, info_pb **pbs,
   return 0;
 }
 
+/* ---- ModelInfo, RechunkProgress ------------------------------------------ */
+
+/* An lm_info as a ModelInfo; strings point into `in`. */
+static void model_fill(const lm_info *in, Ctxd__V1__ModelInfo *out) {
+  ctxd__v1__model_info__init(out);
+  out->name = (char *)in->name;
+  out->architecture = (char *)in->arch;
+  out->path = (char *)in->path;
+  out->tokenizer = (char *)in->tokenizer;
+  out->context_length = in->n_ctx_train;
+  out->layers = in->n_layer;
+  out->heads = in->n_head;
+  out->kv_heads = in->n_head_kv;
+  out->embedding_length = in->n_embd;
+  out->vocab_size = in->n_vocab;
+  out->params = in->n_params;
+  out->size_bytes = in->size_bytes;
+  out->vocab_only = in->vocab_only != 0;
+}
+
+static const char *rechunk_state_name(int s) {
+  switch (s) {
+    case RECHUNK_RUNNING: return "running";
+    case RECHUNK_DONE: return "done";
+    case RECHUNK_FAILED: return "failed";
+    default: return "";
+  }
+}
+
+/* A rechunk_status as a RechunkProgress; strings point into `in`. */
+static void rechunk_fill(const rechunk_status *in,
+                         Ctxd__V1__RechunkProgress *out) {
+  ctxd__v1__rechunk_progress__init(out);
+  out->state = (char *)rechunk_state_name(in->state);
+  out->tokenizer = (char *)in->tokenizer;
+  out->documents_done = in->done;
+  out->documents_total = in->total;
+  out->chunks = in->chunks;
+  out->skipped = in->skipped;
+  out->error = (char *)in->error;
+  out->started_at = in->started_at;
+  out->seconds = in->seconds;
+}
+
 /* ---- Stats, Verify ------------------------------------------------------ */
 
 static void stats_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
@@ -130,13 +176,37 @@ static void stats_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   r.uptime_seconds = (uint64_t)now.tv_sec > ctx->start_time
                          ? (uint64_t)now.tv_sec - ctx->start_time
                          : 0;
-  /* The tokenizer in use; the store records the same name at start-up. */
-  r.tokenizer = (char *)(ctx->tk && ctx->tk->name ? ctx->tk->name
-                                                  : st.tokenizer);
+  /* The tokenizer in use, and the one the stored chunks were counted with
+   * (the store's meta record; they differ until a rechunk). */
+  lm_model *tk_ref;
+  const tok *tk = models_tok(ctx->models, &tk_ref);
+  r.tokenizer = (char *)tk->name;
+  r.store_tokenizer = st.tokenizer;
+  r.tokenizer_mismatch = st.documents > 0 && st.tokenizer[0] &&
+                         strcmp(st.tokenizer, tk->name) != 0;
   r.last_seq = st.last_seq;
   r.n_collections = n_infos;
   r.collections = ptrs;
+  lm_info mi, ti;
+  Ctxd__V1__ModelInfo mpb, tpb;
+  if (models_info(ctx->models, 0, &mi)) {
+    model_fill(&mi, &mpb);
+    r.model = &mpb;
+  }
+  if (models_info(ctx->models, 1, &ti)) {
+    model_fill(&ti, &tpb);
+    r.tokenizer_model = &tpb;
+  }
+  rechunk_status rs;
+  Ctxd__V1__RechunkProgress rpb;
+  rechunk_get(ctx->rechunk, &rs);
+  if (rs.state != RECHUNK_NONE) {
+    rechunk_fill(&rs, &rpb);
+    r.rechunk = &rpb;
+  }
+  r.selections_running = models_running(ctx->models);
   if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
+  lm_model_free(tk_ref);
   free(infos);
   free(pbs);
   free(ptrs);
@@ -442,3 +512,110 @@ static void rebuild_on_close(rpc_call *c) {
 const rpc_method h_admin_rebuild_index = {
     "/ctxd.v1.Admin/RebuildIndex", RPC_SERVER_STREAM, 0, rebuild_on_message,
     NULL, rebuild_on_timer, rebuild_on_close};
+
+/* ---- LoadModel ------------------------------------------------------------ */
+
+/* Loading runs on the worker that took the call (a GGUF is mapped, not
+ * read: seconds at most); the swap itself is a pointer under a mutex, and
+ * calls already running finish on the model they started with. */
+static void load_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
+  ctxd_ctx *ctx = rpc_ctx(c);
+  ctxd_error e;
+  lm_info in;
+  int mismatch = 0;
+  char recorded[64] = "";
+  ctxd_clearerr(&e);
+  Ctxd__V1__LoadModelRequest *req =
+      ctxd__v1__load_model_request__unpack(NULL, len, msg);
+  if (!req) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT, "malformed LoadModelRequest message");
+    return;
+  }
+  const char *what = req->tokenizer_only ? "tokenizer" : "model";
+  if (pbw_field_has_nul(msg, len, 1)) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT, "path contains a NUL byte");
+  } else if (req->unload ? *req->path != '\0' : *req->path == '\0') {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT,
+               req->unload ? "unload takes no path"
+                           : "path is required (or unload)");
+  } else if (models_load(ctx->models, req->unload ? NULL : req->path,
+                         req->tokenizer_only, &in, &e) ||
+             models_check_store(ctx->models, ctx->st, 1, &mismatch, recorded,
+                                &e)) {
+    rpc_finish_error(c, &e);
+  } else {
+    lm_model *tk_ref;
+    const tok *tk = models_tok(ctx->models, &tk_ref);
+    if (req->unload)
+      LOG_INFO("%s-unloaded tokenizer=\"%s\"", what, tk->name);
+    else
+      LOG_INFO("%s-loaded name=\"%s\" arch=%s layers=%u params=%llu "
+               "path=\"%s\" tokenizer=\"%s\"",
+               what, in.name, in.arch, in.n_layer,
+               (unsigned long long)in.n_params, in.path, tk->name);
+    if (mismatch)
+      LOG_WARN("tokenizer-mismatch store=\"%s\" current=\"%s\" "
+               "action=\"run ctxctl rechunk\"",
+               recorded, tk->name);
+    Ctxd__V1__LoadModelResponse r = CTXD__V1__LOAD_MODEL_RESPONSE__INIT;
+    Ctxd__V1__ModelInfo mpb;
+    if (!req->unload) {
+      model_fill(&in, &mpb);
+      r.model = &mpb;
+    }
+    r.tokenizer = (char *)tk->name;
+    r.store_tokenizer = recorded;
+    r.tokenizer_mismatch = mismatch;
+    if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
+    lm_model_free(tk_ref);
+  }
+  ctxd__v1__load_model_request__free_unpacked(req, NULL);
+}
+
+const rpc_method h_admin_load_model = {"/ctxd.v1.Admin/LoadModel", RPC_UNARY,
+                                       0, load_on_message, NULL, NULL, NULL};
+
+/* ---- Rechunk ---------------------------------------------------------------- */
+
+/* As RebuildIndex: the call starts a rechunk (or follows the one running)
+ * and sends its progress at once and then every REBUILD_PROGRESS_MS until
+ * it ends; the run belongs to the daemon, so a client that goes away stops
+ * only the progress. A run that failed ends the call OK with state
+ * "failed" and the reason, as a rebuild does. */
+static void rechunk_report(rpc_call *c) {
+  ctxd_ctx *ctx = rpc_ctx(c);
+  rechunk_status rs;
+  Ctxd__V1__RechunkProgress p;
+  rechunk_get(ctx->rechunk, &rs);
+  rechunk_fill(&rs, &p);
+  if (rpc_send_pb(c, &p.base) != 0) return; /* the call is gone */
+  if (rs.state != RECHUNK_RUNNING)
+    rpc_finish(c, GRPC_OK, NULL);
+  else
+    rpc_set_timer(c, REBUILD_PROGRESS_MS);
+}
+
+static void rechunk_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
+  ctxd_ctx *ctx = rpc_ctx(c);
+  ctxd_error e;
+  ctxd_clearerr(&e);
+  Ctxd__V1__RechunkRequest *req =
+      ctxd__v1__rechunk_request__unpack(NULL, len, msg);
+  if (!req) {
+    rpc_finish(c, GRPC_INVALID_ARGUMENT, "malformed RechunkRequest message");
+    return;
+  }
+  ctxd__v1__rechunk_request__free_unpacked(req, NULL);
+  int rc = rechunk_start(ctx->rechunk, &e);
+  if (rc && rc != CTXD_EBUSY) {
+    rpc_finish_error(c, &e);
+    return;
+  }
+  LOG_INFO("rechunk %s", rc ? "action=watch (already running)"
+                            : "action=started");
+  rechunk_report(c);
+}
+
+const rpc_method h_admin_rechunk = {"/ctxd.v1.Admin/Rechunk",
+                                    RPC_SERVER_STREAM, 0, rechunk_on_message,
+                                    NULL, rechunk_report, NULL};

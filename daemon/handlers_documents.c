@@ -26,6 +26,7 @@
 #include "grpc_wire.h"
 #include "handlers.h"
 #include "log.h"
+#include "models.h"
 #include "rpc.h"
 #include "store.h"
 #include "utf8.h"
@@ -206,7 +207,7 @@ static int doc_err(ctxd_error *e, int rc, const char *id) {
  * makes them), ends after the previous one's end, and both ends fall on
  * UTF-8 character boundaries. At most DOC_MAX_CHUNKS. Token counts come
  * from the server's tokenizer. An empty text takes no chunks. */
-static int client_chunks(const ctxd_ctx *ctx, const Ctxd__V1__Document *d,
+static int client_chunks(const tok *tk, const Ctxd__V1__Document *d,
                          size_t text_len, chunk_span **out, ctxd_error *e) {
   *out = NULL;
   if (d->n_chunks > DOC_MAX_CHUNKS)
@@ -250,9 +251,9 @@ static int client_chunks(const ctxd_ctx *ctx, const Ctxd__V1__Document *d,
   for (size_t i = 0; i < d->n_chunks; i++) {
     sp[i].byte_start = d->chunks[i]->byte_start;
     sp[i].byte_end = d->chunks[i]->byte_end;
-    uint64_t tk = tok_count(ctx->tk, t + sp[i].byte_start,
-                            (size_t)(sp[i].byte_end - sp[i].byte_start));
-    sp[i].tokens = tk > UINT32_MAX ? UINT32_MAX : (uint32_t)tk;
+    uint64_t n = tok_count(tk, t + sp[i].byte_start,
+                           (size_t)(sp[i].byte_end - sp[i].byte_start));
+    sp[i].tokens = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
   }
   *out = sp;
   return 0;
@@ -511,25 +512,29 @@ static int prepare(const ctxd_ctx *ctx, const uint8_t *msg, size_t len,
     }
   }
   size_t n_chunks = 0;
+  /* The tokenizer in use, held until the chunks are counted: a LoadModel
+   * meanwhile swaps it without freeing it under us. */
+  const Ctxd__V1__ChunkOptions *o = p->req->chunking;
+  if (d->n_chunks && o && (o->max_tokens || o->overlap_tokens)) {
+    rc = ctxd_seterr(e, CTXD_EINVAL,
+                     "document %s: chunking options and client chunks "
+                     "both given (send one or the other)",
+                     doc_name(d->id));
+    goto fail;
+  }
+  lm_model *tk_ref;
+  const tok *tk = models_tok(ctx->models, &tk_ref);
   if (d->n_chunks) {
-    const Ctxd__V1__ChunkOptions *o = p->req->chunking;
-    if (o && (o->max_tokens || o->overlap_tokens)) {
-      rc = ctxd_seterr(e, CTXD_EINVAL,
-                       "document %s: chunking options and client chunks "
-                       "both given (send one or the other)",
-                       doc_name(d->id));
-      goto fail;
-    }
-    rc = client_chunks(ctx, d, text_len, &p->chunks, e);
+    rc = client_chunks(tk, d, text_len, &p->chunks, e);
     n_chunks = d->n_chunks;
   } else {
     chunk_opts co;
     rc = chunk_opts_resolve(cc.chunk_max_tokens, cc.chunk_overlap_tokens,
                             p->req->chunking, &co, e);
     if (rc == 0)
-      rc = chunk_text(d->text, text_len, &co, ctx->tk, &p->chunks, &n_chunks,
-                      e);
+      rc = chunk_text(d->text, text_len, &co, tk, &p->chunks, &n_chunks, e);
   }
+  lm_model_free(tk_ref);
   if (rc) {
     doc_err(e, rc, d->id);
     goto fail;
@@ -1481,6 +1486,8 @@ static void chunk_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   char **texts = NULL;
   size_t n_texts = 0;
   chunk_opts co;
+  lm_model *tk_ref = NULL;
+  const tok *tk;
   ctxd_clearerr(&e);
   Ctxd__V1__ChunkRequest *req =
       ctxd__v1__chunk_request__unpack(NULL, len, msg);
@@ -1488,6 +1495,7 @@ static void chunk_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     rpc_finish(c, GRPC_INVALID_ARGUMENT, "malformed ChunkRequest message");
     return;
   }
+  tk = models_tok(ctx->models, &tk_ref);
   size_t text_len = strlen(req->text);
   if (pbw_field_has_nul(msg, len, 1)) {
     rpc_finish(c, GRPC_INVALID_ARGUMENT, "text contains a NUL byte");
@@ -1501,7 +1509,7 @@ static void chunk_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   if (chunk_opts_resolve(ctx->cfg->chunk_max_tokens,
                          ctx->cfg->chunk_overlap_tokens, req->chunking, &co,
                          &e) ||
-      chunk_text(req->text, text_len, &co, ctx->tk, &spans, &n, &e)) {
+      chunk_text(req->text, text_len, &co, tk, &spans, &n, &e)) {
     rpc_finish_error(c, &e);
     goto done;
   }
@@ -1531,7 +1539,7 @@ static void chunk_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   r.n_chunks = n;
   r.chunks = chunkp;
   r.tokens = total;
-  r.tokenizer = (char *)ctx->tk->name;
+  r.tokenizer = (char *)tk->name;
   if (rpc_send_pb(c, &r.base) == 0) rpc_finish(c, GRPC_OK, NULL);
   goto done;
 oom:
@@ -1542,6 +1550,7 @@ done:
   free(chunks);
   free(chunkp);
   free(spans);
+  lm_model_free(tk_ref);
   ctxd__v1__chunk_request__free_unpacked(req, NULL);
 }
 

@@ -23,7 +23,9 @@
 #include "handlers.h"
 #include "jobs.h"
 #include "log.h"
+#include "models.h"
 #include "pool.h"
+#include "rechunk.h"
 #include "server.h"
 #include "writer.h"
 
@@ -135,6 +137,7 @@ int main(int argc, char **argv) {
   writer *wr = NULL;
   struct event *sigterm = NULL, *sigint = NULL;
   coll_set *cs = NULL;
+  models *mods = NULL;
   app a;
   ctxd_error e;
 
@@ -178,6 +181,17 @@ int main(int argc, char **argv) {
     return 2;
   }
 
+  /* The model and tokenizer load before the store opens, so that a file
+   * that does not load stops the start at once with a message naming it. */
+  models_opts mo = {cfg.model_path, cfg.tokenizer_path, cfg.model_gpu_layers,
+                    cfg.model_max_concurrent};
+  if (models_open(&mo, &mods, &e) != 0) {
+    LOG_ERROR("model-load-failed err=\"%s\"", e.msg);
+    fprintf(stderr, "ctxd: %s\n", e.msg);
+    goto out;
+  }
+  models_log_loaded(mods);
+
   store_opts so;
   memset(&so, 0, sizeof so);
   so.map_size = cfg.map_size;
@@ -189,10 +203,23 @@ int main(int argc, char **argv) {
             e.msg);
     goto out;
   }
-  const tok *tk = tok_estimator();
-  if (store_set_tokenizer(st, tk->name, &e) != 0) {
-    LOG_ERROR("store-set-tokenizer-failed err=\"%s\"", e.msg);
-    goto out;
+  {
+    int mismatch;
+    char recorded[64];
+    if (models_check_store(mods, st, 1, &mismatch, recorded, &e) != 0) {
+      LOG_ERROR("store-set-tokenizer-failed err=\"%s\"", e.msg);
+      goto out;
+    }
+    lm_model *ref;
+    const tok *tk = models_tok(mods, &ref);
+    if (mismatch)
+      LOG_WARN("tokenizer-mismatch store=\"%s\" current=\"%s\" "
+               "action=\"the stored chunks were counted with another "
+               "tokenizer: run ctxctl rechunk\"",
+               recorded, tk->name);
+    else
+      LOG_INFO("tokenizer name=\"%s\"", tk->name);
+    lm_model_free(ref);
   }
 
   char index_dir[sizeof cfg.data + 16];
@@ -218,7 +245,11 @@ int main(int argc, char **argv) {
   ctx.cfg = &cfg;
   ctx.st = st;
   ctx.cs = cs;
-  ctx.tk = tk;
+  ctx.models = mods;
+  if (rechunk_create(&ctx, &ctx.rechunk, &e) != 0) {
+    LOG_ERROR("rechunk-create-failed err=\"%s\"", e.msg);
+    goto out;
+  }
   ctx.start_time = (uint64_t)time(NULL);
   atomic_init(&ctx.serving, 1);
 
@@ -300,7 +331,9 @@ out:
   if (sigint) event_free(sigint);
   if (base) event_base_free(base);
   jobs_close(ctx.jobs);
+  rechunk_close(ctx.rechunk);
   coll_close(cs);
+  models_close(mods);
   store_close(st);
   return rc;
 }

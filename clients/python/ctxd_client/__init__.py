@@ -42,6 +42,11 @@ Collections: the document calls take ``collection=`` (empty: "default");
 :meth:`drop_collection`, :meth:`list_collections` and :meth:`rebuild_index`
 cover the Retrieval and collection calls.
 
+Key context: :meth:`select` (and :meth:`select_stream`, with progress)
+returns the segments of a long text that matter for a question under a
+token budget. The model: :meth:`load_model`, :meth:`rechunk` (after a
+tokenizer change), and :meth:`stats` (``model``, ``tokenizer_mismatch``).
+
 Corpus jobs: :meth:`reorder` starts a job and yields its progress events
 (the last one carries the result); :meth:`get_job`, :meth:`watch_job`,
 :meth:`cancel_job`, :meth:`list_jobs` and :meth:`fetch_result` (which
@@ -676,6 +681,83 @@ class CtxdClient:
     def verify(self, timeout=...):
         return _wrap("Verify", self.admin.Verify, admin_pb2.VerifyRequest(),
                      timeout=self._t(timeout))
+
+    def load_model(self, path="", tokenizer_only=False, unload=False,
+                   timeout=...):
+        """Admin.LoadModel: load the GGUF at `path` (a file on the server's
+        disk) and swap it in as the model, or with `tokenizer_only` as the
+        tokenizer vocabulary; `unload=True` (no path) empties that slot.
+        Calls already running finish on the old model. Returns the
+        LoadModelResponse (`model`: a ModelInfo; `tokenizer`,
+        `store_tokenizer`, `tokenizer_mismatch`: run rechunk() when set)."""
+        return _wrap("LoadModel", self.admin.LoadModel,
+                     admin_pb2.LoadModelRequest(
+                         path=path, tokenizer_only=tokenizer_only,
+                         unload=unload),
+                     timeout=self._t(timeout))
+
+    def rechunk(self, timeout=None):
+        """Admin.Rechunk: re-chunk every stored document with the tokenizer
+        in use (or follow the run already going); yields RechunkProgress
+        messages (`state` "running", then "done" or "failed";
+        `documents_done`/`documents_total`, `chunks`, `skipped`). After a
+        "failed" message it raises CtxdError(ABORTED) with the reason.
+        Leaving the loop early stops following, not the rechunk."""
+        it = self.admin.Rechunk(admin_pb2.RechunkRequest(), timeout=timeout)
+        last = [None]
+        yield from self._stream(it, "Rechunk", last)
+        last = last[0]
+        state = last.state if last is not None else ""
+        if state == "failed":
+            raise CtxdError(grpc.StatusCode.ABORTED,
+                            "rechunk failed: %s" % (last.error or "no reason given"),
+                            "Rechunk")
+        if state != "done":
+            raise CtxdError(grpc.StatusCode.INTERNAL,
+                            "the stream ended without a final state", "Rechunk")
+
+    # -- Key-context selection ------------------------------------------
+    @staticmethod
+    def make_select(question="", *, doc_id="", text="", budget=0, method="",
+                    collection="", **options):
+        """A SelectContextRequest; `options` are SelectOptions fields
+        (segment_tokens, segment_overlap, question_tail, xl3m_score,
+        xl3m_batch, window_tokens, top_k, filter_width, layer,
+        no_question_weights, cache_max_tokens)."""
+        return retrieval_pb2.SelectContextRequest(
+            doc_id=doc_id, text=text, question=question, token_budget=budget,
+            method=method, collection=collection,
+            options=retrieval_pb2.SelectOptions(**options))
+
+    def select(self, question="", *, doc_id="", text="", budget=0, method="",
+               collection="", timeout=..., **options):
+        """Retrieval.SelectContext: the key context of a stored document
+        (`doc_id`) or of inline `text` for `question`, at most `budget`
+        tokens (0: 1024), by `method` ("auto", "xl3m", "infiniretri",
+        "bm25", "embedding"). Returns the SelectContextResponse: `context`,
+        `segments` (byte ranges, tokens, scores, in input order), `tokens`,
+        `method` (auto resolved), `stats`. Errors: INVALID_ARGUMENT (unknown
+        method, no question where one is needed, both or neither of doc_id
+        and text), NOT_FOUND (no such document), FAILED_PRECONDITION (a
+        model method with no model loaded), RESOURCE_EXHAUSTED
+        (model.max_concurrent selections are running)."""
+        return _wrap("SelectContext", self.retrieval.SelectContext,
+                     self.make_select(question, doc_id=doc_id, text=text,
+                                      budget=budget, method=method,
+                                      collection=collection, **options),
+                     timeout=self._t(timeout))
+
+    def select_stream(self, question="", *, doc_id="", text="", budget=0,
+                      method="", collection="", timeout=None, **options):
+        """Retrieval.SelectContextStream: yields SelectContextEvent messages
+        (`phase`, `done`/`total` input tokens) while the selection runs; the
+        last one (phase "done") carries `result`, a SelectContextResponse.
+        Leaving the loop early cancels the selection. Errors as select()."""
+        it = self.retrieval.SelectContextStream(
+            self.make_select(question, doc_id=doc_id, text=text, budget=budget,
+                             method=method, collection=collection, **options),
+            timeout=timeout)
+        yield from self._stream(it, "SelectContextStream", [None])
 
     # -- Health ----------------------------------------------------------
     def health(self, service="", timeout=...):

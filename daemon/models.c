@@ -1,0 +1,194 @@
+/* models.c - the daemon's model and tokenizer slots (models.h): loading,
+ * atomic swaps under a mutex held only to copy a pointer and take a
+ * reference, and the bound on concurrent model selections. */
+#include "models.h"
+
+#include "log.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct models {
+  pthread_mutex_t mu;    /* guards the two slots */
+  pthread_mutex_t load;  /* one load at a time (loads are slow; swaps not) */
+  lm_model *model;       /* weights; NULL = none */
+  lm_model *vocab;       /* tokenizer.path vocabulary; NULL = none */
+  uint32_t gpu_layers;
+  uint32_t max_concurrent;
+  atomic_uint running;
+};
+
+/* Load one slot's GGUF; errors name the option and the file. */
+static int load_file(const models *m, const char *path, int tokenizer_only,
+                     lm_model **out, ctxd_error *e) {
+  lm_model_opts o;
+  lm_info in;
+  const char *what = tokenizer_only ? "tokenizer" : "model";
+  lm_model_defaults(&o);
+  o.vocab_only = tokenizer_only;
+  /* llama.cpp offloads every layer for any count at or above the model's. */
+  o.n_gpu_layers = (int)(m->gpu_layers > 100000 ? 100000 : m->gpu_layers);
+  int rc = lm_model_load(path, &o, out, e);
+  if (rc == CTXD_EIO && !tokenizer_only) {
+    /* A vocabulary-only GGUF fails a full load; say so rather than pass on
+     * llama.cpp's "failed to load model". */
+    lm_model *v;
+    ctxd_error ve;
+    o.vocab_only = 1;
+    if (lm_model_load(path, &o, &v, &ve) == 0) {
+      lm_model_free(v);
+      return ctxd_seterr(e, CTXD_EINVAL,
+                         "cannot load the model %s: it holds a vocabulary "
+                         "but no weights (use it as tokenizer.path, or "
+                         "LoadModel with tokenizer_only)",
+                         path);
+    }
+  }
+  if (rc) {
+    char why[CTXD_ERRMSG_MAX];
+    snprintf(why, sizeof why, "%s", e->msg);
+    return ctxd_seterr(e, rc, "cannot load the %s %s: %s", what, path, why);
+  }
+  lm_model_info(*out, &in);
+  if (!tokenizer_only && in.vocab_only) {
+    lm_model_free(*out);
+    *out = NULL;
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "cannot load the model %s: it holds a vocabulary but "
+                       "no weights (use it as tokenizer.path, or LoadModel "
+                       "with tokenizer_only)",
+                       path);
+  }
+  return 0;
+}
+
+int models_open(const models_opts *o, models **out, ctxd_error *e) {
+  models *m = calloc(1, sizeof *m);
+  int rc = 0;
+  *out = NULL;
+  if (!m) return ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
+  pthread_mutex_init(&m->mu, NULL);
+  pthread_mutex_init(&m->load, NULL);
+  m->gpu_layers = o->gpu_layers;
+  m->max_concurrent = o->max_concurrent ? o->max_concurrent : 1;
+  atomic_init(&m->running, 0);
+  if (o->model_path && *o->model_path &&
+      (rc = load_file(m, o->model_path, 0, &m->model, e)))
+    goto fail;
+  if (o->tokenizer_path && *o->tokenizer_path &&
+      (rc = load_file(m, o->tokenizer_path, 1, &m->vocab, e)))
+    goto fail;
+  *out = m;
+  return 0;
+fail:
+  models_close(m);
+  return rc;
+}
+
+void models_close(models *m) {
+  if (!m) return;
+  lm_model_free(m->model);
+  lm_model_free(m->vocab);
+  pthread_mutex_destroy(&m->mu);
+  pthread_mutex_destroy(&m->load);
+  free(m);
+}
+
+lm_model *models_model(models *m) {
+  pthread_mutex_lock(&m->mu);
+  lm_model *r = lm_model_ref(m->model);
+  pthread_mutex_unlock(&m->mu);
+  return r;
+}
+
+const tok *models_tok(models *m, lm_model **ref) {
+  pthread_mutex_lock(&m->mu);
+  *ref = lm_model_ref(m->model ? m->model : m->vocab);
+  pthread_mutex_unlock(&m->mu);
+  return *ref ? lm_model_tok(*ref) : tok_estimator();
+}
+
+int models_load(models *m, const char *path, int tokenizer_only,
+                lm_info *info, ctxd_error *e) {
+  lm_model *nm = NULL, *old;
+  int rc = 0;
+  if (info) memset(info, 0, sizeof *info);
+  pthread_mutex_lock(&m->load);
+  if (path && *path) {
+    rc = load_file(m, path, tokenizer_only, &nm, e);
+    if (rc) goto done;
+    if (info) lm_model_info(nm, info);
+  }
+  pthread_mutex_lock(&m->mu);
+  lm_model **slot = tokenizer_only ? &m->vocab : &m->model;
+  old = *slot;
+  *slot = nm;
+  pthread_mutex_unlock(&m->mu);
+  /* Requests still holding the old model keep it alive until they end. */
+  lm_model_free(old);
+done:
+  pthread_mutex_unlock(&m->load);
+  return rc;
+}
+
+int models_info(models *m, int tokenizer_slot, lm_info *out) {
+  pthread_mutex_lock(&m->mu);
+  lm_model *s = tokenizer_slot ? m->vocab : m->model;
+  if (s) lm_model_info(s, out);
+  pthread_mutex_unlock(&m->mu);
+  return s != NULL;
+}
+
+int models_run_begin(models *m, ctxd_error *e) {
+  unsigned n = atomic_fetch_add(&m->running, 1);
+  if (n < m->max_concurrent) return 0;
+  atomic_fetch_sub(&m->running, 1);
+  return ctxd_seterr(e, CTXD_ELIMIT,
+                     "%u model selections are running, the limit "
+                     "(model.max_concurrent); retry later",
+                     m->max_concurrent);
+}
+
+void models_run_end(models *m) { atomic_fetch_sub(&m->running, 1); }
+
+uint32_t models_running(models *m) { return atomic_load(&m->running); }
+
+void models_log_loaded(models *m) {
+  lm_info in;
+  for (int slot = 0; slot < 2; slot++)
+    if (models_info(m, slot, &in))
+      LOG_INFO("%s-loaded name=\"%s\" arch=%s tokenizer=\"%s\" "
+               "n_ctx_train=%u layers=%u heads=%u kv_heads=%u embd=%u "
+               "vocab=%u params=%llu path=\"%s\"",
+               slot ? "tokenizer" : "model", in.name, in.arch, in.tokenizer,
+               in.n_ctx_train, in.n_layer, in.n_head, in.n_head_kv, in.n_embd,
+               in.n_vocab, (unsigned long long)in.n_params, in.path);
+}
+
+int models_check_store(models *m, store *st, int record, int *mismatch,
+                       char recorded[64], ctxd_error *e) {
+  store_stats ss;
+  lm_model *ref;
+  const tok *tk = models_tok(m, &ref);
+  int rc = store_stats_get(st, &ss, e);
+  *mismatch = 0;
+  if (rc) goto done;
+  if (strcmp(ss.tokenizer, tk->name) != 0) {
+    if (ss.documents == 0 || !ss.tokenizer[0]) {
+      if (!record) goto out;
+      rc = store_set_tokenizer(st, tk->name, e);
+      if (rc) goto done;
+      snprintf(ss.tokenizer, sizeof ss.tokenizer, "%s", tk->name);
+    } else {
+      *mismatch = 1;
+    }
+  }
+out:
+  if (recorded) snprintf(recorded, 64, "%s", ss.tokenizer);
+done:
+  lm_model_free(ref);
+  return rc;
+}

@@ -1,0 +1,86 @@
+/* models.h - the daemon's language model and tokenizer: what model.path and
+ * tokenizer.path load at start-up and Admin.LoadModel replaces while the
+ * daemon serves.
+ *
+ * Two slots: the model (a GGUF with weights, for XL3M and InfiniRetri) and
+ * the tokenizer vocabulary (a vocabulary-only GGUF). The tokenizer in use -
+ * the one the chunker counts with and the store records - is the model's
+ * vocabulary when a model is loaded, else the tokenizer vocabulary's, else
+ * the built-in estimator (tok.h).
+ *
+ * Swaps are atomic: a caller takes a reference (models_model, models_tok)
+ * and drops it when its request ends, so a model being replaced stays alive
+ * until the last request that started on it finishes (lm_model is
+ * reference-counted). Every function may be called from any thread. */
+#ifndef CTXD_MODELS_H
+#define CTXD_MODELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../index/err.h"
+#include "../index/model/lm.h"
+#include "../index/store.h"
+#include "../index/tok.h"
+
+typedef struct models models;
+
+typedef struct models_opts {
+  const char *model_path;     /* "" or NULL: no model at start */
+  const char *tokenizer_path; /* "" or NULL: no tokenizer vocabulary */
+  uint32_t gpu_layers;        /* layers to offload (GPU builds) */
+  uint32_t max_concurrent;    /* model selections at once, >= 1 */
+} models_opts;
+
+/* Load what the options name. Errors (the message names the option and the
+ * file): those of lm_model_load - CTXD_ENOTFOUND (no such file), CTXD_EIO
+ * (not a GGUF llama.cpp loads) - and CTXD_EINVAL (model.path names a
+ * vocabulary-only GGUF, which has no weights), CTXD_ENOMEM. */
+int models_open(const models_opts *o, models **out, ctxd_error *e);
+
+/* Drop the slots' references (models still used elsewhere live on). NULL
+ * is a no-op. */
+void models_close(models *m);
+
+/* The model with weights, one reference the caller drops with
+ * lm_model_free(); NULL when none is loaded. */
+lm_model *models_model(models *m);
+
+/* The tokenizer in use (see above). *ref receives the reference that keeps
+ * it alive (NULL for the estimator); drop it with lm_model_free() after the
+ * last use of the tok. */
+const tok *models_tok(models *m, lm_model **ref);
+
+/* Load the GGUF at `path` and swap it into the model slot, or with
+ * tokenizer_only (only its vocabulary is read) into the tokenizer slot.
+ * path NULL or "" empties the slot instead. *info (may be NULL) receives
+ * what was loaded (zeroed after an unload). Errors: those of models_open;
+ * the slots are unchanged on error. */
+int models_load(models *m, const char *path, int tokenizer_only,
+                lm_info *info, ctxd_error *e);
+
+/* Infos of the slots: 1 and *out filled when the slot holds a model, 0
+ * when it is empty. */
+int models_info(models *m, int tokenizer_slot, lm_info *out);
+
+/* Bound the model selections running at once: 0 and a slot taken, or
+ * CTXD_ELIMIT (RESOURCE_EXHAUSTED: as many as max_concurrent run; the
+ * message says so) without waiting: a waiting selection would hold a worker
+ * thread that other calls need. Give the slot back with models_run_end(). */
+int models_run_begin(models *m, ctxd_error *e);
+void models_run_end(models *m);
+uint32_t models_running(models *m);
+
+/* Log one line per loaded slot (name, architecture, sizes, path). */
+void models_log_loaded(models *m);
+
+/* Compare the tokenizer in use with the one the store's meta record names:
+ * *mismatch = 1 when they differ while documents are stored. With
+ * `record`, a store that holds no documents (nothing was counted with the
+ * old one) or records none gets the current name recorded instead. recorded (STORE's 64 bytes, may be NULL)
+ * receives the store's name after the call. Errors: those of
+ * store_stats_get and store_set_tokenizer. */
+int models_check_store(models *m, store *st, int record, int *mismatch,
+                       char recorded[64], ctxd_error *e);
+
+#endif
