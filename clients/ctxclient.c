@@ -972,6 +972,12 @@ TYPED(ctxclient_chunk, "/ctxd.v1.Documents/Chunk", Ctxd__V1__ChunkRequest,
       Ctxd__V1__ChunkResponse, ctxd__v1__chunk_response__descriptor)
 TYPED(ctxclient_search, "/ctxd.v1.Retrieval/Search", Ctxd__V1__SearchRequest,
       Ctxd__V1__SearchResponse, ctxd__v1__search_response__descriptor)
+TYPED(ctxclient_select, "/ctxd.v1.Retrieval/SelectContext",
+      Ctxd__V1__SelectContextRequest, Ctxd__V1__SelectContextResponse,
+      ctxd__v1__select_context_response__descriptor)
+TYPED(ctxclient_load_model, "/ctxd.v1.Admin/LoadModel",
+      Ctxd__V1__LoadModelRequest, Ctxd__V1__LoadModelResponse,
+      ctxd__v1__load_model_response__descriptor)
 #undef TYPED
 
 int ctxclient_search_batch(ctxclient *c,
@@ -1123,6 +1129,7 @@ typedef struct follow_state {
   ProtobufCMessage *last;
   ctxclient_progress_fn on_progress; /* RebuildProgress; may be NULL */
   ctxclient_event_fn on_event;       /* ReorderEvent; may be NULL */
+  ctxclient_rechunk_fn on_rechunk;   /* RechunkProgress; may be NULL */
   void *ud;
   char what[160]; /* "the rebuild of collection x", "job ID" */
 } follow_state;
@@ -1136,6 +1143,9 @@ static int follow_msg(ProtobufCMessage *m, void *arg, ctxclient_status *st) {
     const Ctxd__V1__ReorderEvent *ev = (const Ctxd__V1__ReorderEvent *)m;
     snprintf(f->what, sizeof f->what, "job %s", ev->job_id);
     stop = f->on_event && f->on_event(ev, f->ud) != 0;
+  } else if (m->descriptor == &ctxd__v1__rechunk_progress__descriptor) {
+    stop = f->on_rechunk &&
+           f->on_rechunk((const Ctxd__V1__RechunkProgress *)m, f->ud) != 0;
   } else {
     stop = f->on_progress &&
            f->on_progress((const Ctxd__V1__RebuildProgress *)m, f->ud) != 0;
@@ -1161,7 +1171,7 @@ int ctxclient_rebuild_index(ctxclient *c, const char *collection,
                             ctxclient_status *st) {
   static const char path[] = "/ctxd.v1.Admin/RebuildIndex";
   Ctxd__V1__RebuildIndexRequest req = CTXD__V1__REBUILD_INDEX_REQUEST__INIT;
-  follow_state f = {NULL, on_progress, NULL, ud, ""};
+  follow_state f = {NULL, on_progress, NULL, NULL, ud, ""};
   if (last) *last = NULL;
   if (!c) return CTXCLIENT_EINVAL;
   const char *name = collection && *collection ? collection : "default";
@@ -1187,13 +1197,79 @@ int ctxclient_rebuild_index(ctxclient *c, const char *collection,
   return rc;
 }
 
+int ctxclient_rechunk(ctxclient *c, int64_t timeout_ms,
+                      ctxclient_rechunk_fn on_progress, void *ud,
+                      Ctxd__V1__RechunkProgress **last, ctxclient_status *st) {
+  static const char path[] = "/ctxd.v1.Admin/Rechunk";
+  Ctxd__V1__RechunkRequest req = CTXD__V1__RECHUNK_REQUEST__INIT;
+  follow_state f = {NULL, NULL, NULL, on_progress, ud, "the rechunk"};
+  if (last) *last = NULL;
+  if (!c) return CTXCLIENT_EINVAL;
+  int rc = stream_follow(c, path, &req.base, timeout_ms,
+                         &ctxd__v1__rechunk_progress__descriptor,
+                         "RechunkProgress", follow_msg, &f, st);
+  Ctxd__V1__RechunkProgress *p = (Ctxd__V1__RechunkProgress *)f.last;
+  if (rc == 0) {
+    const char *state = p && p->state ? p->state : "";
+    if (strcmp(state, "failed") == 0)
+      rc = fail(st, 10, "rechunk failed: %s",
+                p->error && *p->error ? p->error : "no reason given");
+    else
+      rc = follow_final(path, state, st);
+  }
+  if (last)
+    *last = p;
+  else if (p)
+    ctxd__v1__rechunk_progress__free_unpacked(p, NULL);
+  return rc;
+}
+
+/* SelectContextStream: progress events to the caller, the last event's
+ * result kept. */
+typedef struct select_follow {
+  ctxclient_select_fn on_event;
+  void *ud;
+  Ctxd__V1__SelectContextEvent *last;
+} select_follow;
+
+static int select_msg(ProtobufCMessage *m, void *arg, ctxclient_status *st) {
+  select_follow *f = arg;
+  Ctxd__V1__SelectContextEvent *ev = (Ctxd__V1__SelectContextEvent *)m;
+  if (f->last) ctxd__v1__select_context_event__free_unpacked(f->last, NULL);
+  f->last = ev;
+  if (!ev->result && f->on_event && f->on_event(ev, f->ud) != 0)
+    return fail(st, 1, "selection cancelled by the caller");
+  return 0;
+}
+
+int ctxclient_select_stream(ctxclient *c,
+                            const Ctxd__V1__SelectContextRequest *req,
+                            int64_t timeout_ms, ctxclient_select_fn on_event,
+                            void *ud, Ctxd__V1__SelectContextEvent **result,
+                            ctxclient_status *st) {
+  static const char path[] = "/ctxd.v1.Retrieval/SelectContextStream";
+  select_follow f = {on_event, ud, NULL};
+  *result = NULL;
+  if (!c || !req) return CTXCLIENT_EINVAL;
+  int rc = stream_follow(c, path, &req->base, timeout_ms,
+                         &ctxd__v1__select_context_event__descriptor,
+                         "SelectContextEvent", select_msg, &f, st);
+  if (rc == 0 && !(f.last && f.last->result))
+    rc = fail(st, 13, "%s: the stream ended without a result", path);
+  if (rc == 0)
+    *result = f.last;
+  else if (f.last)
+    ctxd__v1__select_context_event__free_unpacked(f.last, NULL);
+  return rc;
+}
+
 /* Reorder and WatchJob: follow the stream of ReorderEvents that `req`
  * starts on `path`. */
 static int follow_job(ctxclient *c, const char *path,
                       const ProtobufCMessage *req, int64_t timeout_ms,
                       ctxclient_event_fn on_event, void *ud,
                       Ctxd__V1__ReorderEvent **last, ctxclient_status *st) {
-  follow_state f = {NULL, NULL, on_event, ud, "the job"};
+  follow_state f = {NULL, NULL, on_event, NULL, ud, "the job"};
   if (last) *last = NULL;
   if (!c) return CTXCLIENT_EINVAL;
   int rc = stream_follow(c, path, req, timeout_ms,

@@ -241,6 +241,61 @@ int ctxclient_rebuild_index(ctxclient *c, const char *collection,
                             Ctxd__V1__RebuildProgress **last,
                             ctxclient_status *st);
 
+/* Admin.LoadModel: load req->path (a GGUF on the server's disk) as the
+ * model, or with tokenizer_only as the tokenizer vocabulary; unload (no
+ * path) empties that slot. Requests already running finish on the old
+ * model. Server errors: NOT_FOUND (no such file), INVALID_ARGUMENT (a
+ * vocabulary-only file as the model, path and unload both or neither),
+ * INTERNAL (llama.cpp cannot load it: its reason). */
+int ctxclient_load_model(ctxclient *c, const Ctxd__V1__LoadModelRequest *req,
+                         int64_t timeout_ms, Ctxd__V1__LoadModelResponse **resp,
+                         ctxclient_status *st);
+
+/* Called for each RechunkProgress of ctxclient_rechunk() (valid during the
+ * call only); non-zero stops following (the rechunk goes on). */
+typedef int (*ctxclient_rechunk_fn)(const Ctxd__V1__RechunkProgress *p,
+                                    void *ud);
+
+/* Admin.Rechunk: re-chunk every stored document with the server's current
+ * tokenizer (or follow the run already going) until it ends, as
+ * ctxclient_rebuild_index() follows a rebuild; *last (may be NULL) as
+ * there. Errors: ABORTED "rechunk failed: ..." when the server reports
+ * state "failed", CANCELLED when on_progress stopped, INTERNAL for a
+ * stream without a final state, or the call's status. */
+int ctxclient_rechunk(ctxclient *c, int64_t timeout_ms,
+                      ctxclient_rechunk_fn on_progress, void *ud,
+                      Ctxd__V1__RechunkProgress **last, ctxclient_status *st);
+
+/* Retrieval.SelectContext: the key context of req->doc_id (a stored
+ * document of req->collection) or req->text for req->question under
+ * req->token_budget tokens. Server errors: INVALID_ARGUMENT (unknown
+ * method, no question where needed, both or neither of doc_id and text,
+ * options over their limits), NOT_FOUND (no such document or collection),
+ * FAILED_PRECONDITION (xl3m/infiniretri with no model loaded; embedding
+ * with a collection that has no embedder), RESOURCE_EXHAUSTED
+ * (model.max_concurrent selections running). */
+int ctxclient_select(ctxclient *c, const Ctxd__V1__SelectContextRequest *req,
+                     int64_t timeout_ms,
+                     Ctxd__V1__SelectContextResponse **resp,
+                     ctxclient_status *st);
+
+/* Called for each progress event of ctxclient_select_stream() (not the
+ * last, which carries the result); non-zero cancels the selection. */
+typedef int (*ctxclient_select_fn)(const Ctxd__V1__SelectContextEvent *ev,
+                                   void *ud);
+
+/* Retrieval.SelectContextStream: as ctxclient_select(), with progress.
+ * On success *result is the last event (phase "done"), whose ->result is
+ * the SelectContextResponse; free it with
+ * ctxd__v1__select_context_event__free_unpacked(). Errors as
+ * ctxclient_select(), CANCELLED when on_event stopped it, INTERNAL for a
+ * stream that ends without a result. */
+int ctxclient_select_stream(ctxclient *c,
+                            const Ctxd__V1__SelectContextRequest *req,
+                            int64_t timeout_ms, ctxclient_select_fn on_event,
+                            void *ud, Ctxd__V1__SelectContextEvent **result,
+                            ctxclient_status *st);
+
 /* ---- Corpus jobs ---------------------------------------------------------*/
 
 /* Called for each ReorderEvent of ctxclient_reorder() and

@@ -62,11 +62,16 @@ static const char usage_text[] =
     "                             list, inspect, cancel, follow corpus jobs\n"
     "  chunk [FILE|-] [--max-tokens N] [--overlap N] [--json]\n"
     "                             show how the server would chunk a text\n"
+    "  select (--doc ID | --file F) --question Q [--budget N] [--method M]\n"
+    "         [-v] [--json]      the key context of a long text for a question\n"
+    "  model load PATH [--tokenizer] | unload [--tokenizer] | info [--json]\n"
+    "                             load, unload or show the language model\n"
+    "  rechunk [-q]               re-chunk the store with the current tokenizer\n"
     "  verify                     check the store's consistency\n"
     "  help [COMMAND]             this text, or a command's details\n"
     "\n"
-    "put, get, rm, ls, search and reindex take -c/--collection NAME (default:\n"
-    "the collection named \"default\").\n"
+    "put, get, rm, ls, search, select and reindex take -c/--collection NAME\n"
+    "(default: the collection named \"default\").\n"
     "\n"
     "Global options:\n"
     "  --addr HOST:PORT     server address (default $CTXD_ADDR, "
@@ -330,6 +335,64 @@ static const cmd_help cmd_helps[] = {
      "the chunks the server would store: ordinal, byte range, tokens and\n"
      "the start of each chunk's text. Nothing is stored. --json prints the\n"
      "whole response, chunk texts included.\n"},
+    {"select",
+     "usage: ctxctl select (--doc ID | --file F | --text T) --question Q\n"
+     "                     [--budget N] [--method M] [-c NAME] [OPTIONS]\n"
+     "                     [-v] [--json]\n"
+     "\n"
+     "Selects the key context of a long text for a question\n"
+     "(Retrieval/SelectContextStream): the segments that matter most, at\n"
+     "most N tokens (--budget, default 1024), in their original order, and\n"
+     "prints that context. The text is a stored document (--doc, of\n"
+     "collection -c) or a local file (--file, '-' for stdin; sent inline).\n"
+     "--method: auto (default: infiniretri when the server has a model,\n"
+     "bm25 otherwise), xl3m, infiniretri, bm25, embedding (the collection's\n"
+     "embedder). xl3m may go without --question (it then asks the text's\n"
+     "last --tail tokens).\n"
+     "  -v               also the segments (bytes, tokens, score) and figures\n"
+     "                   on stderr\n"
+     "  --json           one JSON object: method, tokens, context, segments,\n"
+     "                   stats\n"
+     "  --segment N      segment size in tokens (xl3m, bm25, embedding; 256)\n"
+     "  --overlap N      tokens of whole sentences repeated between segments\n"
+     "  --tail N         xl3m without a question: the last N tokens (64)\n"
+     "  --score S        xl3m: entropy (default) or logprob\n"
+     "  --batch N        xl3m: segments per model call (8)\n"
+     "  --window N       infiniretri window in tokens (1024)\n"
+     "  --top-k N        infiniretri tokens kept per window (300)\n"
+     "  --filter N       infiniretri box filter width (8; 1 = none)\n"
+     "  --layer N        infiniretri attention layer: N > 0 from the first,\n"
+     "                   N < 0 from the end (default: the last)\n"
+     "  --no-question-weights\n"
+     "                   infiniretri: do not weight rows by the question's\n"
+     "                   attention to itself\n"
+     "  --cache N        infiniretri cache cap in tokens\n"
+     "A progress line is drawn on stderr when it is a terminal. No deadline\n"
+     "unless --timeout is given. Exit 1 when the server refuses (no model\n"
+     "for a model method: FAILED_PRECONDITION; no such document).\n"},
+    {"model",
+     "usage: ctxctl model load PATH [--tokenizer] [--json]\n"
+     "       ctxctl model unload [--tokenizer]\n"
+     "       ctxctl model info [--json]\n"
+     "\n"
+     "load: the server loads the GGUF at PATH (a path on the server's\n"
+     "machine; a relative one is made absolute with this directory) and swaps\n"
+     "it in (Admin/LoadModel); calls already running finish on the old\n"
+     "one. --tokenizer loads only its vocabulary, as tokenizer.path does.\n"
+     "When the tokenizer in use changes while documents are stored, the\n"
+     "answer says so: run 'ctxctl rechunk'.\n"
+     "unload: empties the model (or --tokenizer: the vocabulary) slot.\n"
+     "info: the loaded model and tokenizer, as 'ctxctl stats' shows them.\n"},
+    {"rechunk",
+     "usage: ctxctl rechunk [-q]\n"
+     "\n"
+     "Re-chunks every stored document with the server's current tokenizer\n"
+     "(Admin/Rechunk), re-embeds and re-indexes it, then records that\n"
+     "tokenizer in the store (clearing the tokenizer mismatch 'ctxctl stats'\n"
+     "reports). Follows the run already going, if any. Documents written\n"
+     "meanwhile are left as they are (counted as skipped). A progress bar is\n"
+     "drawn on stderr when it is a terminal; leaving with Ctrl-C stops only\n"
+     "the following. Exit 1 when the rechunk fails.\n"},
     {"verify",
      "usage: ctxctl verify\n"
      "\n"
@@ -662,6 +725,62 @@ static void print_json(json_t *j, int flags) {
   json_decref(j);
 }
 
+static const char *nz(const char *s);
+static json_t *json_text(const char *s);
+
+static json_t *model_json(const Ctxd__V1__ModelInfo *m) {
+  if (!m) return json_null();
+  json_t *o = json_object();
+  json_object_set_new(o, "name", json_text(nz(m->name)));
+  json_object_set_new(o, "architecture", json_text(nz(m->architecture)));
+  json_object_set_new(o, "path", json_text(nz(m->path)));
+  json_object_set_new(o, "tokenizer", json_text(nz(m->tokenizer)));
+  json_object_set_new(o, "context_length", json_integer(m->context_length));
+  json_object_set_new(o, "layers", json_integer(m->layers));
+  json_object_set_new(o, "heads", json_integer(m->heads));
+  json_object_set_new(o, "kv_heads", json_integer(m->kv_heads));
+  json_object_set_new(o, "embedding_length",
+                      json_integer(m->embedding_length));
+  json_object_set_new(o, "vocab_size", json_integer(m->vocab_size));
+  json_object_set_new(o, "params", json_integer((json_int_t)m->params));
+  json_object_set_new(o, "size_bytes",
+                      json_integer((json_int_t)m->size_bytes));
+  json_object_set_new(o, "vocab_only", json_boolean(m->vocab_only));
+  return o;
+}
+
+static json_t *rechunk_json(const Ctxd__V1__RechunkProgress *p) {
+  if (!p) return json_null();
+  return json_pack("{s:o, s:o, s:I, s:I, s:I, s:I, s:o, s:I, s:I}", "state",
+                   json_text(nz(p->state)), "tokenizer",
+                   json_text(nz(p->tokenizer)), "documents_done",
+                   (json_int_t)p->documents_done, "documents_total",
+                   (json_int_t)p->documents_total, "chunks",
+                   (json_int_t)p->chunks, "skipped", (json_int_t)p->skipped,
+                   "error", json_text(nz(p->error)), "started_at",
+                   (json_int_t)p->started_at, "seconds",
+                   (json_int_t)p->seconds);
+}
+
+/* "model           NAME (ARCH, 24 layers, 14/2 heads, ctx 32768, 494M
+ * params)" and its path; "-" when none. */
+static void print_model(const char *label, const Ctxd__V1__ModelInfo *m) {
+  if (!m) {
+    printf("%-15s -\n", label);
+    return;
+  }
+  if (m->vocab_only)
+    printf("%-15s %s (%s vocabulary, %u tokens)\n", label, nz(m->name),
+           nz(m->architecture), m->vocab_size);
+  else
+    printf("%-15s %s (%s, %u layers, %u/%u heads, width %u, context %u, "
+           "%.1fM params)\n",
+           label, nz(m->name), nz(m->architecture), m->layers, m->heads,
+           m->kv_heads, m->embedding_length, m->context_length,
+           (double)m->params / 1e6);
+  printf("%-15s %s\n", "", nz(m->path));
+}
+
 static int cmd_stats(ctl *g, int argc, char **argv) {
   static const opt_spec specs[] = {{"--json", NULL, 0}};
   opt_iter it = {argc, 0, argv, 0};
@@ -693,6 +812,15 @@ static int cmd_stats(ctl *g, int argc, char **argv) {
     for (size_t i = 0; i < r->n_collections; i++)
       json_array_append_new(a, coll_json(r->collections[i]));
     json_object_set_new(o, "collections", a);
+    json_object_set_new(o, "model", model_json(r->model));
+    json_object_set_new(o, "tokenizer_model", model_json(r->tokenizer_model));
+    json_object_set_new(o, "store_tokenizer",
+                        json_text(nz(r->store_tokenizer)));
+    json_object_set_new(o, "tokenizer_mismatch",
+                        json_boolean(r->tokenizer_mismatch));
+    json_object_set_new(o, "rechunk", rechunk_json(r->rechunk));
+    json_object_set_new(o, "selections_running",
+                        json_integer(r->selections_running));
     print_json(o, JSON_INDENT(2));
   } else {
     char b1[32], b2[32], b3[32], b4[32];
@@ -711,6 +839,20 @@ static int cmd_stats(ctl *g, int argc, char **argv) {
                : 0.0);
     printf("tokenizer       %s\n",
            r->tokenizer && *r->tokenizer ? r->tokenizer : "-");
+    if (r->tokenizer_mismatch)
+      printf("                MISMATCH: the stored chunks were counted with "
+             "%s; run 'ctxctl rechunk'\n",
+             nz(r->store_tokenizer));
+    print_model("model", r->model);
+    if (r->tokenizer_model) print_model("vocabulary", r->tokenizer_model);
+    if (r->rechunk)
+      printf("rechunk         %s, %llu/%llu documents, %llu skipped%s%s\n",
+             nz(r->rechunk->state),
+             (unsigned long long)r->rechunk->documents_done,
+             (unsigned long long)r->rechunk->documents_total,
+             (unsigned long long)r->rechunk->skipped,
+             r->rechunk->error && *r->rechunk->error ? ": " : "",
+             nz(r->rechunk->error));
     printf("last seq        %llu\n", (unsigned long long)r->last_seq);
     printf("schema version  %u\n", r->schema_version);
     printf("server version  %s\n",
@@ -1977,6 +2119,317 @@ static int cmd_collection(ctl *g, int argc, char **argv) {
                      argv[0]);
 }
 
+/* ---- model, rechunk -------------------------------------------------------*/
+
+static const char *abs_path(const char *p, char **buf);
+
+static int model_load(ctl *g, int argc, char **argv, int unload) {
+  static const opt_spec specs[] = {{"--tokenizer", NULL, 0},
+                                   {"--json", NULL, 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg, *path = NULL;
+  int tok_only = 0, json = 0, k, rc;
+  char *abs = NULL;
+  while ((k = opt_next(&it, specs, 2, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == 0) tok_only = 1;
+    if (k == 1) json = 1;
+    if (k == -1) {
+      if (path || unload) return usage_error("unexpected argument: %s", arg);
+      path = arg;
+    }
+  }
+  if (!unload && !path) return usage_error("missing PATH (a GGUF file)");
+  if ((rc = ctl_connect(g))) return rc;
+  Ctxd__V1__LoadModelRequest req = CTXD__V1__LOAD_MODEL_REQUEST__INIT;
+  req.path = unload ? (char *)"" : (char *)abs_path(path, &abs);
+  req.tokenizer_only = tok_only;
+  req.unload = unload;
+  Ctxd__V1__LoadModelResponse *r;
+  ctxclient_status st;
+  rc = ctxclient_load_model(g->client, &req, g->timeout_ms, &r, &st);
+  free(abs);
+  if (rc) return report(NULL, &st);
+  if (json) {
+    json_t *o = json_object();
+    json_object_set_new(o, "model", model_json(r->model));
+    json_object_set_new(o, "tokenizer", json_text(nz(r->tokenizer)));
+    json_object_set_new(o, "store_tokenizer", json_text(nz(r->store_tokenizer)));
+    json_object_set_new(o, "tokenizer_mismatch",
+                        json_boolean(r->tokenizer_mismatch));
+    print_json(o, JSON_INDENT(2));
+  } else {
+    if (unload)
+      printf("unloaded the %s\n", tok_only ? "tokenizer vocabulary" : "model");
+    else
+      print_model(tok_only ? "vocabulary" : "model", r->model);
+    printf("tokenizer       %s\n", nz(r->tokenizer));
+    if (r->tokenizer_mismatch)
+      printf("the stored chunks were counted with %s: run 'ctxctl rechunk'\n",
+             nz(r->store_tokenizer));
+  }
+  ctxd__v1__load_model_response__free_unpacked(r, NULL);
+  return EXIT_OK;
+}
+
+static int model_load_cmd(ctl *g, int argc, char **argv) {
+  return model_load(g, argc, argv, 0);
+}
+
+static int model_unload_cmd(ctl *g, int argc, char **argv) {
+  return model_load(g, argc, argv, 1);
+}
+
+static int model_info_cmd(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {{"--json", NULL, 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg;
+  int json = 0, k, rc;
+  while ((k = opt_next(&it, specs, 1, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) return usage_error("unexpected argument: %s", arg);
+    json = 1;
+  }
+  if ((rc = ctl_connect(g))) return rc;
+  Ctxd__V1__StatsResponse *r;
+  ctxclient_status st;
+  if (ctxclient_stats(g->client, g->timeout_ms, &r, &st))
+    return report(NULL, &st);
+  if (json) {
+    json_t *o = json_object();
+    json_object_set_new(o, "model", model_json(r->model));
+    json_object_set_new(o, "tokenizer_model", model_json(r->tokenizer_model));
+    json_object_set_new(o, "tokenizer", json_text(nz(r->tokenizer)));
+    json_object_set_new(o, "tokenizer_mismatch",
+                        json_boolean(r->tokenizer_mismatch));
+    print_json(o, JSON_INDENT(2));
+  } else {
+    print_model("model", r->model);
+    if (r->tokenizer_model) print_model("vocabulary", r->tokenizer_model);
+    printf("tokenizer       %s%s\n", nz(r->tokenizer),
+           r->tokenizer_mismatch ? " (MISMATCH: run 'ctxctl rechunk')" : "");
+  }
+  ctxd__v1__stats_response__free_unpacked(r, NULL);
+  return EXIT_OK;
+}
+
+static int cmd_model(ctl *g, int argc, char **argv) {
+  static const command subs[] = {{"load", model_load_cmd},
+                                 {"unload", model_unload_cmd},
+                                 {"info", model_info_cmd}};
+  if (argc < 1) return usage_error("missing subcommand: load, unload or info");
+  for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
+    if (!strcmp(argv[0], subs[i].name))
+      return subs[i].fn(g, argc - 1, argv + 1);
+  return usage_error("unknown subcommand %s (want load, unload or info)",
+                     argv[0]);
+}
+
+static int rechunk_progress(const Ctxd__V1__RechunkProgress *p, void *ud) {
+  progress *pg = ud;
+  if (progress_begin(pg, 0, p->documents_done, p->documents_done,
+                     p->documents_total, "docs")) {
+    double el = progress_elapsed(pg);
+    fprintf(stderr, "  %.0f docs/s",
+            el > 0 ? (double)p->documents_done / el : 0);
+    progress_end(pg);
+  }
+  return 0;
+}
+
+static int cmd_rechunk(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {{"--quiet", "-q", 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg;
+  int quiet = 0, k, rc;
+  while ((k = opt_next(&it, specs, 1, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) return usage_error("unexpected argument: %s", arg);
+    quiet = 1;
+  }
+  if ((rc = ctl_connect(g))) return rc;
+  progress pg;
+  Ctxd__V1__RechunkProgress *last = NULL;
+  ctxclient_status st;
+  progress_start(&pg);
+  rc = ctxclient_rechunk(g->client, g->timeout_given ? g->timeout_ms : 0,
+                         rechunk_progress, &pg, &last, &st);
+  progress_clear(&pg);
+  if (rc == 0 && !quiet)
+    printf("re-chunked %llu documents with %s: %llu chunks, %llu skipped "
+           "(changed meanwhile) in %.2f s\n",
+           (unsigned long long)(last ? last->documents_done : 0),
+           last ? nz(last->tokenizer) : "-",
+           (unsigned long long)(last ? last->chunks : 0),
+           (unsigned long long)(last ? last->skipped : 0),
+           progress_elapsed(&pg));
+  if (last) ctxd__v1__rechunk_progress__free_unpacked(last, NULL);
+  return rc == 0 ? EXIT_OK : report(NULL, &st);
+}
+
+/* ---- select ----------------------------------------------------------------*/
+
+static int select_progress(const Ctxd__V1__SelectContextEvent *ev, void *ud) {
+  progress *pg = ud;
+  if (progress_begin(pg, 0, ev->done, ev->done, ev->total, nz(ev->phase))) {
+    fprintf(stderr, "  %.1f s", progress_elapsed(pg));
+    progress_end(pg);
+  }
+  return 0;
+}
+
+static json_t *select_json(const Ctxd__V1__SelectContextResponse *r) {
+  json_t *o = json_object(), *a = json_array();
+  json_object_set_new(o, "method", json_text(nz(r->method)));
+  json_object_set_new(o, "tokens", json_integer(r->tokens));
+  json_object_set_new(o, "model", json_text(nz(r->model)));
+  json_object_set_new(o, "tokenizer", json_text(nz(r->tokenizer)));
+  json_object_set_new(o, "context", json_text(nz(r->context)));
+  for (size_t i = 0; i < r->n_segments; i++) {
+    const Ctxd__V1__Segment *sg = r->segments[i];
+    json_array_append_new(
+        a, json_pack("{s:I, s:I, s:i, s:f}", "byte_start",
+                     (json_int_t)sg->byte_start, "byte_end",
+                     (json_int_t)sg->byte_end, "tokens", (int)sg->tokens,
+                     "score", (double)sg->score));
+  }
+  json_object_set_new(o, "segments", a);
+  if (r->stats) {
+    const Ctxd__V1__SelectStats *t = r->stats;
+    json_object_set_new(
+        o, "stats",
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "input_tokens",
+                  (json_int_t)t->input_tokens, "segments",
+                  (json_int_t)t->segments, "model_tokens",
+                  (json_int_t)t->model_tokens, "model_decodes",
+                  (json_int_t)t->model_decodes, "model_ms",
+                  (json_int_t)t->model_ms, "windows", (json_int_t)t->windows,
+                  "elapsed_ms", (json_int_t)t->elapsed_ms));
+  }
+  return o;
+}
+
+static int cmd_select(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {
+      {"--doc", NULL, 1},      {"--file", NULL, 1},    {"--text", NULL, 1},
+      {"--question", "-q", 1}, {"--budget", NULL, 1},  {"--method", "-m", 1},
+      COLLECTION_OPT,          {"--verbose", "-v", 0}, {"--json", NULL, 0},
+      {"--segment", NULL, 1},  {"--overlap", NULL, 1}, {"--tail", NULL, 1},
+      {"--score", NULL, 1},    {"--batch", NULL, 1},   {"--window", NULL, 1},
+      {"--top-k", NULL, 1},    {"--filter", NULL, 1},  {"--layer", NULL, 1},
+      {"--no-question-weights", NULL, 0},              {"--cache", NULL, 1}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg, *doc = NULL, *file = NULL, *text = NULL;
+  int verbose = 0, json = 0, k, rc, sources = 0;
+  char *buf = NULL;
+  Ctxd__V1__SelectContextRequest req = CTXD__V1__SELECT_CONTEXT_REQUEST__INIT;
+  Ctxd__V1__SelectOptions o = CTXD__V1__SELECT_OPTIONS__INIT;
+  req.options = &o;
+  while ((k = opt_next(&it, specs, sizeof specs / sizeof specs[0], &arg)) !=
+         -2) {
+    uint32_t *u32 = NULL;
+    switch (k) {
+      case -3: return EXIT_USAGE;
+      case -1: return usage_error("unexpected argument: %s", arg);
+      case 0: doc = arg; sources++; break;
+      case 1: file = arg; sources++; break;
+      case 2: text = arg; sources++; break;
+      case 3: req.question = (char *)arg; break;
+      case 4: u32 = &req.token_budget; break;
+      case 5: req.method = (char *)arg; break;
+      case 6: req.collection = (char *)arg; break;
+      case 7: verbose = 1; break;
+      case 8: json = 1; break;
+      case 9: u32 = &o.segment_tokens; break;
+      case 10: u32 = &o.segment_overlap; break;
+      case 11: u32 = &o.question_tail; break;
+      case 12: o.xl3m_score = (char *)arg; break;
+      case 13: u32 = &o.xl3m_batch; break;
+      case 14: u32 = &o.window_tokens; break;
+      case 15: u32 = &o.top_k; break;
+      case 16: u32 = &o.filter_width; break;
+      case 17: {
+        char *end;
+        errno = 0;
+        long v = strtol(arg, &end, 10);
+        if (errno || end == arg || *end || v < -100000 || v > 100000)
+          return usage_error("--layer: not a layer number: %s", arg);
+        o.layer = (int32_t)v;
+        break;
+      }
+      case 18: o.no_question_weights = 1; break;
+      case 19: u32 = &o.cache_max_tokens; break;
+    }
+    if (u32 && parse_u32(specs[k].name, arg, u32)) return EXIT_USAGE;
+  }
+  if (sources != 1)
+    return usage_error("give exactly one of --doc ID, --file F, --text T");
+  if (file) {
+    size_t len;
+    if (!(buf = read_path(file, &len))) {
+      errorf("%s: %s", file, strerror(errno));
+      return EXIT_FAILED;
+    }
+    if (strlen(buf) != len) {
+      free(buf);
+      errorf("%s: the file holds a NUL byte (not text)", file);
+      return EXIT_FAILED;
+    }
+    req.text = buf;
+  } else if (text) {
+    req.text = (char *)text;
+  } else {
+    req.doc_id = (char *)doc;
+  }
+  if ((rc = ctl_connect(g))) {
+    free(buf);
+    return rc;
+  }
+  progress pg;
+  Ctxd__V1__SelectContextEvent *ev = NULL;
+  ctxclient_status st;
+  progress_start(&pg);
+  /* A selection over a long text takes as long as it takes: no deadline
+   * unless --timeout. */
+  rc = ctxclient_select_stream(g->client, &req,
+                               g->timeout_given ? g->timeout_ms : 0,
+                               select_progress, &pg, &ev, &st);
+  progress_clear(&pg);
+  free(buf);
+  if (rc) return doc ? report_doc(doc, &st) : report(NULL, &st);
+  const Ctxd__V1__SelectContextResponse *r = ev->result;
+  if (json) {
+    print_json(select_json(r), JSON_INDENT(2));
+  } else {
+    fputs(nz(r->context), stdout);
+    if (r->context && *r->context && r->context[strlen(r->context) - 1] != '\n')
+      fputc('\n', stdout);
+  }
+  if (verbose && !json) {
+    const Ctxd__V1__SelectStats *t = r->stats;
+    fprintf(stderr, "method %s%s%s, %u tokens in %zu segments, tokenizer %s\n",
+            nz(r->method), r->model && *r->model ? ", model " : "",
+            nz(r->model), r->tokens, r->n_segments, nz(r->tokenizer));
+    for (size_t i = 0; i < r->n_segments; i++)
+      fprintf(stderr, "  [%llu, %llu)  %u tokens  score %.4f\n",
+              (unsigned long long)r->segments[i]->byte_start,
+              (unsigned long long)r->segments[i]->byte_end,
+              r->segments[i]->tokens, (double)r->segments[i]->score);
+    if (t)
+      fprintf(stderr,
+              "input %llu tokens, %llu segments scored, model %llu tokens in "
+              "%llu decodes (%llu ms), %llu windows, %llu ms in all\n",
+              (unsigned long long)t->input_tokens,
+              (unsigned long long)t->segments,
+              (unsigned long long)t->model_tokens,
+              (unsigned long long)t->model_decodes,
+              (unsigned long long)t->model_ms, (unsigned long long)t->windows,
+              (unsigned long long)t->elapsed_ms);
+  }
+  ctxd__v1__select_context_event__free_unpacked(ev, NULL);
+  return EXIT_OK;
+}
+
 /* ---- reindex ------------------------------------------------------------*/
 
 typedef struct reindex_state {
@@ -3009,6 +3462,8 @@ static const command commands[] = {
     {"chunk", cmd_chunk},   {"verify", cmd_verify}, {"search", cmd_search},
     {"collection", cmd_collection}, {"reindex", cmd_reindex},
     {"reorder", cmd_reorder},       {"jobs", cmd_jobs},
+    {"select", cmd_select},         {"model", cmd_model},
+    {"rechunk", cmd_rechunk},
 };
 
 static int help(const char *name) {
