@@ -1164,64 +1164,72 @@ static int follow_final(const char *path, const char *state,
               *state ? "; last state " : "", state);
 }
 
+/* RebuildIndex and Rechunk: follow a stream of progress messages whose
+ * last one reports state "done" or "failed" (with its error: ABORTED
+ * "<failed_what> failed: ERROR"). *last as the public calls say. */
+static int follow_progress(ctxclient *c, const char *path,
+                           const ProtobufCMessage *req, int64_t timeout_ms,
+                           const ProtobufCMessageDescriptor *desc,
+                           const char *type, follow_state *f,
+                           const char *failed_what, ProtobufCMessage **last,
+                           ctxclient_status *st) {
+  if (last) *last = NULL;
+  if (!c) return CTXCLIENT_EINVAL;
+  int rc = stream_follow(c, path, req, timeout_ms, desc, type, follow_msg, f,
+                         st);
+  if (rc == 0) {
+    /* The stream ended OK: the last message says how the run went. Both
+     * message types have string fields `state` and `error`, found through
+     * the descriptor. */
+    const ProtobufCFieldDescriptor *fs =
+        protobuf_c_message_descriptor_get_field_by_name(desc, "state");
+    const ProtobufCFieldDescriptor *fe =
+        protobuf_c_message_descriptor_get_field_by_name(desc, "error");
+    const char *state = "", *err = "";
+    if (f->last && fs && fe) {
+      state = *(char **)((char *)f->last + fs->offset);
+      err = *(char **)((char *)f->last + fe->offset);
+    }
+    if (strcmp(state, "failed") == 0)
+      rc = fail(st, 10, "%s failed: %s", failed_what,
+                err && *err ? err : "no reason given");
+    else
+      rc = follow_final(path, state, st);
+  }
+  if (last)
+    *last = f->last;
+  else if (f->last)
+    protobuf_c_message_free_unpacked(f->last, NULL);
+  return rc;
+}
+
 int ctxclient_rebuild_index(ctxclient *c, const char *collection,
                             int64_t timeout_ms,
                             ctxclient_progress_fn on_progress, void *ud,
                             Ctxd__V1__RebuildProgress **last,
                             ctxclient_status *st) {
-  static const char path[] = "/ctxd.v1.Admin/RebuildIndex";
   Ctxd__V1__RebuildIndexRequest req = CTXD__V1__REBUILD_INDEX_REQUEST__INIT;
   follow_state f = {NULL, on_progress, NULL, NULL, ud, ""};
-  if (last) *last = NULL;
-  if (!c) return CTXCLIENT_EINVAL;
+  char what[160];
   const char *name = collection && *collection ? collection : "default";
   snprintf(f.what, sizeof f.what, "the rebuild of collection %s", name);
+  snprintf(what, sizeof what, "rebuild of collection %s", name);
   req.collection = (char *)(collection ? collection : "");
-  int rc = stream_follow(c, path, &req.base, timeout_ms,
-                         &ctxd__v1__rebuild_progress__descriptor,
-                         "RebuildProgress", follow_msg, &f, st);
-  Ctxd__V1__RebuildProgress *p = (Ctxd__V1__RebuildProgress *)f.last;
-  if (rc == 0) {
-    /* The stream ended OK: the last message says how the rebuild went. */
-    const char *state = p && p->state ? p->state : "";
-    if (strcmp(state, "failed") == 0)
-      rc = fail(st, 10, "rebuild of collection %s failed: %s", name,
-                p->error && *p->error ? p->error : "no reason given");
-    else
-      rc = follow_final(path, state, st);
-  }
-  if (last)
-    *last = p;
-  else if (p)
-    ctxd__v1__rebuild_progress__free_unpacked(p, NULL);
-  return rc;
+  return follow_progress(c, "/ctxd.v1.Admin/RebuildIndex", &req.base,
+                         timeout_ms, &ctxd__v1__rebuild_progress__descriptor,
+                         "RebuildProgress", &f, what, (ProtobufCMessage **)last,
+                         st);
 }
 
 int ctxclient_rechunk(ctxclient *c, int64_t timeout_ms,
                       ctxclient_rechunk_fn on_progress, void *ud,
                       Ctxd__V1__RechunkProgress **last, ctxclient_status *st) {
-  static const char path[] = "/ctxd.v1.Admin/Rechunk";
   Ctxd__V1__RechunkRequest req = CTXD__V1__RECHUNK_REQUEST__INIT;
   follow_state f = {NULL, NULL, NULL, on_progress, ud, "the rechunk"};
-  if (last) *last = NULL;
-  if (!c) return CTXCLIENT_EINVAL;
-  int rc = stream_follow(c, path, &req.base, timeout_ms,
+  return follow_progress(c, "/ctxd.v1.Admin/Rechunk", &req.base, timeout_ms,
                          &ctxd__v1__rechunk_progress__descriptor,
-                         "RechunkProgress", follow_msg, &f, st);
-  Ctxd__V1__RechunkProgress *p = (Ctxd__V1__RechunkProgress *)f.last;
-  if (rc == 0) {
-    const char *state = p && p->state ? p->state : "";
-    if (strcmp(state, "failed") == 0)
-      rc = fail(st, 10, "rechunk failed: %s",
-                p->error && *p->error ? p->error : "no reason given");
-    else
-      rc = follow_final(path, state, st);
-  }
-  if (last)
-    *last = p;
-  else if (p)
-    ctxd__v1__rechunk_progress__free_unpacked(p, NULL);
-  return rc;
+                         "RechunkProgress", &f, "rechunk",
+                         (ProtobufCMessage **)last, st);
 }
 
 /* SelectContextStream: progress events to the caller, the last event's

@@ -689,6 +689,22 @@ static int connect_without_args(ctl *g, int argc, char **argv) {
   return ctl_connect(g);
 }
 
+/* For commands whose only option is --json: *json set when given. 0, or
+ * EXIT_USAGE (reported). */
+static int json_only(int argc, char **argv, int *json) {
+  static const opt_spec specs[] = {{"--json", NULL, 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg;
+  int k;
+  *json = 0;
+  while ((k = opt_next(&it, specs, 1, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == -1) return usage_error("unexpected argument: %s", arg);
+    *json = 1;
+  }
+  return 0;
+}
+
 /* ---- status -------------------------------------------------------------*/
 
 static int cmd_status(ctl *g, int argc, char **argv) {
@@ -782,17 +798,8 @@ static void print_model(const char *label, const Ctxd__V1__ModelInfo *m) {
 }
 
 static int cmd_stats(ctl *g, int argc, char **argv) {
-  static const opt_spec specs[] = {{"--json", NULL, 0}};
-  opt_iter it = {argc, 0, argv, 0};
-  const char *arg;
-  int json = 0, k;
-  while ((k = opt_next(&it, specs, 1, &arg)) != -2) {
-    if (k == -3) return EXIT_USAGE;
-    if (k == -1) return usage_error("unexpected argument: %s", arg);
-    json = 1;
-  }
-  int rc = ctl_connect(g);
-  if (rc) return rc;
+  int json, rc;
+  if ((rc = json_only(argc, argv, &json)) || (rc = ctl_connect(g))) return rc;
   ctxclient_status st;
   Ctxd__V1__StatsResponse *r;
   if (ctxclient_stats(g->client, g->timeout_ms, &r, &st))
@@ -2085,16 +2092,8 @@ static int coll_drop(ctl *g, int argc, char **argv) {
 }
 
 static int coll_ls(ctl *g, int argc, char **argv) {
-  static const opt_spec specs[] = {{"--json", NULL, 0}};
-  opt_iter it = {argc, 0, argv, 0};
-  const char *arg;
-  int json = 0, k, rc;
-  while ((k = opt_next(&it, specs, 1, &arg)) != -2) {
-    if (k == -3) return EXIT_USAGE;
-    if (k == -1) return usage_error("unexpected argument: %s", arg);
-    json = 1;
-  }
-  if ((rc = ctl_connect(g))) return rc;
+  int json, rc;
+  if ((rc = json_only(argc, argv, &json)) || (rc = ctl_connect(g))) return rc;
   Ctxd__V1__ListCollectionsResponse *r;
   ctxclient_status st;
   if (ctxclient_list_collections(g->client, g->timeout_ms, &r, &st))
@@ -2181,16 +2180,8 @@ static int model_unload_cmd(ctl *g, int argc, char **argv) {
 }
 
 static int model_info_cmd(ctl *g, int argc, char **argv) {
-  static const opt_spec specs[] = {{"--json", NULL, 0}};
-  opt_iter it = {argc, 0, argv, 0};
-  const char *arg;
-  int json = 0, k, rc;
-  while ((k = opt_next(&it, specs, 1, &arg)) != -2) {
-    if (k == -3) return EXIT_USAGE;
-    if (k == -1) return usage_error("unexpected argument: %s", arg);
-    json = 1;
-  }
-  if ((rc = ctl_connect(g))) return rc;
+  int json, rc;
+  if ((rc = json_only(argc, argv, &json)) || (rc = ctl_connect(g))) return rc;
   Ctxd__V1__StatsResponse *r;
   ctxclient_status st;
   if (ctxclient_stats(g->client, g->timeout_ms, &r, &st))

@@ -500,7 +500,8 @@ class CtxdClient:
         it = self.admin.RebuildIndex(
             admin_pb2.RebuildIndexRequest(collection=collection),
             timeout=timeout)
-        return self._follow_rebuild(it, collection or "default")
+        return self._follow_state(it, "RebuildIndex", "rebuild of collection %s"
+                                  % (collection or "default"))
 
     @staticmethod
     def _stream(it, method, last):
@@ -519,21 +520,22 @@ class CtxdClient:
             it.cancel()  # no-op once the call has ended
 
     @classmethod
-    def _follow_rebuild(cls, it, name):
+    def _follow_state(cls, it, method, what):
+        """Follow a stream of progress messages whose last one has `state`
+        "done" or "failed" (with `error`): RebuildIndex, Rechunk."""
         last = [None]
-        yield from cls._stream(it, "RebuildIndex", last)
+        yield from cls._stream(it, method, last)
         last = last[0]
         state = last.state if last is not None else ""
         if state == "failed":
             raise CtxdError(grpc.StatusCode.ABORTED,
-                            "rebuild of collection %s failed: %s"
-                            % (name, last.error or "no reason given"),
-                            "RebuildIndex")
+                            "%s failed: %s" % (what, last.error or "no reason given"),
+                            method)
         if state != "done":
             raise CtxdError(grpc.StatusCode.INTERNAL,
                             "the stream ended without a final state%s"
                             % ("; last state " + state if state else ""),
-                            "RebuildIndex")
+                            method)
 
     # -- Corpus jobs -----------------------------------------------------
     def reorder(self, output_dir, input_jsonl="", collection="", mode="",
@@ -704,17 +706,7 @@ class CtxdClient:
         "failed" message it raises CtxdError(ABORTED) with the reason.
         Leaving the loop early stops following, not the rechunk."""
         it = self.admin.Rechunk(admin_pb2.RechunkRequest(), timeout=timeout)
-        last = [None]
-        yield from self._stream(it, "Rechunk", last)
-        last = last[0]
-        state = last.state if last is not None else ""
-        if state == "failed":
-            raise CtxdError(grpc.StatusCode.ABORTED,
-                            "rechunk failed: %s" % (last.error or "no reason given"),
-                            "Rechunk")
-        if state != "done":
-            raise CtxdError(grpc.StatusCode.INTERNAL,
-                            "the stream ended without a final state", "Rechunk")
+        return self._follow_state(it, "Rechunk", "rechunk")
 
     # -- Key-context selection ------------------------------------------
     @staticmethod
