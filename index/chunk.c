@@ -684,17 +684,18 @@ static uint64_t gcount(const gen *g, size_t a, size_t b) {
   return tok_count(g->tk, g->s + a, b - a);
 }
 
-static int gen_scan(gen *g) {
-  const unsigned char *s = (const unsigned char *)g->s;
+/* Every boundary of level >= min_level in s[0..n), in order, to fn (the
+ * one scanner behind both the generic path and chunk_sentences). fn returns
+ * non-zero to stop; that value is returned. */
+static int scan_boundaries(const char *text, size_t n, int min_level,
+                           int (*fn)(void *arg, size_t pos, int level),
+                           void *arg) {
+  const unsigned char *s = (const unsigned char *)text;
   bscan bs = {0};
-  size_t cap = 64, nb = 0;
-  size_t *pos = malloc(cap * sizeof *pos);
-  uint8_t *lv = malloc(cap);
   size_t i = 0;
+  int rc;
 
-  if (!pos || !lv)
-    goto nomem;
-  while (i < g->n) {
+  while (i < n) {
     unsigned char b = s[i];
     if (tok_est_class[b] == TOK_EST_SPACE) {
       bscan_space(&bs, b);
@@ -703,35 +704,76 @@ static int gen_scan(gen *g) {
     }
     size_t len = char_len(b);
     int l = bscan_level(&bs, b);
-    if (l >= 0) {
-      if (nb + 1 >= cap) {
-        cap *= 2;
-        size_t *np = realloc(pos, cap * sizeof *np);
-        if (np)
-          pos = np;
-        uint8_t *nl = realloc(lv, cap);
-        if (nl)
-          lv = nl;
-        if (!np || !nl)
-          goto nomem;
-      }
-      pos[nb] = i;
-      lv[nb] = (uint8_t)l;
-      nb++;
-    }
+    if (l >= min_level && (rc = fn(arg, i, l)))
+      return rc;
     bscan_after_char(&bs, s, i, len);
     i += len;
   }
-  pos[nb] = g->n;
-  lv[nb] = LV_END;
-  g->bpos = pos;
-  g->blv = lv;
-  g->nb = nb;
   return 0;
-nomem:
-  free(pos);
-  free(lv);
-  return CTXD_ENOMEM;
+}
+
+typedef struct bvec {
+  size_t *pos;
+  uint8_t *lv;
+  size_t n, cap;
+} bvec;
+
+static int bvec_push(void *arg, size_t pos, int level) {
+  bvec *v = arg;
+  if (v->n + 1 >= v->cap) {
+    size_t cap = v->cap ? v->cap * 2 : 64;
+    size_t *np = realloc(v->pos, cap * sizeof *np);
+    if (np)
+      v->pos = np;
+    uint8_t *nl = realloc(v->lv, cap);
+    if (nl)
+      v->lv = nl;
+    if (!np || !nl)
+      return CTXD_ENOMEM;
+    v->cap = cap;
+  }
+  v->pos[v->n] = pos;
+  v->lv[v->n] = (uint8_t)level;
+  v->n++;
+  return 0;
+}
+
+static int gen_scan(gen *g) {
+  bvec v = {.cap = 64};
+  int rc = CTXD_ENOMEM;
+  v.pos = malloc(v.cap * sizeof *v.pos);
+  v.lv = malloc(v.cap);
+  if (v.pos && v.lv)
+    rc = scan_boundaries(g->s, g->n, LV_WORD, bvec_push, &v);
+  if (rc) {
+    free(v.pos);
+    free(v.lv);
+    return rc;
+  }
+  /* bvec_push leaves room for this end sentinel. */
+  v.pos[v.n] = g->n;
+  v.lv[v.n] = LV_END;
+  g->bpos = v.pos;
+  g->blv = v.lv;
+  g->nb = v.n;
+  return 0;
+}
+
+typedef struct sent_cb {
+  int (*fn)(void *arg, size_t pos);
+  void *arg;
+} sent_cb;
+
+static int sent_forward(void *arg, size_t pos, int level) {
+  (void)level;
+  const sent_cb *c = arg;
+  return c->fn(c->arg, pos);
+}
+
+int chunk_sentences(const char *text, size_t len,
+                    int (*fn)(void *arg, size_t pos), void *arg) {
+  sent_cb c = {fn, arg};
+  return scan_boundaries(text, len, LV_SENT, sent_forward, &c);
 }
 
 static int chunk_generic(const char *text, size_t n, const chunk_opts *o,

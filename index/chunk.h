@@ -39,4 +39,12 @@ typedef struct chunk_span {
 int chunk_text(const char *text, size_t len, const chunk_opts *o,
                const tok *tk, chunk_span **out, size_t *n, ctxd_error *e);
 
+/* The sentence starts of text[0..len) by the chunker's rules (boundaries of
+ * level sentence or paragraph, see chunk.c), in order, each passed to
+ * fn(arg, byte offset); offset 0 is never one. The text must be valid
+ * UTF-8. fn returns non-zero to stop the scan; chunk_sentences returns that
+ * value, else 0. Segment selection (select.h) cuts its input with this. */
+int chunk_sentences(const char *text, size_t len,
+                    int (*fn)(void *arg, size_t pos), void *arg);
+
 #endif

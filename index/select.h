@@ -30,7 +30,10 @@ typedef struct lm_model lm_model;
 /* Limits, checked before allocating. */
 #define SELECT_TEXT_MAX ((size_t)1 << 30)   /* bytes of input */
 #define SELECT_QUESTION_MAX 16384           /* bytes of question */
-#define SELECT_BUDGET_MAX 1000000           /* tokens of budget */
+#define SELECT_BUDGET_MAX 1000000           /* tokens of budget, and of segment_tokens */
+#define SELECT_WINDOW_MAX 262144            /* window_tokens, top_k, cache_max_tokens */
+#define SELECT_TAIL_MAX 65536               /* question_tail */
+#define SELECT_FILTER_MAX 1024              /* filter_width */
 
 enum select_method {
   SELECT_AUTO = 0,
@@ -50,10 +53,13 @@ enum select_xl3m_score {
   SELECT_XL3M_LOGPROB = 1, /* mean log-probability of the question tokens (higher = better) */
 };
 
-/* Progress of a long call: `done` of `total` input tokens processed in the
- * current phase ("segment", "score", "window", "select"). Returning
+/* Progress of a long call: `done` of `total` in the current phase:
+ * "segment" (bytes of the input cut into sentences and counted), "score"
+ * (XL3M, BM25, embedding: segments scored), "window" (InfiniRetri: input
+ * tokens read), "select" (once at the end, input tokens). Returning
  * non-zero cancels the call (CTXD_ECANCELED). Called from the calling
- * thread, at most every few hundred milliseconds plus once at the end. */
+ * thread, at most every 200 ms plus once at the end of a phase; a running
+ * llama_decode stops at its next compute step. */
 typedef int (*select_progress_fn)(void *arg, const char *phase, uint64_t done,
                                   uint64_t total);
 
@@ -116,8 +122,11 @@ typedef struct select_stats {
   uint64_t segments;       /* segments (or sentences for InfiniRetri) scored */
   uint64_t model_tokens;   /* tokens fed to the model (sum over its decodes) */
   uint64_t model_decodes;  /* llama_decode calls */
+  uint64_t model_outputs;  /* positions whose logits the model computed (XL3M) */
   uint64_t model_us;       /* wall time inside llama_decode */
   uint64_t windows;        /* InfiniRetri steps */
+  uint64_t max_seq_tokens; /* the longest sequence the model held: bounded by
+                            * the options, never by the input's length */
 } select_stats;
 
 typedef struct select_result {
