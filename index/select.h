@@ -63,25 +63,54 @@ enum select_xl3m_score {
 typedef int (*select_progress_fn)(void *arg, const char *phase, uint64_t done,
                                   uint64_t total);
 
+/* Units. Every method works on units: the sentences of the input by the
+ * chunker's rules (chunk_sentences: a sentence starts after . ! ? or a CJK
+ * full stop and whitespace, unless a lowercase ASCII letter follows; a
+ * paragraph break starts one too), a sentence longer than the method's unit
+ * cap cut again (at a word start where there is one, never inside a UTF-8
+ * character). The cap is min(segment_tokens, token_budget) for the segment
+ * methods, min(window_tokens, cache_max_tokens, token_budget) for
+ * InfiniRetri. A unit runs from its first character to the next unit (the
+ * whitespace after a sentence is its own). Token counts: for XL3M and
+ * InfiniRetri the model's tokens of the input tokenized once in pieces of
+ * about 64 KiB cut at sentence starts (unit boundaries move onto a token
+ * boundary that is also a character boundary); otherwise env->tk (the
+ * model's vocabulary where env->model is set) counts each sentence. */
 typedef struct select_opts {
   int method;               /* enum select_method. Default SELECT_AUTO */
   uint32_t token_budget;    /* tokens of the returned context; 0 = 1024 */
 
-  /* Segments (XL3M, BM25, embedding): runs of whole sentences of about
-   * segment_tokens (a longer sentence is cut at token boundaries), the next
-   * segment starting segment_overlap tokens of whole sentences earlier. */
-  uint32_t segment_tokens;  /* 0 = 256 */
-  uint32_t segment_overlap; /* default 0 */
+  /* Segments (XL3M, BM25, embedding): runs of whole units of at most
+   * segment_tokens (and of token_budget; XL3M: and of the model's context
+   * less the question), the next segment starting at the earliest unit
+   * whose run to the previous segment's end holds at most segment_overlap
+   * tokens. */
+  uint32_t segment_tokens;  /* 0 = 256; at most SELECT_BUDGET_MAX */
+  uint32_t segment_overlap; /* < segment_tokens. Default 0 */
 
-  /* XL3M */
+  /* XL3M: each sequence is [BOS where the vocabulary adds one] + segment +
+   * question; the score is over the distributions that predict each
+   * question token (the question's last token is never fed). */
   uint32_t question_tail;   /* with no question: its last N context tokens are
                              * the question and are not selectable. 0 = 64 */
   int xl3m_score;           /* enum select_xl3m_score. Default ENTROPY */
-  uint32_t xl3m_batch;      /* segments scored per llama_decode (sequences
-                             * of one context). 0 = 8 */
+  uint32_t xl3m_batch;      /* segments scored per lm_eval call (sequences
+                             * of one context, in llama_decode calls of up to
+                             * LM_BATCH_MAX tokens). 0 = 8; at most LM_SEQ_MAX */
 
-  /* InfiniRetri */
-  uint32_t window_tokens;   /* 0 = 1024 */
+  /* InfiniRetri. Each step runs [BOS] + cache + window + question in one
+   * sequence; BOS + cache + window + question must fit the model's training
+   * context (else CTXD_EINVAL). A token's score is
+   *   sum over question tokens r of  q_r * (1/w) * sum of a_r[t], t in
+   *   [j - w/2, j - w/2 + w) within the context columns,
+   * a_r the attention of question token r (attn_layer, summed over heads),
+   * q_r = the sum of a_r over the question's columns (1 without
+   * question_weights). The first position (BOS, else the attention sink)
+   * is never picked. Units holding a top_k token form the next cache (in
+   * input order); a unit's score accumulates, step after step, the scores
+   * of its top tokens; over cache_max_tokens the best-scored units stay.
+   * The last cache, best scores first, fills the budget. */
+  uint32_t window_tokens;   /* whole units per step, at most this. 0 = 1024 */
   uint32_t top_k;           /* tokens kept per step. 0 = 300 */
   uint32_t filter_width;    /* box filter width along each row. 0 = 8; 1 = none */
   int attn_layer;           /* negative counts from the end. Default -1 */
@@ -97,9 +126,12 @@ typedef struct select_opts {
   void *progress_arg;
 } select_opts;
 
+/* Fill *o with the defaults above (a zeroed struct is the same except
+ * question_weights, which select_defaults turns on). */
 void select_defaults(select_opts *o);
 
-/* What select_run works with. */
+/* What select_run works with. env->model may be shared by concurrent
+ * calls; env->tk NULL with no model means the built-in estimator. */
 typedef struct select_env {
   lm_model *model;      /* NULL: no model; XL3M/InfiniRetri are CTXD_EPRECOND */
   int auto_model;       /* 1: auto means InfiniRetri (model configured by the
@@ -114,7 +146,9 @@ typedef struct select_seg {
   uint64_t start, end;  /* byte range of the input */
   uint32_t tokens;
   float score;          /* method's score, higher = more relevant (XL3M
-                         * entropy is negated) */
+                         * entropy is negated; InfiniRetri: the accumulated
+                         * attention score; BM25; cosine). A merged run takes
+                         * its best pick's score; the whole-input answer 0 */
 } select_seg;
 
 typedef struct select_stats {
@@ -143,13 +177,21 @@ typedef struct select_result {
 
 /* Select from text[0..len) for question (may be empty: XL3M then uses the
  * tail; InfiniRetri and BM25/embedding need a question: CTXD_EINVAL).
+ * The pick: candidates best score first (ties: earlier first), each kept
+ * when its units not yet kept fit what is left of the budget (so a
+ * candidate too large is skipped and smaller ones still fill the budget);
+ * runs of consecutive kept units become one segment.
  * Segment boundaries never split a UTF-8 character. The whole input fits
  * the budget: it is returned as one segment without running the method.
+ * Availability and the question are checked before that shortcut.
+ * On failure *out is empty (nothing to free).
  * Errors: CTXD_EINVAL (bad options, len/question over the limits, empty
- * question where required, invalid UTF-8 named by its offset),
- * CTXD_EPRECOND (the method needs a model or embedder that env lacks: the
- * message says how to load one), CTXD_ECANCELED (progress returned
- * non-zero), CTXD_ENOMEM, and the lm_ errors of the model. */
+ * question where required, invalid UTF-8 named by its offset, bm25 k1 < 0
+ * or b outside [0, 1], a question or window + cache too long for the
+ * model's context), CTXD_EPRECOND (the method needs a model or embedder
+ * that env lacks, or the model is a vocabulary only: the message says how
+ * to load one), CTXD_ECANCELED (progress returned non-zero), CTXD_ENOMEM,
+ * and the lm_ errors of the model. */
 int select_run(const select_env *env, const char *text, size_t len,
                const char *question, size_t qlen, const select_opts *o,
                select_result *out, ctxd_error *e);
