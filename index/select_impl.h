@@ -15,6 +15,10 @@
  * piece, so the same tokens) when its ids are needed. */
 #define SEL_PIECE_BYTES ((size_t)64 << 10)
 
+/* A unit may exceed its cap only by one character's byte tokens (a single
+ * character costing more tokens than the cap): sequences leave this room. */
+#define SEL_SLACK 8
+
 /* A unit: a sentence, or a part of one that was longer than the unit cap.
  * Unit i covers bytes [u[i].start, u[i+1].start) and tokens
  * [u[i].tok0, u[i+1].tok0) of the token stream; u[n] is the sentinel (end

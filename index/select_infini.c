@@ -83,7 +83,7 @@ int sel_infini(sel_run *r, select_result *out, ctxd_error *e) {
   const select_opts *o = &r->o;
   const int32_t *q = r->qids;
   uint32_t nq = r->nq, cmax = o->cache_max_tokens, win = o->window_tokens;
-  uint32_t cap = r->n_prefix + cmax + win + nq;
+  uint32_t cap = r->n_prefix + cmax + win + nq + SEL_SLACK;
   lm_ctx *ctx = NULL;
   sel_toks ts = {.r = r};
   int32_t *seq = NULL, *cache = NULL;
@@ -111,9 +111,9 @@ int sel_infini(sel_run *r, select_result *out, ctxd_error *e) {
   idx = malloc((size_t)cap * sizeof *idx);
   score = malloc((size_t)cap * sizeof *score);
   tmp = malloc(((size_t)cap + 1) * sizeof *tmp);
-  su = malloc(((size_t)cmax + win) * sizeof *su);
+  su = malloc(((size_t)cmax + win + 1) * sizeof *su);
   cu = malloc(((size_t)cmax + 1) * sizeof *cu);
-  order = malloc(((size_t)cmax + win) * sizeof *order);
+  order = malloc(((size_t)cmax + win + 1) * sizeof *order);
   if (!seq || !cache || !owner || !idx || !score || !tmp || !su || !cu || !order) {
     rc = ctxd_seterr(e, CTXD_ENOMEM, "select: out of memory for a sequence of %u tokens", cap);
     goto done;

@@ -81,7 +81,7 @@ int sel_xl3m(sel_run *r, select_result *out, ctxd_error *e) {
 
   lm_ctx_opts co;
   lm_ctx_defaults(&co);
-  uint64_t per_seq = r->n_prefix + seg_max + nq;
+  uint64_t per_seq = r->n_prefix + seg_max + nq + SEL_SLACK;
   co.n_ctx = (uint32_t)per_seq;
   co.n_seq = B;
   co.n_batch = (uint32_t)(B * per_seq < LM_BATCH_MAX ? B * per_seq : LM_BATCH_MAX);
