@@ -834,14 +834,10 @@ fail:
   return rc;
 }
 
-/* Load <cid>.vindex if it matches the entry's config. Returns 0 with *out
- * and *covered, or an error whose message says why the file is unusable. */
-static int load_one(coll_set *cs, const centry *ent, cvx **out,
-                    uint64_t *covered, ctxd_error *e) {
-  char path[4200];
-  file_path(cs, ent->cid, "", path, sizeof path);
+int coll_file_read(const char *path, vindex **out, coll_file_info *info,
+                   ctxd_error *e) {
   FILE *f = fopen(path, "rbe");
-  cvx *v = NULL;
+  vindex *vi = NULL;
   int rc;
   if (!f)
     return ctxd_seterr(e, errno == ENOENT ? CTXD_ENOTFOUND : CTXD_EIO,
@@ -854,26 +850,12 @@ static int load_one(coll_set *cs, const centry *ent, cvx **out,
     goto fail;
   }
   h.spec[sizeof h.spec - 1] = 0;
-  if (h.cid != ent->cid || h.dim != ent->cfg.dim ||
-      h.metric != (uint32_t)ent->cfg.metric ||
-      strcmp(h.spec, ent->cfg.index_spec) != 0) {
-    rc = ctxd_seterr(e, CTXD_ECORRUPT,
-                     "%s: made for collection %u, spec %s, dim %u, metric %s; "
-                     "the collection has %u, %s, %u, %s",
-                     path, h.cid, h.spec, h.dim,
-                     coll_metric_name((vindex_metric)h.metric), ent->cid,
-                     ent->cfg.index_spec, ent->cfg.dim,
-                     coll_metric_name(ent->cfg.metric));
+  if ((rc = vindex_read(f, &vi, e))) {
+    char why[sizeof e->msg];
+    snprintf(why, sizeof why, "%s", e->msg);
+    rc = ctxd_seterr(e, rc, "%s: %s", path, why);
     goto fail;
   }
-  v = calloc(1, sizeof *v);
-  if (!v) {
-    rc = ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
-    goto fail;
-  }
-  v->refs = 1;
-  v->fallback = (h.flags & 1u) != 0;
-  if ((rc = vindex_read(f, &v->vi, e))) goto fail;
   char end[8];
   uint64_t max_doc;
   if (fread(&max_doc, sizeof max_doc, 1, f) != 1 || fread(end, 8, 1, f) != 1 ||
@@ -881,28 +863,68 @@ static int load_one(coll_set *cs, const centry *ent, cvx **out,
     rc = ctxd_seterr(e, CTXD_ECORRUPT, "%s: truncated or trailing data", path);
     goto fail;
   }
-  vindex_info vi;
-  vindex_get_info(v->vi, &vi);
-  const char *want = v->fallback ? "Flat" : ent->cfg.index_spec;
-  if (vi.dim != ent->cfg.dim || vi.metric != ent->cfg.metric ||
-      strcmp(vi.spec, want) != 0 || (vi.needs_training && !vi.trained)) {
+  /* The payload must be the index the header announces. */
+  vindex_info vinfo;
+  vindex_get_info(vi, &vinfo);
+  const char *want = (h.flags & 1u) ? "Flat" : h.spec;
+  if (vinfo.dim != h.dim || (uint32_t)vinfo.metric != h.metric ||
+      strcmp(vinfo.spec, want) != 0 || (vinfo.needs_training && !vinfo.trained)) {
     rc = ctxd_seterr(e, CTXD_ECORRUPT,
-                     "%s: holds a %s index of dim %u, expected %s of dim %u",
-                     path, vi.spec, vi.dim, want, ent->cfg.dim);
+                     "%s: holds a %s index of dim %u, its header says %s of dim %u",
+                     path, vinfo.spec, vinfo.dim, want, h.dim);
     goto fail;
   }
   fclose(f);
-  v->max_doc = max_doc;
-  *out = v;
-  *covered = h.covered_seq;
+  if (info) {
+    info->cid = h.cid;
+    info->dim = h.dim;
+    info->metric = (vindex_metric)h.metric;
+    info->fallback = (h.flags & 1u) != 0;
+    snprintf(info->spec, sizeof info->spec, "%s", h.spec);
+    info->covered_seq = h.covered_seq;
+    info->max_doc = max_doc;
+  }
+  *out = vi;
   return 0;
 fail:
-  if (v) {
-    vindex_free(v->vi);
-    free(v);
-  }
+  vindex_free(vi);
   fclose(f);
   return rc;
+}
+
+/* Load <cid>.vindex if it matches the entry's config. Returns 0 with *out
+ * and *covered, or an error whose message says why the file is unusable. */
+static int load_one(coll_set *cs, const centry *ent, cvx **out,
+                    uint64_t *covered, ctxd_error *e) {
+  char path[4200];
+  file_path(cs, ent->cid, "", path, sizeof path);
+  coll_file_info fi;
+  vindex *vi = NULL;
+  int rc = coll_file_read(path, &vi, &fi, e);
+  if (rc) return rc;
+  if (fi.cid != ent->cid || fi.dim != ent->cfg.dim ||
+      fi.metric != ent->cfg.metric || strcmp(fi.spec, ent->cfg.index_spec) != 0) {
+    rc = ctxd_seterr(e, CTXD_ECORRUPT,
+                     "%s: made for collection %u, spec %s, dim %u, metric %s; "
+                     "the collection has %u, %s, %u, %s",
+                     path, fi.cid, fi.spec, fi.dim, coll_metric_name(fi.metric),
+                     ent->cid, ent->cfg.index_spec, ent->cfg.dim,
+                     coll_metric_name(ent->cfg.metric));
+    vindex_free(vi);
+    return rc;
+  }
+  cvx *v = calloc(1, sizeof *v);
+  if (!v) {
+    vindex_free(vi);
+    return ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
+  }
+  v->refs = 1;
+  v->fallback = fi.fallback;
+  v->vi = vi;
+  v->max_doc = fi.max_doc;
+  *out = v;
+  *covered = fi.covered_seq;
+  return 0;
 }
 
 typedef struct manifest_ent {

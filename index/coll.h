@@ -111,6 +111,25 @@ int coll_open(store *st, const coll_opts *o,
 /* Stop the maintenance thread, save every index, free. NULL is a no-op. */
 void coll_close(coll_set *cs);
 
+/* What the header of a saved index file (<index_dir>/<cid>.vindex) says. */
+typedef struct coll_file_info {
+  uint32_t cid, dim;
+  vindex_metric metric;
+  int fallback;           /* 1: an exact Flat stand-in for an untrained index */
+  char spec[VINDEX_SPEC_MAX];
+  uint64_t covered_seq;   /* change-log seq the file covers */
+  uint64_t max_doc;
+} coll_file_info;
+
+/* Read a saved index file on its own (tools and benchmarks: search the very
+ * graph a daemon serves). *out is the index (vindex_free it); info may be
+ * NULL. Errors: CTXD_ENOTFOUND, CTXD_EIO (unreadable, or a damaged index
+ * payload: vindex_read's reason), CTXD_ECORRUPT (not an index file,
+ * trailing data, header and payload disagree), CTXD_ENOMEM; each message
+ * starts with the path. */
+int coll_file_read(const char *path, vindex **out, coll_file_info *info,
+                   ctxd_error *e);
+
 /* Tests only: like coll_close but saves nothing, as a crash would. */
 void coll_close_nosave(coll_set *cs);
 

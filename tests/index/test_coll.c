@@ -827,8 +827,26 @@ static void test_persistence(env *v) {
   CHECK_EQ_INT(info.indexed, 10);
   env_close(v, 1);
 
-  /* a damaged file is rebuilt from the store, with a message */
+  /* a saved file read on its own (tools): header and index */
   char path[400];
+  index_file(v, hn, path, sizeof path);
+  vindex *vi = NULL;
+  coll_file_info fi;
+  CHECK_EQ_INT(coll_file_read(path, &vi, &fi, &e), 0);
+  CHECK_EQ_INT(fi.cid, hn);
+  CHECK_EQ_INT(fi.dim, 64);
+  CHECK_EQ_STR(fi.spec, "HNSW16");
+  CHECK_EQ_INT(fi.covered_seq > 0, 1);
+  vindex_info vinf;
+  if (vi) {
+    vindex_get_info(vi, &vinf);
+    CHECK_EQ_INT(vinf.live, 10);
+    vindex_free(vi);
+  }
+  CHECK_EQ_INT(coll_file_read("/nonexistent/1.vindex", &vi, NULL, &e),
+               CTXD_ENOTFOUND);
+
+  /* a damaged file is rebuilt from the store, with a message */
   index_file(v, cid, path, sizeof path);
   FILE *f = fopen(path, "r+b");
   CHECK(f != NULL);
@@ -838,6 +856,8 @@ static void test_persistence(env *v) {
     CHECK(ftruncate(fileno(f), len / 2) == 0);
     fclose(f);
   }
+  CHECK_EQ_INT(coll_file_read(path, &vi, NULL, &e), CTXD_EIO);
+  CHECK(strncmp(e.msg, path, strlen(path)) == 0);
   if (!reopen(v)) return;
   CHECK(log_has("rebuilding index from the store collection=default"));
   render_all(v, cid, b, sizeof b);

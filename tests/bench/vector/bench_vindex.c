@@ -22,7 +22,12 @@
  *   --seconds   how long to time each single-query run (default 2)
  *   --train     training vectors for kinds that train (default: the larger
  *               of vindex_info.min_train and 64 x nlist, at most n)
- *   --index     default: HNSW32:efc=40 HNSW32:efc=80 IVF1024,Flat */
+ *   --index     default: HNSW32:efc=40 HNSW32:efc=80 IVF1024,Flat
+ *
+ *        bench_vindex --load DIR/CID.vindex --queries Q.f32 [--ef N | --nprobe N]
+ *   times single-query searches on an index file a daemon saved (see
+ *   bench_file): `inproc-file index=HNSW32 ef=384 qps=... cpu_qps=... threads=1`
+ *   (cpu_qps: queries per second of the process's CPU time) */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +36,7 @@
 
 #include "../benchfile.h"
 #include "vecfile.h"
+#include "coll.h"
 #include "vindex.h"
 
 static const char *base_path, *query_path, *gt_path;
@@ -39,6 +45,8 @@ static double target = 0.95, min_seconds = 2;
 static unsigned threads;
 static uint64_t train_n;
 static int gt_only;
+static const char *load_path;
+static uint32_t load_ef, load_nprobe;
 
 static void die(const char *what, const ctxd_error *e) {
   fprintf(stderr, "bench_vindex: %s: %s\n", what, e ? e->msg : "failed");
@@ -102,6 +110,69 @@ static int64_t *ground_truth(const float *base, uint64_t n, uint32_t dim,
   free(s);
   vindex_free(flat);
   return gt;
+}
+
+/* Queries per second of one query at a time on this thread, for at least
+ * min_seconds (whole passes over the queries). */
+static double cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* *cpu_qps (optional): the same per second of this process's CPU time,
+ * which a busy machine's other work does not dilute. */
+static double time_single(const vindex *v, const float *q, uint64_t nq,
+                          uint32_t dim, const vindex_params *p, float *s,
+                          int64_t *l, double *cpu_qps) {
+  ctxd_error e;
+  uint64_t done = 0;
+  double t2 = now(), c2 = cpu_now(), el;
+  do {
+    for (uint64_t i = 0; i < nq; i++)
+      if (vindex_search(v, q + i * dim, 1, K, p, 1, s + i * K, l + i * K, &e))
+        die("search", &e);
+    done += nq;
+    el = now() - t2;
+  } while (el < min_seconds);
+  if (cpu_qps) *cpu_qps = (double)done / (cpu_now() - c2);
+  return (double)done / el;
+}
+
+/* --load: the index file a daemon saved (coll.h), searched in this process
+ * at one fixed setting: the same graph and parameters the daemon's Search
+ * calls use, so its rate is what the gRPC path is compared with. The
+ * file's labels are chunk ids, not rows, so no recall here: it equals the
+ * gRPC path's, computed there from the answers. */
+static void bench_file(const char *path, const float *q, uint64_t nq,
+                       uint32_t dim, uint32_t ef, uint32_t nprobe) {
+  ctxd_error e;
+  vindex *v;
+  coll_file_info fi;
+  double t0 = now();
+  if (coll_file_read(path, &v, &fi, &e)) die("load", &e);
+  if (fi.dim != dim) {
+    fprintf(stderr, "bench_vindex: %s has dim %u, the queries %u\n", path,
+            fi.dim, dim);
+    exit(1);
+  }
+  vindex_info info;
+  vindex_get_info(v, &info);
+  printf("load index=%s vectors=%llu seconds=%.2f\n", info.spec,
+         (unsigned long long)info.live, now() - t0);
+  fflush(stdout);
+  vindex_params p = {ef, nprobe, NULL, NULL};
+  float *s = malloc(nq * K * sizeof *s);
+  int64_t *l = malloc(nq * K * sizeof *l);
+  if (!s || !l) die("out of memory", NULL);
+  double cpu_qps;
+  double qps = time_single(v, q, nq, dim, &p, s, l, &cpu_qps);
+  printf("inproc-file index=%s %s=%u qps=%.0f cpu_qps=%.0f threads=1\n",
+         info.spec, nprobe ? "nprobe" : "ef", nprobe ? nprobe : ef, qps, cpu_qps);
+  fflush(stdout);
+  free(s);
+  free(l);
+  vindex_free(v);
 }
 
 static void bench_index(const char *arg, const float *base, uint64_t n,
@@ -189,19 +260,10 @@ static void bench_index(const char *arg, const float *base, uint64_t n,
     if (r >= target) break;
   }
 
-  /* One query at a time on this thread, for at least min_seconds. */
-  uint64_t done = 0;
-  double t2 = now(), el;
-  do {
-    for (uint64_t i = 0; i < nq; i++)
-      if (vindex_search(v, q + i * dim, 1, K, &p, 1, s + i * K, l + i * K, &e))
-        die("search", &e);
-    done += nq;
-    el = now() - t2;
-  } while (el < min_seconds);
+  double qps = time_single(v, q, nq, dim, &p, s, l, NULL);
   double r1 = recall_at_k(gt, gt_k, l, nq);
   printf("inproc %s %s=%u recall=%.4f qps=%.0f threads=1%s\n", tag, knob,
-         chosen, r1, (double)done / el, r >= target ? "" : " target_missed=1");
+         chosen, r1, qps, r >= target ? "" : " target_missed=1");
   fflush(stdout);
   free(s);
   free(l);
@@ -235,10 +297,30 @@ int main(int argc, char **argv) {
       min_seconds = atof(val);
     else if (!strcmp(a, "--train"))
       train_n = strtoull(val, NULL, 10);
+    else if (!strcmp(a, "--load"))
+      load_path = val;
+    else if (!strcmp(a, "--ef"))
+      load_ef = (uint32_t)atoi(val);
+    else if (!strcmp(a, "--nprobe"))
+      load_nprobe = (uint32_t)atoi(val);
     else if (!strcmp(a, "--index") && nspecs < 64)
       specs[nspecs++] = val;
     else
       goto usage;
+  }
+  if (load_path) {
+    if (!query_path || K == 0 || K > 1000) goto usage;
+    vindex_global_init(1);
+    uint64_t nq;
+    uint32_t qdim;
+    float *q = vecfile_read(query_path, "F32V", sizeof(float), &nq, &qdim);
+    if (!q) {
+      fprintf(stderr, "bench_vindex: cannot read %s\n", query_path);
+      return 1;
+    }
+    bench_file(load_path, q, nq, qdim, load_ef, load_nprobe);
+    free(q);
+    return 0;
   }
   if (!base_path || !query_path || K == 0 || K > 1000) goto usage;
   if (nspecs == 0) {
@@ -274,6 +356,8 @@ usage:
   fprintf(stderr,
           "usage: bench_vindex --base B.f32 --queries Q.f32 [--k 10] "
           "[--target 0.95] [--gt GT.i64] [--gt-only] [--threads N] "
-          "[--seconds S] [--train N] [--index SPEC[:efc=N]]...\n");
+          "[--seconds S] [--train N] [--index SPEC[:efc=N]]...\n"
+          "       bench_vindex --load DIR/CID.vindex --queries Q.f32 "
+          "[--ef N | --nprobe N] [--k 10] [--seconds S]\n");
   return 2;
 }

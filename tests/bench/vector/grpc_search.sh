@@ -37,6 +37,12 @@
 #      recall@10 computed from the answers' doc ids against the ground
 #      truth), takes the smallest setting reaching TARGET, and measures RUNS
 #      runs of RUN_S seconds there;
+#   3b. between the gRPC runs (taking turns with them), times in-process
+#      single-query searches on the very index file the daemon serves
+#      (saved by a clean restart after the load; bench_vindex --load), at the
+#      same setting: same graph, same parameters, same recall, so the
+#      `same-file` column and `ratio-f` isolate what the gRPC path costs,
+#      with both sides seeing the same machine load;
 #   4. prints one table: in-process setting / recall / queries per second,
 #      gRPC setting / recall / calls per second (median of the runs), and the
 #      ratio gRPC / in-process. Every call must end with grpc-status 0.
@@ -132,7 +138,10 @@ for spec in $INDEXES; do
   out=$("$LOADER" load "$ADDR" "$name" "$DATA/base.f32" 2)
   echo "   $out"
   LOAD_S[$spec]=$(echo "$out" | sed -n 's/.*seconds=\([0-9.]*\).*/\1/p')
-  if [ "$(coll_field "$name" exact_until_trained)" = True ]; then
+  if [ "$(coll_field "$name" exact_until_trained)" = True ] &&
+     [ "$N" -lt "$(coll_field "$name" min_train)" ]; then
+    echo "   fewer vectors than min_train $(coll_field "$name" min_train): it searches exactly"
+  elif [ "$(coll_field "$name" exact_until_trained)" = True ]; then
     t0=$(date +%s)
     while [ "$(coll_field "$name" trained)" != True ]; do sleep 1; done
     echo "   trained in the background, $(( $(date +%s) - t0 )) s after the load"
@@ -143,14 +152,44 @@ for spec in $INDEXES; do
 done
 
 # ---- 3. search over gRPC, the daemon on one core --------------------------------
+# Restart the daemon: a clean stop saves every collection's index file, which
+# the in-process side then searches (same graph, same setting), and the new
+# daemon loads the same files.
+kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
+"$CTXD" --listen 127.0.0.1:0 --data "$WORK/data" --server.workers 1 \
+  --index.save_interval_s 86400 --index.save_every_changes 1000000000 \
+  >"$WORK/ctxd2.log" 2>&1 &
+PID=$!
+ADDR=$(wait_addr "$WORK/ctxd2.log" "$PID")
+echo "== ctxd restarted pid=$PID addr=$ADDR"
+BV=$WORK/bench_vindex
+cmake --build "$BUILD" --target bench_vindex >/dev/null
+cp "$BUILD/tests/bench_vindex" "$BV"
+# The saved index file of the collection whose spec is $1: the spec sits
+# after the file header's fixed fields (coll.c: magic[8], version, flags,
+# cid, dim, metric, reserved as u32, covered_seq u64).
+index_file() {
+  /usr/bin/python3 - "$WORK/data/index" "$1" <<'PY'
+import glob, sys
+for f in sorted(glob.glob(sys.argv[1] + "/*.vindex")):
+    with open(f, "rb") as fh:
+        h = fh.read(40 + 128)
+    if h[:8] == b"CTXDVIX1" and h[40:].split(b"\0")[0].decode() == sys.argv[2]:
+        print(f)
+        break
+PY
+}
+
 taskset -apc "$SERVER_CPU" "$PID" >/dev/null
 search() { # COLLECTION EF NPROBE SECONDS -> the loader's line
   taskset -c "$LOAD_CPU" "$LOADER" search "$ADDR" "$1" "$DATA/queries.f32" "$DATA/gt.i64" \
     "$CONNS" "$4" "$2" "$3"
 }
 field() { echo "$1" | sed -n "s/.*$2=\([0-9.]*\).*/\1/p"; }
+# CPU seconds the daemon has used, all threads (utime + stime of /proc/PID/stat)
+daemon_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$PID/stat"; }
 
-declare -A G_SET G_RECALL G_QPS
+declare -A G_SET G_RECALL G_QPS F_QPS C_QPS FC_QPS
 for spec in $INDEXES; do
   name=$(coll_name "$spec")
   case $spec in
@@ -167,13 +206,31 @@ for spec in $INDEXES; do
     if awk -v r="$rec" -v t="$TARGET" 'BEGIN{exit !(r >= t)}'; then chosen=$v; break; fi
   done
   [ -n "$chosen" ] || { note_fail "$name: no setting reached recall $TARGET"; continue; }
-  rates=()
+  file=$(index_file "$spec")
+  [ -n "$file" ] || note_fail "$name: no saved index file with spec $spec"
+  # gRPC and in-process runs take turns, so both see the same machine.
+  rates=() frates=() crates=() fcrates=()
   for i in $(seq 1 "$RUNS"); do
+    c0=$(daemon_cpu)
     if [ $knob = nprobe ]; then line=$(search "$name" 0 "$chosen" "$RUN_S"); else line=$(search "$name" "$chosen" 0 "$RUN_S"); fi
-    echo "   run $i $name $knob=$chosen $line"
+    c1=$(daemon_cpu)
+    cps=$(awk -v n="$(field "$line" calls)" -v a="$c0" -v b="$c1" 'BEGIN{printf "%.0f", n / (b - a)}')
+    echo "   run $i $name $knob=$chosen $line daemon_cpu_s=$(awk -v a="$c0" -v b="$c1" 'BEGIN{print b - a}') calls_per_cpu_s=$cps"
     [ "$(field "$line" errors)" = 0 ] || note_fail "$name run $i: calls failed"
     rates+=("$(field "$line" calls_per_s)")
+    crates+=("$cps")
+    if [ -n "$file" ]; then
+      fline=$(OMP_WAIT_POLICY=PASSIVE taskset -c "$SERVER_CPU" "$BV" --load "$file" \
+        --queries "$DATA/queries.f32" --$knob "$chosen" --seconds "$RUN_S" | grep '^inproc-file')
+      echo "   run $i in-process, the daemon's file: $fline"
+      frates+=("$(field "$fline" " qps")")
+      fcrates+=("$(field "$fline" cpu_qps)")
+    fi
   done
+  median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
+  C_QPS[$spec]=$(median "${crates[@]}")
+  [ ${#fcrates[@]} -eq 0 ] || FC_QPS[$spec]=$(median "${fcrates[@]}")
+  F_QPS[$spec]=$( [ ${#frates[@]} -gt 0 ] && printf '%s\n' "${frates[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p" || echo "")
   G_SET[$spec]="$knob=$chosen"
   G_RECALL[$spec]=$(field "$line" recall_at_10)
   G_QPS[$spec]=$(printf '%s\n' "${rates[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
@@ -182,7 +239,7 @@ done
 # ---- 4. the table -------------------------------------------------------------
 echo
 echo "$N x $DIM vectors, $NQ queries, k=10, target recall@10 $TARGET; gRPC: daemon on cpu $SERVER_CPU (server.workers 1), $CONNS connections one call each on cpu $LOAD_CPU"
-printf '%-14s %9s %-14s %8s %10s %-14s %8s %10s %6s\n' index load_s in-process recall qps gRPC recall calls/s ratio
+printf '%-14s %9s %-14s %8s %10s %-14s %8s %10s %10s %6s %6s\n' index load_s in-process recall qps gRPC recall calls/s same-file ratio ratio-f
 for spec in $INDEXES; do
   l=$(grep "^inproc index=$spec[ ]" "$INPROC_FILE" | head -1 || true)
   iset=$(echo "$l" | grep -o '\(ef\|nprobe\)=[0-9]*' | tail -1 || true)
@@ -190,8 +247,18 @@ for spec in $INDEXES; do
   ir=$(field "$l" recall)
   gq=${G_QPS[$spec]:-}
   ratio=$( [ -n "$iq" ] && [ -n "$gq" ] && awk -v a="$gq" -v b="$iq" 'BEGIN{printf "%.2f", a/b}' || echo "-")
-  printf '%-14s %9s %-14s %8s %10s %-14s %8s %10s %6s\n' "$spec" "${LOAD_S[$spec]:--}" \
-    "${iset:--}" "${ir:--}" "${iq:--}" "${G_SET[$spec]:--}" "${G_RECALL[$spec]:--}" "${gq:--}" "$ratio"
+  fq=${F_QPS[$spec]:-}
+  ratio_f=$( [ -n "$fq" ] && [ -n "$gq" ] && awk -v a="$gq" -v b="$fq" 'BEGIN{printf "%.2f", a/b}' || echo "-")
+  printf '%-14s %9s %-14s %8s %10s %-14s %8s %10s %10s %6s %6s\n' "$spec" "${LOAD_S[$spec]:--}" \
+    "${iset:--}" "${ir:--}" "${iq:--}" "${G_SET[$spec]:--}" "${G_RECALL[$spec]:--}" "${gq:--}" "${fq:--}" "$ratio" "$ratio_f"
 done
-grep -q 'level=error' "$WORK/ctxd.log" && note_fail "the daemon logged errors: $(grep 'level=error' "$WORK/ctxd.log" | head -3)"
+echo
+echo "per CPU second (load-independent): the daemon's CPU time (all threads) during the gRPC runs; the in-process side's on the same file"
+printf '%-14s %-14s %14s %14s %6s\n' index setting gRPC/cpu-s in-proc/cpu-s ratio
+for spec in $INDEXES; do
+  a=${C_QPS[$spec]:-} b=${FC_QPS[$spec]:-}
+  r=$( [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN{printf "%.2f", a/b}' || echo "-")
+  printf '%-14s %-14s %14s %14s %6s\n' "$spec" "${G_SET[$spec]:--}" "${a:--}" "${b:--}" "$r"
+done
+grep -q 'level=error' "$WORK"/ctxd*.log && note_fail "the daemon logged errors: $(grep -h 'level=error' "$WORK"/ctxd*.log | head -3)"
 [ "$FAILS" = 0 ] || { echo "$BENCH_NAME: $FAILS failure(s)"; exit 1; }

@@ -38,17 +38,9 @@ out=$(mktemp -d /tmp/ctxd-bench-vector-bin-XXXXXX)
 trap 'rm -rf "$out"' EXIT
 
 cflags="-std=c11 -O2 -g -D_GNU_SOURCE"
-libs="-lfaiss -lblas -llapack -fopenmp -lstdc++ -lm -lpthread"
 ${CC:-cc} $cflags -o "$out/gen_vectors" "$here/gen_vectors.c" -lm
-if [ -f "$build/index/libctxd.a" ]; then
-  ${CC:-cc} $cflags -I"$root/index" -o "$out/bench_vindex" \
-    "$here/bench_vindex.c" "$build/index/libctxd.a" $libs
-else
-  ${CXX:-c++} -std=c++17 -O2 -g -DNDEBUG -D_GNU_SOURCE -fopenmp \
-    -I"$root/index" -c "$root/index/vindex.cpp" -o "$out/vindex.o"
-  ${CC:-cc} $cflags -I"$root/index" -o "$out/bench_vindex" \
-    "$here/bench_vindex.c" "$out/vindex.o" "$root/index/err.c" $libs
-fi
+cmake --build "$build" --target bench_vindex >/dev/null
+cp "$build/tests/bench_vindex" "$out/bench_vindex"
 
 mkdir -p "$DATA"
 if [ ! -f "$DATA/base.f32" ] || [ ! -f "$DATA/queries.f32" ]; then
