@@ -300,6 +300,95 @@ int order_knn_search(const order_knn_index *x, const order_input *in,
                      uint64_t lo, uint64_t hi, const order_opts *o,
                      order_knn *g, ctxd_error *e);
 
+/* ---- the kNN steps one shard at a time (the MPI executable) ----------------
+ * order_knn_index_build above is these calls on the whole corpus: one
+ * machine and N ranks run the same code. Labels are global document
+ * indices (< ORDER_DOCS_MAX); a shard is rows label0 .. label0 + n - 1. */
+
+/* Sample points per list of the k-means training. */
+#define ORDER_KMEANS_SAMPLE 32
+
+/* IVF lists for a corpus of n documents: o->nlist or round(sqrt(n)), at
+ * most n / 8; 0 when the exact Flat index is used (n <= o->exact_max, or
+ * fewer than 2 lists). */
+uint32_t order_knn_nlist(uint64_t n, const order_opts *o);
+
+/* Sample points of the training: min(ORDER_KMEANS_SAMPLE x nlist, n). */
+uint64_t order_kmeans_sample(uint64_t n, uint32_t nlist);
+
+/* The seeded sample of m of the n documents: (*out)[0..m) (the array holds
+ * n entries; the caller frees it). The training sample uses seed o->seed,
+ * the recall queries o->seed + 1. Errors: CTXD_ENOMEM. */
+int order_sample_rows(uint64_t n, uint64_t m, uint64_t seed, uint32_t **out,
+                      ctxd_error *e);
+
+/* Spherical k-means (10 iterations) of s normalised sample rows into nlist
+ * centroids, the first nlist sample rows as the start; *centroids is
+ * malloc'd (nlist x dim), the caller frees it. Progress phase TRAIN.
+ * Errors: CTXD_EINVAL (s < nlist), vindex errors, CTXD_ECANCELED,
+ * CTXD_ENOMEM. */
+int order_kmeans(const float *sample, uint64_t s, uint32_t dim, uint32_t nlist,
+                 const order_opts *o, float **centroids, ctxd_error *e);
+
+/* The index of one shard: n normalised rows of `vectors` (borrowed: they
+ * must outlive the index), labelled label0 + row. centroids NULL: exact
+ * (Flat); else copied, and every row is assigned to its nearest lists
+ * (o->nprobe of them, or 8 capped by o->nprobe_max, until
+ * order_knn_index_set_nprobe asks for more). Progress phase INDEX.
+ * Errors: CTXD_EINVAL, vindex errors, CTXD_ECANCELED, CTXD_ENOMEM. */
+int order_knn_shard(const float *vectors, uint64_t n, uint32_t dim,
+                    uint64_t label0, const float *centroids, uint32_t nlist,
+                    const order_opts *o, order_knn_index **out,
+                    ctxd_error *e);
+
+/* Exact top k of nq query vectors (qid[i]: the query's own label, never
+ * returned; -1 for none) over every row of the shard, merged into the rows
+ * nbr/sim (nq x k, most similar first, ORDER_NONE past the end: fill them
+ * with ORDER_NONE / 0 before the first shard). nbr_list (or NULL) gets each
+ * neighbour's nearest list (an IVF shard only). Similarities are
+ * recomputed with one dot product per pair, and ties go to the smaller
+ * label, so the rows do not depend on how the corpus is sharded. Errors:
+ * CTXD_EINVAL, vindex errors, CTXD_ECANCELED, CTXD_ENOMEM. */
+int order_knn_exact(const order_knn_index *x, const float *qv, uint64_t nq,
+                    const int64_t *qid, uint32_t k, uint32_t *nbr, float *sim,
+                    uint32_t *nbr_list, const order_opts *o, ctxd_error *e);
+
+/* The smallest nprobe (<= o->nprobe_max) whose recall@k on the q sample
+ * queries qv reaches o->recall, from the nearest lists of their exact
+ * neighbours (nbr_list, q x k, >= nlist = none). Errors: CTXD_ENOMEM. */
+int order_nprobe_choose(const float *centroids, uint32_t nlist, uint32_t dim,
+                        const float *qv, uint64_t q, const uint32_t *nbr_list,
+                        uint32_t k, const order_opts *o, uint32_t *nprobe,
+                        float *recall, ctxd_error *e);
+
+/* Set the lists each query searches (re-assigning rows when more lists are
+ * needed than stored) and the recall to report (NaN: not measured). No-op
+ * for a Flat shard. Errors: CTXD_EINVAL (nprobe out of 1..nlist), those of
+ * the assignment. */
+int order_knn_index_set_nprobe(order_knn_index *x, uint32_t nprobe,
+                               float recall, const order_opts *o,
+                               ctxd_error *e);
+
+/* The shard rows' nearest lists (n x *t, best first; NULL for Flat). */
+const uint32_t *order_knn_index_probes(const order_knn_index *x, uint32_t *t);
+
+/* "Flat" or "IVF1000 nprobe=2", with nprobe and recall (either may be
+ * NULL). */
+const char *order_knn_index_method(const order_knn_index *x, uint32_t *nprobe,
+                                   float *recall);
+
+/* Search nq queries (vectors qv, own labels qid, and for IVF their nearest
+ * lists qprobe, qt per query, at least nprobe) against this shard and merge
+ * the results into nbr/sim (nq x k), as order_knn_exact does. A query block
+ * that visits every shard in turn ends with its global top k. Progress
+ * phase KNN (within the block). Errors: CTXD_EINVAL, vindex errors,
+ * CTXD_ECANCELED, CTXD_ENOMEM. */
+int order_knn_search_block(const order_knn_index *x, const float *qv,
+                           uint64_t nq, const int64_t *qid,
+                           const uint32_t *qprobe, uint32_t qt, uint32_t k,
+                           uint32_t *nbr, float *sim, const order_opts *o,
+                           ctxd_error *e);
+
 /* Index + search of every row. k = min(o->k, n - 1) (a graph of 0 columns
  * when n <= 1 is returned with k = 1 and every entry ORDER_NONE). */
 int order_knn_build(const order_input *in, const order_opts *o,
@@ -320,6 +409,12 @@ int order_knn_save(const order_knn *g, const char *path, uint64_t fingerprint,
                    ctxd_error *e);
 int order_knn_load(const char *path, uint64_t n, uint32_t k,
                    uint64_t fingerprint, order_knn **out, ctxd_error *e);
+/* The same for a file holding rows row0 .. row0 + rows - 1 of a graph of n
+ * documents (saved with order_knn_save from a graph of `rows` rows whose
+ * entries are global indices): *out has n = rows. */
+int order_knn_load_rows(const char *path, uint64_t row0, uint64_t rows,
+                        uint64_t n, uint32_t k, uint64_t fingerprint,
+                        order_knn **out, ctxd_error *e);
 
 /* The undirected graph in CSR form: an edge i-j where either document is
  * in the other's kNN row, weighted by their similarity. Errors:
