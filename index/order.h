@@ -29,6 +29,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "embed.h"
@@ -577,6 +578,97 @@ typedef struct order_summary {
 int order_pack(const order_input *in, const order_path *p,
                const order_dups *d, const order_opts *o, const char *dir,
                order_summary *s, ctxd_error *e);
+
+/* ---- packing one segment of the path (the MPI executable) -----------------
+ * order_pack's iclm windows are these calls on the whole path. Under MPI
+ * each rank packs a contiguous segment of the path: where the packing stands
+ * at its start comes from a dry run of the segments before (cheap: token
+ * counts are known, only cut documents are tokenized again), and a window
+ * that spans segments is written by the rank where it began, from its own
+ * open tail plus the heads of the following segments. */
+
+/* Where the packing stands between two documents: the open window's
+ * index, its tokens, and whether it holds anything yet. */
+typedef struct order_pack_state {
+  uint64_t window;
+  uint64_t tokens;
+  int open;
+} order_pack_state;
+
+/* Part of a window: its pieces as JSON objects separated by commas (as in
+ * windows.jsonl's "documents"), its text, its tokens, and for the window
+ * similarity the sum S of its documents' vectors (dim doubles; NULL
+ * without vectors), the sum of their squared norms, and their number. */
+typedef struct order_wpart {
+  uint64_t tokens;
+  char *docs;
+  size_t docs_len;
+  char *text;
+  size_t text_len;
+  double *S;
+  double sq;
+  uint64_t m;
+} order_wpart;
+
+/* Free a part's buffers and zero it. */
+void order_wpart_free(order_wpart *w);
+/* Append src to dst (texts, pieces, tokens and sums). Errors: CTXD_ENOMEM. */
+int order_wpart_append(order_wpart *dst, const order_wpart *src, uint32_t dim,
+                       ctxd_error *e);
+/* Write the part as windows.jsonl's line of window `window`. */
+void order_wpart_write(FILE *f, uint64_t window, const order_wpart *w);
+/* Mean pairwise similarity of its documents (NaN when fewer than 2). */
+double order_wpart_similarity(const order_wpart *w, uint32_t dim);
+
+/* What one segment's packing leaves (free with order_pack_seg_free):
+ *   end        the state after its last document;
+ *   head       when it started inside an open window: its share of that
+ *              window (head_only: the whole segment, no window closed);
+ *   tail       the window still open at its end, begun in it;
+ *   windows_written, tokens, and the window similarity sum and count of
+ *   the windows written. */
+typedef struct order_pack_seg {
+  order_pack_state end;
+  order_wpart head;
+  int head_only;
+  order_wpart tail;
+  uint64_t windows_written;
+  uint64_t tokens;
+  double sim_total;
+  uint64_t sim_windows;
+} order_pack_seg;
+void order_pack_seg_free(order_pack_seg *r);
+
+/* tokens[pos] = the token count of the text of the document at path
+ * position pos (o->tokenizer, or the estimator). Errors: CTXD_EINVAL (no
+ * text), errors of get_text, CTXD_ECANCELED. */
+int order_pack_tokens(const order_input *in, const order_path *p,
+                      const order_opts *o, uint64_t *tokens, ctxd_error *e);
+
+/* Pack the path p (its positions are pos0 + 0 .. pos0 + p->n - 1 of the
+ * whole path; doc[] index `in`) from `start`: windows that close here go to
+ * `windows` (NULL: a dry run that only finds r->end), and with `order`
+ * the order.jsonl lines of the segment. tokens[pos] holds the token counts
+ * when `known`, else they are computed into it. Mode iclm or order (order:
+ * only the order lines). Errors: CTXD_EINVAL (decompose, a document without
+ * text, a separator not shorter than the window), errors of get_text,
+ * CTXD_ECANCELED, CTXD_ENOMEM. */
+int order_pack_segment(const order_input *in, const order_path *p,
+                       uint64_t pos0, const order_opts *o,
+                       const order_pack_state *start, uint64_t *tokens,
+                       int known, FILE *windows, FILE *order,
+                       order_pack_seg *r, ctxd_error *e);
+
+/* The separator's cost in tokens (o->separator_tokens or counted). */
+uint64_t order_separator_tokens(const order_opts *o);
+
+/* The random baseline of the window similarity: a seeded random order of
+ * the path's documents cut into windows by their token counts (tokens[pos]
+ * for path position pos). NaN without vectors or with fewer than 2. */
+double order_random_window_similarity(const order_path *p,
+                                      const uint64_t *tokens,
+                                      const order_input *in,
+                                      const order_opts *o);
 
 /* Write s as summary.json into dir, atomically. Errors: CTXD_EIO,
  * CTXD_ENOSPC, CTXD_ENOMEM. */

@@ -49,145 +49,220 @@ static size_t longest_prefix(const tok *tk, const char *t, size_t len,
 /* ---- window similarity ----------------------------------------------------------- */
 
 /* Mean pairwise cosine of the documents in each window, from the sum of
- * their vectors: sum over pairs i != j of v_i.v_j = |S|^2 - sum |v_i|^2. */
+ * their vectors: sum over pairs i != j of v_i.v_j = |S|^2 - sum |v_i|^2.
+ * The open window's sums live in an order_wpart so that a window split
+ * between two ranks adds up. */
 typedef struct winsim {
   const order_input *in;
-  double *S;
-  double sq;
-  uint64_t m;
   double total;
   uint64_t windows;
 } winsim;
 
-static void ws_add(winsim *w, uint32_t doc) {
-  if (!w->S) return;
+static void ws_add(const winsim *w, order_wpart *part, uint32_t doc) {
+  if (!part->S) return;
   const float *v = w->in->vectors + (uint64_t)doc * w->in->dim;
-  for (uint32_t j = 0; j < w->in->dim; j++) w->S[j] += v[j];
-  w->sq += order_dot(v, v, w->in->dim);
-  w->m++;
+  for (uint32_t j = 0; j < w->in->dim; j++) part->S[j] += v[j];
+  part->sq += order_dot(v, v, w->in->dim);
+  part->m++;
 }
 
-static void ws_close(winsim *w) {
-  if (!w->S) return;
-  if (w->m >= 2) {
-    double s2 = 0;
-    for (uint32_t j = 0; j < w->in->dim; j++) s2 += w->S[j] * w->S[j];
-    w->total += (s2 - w->sq) / ((double)w->m * (double)(w->m - 1));
+double order_wpart_similarity(const order_wpart *w, uint32_t dim) {
+  if (!w->S || w->m < 2) return NAN;
+  double s2 = 0;
+  for (uint32_t j = 0; j < dim; j++) s2 += w->S[j] * w->S[j];
+  return (s2 - w->sq) / ((double)w->m * (double)(w->m - 1));
+}
+
+static void ws_close(winsim *w, order_wpart *part) {
+  if (!part->S) return;
+  double s = order_wpart_similarity(part, w->in->dim);
+  if (s == s) {
+    w->total += s;
     w->windows++;
   }
-  memset(w->S, 0, w->in->dim * sizeof *w->S);
-  w->sq = 0;
-  w->m = 0;
+  memset(part->S, 0, w->in->dim * sizeof *part->S);
+  part->sq = 0;
+  part->m = 0;
 }
 
 static double ws_mean(const winsim *w) {
   return w->windows ? w->total / (double)w->windows : NAN;
 }
 
+uint64_t order_separator_tokens(const order_opts *o) {
+  const tok *tk = o->tokenizer ? o->tokenizer : tok_estimator();
+  const char *sep = o->separator ? o->separator : "";
+  return o->separator_tokens ? o->separator_tokens
+                             : tok_count(tk, sep, strlen(sep));
+}
+
 /* The random baseline: a seeded random order of the same documents, cut
  * into windows by their token counts (doc, separator, doc, ...). */
-static double random_windows(const order_path *p, const uint64_t *tokens,
-                             const order_input *in, uint64_t L,
-                             uint64_t sep_tokens, uint64_t seed, double *S) {
-  if (!S || p->n < 2) return NAN;
+double order_random_window_similarity(const order_path *p,
+                                      const uint64_t *tokens,
+                                      const order_input *in,
+                                      const order_opts *o) {
+  if (!in->vectors || p->n < 2) return NAN;
+  const uint64_t L = o->window_tokens, sep_tokens = order_separator_tokens(o);
   uint32_t *perm = malloc(p->n * sizeof *perm);
-  if (!perm) return NAN;
-  order_permutation(perm, p->n, seed ^ 0x57494E444F57ull);
-  winsim w = {in, S, 0, 0, 0, 0};
-  memset(S, 0, in->dim * sizeof *S);
+  double *S = calloc(in->dim, sizeof *S);
+  double r = NAN;
+  if (!perm || !S) goto out;
+  order_permutation(perm, p->n, o->seed ^ 0x57494E444F57ull);
+  winsim w = {in, 0, 0};
+  order_wpart part = {0};
+  part.S = S;
   uint64_t u = 0;
   for (uint64_t i = 0; i < p->n; i++) {
     uint64_t c = tokens[perm[i]];
     int in_window = 0;
     do {
       if (u == L) {
-        ws_close(&w);
+        ws_close(&w, &part);
         u = 0;
         in_window = 0;
       }
       uint64_t take = c < L - u ? c : L - u;
-      if (!in_window) ws_add(&w, p->doc[perm[i]]);
+      if (!in_window) ws_add(&w, &part, p->doc[perm[i]]);
       in_window = 1;
       u += take;
       c -= take;
     } while (c > 0);
     if (sep_tokens > L - u) {
-      ws_close(&w);
+      ws_close(&w, &part);
       u = 0;
     }
     u += sep_tokens;
   }
-  ws_close(&w);
+  ws_close(&w, &part);
+  r = ws_mean(&w);
+out:
   free(perm);
-  return ws_mean(&w);
+  free(S);
+  return r;
 }
 
 /* ---- iclm windows ------------------------------------------------------------------ */
 
-typedef struct piece_ref {
-  uint32_t doc;
-  uint64_t start, end, tokens;
-} piece_ref;
+static int buf_add(char **b, size_t *len, size_t *cap, const char *s,
+                   size_t n) {
+  if (n == 0) return 0;
+  if (*len + n > *cap) {
+    size_t c = *cap ? *cap : 1 << 12;
+    while (c < *len + n) c *= 2;
+    char *t = realloc(*b, c);
+    if (!t) return CTXD_ENOMEM;
+    *b = t;
+    *cap = c;
+  }
+  memcpy(*b + *len, s, n);
+  *len += n;
+  return 0;
+}
 
+void order_wpart_free(order_wpart *w) {
+  free(w->docs);
+  free(w->text);
+  free(w->S);
+  memset(w, 0, sizeof *w);
+}
+
+int order_wpart_append(order_wpart *dst, const order_wpart *src, uint32_t dim,
+                       ctxd_error *e) {
+  size_t cap = dst->docs_len, tcap = dst->text_len;
+  if ((src->docs_len && dst->docs_len &&
+       buf_add(&dst->docs, &dst->docs_len, &cap, ",", 1)) ||
+      buf_add(&dst->docs, &dst->docs_len, &cap, src->docs, src->docs_len) ||
+      buf_add(&dst->text, &dst->text_len, &tcap, src->text, src->text_len))
+    return ctxd_seterr(e, CTXD_ENOMEM, "out of memory for a window");
+  dst->tokens += src->tokens;
+  if (src->S && dim) {
+    if (!dst->S && !(dst->S = calloc(dim, sizeof *dst->S)))
+      return ctxd_seterr(e, CTXD_ENOMEM, "out of memory for a window");
+    for (uint32_t j = 0; j < dim; j++) dst->S[j] += src->S[j];
+  }
+  dst->sq += src->sq;
+  dst->m += src->m;
+  return 0;
+}
+
+void order_wpart_write(FILE *f, uint64_t window, const order_wpart *w) {
+  fprintf(f, "{\"window\":%llu,\"tokens\":%llu,\"documents\":[",
+          (unsigned long long)window, (unsigned long long)w->tokens);
+  if (w->docs_len) fwrite(w->docs, 1, w->docs_len, f);
+  fputs("],\"text\":", f);
+  order_json_str(f, w->text ? w->text : "", w->text_len);
+  fputs("}\n", f);
+}
+
+/* The open window: its content so far (part) and where it stands. */
 typedef struct window {
-  char *text;
-  size_t len, cap;
-  piece_ref *pieces;
-  size_t np, pcap;
-  uint64_t tokens;
+  order_wpart part;
+  size_t docs_cap, text_cap;
+  size_t np;         /* pieces */
+  uint32_t last_doc; /* of the last piece */
+  uint64_t tokens;   /* in the whole window (earlier segments too) */
   uint64_t index;
 } window;
 
 static int win_text(window *w, const char *s, size_t n) {
-  if (w->len + n > w->cap) {
-    size_t cap = w->cap ? w->cap : 1 << 16;
-    while (cap < w->len + n) cap *= 2;
-    char *t = realloc(w->text, cap);
-    if (!t) return CTXD_ENOMEM;
-    w->text = t;
-    w->cap = cap;
-  }
-  memcpy(w->text + w->len, s, n);
-  w->len += n;
-  return 0;
+  return buf_add(&w->part.text, &w->part.text_len, &w->text_cap, s, n);
 }
 
-static int win_piece(window *w, uint32_t doc, uint64_t a, uint64_t b,
-                     uint64_t tokens) {
-  if (w->np == w->pcap) {
-    size_t cap = w->pcap ? w->pcap * 2 : 64;
-    piece_ref *p = realloc(w->pieces, cap * sizeof *p);
-    if (!p) return CTXD_ENOMEM;
-    w->pieces = p;
-    w->pcap = cap;
-  }
-  w->pieces[w->np++] = (piece_ref){doc, a, b, tokens};
-  return 0;
+static int win_piece(window *w, const order_input *in, uint32_t doc,
+                     uint64_t a, uint64_t b, uint64_t tokens) {
+  char num[96];
+  FILE *f = NULL;
+  char *s = NULL;
+  size_t n = 0;
+  int rc = CTXD_ENOMEM;
+  if (!(f = open_memstream(&s, &n))) return rc;
+  fputs(w->part.docs_len ? ",{\"id\":" : "{\"id\":", f);
+  order_json_str(f, in->ids[doc], strlen(in->ids[doc]));
+  snprintf(num, sizeof num, ",\"start\":%llu,\"end\":%llu,\"tokens\":%llu}",
+           (unsigned long long)a, (unsigned long long)b,
+           (unsigned long long)tokens);
+  fputs(num, f);
+  if (fclose(f) == 0 &&
+      buf_add(&w->part.docs, &w->part.docs_len, &w->docs_cap, s, n) == 0)
+    rc = 0;
+  free(s);
+  w->np++;
+  w->last_doc = doc;
+  return rc;
 }
 
-static void win_write(FILE *f, const window *w, const order_input *in) {
-  fprintf(f, "{\"window\":%llu,\"tokens\":%llu,\"documents\":[",
-          (unsigned long long)w->index, (unsigned long long)w->tokens);
-  for (size_t i = 0; i < w->np; i++) {
-    const piece_ref *p = &w->pieces[i];
-    fputs(i ? ",{\"id\":" : "{\"id\":", f);
-    order_json_str(f, in->ids[p->doc], strlen(in->ids[p->doc]));
-    fprintf(f, ",\"start\":%llu,\"end\":%llu,\"tokens\":%llu}",
-            (unsigned long long)p->start, (unsigned long long)p->end,
-            (unsigned long long)p->tokens);
+/* Close the open window: written to f, or (the first window of a segment
+ * that began in an earlier one) handed over as r->head, or only counted
+ * (a dry run: f NULL). */
+static int win_flush(FILE *f, window *w, int *in_head, winsim *ws,
+                     order_pack_seg *r) {
+  if (*in_head) {
+    double *S = w->part.S;
+    r->head = w->part;
+    r->head.S = NULL;
+    if (S) {
+      if (!(r->head.S = malloc(ws->in->dim * sizeof *S))) return CTXD_ENOMEM;
+      memcpy(r->head.S, S, ws->in->dim * sizeof *S);
+      memset(S, 0, ws->in->dim * sizeof *S);
+    }
+    memset(&w->part, 0, sizeof w->part);
+    w->part.S = S;
+    w->docs_cap = w->text_cap = 0;
+    *in_head = 0;
+  } else {
+    if (f) {
+      order_wpart_write(f, w->index, &w->part);
+      r->windows_written++;
+    }
+    ws_close(ws, &w->part);
   }
-  fputs("],\"text\":", f);
-  order_json_str(f, w->text, w->len);
-  fputs("}\n", f);
-}
-
-static void win_flush(FILE *f, window *w, const order_input *in, winsim *ws) {
-  win_write(f, w, in);
-  ws_close(ws);
   w->index++;
-  w->len = 0;
+  w->part.text_len = w->part.docs_len = 0;
+  w->part.tokens = 0;
   w->np = 0;
   w->tokens = 0;
+  return 0;
 }
 
 /* A document's text for packing: one without is an error naming it. */
@@ -201,17 +276,44 @@ static int pack_text(const order_input *in, uint32_t doc, const order_opts *o,
   return rc;
 }
 
-/* Pack along the path; first_window[p] = window of position p's first
- * token, tokens[p] = its whole text's token count. */
+int order_pack_tokens(const order_input *in, const order_path *p,
+                      const order_opts *o, uint64_t *tokens, ctxd_error *e) {
+  const tok *tk = o->tokenizer ? o->tokenizer : tok_estimator();
+  int rc;
+  for (uint64_t pos = 0; pos < p->n; pos++) {
+    const char *t;
+    size_t len;
+    if ((pos & 4095) == 0 &&
+        (rc = order_step(o, ORDER_PHASE_PACK, pos, p->n, e)))
+      return rc;
+    if ((rc = pack_text(in, p->doc[pos], o, &t, &len, e))) return rc;
+    tokens[pos] = tok_count(tk, t, len);
+  }
+  return 0;
+}
+
+void order_pack_seg_free(order_pack_seg *r) {
+  order_wpart_free(&r->head);
+  order_wpart_free(&r->tail);
+}
+
+/* Pack along the path from state `start`; first_window[pos] = window of
+ * position pos's first token, tokens[pos] = its whole text's token count
+ * (given when `known`). */
 static int pack_iclm(const order_input *in, const order_path *p,
                      const order_opts *o, const tok *tk, uint64_t sep_tokens,
-                     FILE *f, uint64_t *first_window, uint64_t *tokens,
-                     winsim *ws, order_summary *s, ctxd_error *e) {
+                     const order_pack_state *start, FILE *f,
+                     uint64_t *first_window, uint64_t *tokens, int known,
+                     winsim *ws, order_pack_seg *r, ctxd_error *e) {
   const uint64_t L = o->window_tokens;
   const char *sep = o->separator ? o->separator : "";
-  size_t sep_len = strlen(sep);
+  size_t sep_len = f ? strlen(sep) : 0;
   window w = {0};
-  int rc = 0;
+  int rc = 0, in_head = start->open;
+  w.index = start->window;
+  w.tokens = start->tokens;
+  if (f && in->vectors && !(w.part.S = calloc(in->dim, sizeof *w.part.S)))
+    goto nomem;
   for (uint64_t pos = 0; pos < p->n; pos++) {
     if ((pos & 4095) == 0 &&
         (rc = order_step(o, ORDER_PHASE_PACK, pos, p->n, e)))
@@ -220,12 +322,12 @@ static int pack_iclm(const order_input *in, const order_path *p,
     const char *t;
     size_t len;
     if ((rc = pack_text(in, doc, o, &t, &len, e))) goto out;
-    uint64_t total = tok_count(tk, t, len), placed = 0;
+    uint64_t total = known ? tokens[pos] : tok_count(tk, t, len), placed = 0;
     tokens[pos] = total;
     size_t a = 0;
     int first = 1;
     for (;;) {
-      if (w.tokens == L) win_flush(f, &w, in, ws);
+      if (w.tokens == L && win_flush(f, &w, &in_head, ws, r)) goto nomem;
       uint64_t rem = L - w.tokens;
       /* the rest costs at least total - placed (counts are sub-additive) */
       uint64_t rest = a == 0 ? total : total > placed ? total - placed : 0;
@@ -234,37 +336,50 @@ static int pack_iclm(const order_input *in, const order_path *p,
       if (rest > rem) {
         b = longest_prefix(tk, t, len, a, rem);
         if (b == a) { /* not even one character fits: next window */
-          win_flush(f, &w, in, ws);
+          if (win_flush(f, &w, &in_head, ws, r)) goto nomem;
           continue;
         }
         rest = tok_count(tk, t + a, b - a);
       }
-      if (first) first_window[pos] = w.index;
-      if (first || w.np == 0 || w.pieces[w.np - 1].doc != doc) ws_add(ws, doc);
+      if (first && first_window) first_window[pos] = w.index;
+      if (first || w.np == 0 || w.last_doc != doc) ws_add(ws, &w.part, doc);
       first = 0;
-      if (win_text(&w, t + a, b - a) ||
-          win_piece(&w, doc, a, b, rest))
+      if (f ? win_text(&w, t + a, b - a) ||
+                  win_piece(&w, in, doc, a, b, rest)
+            : (w.np++, w.last_doc = doc, 0))
         goto nomem;
       w.tokens += rest;
+      w.part.tokens += rest;
       placed += rest;
-      s->tokens += rest;
+      r->tokens += rest;
       a = b;
       if (a == len) break;
     }
-    if (sep_tokens > L - w.tokens) win_flush(f, &w, in, ws);
+    if (sep_tokens > L - w.tokens && win_flush(f, &w, &in_head, ws, r))
+      goto nomem;
     if (win_text(&w, sep, sep_len)) goto nomem;
     w.tokens += sep_tokens;
-    s->tokens += sep_tokens;
+    w.part.tokens += sep_tokens;
+    r->tokens += sep_tokens;
   }
-  if (w.np > 0 || w.tokens > 0) win_flush(f, &w, in, ws);
-  s->windows = w.index;
+  r->end = (order_pack_state){w.index, w.tokens, w.np > 0 || w.tokens > 0};
+  if (in_head) { /* no window closed here: everything belongs to the
+                  * window an earlier segment began */
+    r->head = w.part;
+    r->head_only = 1;
+    memset(&w.part, 0, sizeof w.part);
+  } else if (r->end.open) {
+    r->tail = w.part;
+    memset(&w.part, 0, sizeof w.part);
+  }
+  r->sim_total = ws->total;
+  r->sim_windows = ws->windows;
   order_report(o, ORDER_PHASE_PACK, p->n, p->n);
   goto out;
 nomem:
   rc = ctxd_seterr(e, CTXD_ENOMEM, "out of memory for a window");
 out:
-  free(w.text);
-  free(w.pieces);
+  order_wpart_free(&w.part);
   return rc;
 }
 
@@ -409,17 +524,52 @@ out:
 /* ---- outputs ------------------------------------------------------------------- */
 
 static void write_order_line(FILE *f, const order_input *in,
-                             const order_path *p, uint64_t pos,
+                             const order_path *p, uint64_t pos, uint64_t pos0,
                              const uint64_t *first_window) {
   uint32_t doc = p->doc[pos];
   fputs("{\"id\":", f);
   order_json_str(f, in->ids[doc], strlen(in->ids[doc]));
-  fprintf(f, ",\"position\":%llu", (unsigned long long)pos);
+  fprintf(f, ",\"position\":%llu", (unsigned long long)(pos0 + pos));
   if (first_window)
     fprintf(f, ",\"window\":%llu", (unsigned long long)first_window[pos]);
   fputs(",\"similarity\":", f);
-  order_json_num(f, pos ? p->sim[pos] : NAN);
+  order_json_num(f, pos0 + pos ? p->sim[pos] : NAN);
   fputs(p->jump[pos] ? ",\"jump\":true}\n" : ",\"jump\":false}\n", f);
+}
+
+int order_pack_segment(const order_input *in, const order_path *p,
+                       uint64_t pos0, const order_opts *o,
+                       const order_pack_state *start, uint64_t *tokens,
+                       int known, FILE *windows, FILE *order,
+                       order_pack_seg *r, ctxd_error *e) {
+  uint64_t *first_window = NULL;
+  const tok *tk = o->tokenizer ? o->tokenizer : tok_estimator();
+  uint64_t sep_tokens = order_separator_tokens(o);
+  int rc;
+  memset(r, 0, sizeof *r);
+  if (o->mode == ORDER_MODE_DECOMPOSE)
+    return ctxd_seterr(e, CTXD_EINVAL, "a segment packs iclm or order only");
+  if (o->mode == ORDER_MODE_ICLM && sep_tokens >= o->window_tokens)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "the separator costs %llu tokens, not less than the "
+                       "window of %u",
+                       (unsigned long long)sep_tokens, o->window_tokens);
+  if (o->mode == ORDER_MODE_ICLM) {
+    winsim ws = {in, 0, 0};
+    if (order &&
+        !(first_window = malloc((p->n ? p->n : 1) * sizeof *first_window)))
+      return ctxd_seterr(e, CTXD_ENOMEM, "out of memory for packing");
+    if ((rc = pack_iclm(in, p, o, tk, sep_tokens, start, windows, first_window,
+                        tokens, known, &ws, r, e)))
+      goto out;
+  }
+  for (uint64_t pos = 0; order && pos < p->n; pos++)
+    write_order_line(order, in, p, pos, pos0, first_window);
+  rc = 0;
+out:
+  if (rc) order_pack_seg_free(r);
+  free(first_window);
+  return rc;
 }
 
 static void write_duplicates(FILE *f, const order_input *in,
@@ -442,45 +592,42 @@ int order_pack(const order_input *in, const order_path *p,
                const order_dups *d, const order_opts *o, const char *dir,
                order_summary *s, ctxd_error *e) {
   order_afile fo = {0}, fw = {0}, fd = {0};
-  uint64_t *first_window = NULL, *tokens = NULL;
-  double *S = NULL;
+  order_pack_seg seg = {0};
+  uint64_t *tokens = NULL;
   int rc;
   const tok *tk = o->tokenizer ? o->tokenizer : tok_estimator();
-  const char *sep = o->separator ? o->separator : "";
-  uint64_t sep_tokens = o->separator_tokens
-                            ? o->separator_tokens
-                            : tok_count(tk, sep, strlen(sep));
   s->window_similarity = s->random_window_similarity = NAN;
-  if (o->mode == ORDER_MODE_ICLM && sep_tokens >= o->window_tokens)
-    return ctxd_seterr(e, CTXD_EINVAL,
-                       "the separator costs %llu tokens, not less than the "
-                       "window of %u",
-                       (unsigned long long)sep_tokens, o->window_tokens);
   if ((rc = order_afile_open(&fo, dir, ORDER_FILE_ORDER, e))) goto out;
   if (o->mode != ORDER_MODE_ORDER &&
       (rc = order_afile_open(&fw, dir, ORDER_FILE_WINDOWS, e)))
     goto out;
-  if (o->mode == ORDER_MODE_ICLM) {
-    first_window = malloc((p->n ? p->n : 1) * sizeof *first_window);
-    tokens = malloc((p->n ? p->n : 1) * sizeof *tokens);
-    if (in->vectors) S = calloc(in->dim, sizeof *S);
-    if (!first_window || !tokens || (in->vectors && !S)) {
+  if (o->mode == ORDER_MODE_DECOMPOSE) {
+    if ((rc = pack_decompose(in, p, o, tk, fo.f, fw.f, s, e))) goto out;
+  } else {
+    order_pack_state start = {0, 0, 0};
+    if (!(tokens = malloc((p->n ? p->n : 1) * sizeof *tokens))) {
       rc = ctxd_seterr(e, CTXD_ENOMEM, "out of memory for packing");
       goto out;
     }
-    winsim ws = {in, S, 0, 0, 0, 0};
-    if ((rc = pack_iclm(in, p, o, tk, sep_tokens, fw.f, first_window, tokens,
-                        &ws, s, e)))
+    if ((rc = order_pack_segment(in, p, 0, o, &start, tokens, 0, fw.f, fo.f,
+                                 &seg, e)))
       goto out;
-    s->window_similarity = ws_mean(&ws);
-    s->random_window_similarity = random_windows(
-        p, tokens, in, o->window_tokens, sep_tokens, o->seed, S);
-  } else if (o->mode == ORDER_MODE_DECOMPOSE) {
-    if ((rc = pack_decompose(in, p, o, tk, fo.f, fw.f, s, e))) goto out;
+    if (o->mode == ORDER_MODE_ICLM) {
+      /* the last window is still open */
+      double w = order_wpart_similarity(&seg.tail, in->dim);
+      if (seg.end.open) order_wpart_write(fw.f, seg.end.window, &seg.tail);
+      if (w == w) {
+        seg.sim_total += w;
+        seg.sim_windows++;
+      }
+      s->windows = seg.end.window + seg.end.open;
+      s->tokens = seg.tokens;
+      s->window_similarity =
+          seg.sim_windows ? seg.sim_total / (double)seg.sim_windows : NAN;
+      s->random_window_similarity =
+          order_random_window_similarity(p, tokens, in, o);
+    }
   }
-  if (o->mode != ORDER_MODE_DECOMPOSE)
-    for (uint64_t pos = 0; pos < p->n; pos++)
-      write_order_line(fo.f, in, p, pos, first_window);
   if ((rc = order_afile_open(&fd, dir, ORDER_FILE_DUPLICATES, e))) goto out;
   write_duplicates(fd.f, in, d);
   if ((fw.f && (rc = order_afile_commit(&fw, e))) ||
@@ -490,8 +637,7 @@ out:
   order_afile_abort(&fo);
   order_afile_abort(&fw);
   order_afile_abort(&fd);
-  free(first_window);
+  order_pack_seg_free(&seg);
   free(tokens);
-  free(S);
   return rc;
 }
