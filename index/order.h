@@ -354,6 +354,13 @@ int order_knn_exact(const order_knn_index *x, const float *qv, uint64_t nq,
                     const int64_t *qid, uint32_t k, uint32_t *nbr, float *sim,
                     uint32_t *nbr_list, const order_opts *o, ctxd_error *e);
 
+/* Merge row b (bn/bs, and ba: each neighbour's list, or NULL) into row a
+ * (rn/rs, ra or NULL), both sorted, k entries, ORDER_NONE past the end:
+ * the k best by similarity, ties to the smaller label. */
+void order_knn_merge_rows(uint32_t *rn, float *rs, uint32_t *ra,
+                          const uint32_t *bn, const float *bs,
+                          const uint32_t *ba, uint32_t k);
+
 /* The smallest nprobe (<= o->nprobe_max) whose recall@k on the q sample
  * queries qv reaches o->recall, from the nearest lists of their exact
  * neighbours (nbr_list, q x k, >= nlist = none). Errors: CTXD_ENOMEM. */

@@ -464,8 +464,6 @@ static inline int before(float s, int64_t l, float t, int64_t m) {
 static void merge_cands(const order_knn_index *x, const float *q, uint32_t *rn,
                         float *rs, uint32_t *ra, float *sc, int64_t *lab,
                         uint32_t k) {
-  uint32_t tn[ORDER_K_MAX], ta[ORDER_K_MAX];
-  float ts[ORDER_K_MAX];
   uint32_t m = 0;
   for (uint32_t j = 0; j < k && lab[j] >= 0; j++, m++)
     sc[j] = order_dot(q, x->x + ((uint64_t)lab[j] - x->label0) * x->dim,
@@ -481,18 +479,33 @@ static void merge_cands(const order_knn_index *x, const float *q, uint32_t *rn,
     sc[i] = s;
     lab[i] = l;
   }
+  uint32_t bn[ORDER_K_MAX], ba[ORDER_K_MAX];
+  for (uint32_t j = 0; j < k; j++) {
+    bn[j] = j < m ? (uint32_t)lab[j] : ORDER_NONE;
+    ba[j] = j < m && ra ? x->probe[((uint64_t)lab[j] - x->label0) * x->t]
+                        : ORDER_NONE;
+    if (j >= m) sc[j] = 0;
+  }
+  order_knn_merge_rows(rn, rs, ra, bn, sc, ra ? ba : NULL, k);
+}
+
+void order_knn_merge_rows(uint32_t *rn, float *rs, uint32_t *ra,
+                          const uint32_t *bn, const float *bs,
+                          const uint32_t *ba, uint32_t k) {
+  uint32_t tn[ORDER_K_MAX], ta[ORDER_K_MAX];
+  float ts[ORDER_K_MAX];
   uint32_t a = 0, b = 0;
   for (uint32_t o = 0; o < k; o++) {
     int ha = a < k && rn[a] != ORDER_NONE;
-    int hb = b < m;
-    if (ha && (!hb || before(rs[a], rn[a], sc[b], lab[b]))) {
+    int hb = b < k && bn[b] != ORDER_NONE;
+    if (ha && (!hb || before(rs[a], rn[a], bs[b], bn[b]))) {
       tn[o] = rn[a];
       ta[o] = ra ? ra[a] : 0;
       ts[o] = rs[a++];
     } else if (hb) {
-      tn[o] = (uint32_t)lab[b];
-      ta[o] = ra ? x->probe[((uint64_t)lab[b] - x->label0) * x->t] : 0;
-      ts[o] = sc[b++];
+      tn[o] = bn[b];
+      ta[o] = ba ? ba[b] : ORDER_NONE;
+      ts[o] = bs[b++];
     } else {
       tn[o] = ORDER_NONE;
       ta[o] = ORDER_NONE;
