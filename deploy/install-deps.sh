@@ -26,6 +26,7 @@ pkgs=(
   libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   libnghttp2-dev nghttp2-client
   libfaiss-dev libopenblas-dev
+  libopenmpi-dev openmpi-bin
   libinih-dev libjansson-dev zlib1g-dev
   python3-grpcio python3-grpc-tools python3-protobuf
   git python3-numpy python3-yaml

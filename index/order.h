@@ -306,6 +306,13 @@ int order_knn_search(const order_knn_index *x, const order_input *in,
  * machine and N ranks run the same code. Labels are global document
  * indices (< ORDER_DOCS_MAX); a shard is rows label0 .. label0 + n - 1. */
 
+/* The number of neighbours a graph of n documents gets: min(k, n - 1), and
+ * 1 (every entry empty) when n < 2. */
+static inline uint32_t order_knn_k(uint64_t n, uint32_t k) {
+  if (n < 2) return 1;
+  return (uint64_t)k < n - 1 ? k : (uint32_t)(n - 1);
+}
+
 /* Sample points per list of the k-means training. */
 #define ORDER_KMEANS_SAMPLE 32
 
@@ -665,6 +672,12 @@ int order_pack_segment(const order_input *in, const order_path *p,
                        const order_pack_state *start, uint64_t *tokens,
                        int known, FILE *windows, FILE *order,
                        order_pack_seg *r, ctxd_error *e);
+
+/* Write s[0..n) as a JSON string (quotes included) to f, and a float as a
+ * JSON number with 6 decimals (null when not finite): the writers of every
+ * output file. */
+void order_json_str(FILE *f, const char *s, size_t n);
+void order_json_num(FILE *f, double v);
 
 /* The separator's cost in tokens (o->separator_tokens or counted). */
 uint64_t order_separator_tokens(const order_opts *o);

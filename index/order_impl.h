@@ -38,12 +38,6 @@ static inline int order_step(const order_opts *o, order_phase ph,
 /* o->threads, or the number of online cores. */
 unsigned order_threads(const order_opts *o);
 
-/* The number of neighbours a graph of n documents gets: min(k, n - 1), and
- * 1 (every entry empty) when n < 2. */
-static inline uint32_t order_knn_k(uint64_t n, uint32_t k) {
-  if (n < 2) return 1;
-  return (uint64_t)k < n - 1 ? k : (uint32_t)(n - 1);
-}
 
 /* splitmix64: the seeded generator of every random choice here. */
 static inline uint64_t order_rand(uint64_t *state) {
@@ -156,9 +150,5 @@ void order_ckpt_close(order_ckpt_reader *r);
 /* dir + "/" + name, malloc'd (NULL on ENOMEM). */
 char *order_path_join(const char *dir, const char *name);
 
-/* Write s[0..n) as a JSON string (quotes included) to f. */
-void order_json_str(FILE *f, const char *s, size_t n);
-/* A float as a JSON number with 6 decimals, or null when not finite. */
-void order_json_num(FILE *f, double v);
 
 #endif
