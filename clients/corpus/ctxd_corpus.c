@@ -1410,19 +1410,20 @@ static int run(job *j, ctxd_error *e) {
     }
     pos_mine = pos_all;
   } else {
+    /* all three before the exchange: rank 0 sends them first */
     recv_big(j, (void **)&pos_mine, 0, 0, 61);
-  }
-  if ((rc = redistribute(j, pos_mine, m, &sg, e))) goto out;
-  if (j->rank == 0) {
-    sg.p.sim = malloc((sg.n + 1) * sizeof *sg.p.sim);
-    sg.p.jump = malloc(sg.n + 1);
-    if (!sg.p.sim || !sg.p.jump) die(j, "out of memory");
-    memcpy(sg.p.sim, p->sim, sg.n * sizeof *sg.p.sim);
-    memcpy(sg.p.jump, p->jump, sg.n);
-  } else {
     recv_big(j, (void **)&sg.p.sim, 0, 0, 62);
     recv_big(j, (void **)&sg.p.jump, 0, 0, 63);
   }
+  if (j->rank == 0) {
+    uint64_t n0 = seg_start(m, j->nranks, 1);
+    sg.p.sim = malloc((n0 + 1) * sizeof *sg.p.sim);
+    sg.p.jump = malloc(n0 + 1);
+    if (!sg.p.sim || !sg.p.jump) die(j, "out of memory");
+    memcpy(sg.p.sim, p->sim, n0 * sizeof *sg.p.sim);
+    memcpy(sg.p.jump, p->jump, n0);
+  }
+  if ((rc = redistribute(j, pos_mine, m, &sg, e))) goto out;
   pack_phase(j, &sg, &sum, &tok_all);
   if (j->rank == 0 && j->o.mode == ORDER_MODE_ICLM)
     sum.random_window_similarity =
