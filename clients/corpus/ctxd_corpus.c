@@ -1,6 +1,7 @@
 /* ctxd_corpus.c - ctxd-corpus: the corpus reordering job of Corpus.Reorder
  * (kNN graph, dedup, greedy path, packing) as an MPI batch program over
  * sharded inputs, calling the same index/order.h steps as the daemon. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -1511,6 +1512,13 @@ int main(int argc, char **argv) {
     j.o.threads = cores > local ? (unsigned)(cores / local) : 1;
   }
   if (!rc) {
+    /* Debian's OpenBLAS (pthreads) starts a thread per core in every rank
+     * unless told: 16 ranks on 16 cores then ran 256 spinning BLAS threads
+     * (measured: 4 ranks 4x slower than 1). Its own call, when it is the
+     * BLAS loaded, so OPENBLAS_NUM_THREADS need not be exported. */
+    void (*set_blas)(int) =
+        (void (*)(int))(uintptr_t)dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
+    if (set_blas && !getenv("OPENBLAS_NUM_THREADS")) set_blas((int)j.o.threads);
     j.o.progress = progress;
     j.o.progress_arg = &j;
     vindex_global_init(j.o.threads);

@@ -18,7 +18,13 @@ cp -r /usr/lib/x86_64-linux-gnu/pmix2 "$D/pmix2" 2>/dev/null || true
 cp -r /usr/share/openmpi "$D/share/" 2>/dev/null || true
 { ldd "$D/bin/ctxd-corpus"; ldd "$D/bin/orterun"; for f in "$D"/plugins/*.so "$D"/pmix2/lib/pmix/*.so; do [ -e "$f" ] && ldd "$f"; done; } |
   awk '/=> \//{print $3} /^\s*\/lib64\//{print $1}' | sort -u | while read -r l; do cp -L "$l" "$D/lib/"; done
-cp -L /lib64/ld-linux-x86-64.so.2 "$D/lib/"
+# glibc stays behind unless asked for: Open MPI puts DEST/lib on the ranks'
+# LD_LIBRARY_PATH, where an older glibc breaks the machine's /bin/sh
+if [ "${BUNDLE_GLIBC:-0}" = 1 ]; then
+  cp -L /lib64/ld-linux-x86-64.so.2 "$D/lib/"
+else
+  rm -f "$D"/lib/{libc.so.6,libm.so.6,libpthread.so.0,libdl.so.2,librt.so.1,libutil.so.1,ld-linux-x86-64.so.2}
+fi
 tar -C "$(dirname "$D")" -cJf "$D.tar.xz" "$(basename "$D")"
 rm -rf "$D"
 ls -la "$D.tar.xz"

@@ -12,7 +12,13 @@ W=${WORK:-/tmp/ctxd-bench-mpi}
 mkdir -p "$W"
 GEN=${GEN:-$(dirname "$0")/gen_shards.py}
 if [ -n "${BUNDLE:-}" ]; then
-  L="$BUNDLE/lib/ld-linux-x86-64.so.2 --library-path $BUNDLE/lib"
+  # the bundle's own glibc only when it carries one (BUNDLE_GLIBC=1 in
+  # bundle.sh: a machine with an older glibc); else the machine's
+  L=
+  if [ -e "$BUNDLE/lib/ld-linux-x86-64.so.2" ]; then
+    L="$BUNDLE/lib/ld-linux-x86-64.so.2 --library-path $BUNDLE/lib"
+  fi
+  export LD_LIBRARY_PATH=$BUNDLE/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   printf '#!/bin/sh\nexec %s %s/bin/ctxd-corpus "$@"\n' "$L" "$BUNDLE" > "$W/corpus.sh"
   chmod +x "$W/corpus.sh"
   CORPUS=$W/corpus.sh
@@ -27,7 +33,7 @@ D=$W/data-$N-$DIM
 ROOT=; [ "$(id -u)" = 0 ] && ROOT=--allow-run-as-root
 for r in $RANKS; do
   rm -rf "$W/out-$r"
-  /usr/bin/time -f "rank-peak-rss-kb %M" $MPIRUN $ROOT -np "$r" --oversubscribe --bind-to core \
+  $MPIRUN $ROOT -np "$r" --oversubscribe --bind-to core \
     --mca btl self,vader --mca pml ob1 "$CORPUS" --mode order --dim "$DIM" \
     --threads 1 --out "$W/out-$r" "$D"/s*.f32 2> "$W/log-$r" || { tail -20 "$W/log-$r"; exit 1; }
 done
@@ -39,6 +45,7 @@ for r in ranks:
     m = json.load(open("%s/out-%d/manifest.json" % (w, r)))["mpi"]
     s = json.load(open("%s/out-%d/summary.json" % (w, r)))
     rows[r] = (m, s)
+ranks.sort()
 base = rows[ranks[0]][0]
 print("| ranks | read s | knn s | traverse s | pack s | total s | knn MB sent | traverse MB sent | knn efficiency | adjacent sim | method |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
