@@ -143,8 +143,8 @@ static const opt options[] = {
      "threads x model.max_concurrent should not exceed the cores)"},
     {"model.n_ctx", NULL, OPT_U32, "0", 0, 1048576, F(model_n_ctx),
      "largest model context, in tokens, a selection may use (InfiniRetri's "
-     "cache + window + question, XL3M's segment + question); 0 = the "
-     "model's training context"},
+     "cache + window + question, XL3M's segment + question; a request "
+     "over it is refused); 0 = the model's training context"},
     {"model.gpu_layers", NULL, OPT_U32, "0", 0, 100000, F(model_gpu_layers),
      "layers offloaded to the GPU where llama.cpp was built with a GPU "
      "backend; at or above the model's layer count = all"},

@@ -104,14 +104,13 @@ static int opts_fill(const Ctxd__V1__SelectContextRequest *req,
   return 0;
 }
 
-/* The model context a selection needs must fit model.n_ctx (0: the
- * model's training context): past it a model's attention and certainty are
- * not what it was trained to give. */
+/* The model context a selection needs must fit model.n_ctx when the
+ * operator set one (select itself holds every selection to the model's
+ * training context): a smaller cap bounds the KV cache, hence the memory,
+ * of each selection. */
 static int check_n_ctx(const ctxd_ctx *ctx, const sel_job *j,
                        const char *question, size_t qlen, ctxd_error *e) {
-  lm_info in;
-  lm_model_info(j->model, &in);
-  uint64_t limit = ctx->cfg->model_n_ctx ? ctx->cfg->model_n_ctx : in.n_ctx_train;
+  uint64_t limit = ctx->cfg->model_n_ctx;
   if (!limit) return 0;
   const select_opts *o = &j->o;
   uint64_t q = qlen ? tok_count(lm_model_tok(j->model), question, qlen)
@@ -132,12 +131,10 @@ static int check_n_ctx(const ctxd_ctx *ctx, const sel_job *j,
   }
   if (need > limit)
     return ctxd_seterr(e, CTXD_EINVAL,
-                       "%s is %llu tokens, more than the model context of "
-                       "%llu (%s); lower them",
+                       "%s is %llu tokens, more than model.n_ctx (%llu); "
+                       "lower them",
                        what, (unsigned long long)need,
-                       (unsigned long long)limit,
-                       ctx->cfg->model_n_ctx ? "model.n_ctx"
-                                             : "the model's training context");
+                       (unsigned long long)limit);
   return 0;
 }
 
