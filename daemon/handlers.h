@@ -3,7 +3,8 @@
  * transport.
  *
  * Owners: handlers_documents.c (Documents), handlers_retrieval.c
- * (Retrieval), handlers_admin.c (Admin), handlers_health.c
+ * (Retrieval's Search and SearchBatch), handlers_select.c (Retrieval's
+ * SelectContext and SelectContextStream), handlers_admin.c (Admin), handlers_health.c
  * (grpc.health.v1.Health), handlers_reflection.c (v1 and v1alpha server
  * reflection), handlers_corpus.c (Corpus: jobs, see jobs.h). */
 #ifndef CTXD_HANDLERS_H

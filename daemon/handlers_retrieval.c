@@ -1,7 +1,7 @@
 /* handlers_retrieval.c - the ctxd.v1.Retrieval service: Search and
  * SearchBatch over a collection's chunks (coll_search: vector, lexical
- * BM25, or hybrid reciprocal rank fusion). SelectContext is not in the
- * method table yet (UNIMPLEMENTED).
+ * BM25, or hybrid reciprocal rank fusion). SelectContext is in
+ * handlers_select.c.
  *
  * Search is the daemon's hot path, so it allocates nothing of its own for
  * a usual query: the request is read in place with the pbw reader (strings

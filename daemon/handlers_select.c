@@ -74,25 +74,29 @@ static int is_model_method(int m) {
   return m == SELECT_XL3M || m == SELECT_INFINIRETRI;
 }
 
-/* The options of the request over select's defaults. */
+/* The options of the request over select's defaults: a zero field keeps
+ * the default. */
 static int opts_fill(const Ctxd__V1__SelectContextRequest *req,
                      select_opts *o, ctxd_error *e) {
   const Ctxd__V1__SelectOptions *r = req->options;
   select_defaults(o);
-  o->token_budget = req->token_budget;
+#define SET(dst, v) \
+  if (v) (dst) = (v)
+  SET(o->token_budget, req->token_budget);
   if (!r) return 0;
-  o->segment_tokens = r->segment_tokens;
-  o->segment_overlap = r->segment_overlap;
-  o->question_tail = r->question_tail;
-  o->xl3m_batch = r->xl3m_batch;
-  o->window_tokens = r->window_tokens;
-  o->top_k = r->top_k;
-  o->filter_width = r->filter_width;
-  o->cache_max_tokens = r->cache_max_tokens;
-  o->question_weights = !r->no_question_weights;
+  SET(o->segment_tokens, r->segment_tokens);
+  SET(o->segment_overlap, r->segment_overlap);
+  SET(o->question_tail, r->question_tail);
+  SET(o->xl3m_batch, r->xl3m_batch);
+  SET(o->window_tokens, r->window_tokens);
+  SET(o->top_k, r->top_k);
+  SET(o->filter_width, r->filter_width);
+  SET(o->cache_max_tokens, r->cache_max_tokens);
+#undef SET
+  if (r->no_question_weights) o->question_weights = 0;
   /* layer: n > 0 counts from the first (1 = layer 0), n < 0 from the end,
-   * 0 the last. */
-  o->attn_layer = r->layer > 0 ? r->layer - 1 : r->layer < 0 ? r->layer : -1;
+   * 0 the last (the default). */
+  if (r->layer) o->attn_layer = r->layer > 0 ? r->layer - 1 : r->layer;
   if (!*r->xl3m_score || strcmp(r->xl3m_score, "entropy") == 0)
     o->xl3m_score = SELECT_XL3M_ENTROPY;
   else if (strcmp(r->xl3m_score, "logprob") == 0)
@@ -114,19 +118,19 @@ static int check_n_ctx(const ctxd_ctx *ctx, const sel_job *j,
   if (!limit) return 0;
   const select_opts *o = &j->o;
   uint64_t q = qlen ? tok_count(lm_model_tok(j->model), question, qlen)
-                    : (o->question_tail ? o->question_tail : 64);
-  uint64_t budget = o->token_budget ? o->token_budget : 1024;
+                    : o->question_tail;
+  uint64_t budget = o->token_budget;
   uint64_t need;
   const char *what;
   if (o->method == SELECT_INFINIRETRI) {
-    uint64_t top_k = o->top_k ? o->top_k : 300;
+    uint64_t top_k = o->top_k;
     uint64_t cache = o->cache_max_tokens ? o->cache_max_tokens
                      : budget > 2 * top_k ? budget : 2 * top_k;
-    need = cache + (o->window_tokens ? o->window_tokens : 1024) + q;
+    need = cache + o->window_tokens + q;
     what = "the cache (options.cache_max_tokens, else max(budget, 2 x "
            "top_k)) + options.window_tokens + the question";
   } else {
-    need = (o->segment_tokens ? o->segment_tokens : 256) + q;
+    need = o->segment_tokens + q;
     what = "options.segment_tokens + the question";
   }
   if (need > limit)
@@ -249,7 +253,7 @@ static void job_free(ctxd_ctx *ctx, sel_job *j) {
 
 /* The result as a SelectContextResponse and send it (alone, or as the
  * stream's last event). */
-static int send_result(sel_job *j, const select_result *res,
+static int send_result(sel_job *j, select_result *res,
                        uint64_t elapsed_ms) {
   int rc = -1;
   Ctxd__V1__Segment *segs = calloc(res->n_segs ? res->n_segs : 1, sizeof *segs);
@@ -278,6 +282,9 @@ static int send_result(sel_job *j, const select_result *res,
   lm_info in;
   r.n_segments = res->n_segs;
   r.segments = segp;
+  /* select.h promises a NUL at context_len; one path of select_run leaves
+   * it unset, and protobuf-c reads the context as a C string. */
+  if (res->context) res->context[res->context_len] = '\0';
   r.context = res->context ? res->context : (char *)"";
   r.tokens = res->tokens;
   r.method = (char *)select_method_name(res->method);
@@ -325,6 +332,12 @@ static void select_call(rpc_call *c, const uint8_t *msg, size_t len,
   if (rc == 0)
     rc = select_run(&j.env, j.text, j.text_len, req->question,
                     strlen(req->question), &j.o, &res, &e);
+  /* The slot goes back before the answer does: a client that sends its
+   * next selection on receiving this one must find it free. */
+  if (j.run_slot) {
+    models_run_end(ctx->models);
+    j.run_slot = 0;
+  }
   uint64_t elapsed = now_ms() - t0;
   if (rc == CTXD_ECANCELED && rpc_is_done(c)) {
     LOG_DEBUG("select-cancelled method=%s ms=%llu",

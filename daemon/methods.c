@@ -7,6 +7,8 @@
 static const rpc_method *const methods[] = {
     &h_retrieval_search,
     &h_retrieval_search_batch,
+    &h_retrieval_select,
+    &h_retrieval_select_stream,
     &h_documents_put,
     &h_documents_put_stream,
     &h_documents_get,

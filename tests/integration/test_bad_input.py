@@ -174,10 +174,11 @@ def case_unknown_methods(r, d, s):
         r.raises(grpc.StatusCode.UNIMPLEMENTED,
                  lambda path=path: raw_unary(ch, path, D.PutResponse)(b"", timeout=T),
                  "%s: UNIMPLEMENTED" % path)
-    r.raises(grpc.StatusCode.UNIMPLEMENTED,
+    # SelectContext exists: a request with neither doc_id nor text is bad.
+    r.raises(grpc.StatusCode.INVALID_ARGUMENT,
              lambda: s.retrieval.SelectContext(pb.retrieval_pb2.SelectContextRequest(
                  question="q"), timeout=T),
-             "Retrieval.SelectContext: UNIMPLEMENTED")
+             "Retrieval.SelectContext without a text: INVALID_ARGUMENT", "doc_id or text")
     st = ch.stream_stream("/ctxd.v1.Nope/Stream", request_serializer=None,
                           response_deserializer=D.PutAck.FromString)
     r.raises(grpc.StatusCode.UNIMPLEMENTED, lambda: list(st(iter([b"", b""]), timeout=T)),
