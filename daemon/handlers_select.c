@@ -148,8 +148,13 @@ static int job_prepare(ctxd_ctx *ctx, const uint8_t *msg, size_t len,
                        ctxd_error *e) {
   size_t bad, qlen = strlen(req->question);
   int rc;
-  if (pbw_field_has_nul(msg, len, 2) || pbw_field_has_nul(msg, len, 3))
-    return ctxd_seterr(e, CTXD_EINVAL, "text or question contains a NUL byte");
+  for (uint32_t f = 1; f <= 6; f++)
+    if (f != 4 && pbw_field_has_nul(msg, len, f))
+      return ctxd_seterr(e, CTXD_EINVAL,
+                         "%s contains a NUL byte",
+                         f == 1 ? "doc_id" : f == 2 ? "text"
+                         : f == 3 ? "question" : f == 5 ? "method"
+                                                : "collection");
   if (*req->doc_id && *req->text)
     return ctxd_seterr(e, CTXD_EINVAL,
                        "doc_id and text both given (send one or the other)");

@@ -118,6 +118,10 @@ def case_errors(r, d):
              "doc_id and text", "both")
     r.raises(S.INVALID_ARGUMENT, lambda: c.select(QUESTION), "neither doc_id nor text",
              "doc_id or text")
+    r.raises(S.INVALID_ARGUMENT, lambda: c.select(QUESTION, text="a\x00b", method="bm25"),
+             "a NUL in the text", "text contains a NUL")
+    r.raises(S.INVALID_ARGUMENT, lambda: c.select(QUESTION, doc_id="a\x00b"),
+             "a NUL in doc_id", "doc_id contains a NUL")
     r.raises(S.INVALID_ARGUMENT, lambda: c.select(QUESTION, text=text, budget=2000000),
              "budget over the limit", "token_budget")
     r.raises(S.INVALID_ARGUMENT,
