@@ -2289,12 +2289,14 @@ static json_t *select_json(const Ctxd__V1__SelectContextResponse *r) {
     const Ctxd__V1__SelectStats *t = r->stats;
     json_object_set_new(
         o, "stats",
-        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "input_tokens",
-                  (json_int_t)t->input_tokens, "segments",
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+                  "input_tokens", (json_int_t)t->input_tokens, "segments",
                   (json_int_t)t->segments, "model_tokens",
                   (json_int_t)t->model_tokens, "model_decodes",
-                  (json_int_t)t->model_decodes, "model_ms",
+                  (json_int_t)t->model_decodes, "model_outputs",
+                  (json_int_t)t->model_outputs, "model_ms",
                   (json_int_t)t->model_ms, "windows", (json_int_t)t->windows,
+                  "max_seq_tokens", (json_int_t)t->max_seq_tokens,
                   "elapsed_ms", (json_int_t)t->elapsed_ms));
   }
   return o;

@@ -283,6 +283,8 @@ static int send_result(sel_job *j, select_result *res,
   st.model_ms = res->stats.model_us / 1000;
   st.windows = res->stats.windows;
   st.elapsed_ms = elapsed_ms;
+  st.model_outputs = res->stats.model_outputs;
+  st.max_seq_tokens = res->stats.max_seq_tokens;
   Ctxd__V1__SelectContextResponse r = CTXD__V1__SELECT_CONTEXT_RESPONSE__INIT;
   lm_info in;
   r.n_segments = res->n_segs;

@@ -143,6 +143,8 @@ def case_model_methods(r, d):
     check_shape(r, res, text, 128, "infiniretri")
     r.check(res.stats.windows > 1 and res.stats.model_tokens > 0 and res.stats.model_decodes > 0,
             "infiniretri stats: windows, model tokens, decodes", res.stats)
+    r.check(0 < res.stats.max_seq_tokens <= 1024, "max_seq_tokens within the model context",
+            res.stats.max_seq_tokens)
     for opts in (dict(layer=1), dict(layer=-2), dict(filter_width=1),
                  dict(no_question_weights=True), dict(cache_max_tokens=200)):
         kw = dict(small)
