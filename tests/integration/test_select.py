@@ -226,6 +226,21 @@ def case_n_ctx(r):
         r.eq(res.method, "infiniretri", "within model.n_ctx")
 
 
+def case_shutdown(r):
+    """SIGTERM while a model selection runs: the grace period passes, the
+    call is cancelled, the selection stops at its next report and the
+    daemon exits 0 (checked by stop())."""
+    d = Daemon(r, args=["--model.path", LLAMA, "--model.threads", "1",
+                        "--server.shutdown_grace_ms", "300"], name="shutdown").start()
+    c = d.client()
+    it = long_call(c)
+    next(it)
+    t0 = time.monotonic()
+    d.stop()
+    r.check(time.monotonic() - t0 < 10 * SLOW, "the daemon stops promptly",
+            time.monotonic() - t0)
+
+
 def case_swap_during_selections(r, d):
     c = d.client()
     stop = threading.Event()
@@ -298,6 +313,7 @@ def main():
         r.case("max_concurrent, cancellation, deadlines", case_limits_and_cancel, r, d)
         r.case("selections while the model is swapped", case_swap_during_selections, r, d)
     r.case("model.n_ctx", case_n_ctx, r)
+    r.case("SIGTERM during a selection", case_shutdown, r)
     r.finish()
 
 
