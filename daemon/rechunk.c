@@ -236,6 +236,9 @@ static void *run(void *arg) {
   for (size_t i = 0; rc == 0 && i < n_cols; i++) total += cols[i].documents;
   pthread_mutex_lock(&r->mu);
   r->st.total = total;
+  /* The tokenizer this run uses (a LoadModel since rechunk_start's look
+   * may have changed it). */
+  snprintf(r->st.tokenizer, sizeof r->st.tokenizer, "%s", tk->name);
   pthread_mutex_unlock(&r->mu);
   LOG_INFO("rechunk-started tokenizer=\"%s\" documents=%llu", tk->name,
            (unsigned long long)total);
