@@ -23,6 +23,8 @@
 #define CHUNK ((size_t)1 << 30) /* bytes per MPI message */
 
 enum { P_READ, P_KNN, P_TRAVERSE, P_PACK, P_COUNT };
+enum { TR_AUTO, TR_EXACT, TR_PARTITIONED };
+#define GROUPS_MAX 4096
 static const char *const pnames[P_COUNT] = {"read", "knn", "traverse", "pack"};
 
 typedef struct job {
@@ -50,6 +52,12 @@ typedef struct job {
   double t[P_COUNT];
   uint64_t sent[P_COUNT];
   int phase;
+  int traverse;       /* TR_AUTO, TR_EXACT, TR_PARTITIONED */
+  double gather_max;  /* bytes rank 0 may hold in auto mode */
+  int partitioned;    /* chosen */
+  uint64_t *seg_off;  /* partitioned: nranks + 1 path positions per rank */
+  uint32_t groups;
+  uint64_t dropped_edges; /* kNN entries between ranks' groups */
   double last_progress;
 } job;
 
@@ -186,6 +194,11 @@ static void exchange(job *j, char **out, size_t *len, char **in,
 }
 
 /* ---- input -------------------------------------------------------------------- */
+
+static int cmp_u32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
 
 static int ends_with(const char *s, const char *x) {
   size_t a = strlen(s), b = strlen(x);
@@ -1004,7 +1017,8 @@ static void pack_phase(job *j, seg *s, order_summary *sum, uint64_t **tok_all) {
     sum->tokens = toks;
     sum->window_similarity = simt[1] > 0 ? simt[0] / simt[1] : NAN;
     size_t tot;
-    gather_big(j, tokens, s->n * sizeof *tokens, (void **)tok_all, &tot);
+    if (tok_all)
+      gather_big(j, tokens, s->n * sizeof *tokens, (void **)tok_all, &tot);
   }
   order_pack_seg_free(&r);
   free(tokens);
@@ -1031,16 +1045,26 @@ static void write_manifest(job *j, const order_summary *s, double *secs,
           (unsigned long long)s->ordered, (unsigned long long)s->windows,
           order_mode_name(j->o.mode));
   for (int r = 0; r < j->nranks; r++) {
-    uint64_t a = seg_start(s->ordered, j->nranks, r),
-             b = seg_start(s->ordered, j->nranks, r + 1);
+    uint64_t a = j->seg_off ? j->seg_off[r] : seg_start(s->ordered, j->nranks, r),
+             b = j->seg_off ? j->seg_off[r + 1]
+                            : seg_start(s->ordered, j->nranks, r + 1);
     fprintf(f, "%s{\"order\":\"order-%05d.jsonl\",", r ? "," : "", r);
+    if (j->partitioned)
+      fprintf(f, "\"duplicates\":\"duplicates-%05d.jsonl\",", r);
     if (j->o.mode == ORDER_MODE_ICLM)
       fprintf(f, "\"windows\":\"windows-%05d.jsonl\",", r);
     fprintf(f, "\"first_position\":%llu,\"positions\":%llu}",
             (unsigned long long)a, (unsigned long long)(b - a));
   }
-  fprintf(f, "],\"duplicates\":\"%s\",\"summary\":\"%s\",\"mpi\":{",
-          ORDER_FILE_DUPLICATES, ORDER_FILE_SUMMARY);
+  fputs("],", f);
+  if (j->partitioned)
+    fprintf(f, "\"traverse\":\"partitioned\",\"groups\":%u,"
+            "\"knn_entries_dropped\":%llu,", j->groups,
+            (unsigned long long)j->dropped_edges);
+  else
+    fprintf(f, "\"traverse\":\"exact\",\"duplicates\":\"%s\",",
+            ORDER_FILE_DUPLICATES);
+  fprintf(f, "\"summary\":\"%s\",\"mpi\":{", ORDER_FILE_SUMMARY);
   for (int p = 0; p < P_COUNT; p++)
     fprintf(f, "%s\"%s\":{\"seconds\":%.3f,\"bytes_sent\":%llu}", p ? "," : "",
             pnames[p], secs[p], (unsigned long long)bytes[p]);
@@ -1048,9 +1072,10 @@ static void write_manifest(job *j, const order_summary *s, double *secs,
   commit_tmp(j, f, tmp);
 }
 
-static void write_dups(job *j, const order_dups *d, char **ids) {
+static void write_dups(job *j, const char *name, const order_dups *d,
+                       char **ids) {
   char tmp[4096];
-  FILE *f = open_tmp(j, ORDER_FILE_DUPLICATES, tmp, sizeof tmp);
+  FILE *f = open_tmp(j, name, tmp, sizeof tmp);
   for (uint64_t i = 0; i < d->n; i++) {
     if (d->of[i] == ORDER_NONE) continue;
     /* the format of order_pack's duplicates.jsonl (no Jaccard here) */
@@ -1092,6 +1117,11 @@ static const char usage[] =
     "  --exact-max N       exact kNN up to N documents (default 10000)\n"
     "  --nlist N, --nprobe N, --recall X   the inverted file (as order.h)\n"
     "  --block N           queries per block on the ring (default 32768)\n"
+    "  --traverse T        exact: the graph on rank 0, one greedy path;\n"
+    "                      partitioned: documents grouped by coarse cluster,\n"
+    "                      a path per rank over its groups, stitched; auto\n"
+    "                      (default): exact while rank 0 would hold less than\n"
+    "                      --gather-max-gb (default half its memory)\n"
     "  --threads N         threads per rank (default: cores / ranks here)\n"
     "  --keep-checkpoints  keep DIR/ckpt after the job\n"
     "  -q, --quiet         no progress on stderr\n"
@@ -1110,10 +1140,13 @@ static int parse(job *j, int argc, char **argv, ctxd_error *e) {
       {"block", 1, 0, 'b'},       {"threads", 1, 0, 't'},
       {"keep-checkpoints", 0, 0, 'K'}, {"input-list", 1, 0, 'I'},
       {"quiet", 0, 0, 'q'},       {"help", 0, 0, 'h'},
+      {"traverse", 1, 0, 'T'},    {"gather-max-gb", 1, 0, 'G'},
       {0, 0, 0, 0}};
   int c, m;
   order_opts_defaults(&j->o);
   j->block = BLOCK_DEFAULT;
+  /* auto: exact while rank 0 would hold under half its memory */
+  j->gather_max = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / 2;
   j->shards = calloc(SHARDS_MAX, sizeof *j->shards);
   if (!j->shards) return ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
   while ((c = getopt_long(argc, argv, "k:qh", lo, NULL)) != -1) {
@@ -1147,6 +1180,15 @@ static int parse(job *j, int argc, char **argv, ctxd_error *e) {
       case 't': j->o.threads = (unsigned)strtoul(optarg, NULL, 10); break;
       case 'K': j->o.keep_checkpoints = 1; break;
       case 'q': j->quiet = 1; break;
+      case 'T':
+        if (strcmp(optarg, "auto") == 0) j->traverse = TR_AUTO;
+        else if (strcmp(optarg, "exact") == 0) j->traverse = TR_EXACT;
+        else if (strcmp(optarg, "partitioned") == 0) j->traverse = TR_PARTITIONED;
+        else
+          return ctxd_seterr(e, CTXD_EINVAL,
+                             "--traverse %s: auto, exact or partitioned", optarg);
+        break;
+      case 'G': j->gather_max = strtod(optarg, NULL) * 1e9; break;
       case 'I': {
         FILE *f = fopen(optarg, "r");
         char line[4096];
@@ -1173,6 +1215,378 @@ static int parse(job *j, int argc, char **argv, ctxd_error *e) {
   if (j->block == 0 || j->block > ((uint64_t)1 << 24))
     return ctxd_seterr(e, CTXD_EINVAL, "--block must be 1..16777216");
   return order_opts_check(&j->o, e);
+}
+
+/* ---- partitioned traversal ------------------------------------------------------------
+ * When the graph does not fit rank 0: documents are grouped by their nearest
+ * coarse centroid (k-means of a sample, as the kNN's quantizer), the groups
+ * chained on rank 0 by centroid similarity and cut into one run per rank
+ * (balanced by documents), each document moves to its group's rank with its
+ * kNN row, vector, id and text, and every rank runs dedup and the greedy
+ * path over its groups (kNN entries into other ranks' groups are dropped).
+ * The paths are stitched in rank order, so the packing segments are the
+ * ranks' own paths. */
+
+static int partition(job *j, const order_knn *g, seg *sg, order_summary *sum,
+                     ctxd_error *e) {
+  int N = j->nranks, rc = 0;
+  uint32_t k = g->k, d = j->dim, *pick = NULL, *owner_of = NULL;
+  float *sx = NULL, *cen = NULL;
+  order_knn_index *x = NULL;
+  order_knn *lk = NULL;
+  order_graph *gr = NULL;
+  order_dups *dups = NULL;
+  order_path *p = NULL;
+  char **out = NULL, **in = NULL;
+  size_t *len = NULL, *cap = NULL, *inlen = NULL;
+  uint64_t G = (uint64_t)llround(sqrt((double)j->n));
+  if (G > GROUPS_MAX) G = GROUPS_MAX;
+  if (G < (uint64_t)N) G = (uint64_t)N;
+  if (G > j->n) G = j->n ? j->n : 1;
+  j->groups = (uint32_t)G;
+  /* the groups: a k-means of a sample (rank 0), every document's nearest */
+  uint64_t s = order_kmeans_sample(j->n, (uint32_t)G);
+  order_opts og = j->o;
+  og.nprobe = 1;
+  og.seed = j->o.seed ^ 0x47524F5550ull;
+  if ((rc = order_sample_rows(j->n, s, og.seed, &pick, e)) ||
+      (rc = rows_everywhere(j, pick, s, &sx, e)))
+    return rc;
+  if (j->rank == 0) rc = order_kmeans(sx, s, d, (uint32_t)G, &og, &cen, e);
+  free(pick);
+  free(sx);
+  if ((rc = agree(j, rc, e))) return rc;
+  if (j->rank != 0 && !(cen = malloc(G * d * sizeof *cen))) die(j, "out of memory");
+  MPI_Bcast(cen, (int)(G * d), MPI_FLOAT, 0, MPI_COMM_WORLD);
+  rc = order_knn_shard(j->vec, j->n_local, d, j->off, cen, (uint32_t)G, &og,
+                       &x, e);
+  if ((rc = agree(j, rc, e))) goto out;
+  uint32_t t;
+  const uint32_t *grp = order_knn_index_probes(x, &t);
+  /* the chain of groups and each group's rank */
+  uint64_t *cnt = calloc(G, sizeof *cnt), *all = calloc(G, sizeof *all);
+  owner_of = malloc(G * sizeof *owner_of);
+  if (!cnt || !all || !owner_of) die(j, "out of memory");
+  for (uint64_t i = 0; i < j->n_local; i++) cnt[grp[i * t]]++;
+  MPI_Allreduce(cnt, all, (int)G, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+  if (j->rank == 0) {
+    uint8_t *used = calloc(G, 1);
+    if (!used) die(j, "out of memory");
+    uint64_t cur = 0, acc = 0;
+    int r = 0;
+    for (uint64_t step = 0; step < G; step++) {
+      used[cur] = 1;
+      acc += all[cur];
+      owner_of[cur] = (uint32_t)r;
+      if (r + 1 < N && acc * (uint64_t)N >= (uint64_t)(r + 1) * j->n) r++;
+      uint64_t best = G;
+      float bw = -3;
+      for (uint64_t c = 0; c < G; c++) {
+        if (used[c]) continue;
+        float w = 0;
+        for (uint32_t q = 0; q < d; q++) w += cen[cur * d + q] * cen[c * d + q];
+        if (w > bw) {
+          bw = w;
+          best = c;
+        }
+      }
+      cur = best;
+      if (best == G) break;
+    }
+    free(used);
+  }
+  MPI_Bcast(owner_of, (int)G, MPI_UINT32_T, 0, MPI_COMM_WORLD);
+  free(cnt);
+  free(all);
+  /* every document to its group's rank: gid | row | sims | vector | id | text */
+  out = calloc(N, sizeof *out);
+  in = calloc(N, sizeof *in);
+  len = calloc(N, sizeof *len);
+  cap = calloc(N, sizeof *cap);
+  inlen = calloc(N, sizeof *inlen);
+  if (!out || !in || !len || !cap || !inlen) die(j, "out of memory");
+  size_t fixed = 16 + (size_t)k * 8 + (size_t)d * 4;
+  for (uint64_t i = 0; i < j->n_local && !rc; i++) {
+    int r = (int)owner_of[grp[i * t]];
+    const char *tx = NULL;
+    size_t tl = 0;
+    if (j->o.mode == ORDER_MODE_ICLM && (rc = text_of(j, i, &tx, &tl, e)))
+      break;
+    uint32_t il = (uint32_t)strlen(j->ids[i]), gid = (uint32_t)(j->off + i),
+             tl32 = tx ? (uint32_t)tl : UINT32_MAX;
+    size_t need = fixed + il + (tx ? tl : 0);
+    if (len[r] + need > cap[r]) {
+      size_t c = cap[r] ? cap[r] : 1 << 16;
+      while (c < len[r] + need) c *= 2;
+      if (!(out[r] = realloc(out[r], c))) die(j, "out of memory");
+      cap[r] = c;
+    }
+    char *w = out[r] + len[r];
+    memcpy(w, &gid, 4);
+    memcpy(w + 4, &il, 4);
+    memcpy(w + 8, &tl32, 4);
+    memcpy(w + 16, g->nbr + i * k, (size_t)k * 4);
+    memcpy(w + 16 + (size_t)k * 4, g->sim + i * k, (size_t)k * 4);
+    memcpy(w + 16 + (size_t)k * 8, j->vec + i * d, (size_t)d * 4);
+    memcpy(w + fixed, j->ids[i], il);
+    if (tx) memcpy(w + fixed + il, tx, tl);
+    len[r] += need;
+  }
+  order_knn_index_free(x);
+  x = NULL;
+  if ((rc = agree(j, rc, e))) goto out;
+  exchange(j, out, len, in, inlen);
+  /* this rank's documents, in input order */
+  uint64_t n = 0;
+  for (int r = 0; r < N; r++)
+    for (size_t a = 0; a < inlen[r];) {
+      uint32_t il, tl;
+      memcpy(&il, in[r] + a + 4, 4);
+      memcpy(&tl, in[r] + a + 8, 4);
+      a += fixed + il + (tl == UINT32_MAX ? 0 : tl);
+      n++;
+    }
+  char **rec = malloc((n + 1) * sizeof *rec);
+  uint32_t *gids = malloc((n + 1) * sizeof *gids);
+  if (!rec || !gids) die(j, "out of memory");
+  uint64_t q = 0;
+  for (int r = 0; r < N; r++) /* senders hold ascending gids: merge by rank */
+    for (size_t a = 0; a < inlen[r];) {
+      uint32_t il, tl;
+      memcpy(&il, in[r] + a + 4, 4);
+      memcpy(&tl, in[r] + a + 8, 4);
+      rec[q++] = in[r] + a;
+      a += fixed + il + (tl == UINT32_MAX ? 0 : tl);
+    }
+  /* ranks own ascending global ranges, so rank order is gid order */
+  for (q = 0; q < n; q++) memcpy(&gids[q], rec[q], 4);
+  float *lvec = malloc((n * d + 1) * sizeof *lvec);
+  char **lids = calloc(n + 1, sizeof *lids), **ltx = calloc(n + 1, sizeof *ltx);
+  size_t *llen = calloc(n + 1, sizeof *llen);
+  if (!lvec || !lids || !ltx || !llen) die(j, "out of memory");
+  if ((rc = order_knn_alloc(n, k, &lk, e)) == 0) {
+    for (q = 0; q < n; q++) {
+      const char *w = rec[q];
+      uint32_t il, tl, c = 0;
+      memcpy(&il, w + 4, 4);
+      memcpy(&tl, w + 8, 4);
+      const uint32_t *nb = (const uint32_t *)(w + 16);
+      const float *sm = (const float *)(w + 16 + (size_t)k * 4);
+      for (uint32_t a = 0; a < k; a++) {
+        if (nb[a] == ORDER_NONE) continue;
+        uint32_t *hit = bsearch(&nb[a], gids, n, 4, cmp_u32);
+        if (!hit) {
+          j->dropped_edges++;
+          continue;
+        }
+        lk->nbr[q * k + c] = (uint32_t)(hit - gids);
+        lk->sim[q * k + c++] = sm[a];
+      }
+      memcpy(lvec + q * d, w + 16 + (size_t)k * 8, (size_t)d * 4);
+      lids[q] = malloc(il + 1);
+      if (!lids[q]) die(j, "out of memory");
+      memcpy(lids[q], w + fixed, il);
+      lids[q][il] = 0;
+      ltx[q] = tl == UINT32_MAX ? NULL : (char *)w + fixed + il;
+      llen[q] = tl == UINT32_MAX ? 0 : tl;
+    }
+  }
+  free(rec);
+  free(gids);
+  order_input lin;
+  memset(&lin, 0, sizeof lin);
+  lin.n = n;
+  lin.dim = d;
+  lin.ids = (const char *const *)lids;
+  lin.vectors = lvec;
+  lin.texts = (const char *const *)ltx;
+  lin.text_lens = llen;
+  order_opts ol = j->o;
+  ol.progress = NULL;
+  if (!rc && (rc = order_graph_build(lk, &gr, e)) == 0 &&
+      (rc = order_dedup(gr, &lin, &ol, &dups, e)) == 0)
+    rc = order_traverse(gr, dups, &lin, &ol, &p, e);
+  if ((rc = agree(j, rc, e))) goto done;
+  {
+    char name[64];
+    snprintf(name, sizeof name, "duplicates-%05d.jsonl", j->rank);
+    write_dups(j, name, dups, lids);
+  }
+  /* stitch: positions by rank, the seams' similarities from the vectors at
+   * either end of each rank's path */
+  j->seg_off = calloc(N + 1, sizeof *j->seg_off);
+  float *ends = calloc((size_t)2 * d + 1, sizeof *ends),
+        *alle = malloc(((size_t)2 * d * N + 1) * sizeof *alle);
+  if (!j->seg_off || !ends || !alle) die(j, "out of memory");
+  if (p->n) {
+    memcpy(ends, lvec + (uint64_t)p->doc[0] * d, (size_t)d * 4);
+    memcpy(ends + d, lvec + (uint64_t)p->doc[p->n - 1] * d, (size_t)d * 4);
+  }
+  MPI_Allgather(&p->n, 1, MPI_UINT64_T, j->seg_off + 1, 1, MPI_UINT64_T,
+                MPI_COMM_WORLD);
+  MPI_Allgather(ends, (int)(2 * d), MPI_FLOAT, alle, (int)(2 * d), MPI_FLOAT,
+                MPI_COMM_WORLD);
+  int prev = -1;
+  for (int r = 0; r < j->rank; r++)
+    if (j->seg_off[r + 1]) prev = r;
+  for (int r = 0; r < N; r++) j->seg_off[r + 1] += j->seg_off[r];
+  double simsum = 0;
+  uint64_t jumps = p->jumps, edges = order_graph_edges(gr), dc = dups->count;
+  if (p->n && prev >= 0) {
+    float w = 0;
+    for (uint32_t a = 0; a < d; a++) w += alle[(size_t)prev * 2 * d + d + a] * ends[a];
+    p->sim[0] = w;
+    p->jump[0] = 1;
+    jumps++;
+  }
+  for (uint64_t a = (prev >= 0 ? 0 : 1); a < p->n; a++) simsum += p->sim[a];
+  free(ends);
+  free(alle);
+  uint64_t v[4] = {jumps, edges, dc, j->dropped_edges}, tv[4];
+  double ts;
+  MPI_Allreduce(v, tv, 4, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+  MPI_Allreduce(&simsum, &ts, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  j->dropped_edges = tv[3];
+  sum->jumps = tv[0];
+  sum->edges = tv[1];
+  sum->duplicates = tv[2];
+  sum->ordered = j->seg_off[N];
+  sum->adjacent_similarity = sum->ordered >= 2 ? ts / (double)(sum->ordered - 1) : NAN;
+  /* the segment this rank packs: its own path */
+  sg->pos0 = j->seg_off[j->rank];
+  sg->n = p->n;
+  sg->ids = malloc((p->n + 1) * sizeof *sg->ids);
+  sg->texts = malloc((p->n + 1) * sizeof *sg->texts);
+  sg->lens = malloc((p->n + 1) * sizeof *sg->lens);
+  sg->vec = malloc((p->n * d + 1) * sizeof *sg->vec);
+  sg->p.doc = malloc((p->n + 1) * sizeof *sg->p.doc);
+  if (!sg->ids || !sg->texts || !sg->lens || !sg->vec || !sg->p.doc)
+    die(j, "out of memory");
+  for (uint64_t a = 0; a < p->n; a++) {
+    uint32_t doc = p->doc[a];
+    sg->ids[a] = lids[doc];
+    lids[doc] = NULL;
+    sg->texts[a] = ltx[doc];
+    sg->lens[a] = llen[doc];
+    memcpy(sg->vec + a * d, lvec + (uint64_t)doc * d, (size_t)d * 4);
+    sg->p.doc[a] = (uint32_t)a;
+  }
+  sg->p.n = p->n;
+  sg->p.sim = p->sim;
+  sg->p.jump = p->jump;
+  p->sim = NULL;
+  p->jump = NULL;
+  sg->bufs = in;
+  in = NULL;
+  sg->in.n = p->n;
+  sg->in.dim = d;
+  sg->in.ids = (const char *const *)sg->ids;
+  sg->in.vectors = sg->vec;
+  sg->in.texts = (const char *const *)sg->texts;
+  sg->in.text_lens = sg->lens;
+done:
+  for (q = 0; q < n; q++) free(lids[q]);
+  free(lids);
+  free(ltx);
+  free(llen);
+  free(lvec);
+out:
+  for (int r = 0; out && r < N; r++) {
+    free(out[r]);
+    if (in) free(in[r]);
+  }
+  free(out);
+  free(in);
+  free(len);
+  free(cap);
+  free(inlen);
+  free(owner_of);
+  free(cen);
+  order_knn_index_free(x);
+  order_knn_free(lk);
+  order_graph_free(gr);
+  order_dups_free(dups);
+  order_path_free(p);
+  return rc;
+}
+
+/* Rank 0 writes duplicates.jsonl (exact mode: d and ids given), summary.json
+ * and manifest.json; the checkpoints go unless kept. */
+static int finish(job *j, order_summary *sum_, double t0, const order_dups *d,
+                  char **idp, ctxd_error *e) {
+  order_summary sum = *sum_;
+  int rc = 0;
+  /* summary, manifest; checkpoints go */
+  uint64_t bytes[P_COUNT];
+  MPI_Reduce(j->sent, bytes, P_COUNT, MPI_UINT64_T, MPI_SUM, 0,
+             MPI_COMM_WORLD);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (j->rank == 0) {
+    if (d) write_dups(j, ORDER_FILE_DUPLICATES, d, idp);
+    if ((rc = order_write_summary(&sum, &j->o, j->out, e)) == 0)
+      write_manifest(j, &sum, j->t, bytes);
+    say(j, "done: %llu documents, %llu ordered, %llu duplicates, %llu "
+        "windows, adjacent similarity %.4f (random %.4f); pack %.1f s, "
+        "total %.1f s", (unsigned long long)sum.documents,
+        (unsigned long long)sum.ordered, (unsigned long long)sum.duplicates,
+        (unsigned long long)sum.windows, sum.adjacent_similarity,
+        sum.random_adjacent_similarity, sum.t_pack, now() - t0);
+    if (!j->quiet)
+      for (int q = 0; q < P_COUNT; q++)
+        fprintf(stderr, "ctxd-corpus: phase %s: %.2f s, %llu bytes sent\n",
+                pnames[q], j->t[q], (unsigned long long)bytes[q]);
+  }
+  if ((rc = agree(j, rc, e))) return rc;
+  if (!j->o.keep_checkpoints) {
+    char name[64];
+    snprintf(name, sizeof name, "knn-%05d.ckpt", j->rank);
+    char *c = ckpt_path(j, name);
+    unlink(c);
+    free(c);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (j->rank == 0) {
+      c = ckpt_path(j, "path.ckpt");
+      unlink(c);
+      free(c);
+      c = ckpt_path(j, "");
+      rmdir(c);
+      free(c);
+    }
+  }
+  return rc;
+}
+
+static int run_partitioned(job *j, order_summary *sum, double t0, seg *sg,
+                           ctxd_error *e) {
+  order_knn *g = NULL;
+  char method[64];
+  int rc;
+  double t = now();
+  j->phase = P_KNN;
+  uint32_t k = order_knn_k(j->n, j->o.k);
+  if ((rc = knn_phase(j, k, &g, method, &sum->nprobe, &sum->knn_recall,
+                      &sum->resumed_knn, e)))
+    return rc;
+  snprintf(sum->knn_method, sizeof sum->knn_method, "%s", method);
+  sum->k = k;
+  j->t[P_KNN] = sum->t_knn = now() - t;
+  say(j, "knn: %.1f s", sum->t_knn);
+  maybe_die_after(j, "knn");
+  j->phase = P_TRAVERSE;
+  t = now();
+  rc = partition(j, g, sg, sum, e);
+  order_knn_free(g);
+  if (rc) return rc;
+  j->t[P_TRAVERSE] = sum->t_traverse = now() - t;
+  say(j, "partitioned dedup and traverse: %.1f s (%u groups, %llu kNN "
+      "entries across ranks dropped)", sum->t_traverse, j->groups,
+      (unsigned long long)j->dropped_edges);
+  j->phase = P_PACK;
+  t = now();
+  pack_phase(j, sg, sum, NULL);
+  j->t[P_PACK] = sum->t_pack = now() - t;
+  sum->t_total = now() - t0 - sum->t_read;
+  return finish(j, sum, t0, NULL, NULL, e);
 }
 
 static int run(job *j, ctxd_error *e) {
@@ -1273,6 +1687,19 @@ static int run(job *j, ctxd_error *e) {
       "in %.1f s", (unsigned long long)j->n, j->dim, j->nshards, j->nranks,
       j->t[P_READ]);
 
+  /* exact: the graph, ids and vectors on rank 0, when they fit */
+  {
+    uint32_t kk = order_knn_k(j->n, j->o.k);
+    double need = (double)j->n * (24.0 * kk + 4.0 * j->dim + 64);
+    j->partitioned = j->traverse == TR_PARTITIONED ||
+                     (j->traverse == TR_AUTO && need > j->gather_max);
+    if (j->partitioned) {
+      say(j, "partitioned traversal (rank 0 would need %.1f GB, --gather-max "
+          "%.1f GB)", need / 1e9, j->gather_max / 1e9);
+      rc = run_partitioned(j, &sum, t0, &sg, e);
+      goto out;
+    }
+  }
   /* rank 0 holds the ids and vectors: for the duplicates, the jumps and
    * the random baselines */
   size_t ib = 0, tot;
@@ -1433,43 +1860,7 @@ static int run(job *j, ctxd_error *e) {
   sum.t_pack = j->t[P_PACK];
   sum.t_total = now() - t0 - sum.t_read;
 
-  /* summary, manifest; checkpoints go */
-  uint64_t bytes[P_COUNT];
-  MPI_Reduce(j->sent, bytes, P_COUNT, MPI_UINT64_T, MPI_SUM, 0,
-             MPI_COMM_WORLD);
-  MPI_Barrier(MPI_COMM_WORLD);
-  if (j->rank == 0) {
-    write_dups(j, d, idp);
-    if ((rc = order_write_summary(&sum, &j->o, j->out, e)) == 0)
-      write_manifest(j, &sum, j->t, bytes);
-    say(j, "done: %llu documents, %llu ordered, %llu duplicates, %llu "
-        "windows, adjacent similarity %.4f (random %.4f); pack %.1f s, "
-        "total %.1f s", (unsigned long long)sum.documents,
-        (unsigned long long)sum.ordered, (unsigned long long)sum.duplicates,
-        (unsigned long long)sum.windows, sum.adjacent_similarity,
-        sum.random_adjacent_similarity, sum.t_pack, now() - t0);
-    if (!j->quiet)
-      for (int q = 0; q < P_COUNT; q++)
-        fprintf(stderr, "ctxd-corpus: phase %s: %.2f s, %llu bytes sent\n",
-                pnames[q], j->t[q], (unsigned long long)bytes[q]);
-  }
-  if ((rc = agree(j, rc, e))) goto out;
-  if (!j->o.keep_checkpoints) {
-    char name[64];
-    snprintf(name, sizeof name, "knn-%05d.ckpt", j->rank);
-    char *c = ckpt_path(j, name);
-    unlink(c);
-    free(c);
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (j->rank == 0) {
-      c = ckpt_path(j, "path.ckpt");
-      unlink(c);
-      free(c);
-      c = ckpt_path(j, "");
-      rmdir(c);
-      free(c);
-    }
-  }
+  rc = finish(j, &sum, t0, d, idp, e);
 out:
   order_knn_free(g);
   order_knn_free(full);
@@ -1535,6 +1926,7 @@ int main(int argc, char **argv) {
   free(j.vec);
   free(j.has_vec);
   free(j.offs);
+  free(j.seg_off);
   for (int s = 0; s < j.nshards; s++) free(j.shards[s]);
   free(j.shards);
   embedder_free(j.emb);

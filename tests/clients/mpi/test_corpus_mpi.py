@@ -79,6 +79,7 @@ def main():
 
 def run_all(tmp):
     shards, cluster = corpus(tmp)
+    exact = {}
     for label, extra in (("exact", []),
                          ("ivf", ["--exact-max", "500"])):
         res = {}
@@ -94,6 +95,7 @@ def run_all(tmp):
         if 1 not in res:
             continue
         man1, order1, win1, s1 = res[1]
+        exact[label] = s1
         ids1 = [x["id"] for x in order1]
         check(len(ids1) == len(set(ids1)), "%s: an id twice" % label)
         check(len(ids1) + s1["duplicates"] == len(cluster),
@@ -132,6 +134,37 @@ def run_all(tmp):
                   (label, np))
             check(win == win1, "%s np %d: the same windows as 1 rank" %
                   (label, np))
+
+    # partitioned traversal: groups of coarse clusters, a path per rank,
+    # stitched; every document once, windows within L, and its quality
+    # cost against the exact path on the same data
+    for np in (2, 4):
+        out = os.path.join(tmp, "part-%d" % np)
+        r = mpirun(np, ["--out", out, "--window", "512", "--seed", "3",
+                        "--traverse", "partitioned", *shards])
+        check(r.returncode == 0, "partitioned np %d: %s" % (np,
+                                                           r.stderr[-2000:]))
+        if r.returncode or "exact" not in exact:
+            continue
+        man, order, win, s = outputs(out)
+        ids = [x["id"] for x in order]
+        dups = sum(1 for sh in man["shards"]
+                   for _ in open(os.path.join(out, sh["duplicates"])))
+        check(man["traverse"] == "partitioned", "partitioned: manifest")
+        check(len(ids) == len(set(ids)) and len(ids) + dups == len(cluster),
+              "partitioned np %d: every document once (%d + %d dups)" %
+              (np, len(ids), dups))
+        check(dups == s["duplicates"], "partitioned: duplicates counted")
+        check([w["window"] for w in win] == list(range(len(win))) and
+              all(w["tokens"] <= 512 for w in win) and
+              s["windows"] == len(win), "partitioned np %d: windows" % np)
+        a, b = s["adjacent_similarity"], exact["exact"]["adjacent_similarity"]
+        check(a >= 0.95 * b, "partitioned np %d: adjacent %.4f vs exact %.4f"
+              % (np, a, b))
+        print("partitioned np %d: adjacent %.4f (exact %.4f, %.2f%%), jumps "
+              "%d (exact %d), %d kNN entries dropped" %
+              (np, a, b, 100 * (a - b) / b, s["jumps"],
+               exact["exact"]["jumps"], man["knn_entries_dropped"]))
 
     # bad and missing shards
     out = os.path.join(tmp, "bad")
