@@ -19,7 +19,7 @@
 #include "vindex.h"
 
 #define SHARDS_MAX 100000
-#define BLOCK_DEFAULT 32768
+#define BLOCK_DEFAULT 262144
 #define CHUNK ((size_t)1 << 30) /* bytes per MPI message */
 
 enum { P_READ, P_KNN, P_TRAVERSE, P_PACK, P_COUNT };
@@ -910,8 +910,11 @@ static void send_part(job *j, const order_wpart *w, int to) {
   memcpy(b + 32, &w->sq, 8);
   if (w->docs_len) memcpy(b + 40, w->docs, w->docs_len);
   if (w->text_len) memcpy(b + 40 + w->docs_len, w->text, w->text_len);
-  double *S = (double *)(b + 40 + w->docs_len + w->text_len);
-  for (uint32_t d = 0; d < j->dim; d++) S[d] = w->S ? w->S[d] : 0;
+  char *S = b + 40 + w->docs_len + w->text_len; /* unaligned: memcpy */
+  for (uint32_t d = 0; d < j->dim; d++) {
+    double v = w->S ? w->S[d] : 0;
+    memcpy(S + (size_t)d * 8, &v, 8);
+  }
   send_big(j, b, n, to, 41);
   free(b);
 }
@@ -1116,7 +1119,7 @@ static const char usage[] =
     "  --no-separator      nothing between documents\n"
     "  --exact-max N       exact kNN up to N documents (default 10000)\n"
     "  --nlist N, --nprobe N, --recall X   the inverted file (as order.h)\n"
-    "  --block N           queries per block on the ring (default 32768)\n"
+    "  --block N           queries per block on the ring (default 262144)\n"
     "  --traverse T        exact: the graph on rank 0, one greedy path;\n"
     "                      partitioned: documents grouped by coarse cluster,\n"
     "                      a path per rank over its groups, stitched; auto\n"
@@ -1370,8 +1373,11 @@ static int partition(job *j, const order_knn *g, seg *sg, order_summary *sum,
       uint32_t il, tl, c = 0;
       memcpy(&il, w + 4, 4);
       memcpy(&tl, w + 8, 4);
-      const uint32_t *nb = (const uint32_t *)(w + 16);
-      const float *sm = (const float *)(w + 16 + (size_t)k * 4);
+      /* records are packed back to back: copy the row out (alignment) */
+      uint32_t nb[ORDER_K_MAX];
+      float sm[ORDER_K_MAX];
+      memcpy(nb, w + 16, (size_t)k * 4);
+      memcpy(sm, w + 16 + (size_t)k * 4, (size_t)k * 4);
       for (uint32_t a = 0; a < k; a++) {
         if (nb[a] == ORDER_NONE) continue;
         uint32_t *hit = bsearch(&nb[a], gids, n, 4, cmp_u32);
