@@ -376,6 +376,15 @@ int order_nprobe_choose(const float *centroids, uint32_t nlist, uint32_t dim,
                         uint32_t k, const order_opts *o, uint32_t *nprobe,
                         float *recall, ctxd_error *e);
 
+/* An index of rows already assigned to lists: row i (labelled i) is a
+ * member of list[i] < nlist; each query of order_knn_search_block then
+ * names the one list it searches (qt 1). The MPI executable gathers each
+ * list's members on one rank and sends every query to the ranks of its
+ * nprobe lists. vectors are borrowed. Errors: CTXD_EINVAL, CTXD_ENOMEM. */
+int order_knn_lists(const float *vectors, uint64_t n, uint32_t dim,
+                    const uint32_t *list, uint32_t nlist, order_knn_index **out,
+                    ctxd_error *e);
+
 /* Set the lists each query searches (re-assigning rows when more lists are
  * needed than stored) and the recall to report (NaN: not measured). No-op
  * for a Flat shard. Errors: CTXD_EINVAL (nprobe out of 1..nlist), those of

@@ -675,6 +675,40 @@ fail:
   return rc;
 }
 
+int order_knn_lists(const float *vectors, uint64_t n, uint32_t dim,
+                    const uint32_t *list, uint32_t nlist, order_knn_index **out,
+                    ctxd_error *e) {
+  order_knn_index *x = NULL;
+  int rc;
+  *out = NULL;
+  if (dim == 0 || nlist == 0 || (n && (!vectors || !list)) ||
+      n > ORDER_DOCS_MAX)
+    return ctxd_seterr(e, CTXD_EINVAL, "no vectors or lists to index");
+  for (uint64_t i = 0; i < n; i++)
+    if (list[i] >= nlist)
+      return ctxd_seterr(e, CTXD_EINVAL, "row %llu in list %u of %u",
+                         (unsigned long long)i, list[i], nlist);
+  if (!(x = calloc(1, sizeof *x)) ||
+      !(x->probe = malloc((n ? n : 1) * sizeof *x->probe))) {
+    order_knn_index_free(x);
+    return ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
+  }
+  x->n = n;
+  x->dim = dim;
+  x->x = vectors;
+  x->nlist = nlist;
+  x->nprobe = x->t = 1;
+  x->recall = NAN;
+  memcpy(x->probe, list, n * sizeof *x->probe);
+  if ((rc = build_lists(x, e))) {
+    order_knn_index_free(x);
+    return rc;
+  }
+  snprintf(x->method, sizeof x->method, "IVF%u lists", nlist);
+  *out = x;
+  return 0;
+}
+
 int order_knn_index_set_nprobe(order_knn_index *x, uint32_t nprobe,
                                float recall, const order_opts *o,
                                ctxd_error *e) {

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "embed.h"
@@ -58,6 +59,7 @@ typedef struct job {
   uint64_t *seg_off;  /* partitioned: nranks + 1 path positions per rank */
   uint32_t groups;
   uint64_t dropped_edges; /* kNN entries between ranks' groups */
+  double search_cpu;      /* CPU seconds of this rank's kNN searches */
   double last_progress;
 } job;
 
@@ -87,6 +89,14 @@ static int agree(job *j, int rc, ctxd_error *e) {
 }
 
 static double now(void) { return MPI_Wtime(); }
+
+/* CPU time of the calling thread: the kNN search's own cost, whatever else
+ * the machine runs (the searches run on this thread when --threads 1). */
+static double cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static void progress(void *arg, order_phase ph, uint64_t done,
                      uint64_t total) {
@@ -676,8 +686,10 @@ static int knn_ring(job *j, order_knn_index *x, order_knn *g, ctxd_error *e) {
       uint32_t *hp = (uint32_t *)(hv + hq * d);
       uint32_t *hn = hp + hq * np;
       float *hs = (float *)(hn + hq * k);
+      double c0 = cpu_now();
       int rc = order_knn_search_block(x, hv, hq, hid, hp, np, k, hn, hs,
                                       &j->o, e);
+      j->search_cpu += cpu_now() - c0;
       if (rc) die(j, "kNN search: %s", e->msg);
       if (j->nranks == 1) break;
       size_t bytes = 8 + hq * per;
@@ -706,6 +718,163 @@ static int knn_ring(job *j, order_knn_index *x, order_knn *g, ctxd_error *e) {
   return 0;
 }
 
+/* Inverted file across ranks: list l lives on rank l % N. Every document
+ * goes, as a member, to the rank of its nearest list and, as a query, to
+ * the ranks of its nprobe nearest lists; each rank searches its lists
+ * once (as one machine does), and the results go back to the queries'
+ * owners, merged there. Work per list is done once whatever the rank
+ * count (the ring would meet every list N times per block). */
+static int knn_route(job *j, order_knn_index *x, order_knn *g,
+                     ctxd_error *e) {
+  int N = j->nranks, rc = 0;
+  uint32_t k = g->k, d = j->dim, t, np = 0;
+  uint32_t nlist = order_knn_nlist(j->n, &j->o);
+  const uint32_t *probes = order_knn_index_probes(x, &t);
+  order_knn_index_method(x, &np, NULL);
+  char **out = calloc(N, sizeof *out), **in = calloc(N, sizeof *in);
+  size_t *len = calloc(N, sizeof *len), *cap = calloc(N, sizeof *cap),
+         *inlen = calloc(N, sizeof *inlen);
+  uint32_t *mg = NULL, *ml = NULL, *qg = NULL, *ql = NULL, *nbr = NULL;
+  float *mv = NULL, *qv = NULL, *sim = NULL;
+  int64_t *qid = NULL;
+  order_knn_index *mx = NULL;
+  if (!out || !in || !len || !cap || !inlen) die(j, "out of memory");
+  size_t rs = 8 + (size_t)d * 4; /* gid | list | vector */
+#define PUT(r, gid, l, vec)                                          \
+  do {                                                               \
+    if (len[r] + rs > cap[r]) {                                      \
+      cap[r] = cap[r] ? cap[r] * 2 : 1 << 16;                        \
+      if (!(out[r] = realloc(out[r], cap[r]))) die(j, "out of memory"); \
+    }                                                                \
+    uint32_t h_[2] = {(gid), (l)};                                   \
+    memcpy(out[r] + len[r], h_, 8);                                  \
+    memcpy(out[r] + len[r] + 8, (vec), (size_t)d * 4);               \
+    len[r] += rs;                                                    \
+  } while (0)
+  /* the members */
+  for (uint64_t i = 0; i < j->n_local; i++) {
+    uint32_t l = probes[i * t];
+    PUT((int)(l % (uint32_t)N), (uint32_t)(j->off + i), l, j->vec + i * d);
+  }
+  exchange(j, out, len, in, inlen);
+  cap[j->rank] = 0; /* exchange moved this rank's own buffer to in[] */
+  uint64_t M = 0;
+  for (int r = 0; r < N; r++) M += inlen[r] / rs;
+  mg = malloc((M + 1) * 4);
+  ml = malloc((M + 1) * 4);
+  mv = malloc((M * d + 1) * sizeof *mv);
+  if (!mg || !ml || !mv) die(j, "out of memory for %llu list members",
+                             (unsigned long long)M);
+  for (int r = 0, m = 0; r < N; r++) { /* rank order is gid order */
+    for (size_t a = 0; a < inlen[r]; a += rs, m++) {
+      memcpy(&mg[m], in[r] + a, 4);
+      memcpy(&ml[m], in[r] + a + 4, 4);
+      memcpy(mv + (uint64_t)m * d, in[r] + a + 8, (size_t)d * 4);
+    }
+    free(in[r]);
+    in[r] = NULL;
+    len[r] = 0;
+  }
+  /* the queries: one record per probed list */
+  for (uint64_t i = 0; i < j->n_local; i++)
+    for (uint32_t p = 0; p < np; p++) {
+      uint32_t l = probes[i * t + p];
+      PUT((int)(l % (uint32_t)N), (uint32_t)(j->off + i), l, j->vec + i * d);
+    }
+#undef PUT
+  exchange(j, out, len, in, inlen);
+  cap[j->rank] = 0; /* exchange moved this rank's own buffer to in[] */
+  uint64_t Q = 0;
+  for (int r = 0; r < N; r++) Q += inlen[r] / rs;
+  qg = malloc((Q + 1) * 4);
+  ql = malloc((Q + 1) * 4);
+  qv = malloc((Q * d + 1) * sizeof *qv);
+  qid = malloc((Q + 1) * sizeof *qid);
+  nbr = malloc((Q * k + 1) * sizeof *nbr);
+  sim = calloc(Q * k + 1, sizeof *sim);
+  if (!qg || !ql || !qv || !qid || !nbr || !sim)
+    die(j, "out of memory for %llu queries", (unsigned long long)Q);
+  for (int r = 0, q = 0; r < N; r++) {
+    for (size_t a = 0; a < inlen[r]; a += rs, q++) {
+      memcpy(&qg[q], in[r] + a, 4);
+      memcpy(&ql[q], in[r] + a + 4, 4);
+      memcpy(qv + (uint64_t)q * d, in[r] + a + 8, (size_t)d * 4);
+    }
+    free(in[r]);
+    in[r] = NULL;
+    len[r] = 0;
+  }
+  for (uint64_t q = 0; q < Q; q++) { /* the query's own row, if a member */
+    uint32_t *hit = bsearch(&qg[q], mg, M, 4, cmp_u32);
+    qid[q] = hit ? hit - mg : -1;
+  }
+  memset(nbr, 0xff, Q * k * sizeof *nbr);
+  double c0 = cpu_now();
+  if ((rc = order_knn_lists(mv, M, d, ml, nlist, &mx, e)) == 0)
+    rc = order_knn_search_block(mx, qv, Q, qid, ql, 1, k, nbr, sim, &j->o, e);
+  j->search_cpu += cpu_now() - c0;
+  if (rc) die(j, "kNN search: %s", e->msg);
+  free(qv);
+  qv = NULL;
+  /* the results home: gid | k neighbours | k similarities */
+  size_t res = 4 + (size_t)k * 8;
+  for (uint64_t q = 0; q < Q; q++) {
+    int r = 0;
+    while (r + 1 < N && j->offs[r + 1] <= qg[q]) r++;
+    if (len[r] + res > cap[r]) {
+      while (len[r] + res > cap[r]) cap[r] = cap[r] ? cap[r] * 2 : 1 << 16;
+      if (!(out[r] = realloc(out[r], cap[r]))) die(j, "out of memory");
+    }
+    char *w = out[r] + len[r];
+    for (uint32_t a = 0; a < k; a++)
+      if (nbr[q * k + a] != ORDER_NONE) nbr[q * k + a] = mg[nbr[q * k + a]];
+    memcpy(w, &qg[q], 4);
+    memcpy(w + 4, nbr + q * k, (size_t)k * 4);
+    memcpy(w + 4 + (size_t)k * 4, sim + q * k, (size_t)k * 4);
+    len[r] += res;
+  }
+  exchange(j, out, len, in, inlen);
+  cap[j->rank] = 0; /* exchange moved this rank's own buffer to in[] */
+  for (uint64_t i = 0; i < j->n_local * k; i++) {
+    g->nbr[i] = ORDER_NONE;
+    g->sim[i] = 0;
+  }
+  for (int r = 0; r < N; r++)
+    for (size_t a = 0; a < inlen[r]; a += res) {
+      uint32_t gid, bn[ORDER_K_MAX];
+      float bs[ORDER_K_MAX];
+      memcpy(&gid, in[r] + a, 4);
+      memcpy(bn, in[r] + a + 4, (size_t)k * 4);
+      memcpy(bs, in[r] + a + 4 + (size_t)k * 4, (size_t)k * 4);
+      if (gid < j->off || gid >= j->off + j->n_local)
+        die(j, "a result for document %u reached the wrong rank", gid);
+      uint64_t row = gid - j->off;
+      order_knn_merge_rows(g->nbr + row * k, g->sim + row * k, NULL, bn, bs,
+                           NULL, k);
+    }
+  progress(j, ORDER_PHASE_KNN, 1, 1);
+  for (int r = 0; r < N; r++) {
+    free(out[r]);
+    free(in[r]);
+  }
+  free(out);
+  free(in);
+  free(len);
+  free(cap);
+  free(inlen);
+  free(mg);
+  free(ml);
+  free(mv);
+  free(qg);
+  free(ql);
+  free(qv);
+  free(qid);
+  free(nbr);
+  free(sim);
+  order_knn_index_free(mx);
+  return rc;
+}
+
 static int knn_phase(job *j, uint32_t k, order_knn **gp, char *method,
                      uint32_t *nprobe, float *recall, int *resumed,
                      ctxd_error *e) {
@@ -731,9 +900,10 @@ static int knn_phase(job *j, uint32_t k, order_knn **gp, char *method,
     if (!rc && j->n >= 2 && (rc = knn_index(j, k, &x, e)) == 0) {
       const char *m = order_knn_index_method(x, &g->nprobe, &g->recall);
       snprintf(g->method, sizeof g->method, "%s", m);
-      say(j, "knn: %s over %d shards, blocks of %llu queries", m, j->nranks,
-          (unsigned long long)j->block);
-      rc = knn_ring(j, x, g, e);
+      say(j, "knn: %s over %d ranks", m, j->nranks);
+      uint32_t t_;
+      rc = order_knn_index_probes(x, &t_) ? knn_route(j, x, g, e)
+                                          : knn_ring(j, x, g, e);
     }
     if (!rc && j->n < 2) snprintf(g->method, sizeof g->method, "Flat");
     if (!rc) rc = order_knn_save(g, path, fp, e);
@@ -1039,7 +1209,7 @@ static void maybe_die_after(job *j, const char *phase) {
 }
 
 static void write_manifest(job *j, const order_summary *s, double *secs,
-                           uint64_t *bytes) {
+                           uint64_t *bytes, const double *cpu) {
   char tmp[4096];
   FILE *f = open_tmp(j, "manifest.json", tmp, sizeof tmp);
   fprintf(f, "{\"ranks\":%d,\"documents\":%llu,\"ordered\":%llu,"
@@ -1071,6 +1241,8 @@ static void write_manifest(job *j, const order_summary *s, double *secs,
   for (int p = 0; p < P_COUNT; p++)
     fprintf(f, "%s\"%s\":{\"seconds\":%.3f,\"bytes_sent\":%llu}", p ? "," : "",
             pnames[p], secs[p], (unsigned long long)bytes[p]);
+  fprintf(f, ",\"knn_search_cpu_seconds\":{\"max\":%.3f,\"min\":%.3f,"
+          "\"sum\":%.3f}", cpu[0], cpu[1], cpu[2]);
   fputs("}}\n", f);
   commit_tmp(j, f, tmp);
 }
@@ -1526,11 +1698,18 @@ static int finish(job *j, order_summary *sum_, double t0, const order_dups *d,
   uint64_t bytes[P_COUNT];
   MPI_Reduce(j->sent, bytes, P_COUNT, MPI_UINT64_T, MPI_SUM, 0,
              MPI_COMM_WORLD);
+  double cpu[3];
+  MPI_Reduce(&j->search_cpu, &cpu[0], 1, MPI_DOUBLE, MPI_MAX, 0,
+             MPI_COMM_WORLD);
+  MPI_Reduce(&j->search_cpu, &cpu[1], 1, MPI_DOUBLE, MPI_MIN, 0,
+             MPI_COMM_WORLD);
+  MPI_Reduce(&j->search_cpu, &cpu[2], 1, MPI_DOUBLE, MPI_SUM, 0,
+             MPI_COMM_WORLD);
   MPI_Barrier(MPI_COMM_WORLD);
   if (j->rank == 0) {
     if (d) write_dups(j, ORDER_FILE_DUPLICATES, d, idp);
     if ((rc = order_write_summary(&sum, &j->o, j->out, e)) == 0)
-      write_manifest(j, &sum, j->t, bytes);
+      write_manifest(j, &sum, j->t, bytes, cpu);
     say(j, "done: %llu documents, %llu ordered, %llu duplicates, %llu "
         "windows, adjacent similarity %.4f (random %.4f); pack %.1f s, "
         "total %.1f s", (unsigned long long)sum.documents,
