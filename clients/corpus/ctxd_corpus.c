@@ -672,7 +672,7 @@ static int knn_ring(job *j, order_knn_index *x, order_knn *g, ctxd_error *e) {
     float *qv = (float *)(qid + nq);
     memcpy(qv, j->vec + a * d, nq * d * sizeof *qv);
     uint32_t *qp = (uint32_t *)(qv + nq * d);
-    for (uint64_t i = 0; i < nq; i++)
+    for (uint64_t i = 0; np && i < nq; i++)
       memcpy(qp + i * np, probes + (a + i) * qt, np * sizeof *qp);
     uint32_t *nb = qp + nq * np;
     float *sm = (float *)(nb + nq * k);
