@@ -1291,7 +1291,7 @@ static const char usage[] =
     "  --no-separator      nothing between documents\n"
     "  --exact-max N       exact kNN up to N documents (default 10000)\n"
     "  --nlist N, --nprobe N, --recall X   the inverted file (as order.h)\n"
-    "  --block N           queries per block on the ring (default 262144)\n"
+    "  --block N           queries per ring block, exact kNN (default 262144)\n"
     "  --traverse T        exact: the graph on rank 0, one greedy path;\n"
     "                      partitioned: documents grouped by coarse cluster,\n"
     "                      a path per rank over its groups, stitched; auto\n"
