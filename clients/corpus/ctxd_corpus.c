@@ -203,6 +203,37 @@ static void exchange(job *j, char **out, size_t *len, char **in,
   }
 }
 
+/* The buffers of one exchange: out[r]/len[r]/cap[r] to rank r, in[r] and
+ * inlen[r] from it. */
+typedef struct xbufs {
+  char **out, **in;
+  size_t *len, *cap, *inlen;
+} xbufs;
+
+static void xb_init(job *j, xbufs *b) {
+  int N = j->nranks;
+  b->out = calloc(N, sizeof *b->out);
+  b->in = calloc(N, sizeof *b->in);
+  b->len = calloc(N, sizeof *b->len);
+  b->cap = calloc(N, sizeof *b->cap);
+  b->inlen = calloc(N, sizeof *b->inlen);
+  if (!b->out || !b->in || !b->len || !b->cap || !b->inlen)
+    die(j, "out of memory");
+}
+
+static void xb_free(job *j, xbufs *b) {
+  for (int r = 0; r < j->nranks; r++) {
+    if (b->out) free(b->out[r]);
+    if (b->in) free(b->in[r]);
+  }
+  free(b->out);
+  free(b->in);
+  free(b->len);
+  free(b->cap);
+  free(b->inlen);
+  memset(b, 0, sizeof *b);
+}
+
 /* ---- input -------------------------------------------------------------------- */
 
 static int cmp_u32(const void *a, const void *b) {
@@ -718,6 +749,32 @@ static int knn_ring(job *j, order_knn_index *x, order_knn *g, ctxd_error *e) {
   return 0;
 }
 
+/* Unpack the (gid | list | vector) records every rank sent, in rank order
+ * (so ascending gids when each sender's are), freeing the buffers. */
+static uint64_t take_records(job *j, char **in, size_t *inlen, size_t *len,
+                             size_t rs, uint32_t **g, uint32_t **l,
+                             float **v) {
+  uint32_t d = j->dim;
+  uint64_t n = 0, m = 0;
+  for (int r = 0; r < j->nranks; r++) n += inlen[r] / rs;
+  *g = malloc((n + 1) * 4);
+  *l = malloc((n + 1) * 4);
+  *v = malloc((n * d + 1) * sizeof **v);
+  if (!*g || !*l || !*v)
+    die(j, "out of memory for %llu records", (unsigned long long)n);
+  for (int r = 0; r < j->nranks; r++) {
+    for (size_t a = 0; a < inlen[r]; a += rs, m++) {
+      memcpy(*g + m, in[r] + a, 4);
+      memcpy(*l + m, in[r] + a + 4, 4);
+      memcpy(*v + m * d, in[r] + a + 8, (size_t)d * 4);
+    }
+    free(in[r]);
+    in[r] = NULL;
+    len[r] = 0;
+  }
+  return n;
+}
+
 /* Inverted file across ranks: list l lives on rank l % N. Every document
  * goes, as a member, to the rank of its nearest list and, as a query, to
  * the ranks of its nprobe nearest lists; each rank searches its lists
@@ -731,14 +788,14 @@ static int knn_route(job *j, order_knn_index *x, order_knn *g,
   uint32_t nlist = order_knn_nlist(j->n, &j->o);
   const uint32_t *probes = order_knn_index_probes(x, &t);
   order_knn_index_method(x, &np, NULL);
-  char **out = calloc(N, sizeof *out), **in = calloc(N, sizeof *in);
-  size_t *len = calloc(N, sizeof *len), *cap = calloc(N, sizeof *cap),
-         *inlen = calloc(N, sizeof *inlen);
+  xbufs xb;
+  xb_init(j, &xb);
+  char **out = xb.out, **in = xb.in;
+  size_t *len = xb.len, *cap = xb.cap, *inlen = xb.inlen;
   uint32_t *mg = NULL, *ml = NULL, *qg = NULL, *ql = NULL, *nbr = NULL;
   float *mv = NULL, *qv = NULL, *sim = NULL;
   int64_t *qid = NULL;
   order_knn_index *mx = NULL;
-  if (!out || !in || !len || !cap || !inlen) die(j, "out of memory");
   size_t rs = 8 + (size_t)d * 4; /* gid | list | vector */
 #define PUT(r, gid, l, vec)                                          \
   do {                                                               \
@@ -758,23 +815,7 @@ static int knn_route(job *j, order_knn_index *x, order_knn *g,
   }
   exchange(j, out, len, in, inlen);
   cap[j->rank] = 0; /* exchange moved this rank's own buffer to in[] */
-  uint64_t M = 0;
-  for (int r = 0; r < N; r++) M += inlen[r] / rs;
-  mg = malloc((M + 1) * 4);
-  ml = malloc((M + 1) * 4);
-  mv = malloc((M * d + 1) * sizeof *mv);
-  if (!mg || !ml || !mv) die(j, "out of memory for %llu list members",
-                             (unsigned long long)M);
-  for (int r = 0, m = 0; r < N; r++) { /* rank order is gid order */
-    for (size_t a = 0; a < inlen[r]; a += rs, m++) {
-      memcpy(&mg[m], in[r] + a, 4);
-      memcpy(&ml[m], in[r] + a + 4, 4);
-      memcpy(mv + (uint64_t)m * d, in[r] + a + 8, (size_t)d * 4);
-    }
-    free(in[r]);
-    in[r] = NULL;
-    len[r] = 0;
-  }
+  uint64_t M = take_records(j, in, inlen, len, rs, &mg, &ml, &mv);
   /* the queries: one record per probed list */
   for (uint64_t i = 0; i < j->n_local; i++)
     for (uint32_t p = 0; p < np; p++) {
@@ -784,26 +825,12 @@ static int knn_route(job *j, order_knn_index *x, order_knn *g,
 #undef PUT
   exchange(j, out, len, in, inlen);
   cap[j->rank] = 0; /* exchange moved this rank's own buffer to in[] */
-  uint64_t Q = 0;
-  for (int r = 0; r < N; r++) Q += inlen[r] / rs;
-  qg = malloc((Q + 1) * 4);
-  ql = malloc((Q + 1) * 4);
-  qv = malloc((Q * d + 1) * sizeof *qv);
+  uint64_t Q = take_records(j, in, inlen, len, rs, &qg, &ql, &qv);
   qid = malloc((Q + 1) * sizeof *qid);
   nbr = malloc((Q * k + 1) * sizeof *nbr);
   sim = calloc(Q * k + 1, sizeof *sim);
-  if (!qg || !ql || !qv || !qid || !nbr || !sim)
+  if (!qid || !nbr || !sim)
     die(j, "out of memory for %llu queries", (unsigned long long)Q);
-  for (int r = 0, q = 0; r < N; r++) {
-    for (size_t a = 0; a < inlen[r]; a += rs, q++) {
-      memcpy(&qg[q], in[r] + a, 4);
-      memcpy(&ql[q], in[r] + a + 4, 4);
-      memcpy(qv + (uint64_t)q * d, in[r] + a + 8, (size_t)d * 4);
-    }
-    free(in[r]);
-    in[r] = NULL;
-    len[r] = 0;
-  }
   for (uint64_t q = 0; q < Q; q++) { /* the query's own row, if a member */
     uint32_t *hit = bsearch(&qg[q], mg, M, 4, cmp_u32);
     qid[q] = hit ? hit - mg : -1;
@@ -853,15 +880,7 @@ static int knn_route(job *j, order_knn_index *x, order_knn *g,
                            NULL, k);
     }
   progress(j, ORDER_PHASE_KNN, 1, 1);
-  for (int r = 0; r < N; r++) {
-    free(out[r]);
-    free(in[r]);
-  }
-  free(out);
-  free(in);
-  free(len);
-  free(cap);
-  free(inlen);
+  xb_free(j, &xb);
   free(mg);
   free(ml);
   free(mv);
@@ -956,10 +975,10 @@ static void seg_free(job *j, seg *s) {
 static int redistribute(job *j, const uint32_t *pos_of, uint64_t m, seg *s,
                         ctxd_error *e) {
   int N = j->nranks, rc = 0;
-  char **out = calloc(N, sizeof *out), **in = calloc(N, sizeof *in);
-  size_t *len = calloc(N, sizeof *len), *cap = calloc(N, sizeof *cap),
-         *inlen = calloc(N, sizeof *inlen);
-  if (!out || !in || !len || !cap || !inlen) die(j, "out of memory");
+  xbufs xb;
+  xb_init(j, &xb);
+  char **out = xb.out, **in = xb.in;
+  size_t *len = xb.len, *cap = xb.cap, *inlen = xb.inlen;
   for (uint64_t i = 0; i < j->n_local; i++) {
     if (pos_of[i] == ORDER_NONE) continue;
     uint64_t pos = pos_of[i];
@@ -1033,7 +1052,7 @@ static int redistribute(job *j, const uint32_t *pos_of, uint64_t m, seg *s,
   if (got != n) die(j, "segment of %llu documents got %llu",
                     (unsigned long long)n, (unsigned long long)got);
   s->bufs = in;
-  in = NULL;
+  xb.in = NULL;
   for (uint64_t q = 0; q < n; q++) s->p.doc[q] = (uint32_t)q;
   s->p.n = n;
   s->in.n = n;
@@ -1043,15 +1062,7 @@ static int redistribute(job *j, const uint32_t *pos_of, uint64_t m, seg *s,
   s->in.texts = (const char *const *)s->texts;
   s->in.text_lens = s->lens;
 out:
-  for (int r = 0; r < N; r++) {
-    free(out[r]);
-    if (in) free(in[r]);
-  }
-  free(out);
-  free(in);
-  free(len);
-  free(cap);
-  free(inlen);
+  xb_free(j, &xb);
   return rc;
 }
 
@@ -1412,6 +1423,7 @@ static int partition(job *j, const order_knn *g, seg *sg, order_summary *sum,
   order_graph *gr = NULL;
   order_dups *dups = NULL;
   order_path *p = NULL;
+  xbufs xb = {0};
   char **out = NULL, **in = NULL;
   size_t *len = NULL, *cap = NULL, *inlen = NULL;
   uint64_t G = (uint64_t)llround(sqrt((double)j->n));
@@ -1474,12 +1486,12 @@ static int partition(job *j, const order_knn *g, seg *sg, order_summary *sum,
   free(cnt);
   free(all);
   /* every document to its group's rank: gid | row | sims | vector | id | text */
-  out = calloc(N, sizeof *out);
-  in = calloc(N, sizeof *in);
-  len = calloc(N, sizeof *len);
-  cap = calloc(N, sizeof *cap);
-  inlen = calloc(N, sizeof *inlen);
-  if (!out || !in || !len || !cap || !inlen) die(j, "out of memory");
+  xb_init(j, &xb);
+  out = xb.out;
+  in = xb.in;
+  len = xb.len;
+  cap = xb.cap;
+  inlen = xb.inlen;
   size_t fixed = 16 + (size_t)k * 8 + (size_t)d * 4;
   for (uint64_t i = 0; i < j->n_local && !rc; i++) {
     int r = (int)owner_of[grp[i * t]];
@@ -1655,7 +1667,7 @@ static int partition(job *j, const order_knn *g, seg *sg, order_summary *sum,
   p->sim = NULL;
   p->jump = NULL;
   sg->bufs = in;
-  in = NULL;
+  xb.in = NULL;
   sg->in.n = p->n;
   sg->in.dim = d;
   sg->in.ids = (const char *const *)sg->ids;
@@ -1669,15 +1681,7 @@ done:
   free(llen);
   free(lvec);
 out:
-  for (int r = 0; out && r < N; r++) {
-    free(out[r]);
-    if (in) free(in[r]);
-  }
-  free(out);
-  free(in);
-  free(len);
-  free(cap);
-  free(inlen);
+  xb_free(j, &xb);
   free(owner_of);
   free(cen);
   order_knn_index_free(x);
