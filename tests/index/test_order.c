@@ -967,6 +967,121 @@ static void test_traverse_small(void) {
   order_knn_free(k);
 }
 
+/* Packing in segments, as ctxd-corpus's ranks do it: start states from dry
+ * runs passed along, each window that spans segments completed by the
+ * segment where it began from the heads after it. windows.jsonl and
+ * order.jsonl come out byte for byte as one order_pack, with its figures. */
+static void test_pack_segments(void) {
+  corpus c;
+  order_input in;
+  order_opts o;
+  order_summary s;
+  ctxd_error e = {0};
+  char dir[512];
+  make_corpus(&c, 4, 60, 16, 0.2, 160, 11);
+  corpus_setup(&c, &in, 1, &o, 10, 300);
+  uint64_t n = c.n;
+  order_path p = {n, malloc(n * 4), malloc(n * 4), calloc(n, 1), 0};
+  for (uint64_t i = 0; i < n; i++) {
+    p.doc[i] = (uint32_t)((i * 7) % n); /* any order of every document */
+    p.sim[i] = (float)(i % 10) / 10;
+  }
+  subdir(dir, sizeof dir, "segments");
+  mkdir(dir, 0755);
+  memset(&s, 0, sizeof s);
+  CHECK(order_pack(&in, &p, NULL, &o, dir, &s, &e) == 0);
+  /* segments of 70, 0, 130 and 40 documents */
+  const uint64_t cut[] = {0, 70, 70, 200, n};
+  enum { S = 4 };
+  uint64_t *tokens = malloc(n * sizeof *tokens);
+  order_pack_state st[S + 1] = {{0, 0, 0}};
+  order_pack_seg seg[S];
+  FILE *w[S], *od[S];
+  char *wb[S], *ob[S];
+  size_t wl[S], ol[S];
+  order_path ps[S];
+  for (int r = 0; r < S; r++) {
+    uint64_t a = cut[r];
+    ps[r] = (order_path){cut[r + 1] - a, p.doc + a, p.sim + a, p.jump + a, 0};
+    CHECK(order_pack_tokens(&in, &ps[r], &o, tokens + a, &e) == 0);
+  }
+  for (int r = 0; r < S; r++) { /* the dry runs, one after the other */
+    order_pack_seg dry;
+    CHECK(order_pack_segment(&in, &ps[r], cut[r], &o, &st[r], tokens + cut[r],
+                             1, NULL, NULL, &dry, &e) == 0);
+    st[r + 1] = dry.end;
+    order_pack_seg_free(&dry);
+  }
+  double total = 0;
+  uint64_t count = 0, toks = 0;
+  for (int r = 0; r < S; r++) { /* the packing proper, any order */
+    w[r] = open_memstream(&wb[r], &wl[r]);
+    od[r] = open_memstream(&ob[r], &ol[r]);
+    CHECK(order_pack_segment(&in, &ps[r], cut[r], &o, &st[r],
+                             tokens + cut[r], 1, w[r], od[r], &seg[r],
+                             &e) == 0);
+    total += seg[r].sim_total;
+    count += seg[r].sim_windows;
+    toks += seg[r].tokens;
+  }
+  order_wpart next = {0};
+  for (int r = S - 1; r >= 0; r--) { /* the seams, right to left */
+    order_wpart cur = seg[r].head_only ? seg[r].head : seg[r].tail;
+    CHECK(order_wpart_append(&cur, &next, in.dim, &e) == 0);
+    order_wpart_free(&next);
+    if (seg[r].head_only) {
+      next = cur;
+      seg[r].head = (order_wpart){0};
+      continue;
+    }
+    if (seg[r].end.open || cur.tokens) {
+      order_wpart_write(w[r], seg[r].end.window, &cur);
+      double ws = order_wpart_similarity(&cur, in.dim);
+      if (ws == ws) {
+        total += ws;
+        count++;
+      }
+    }
+    order_wpart_free(&cur);
+    seg[r].tail = (order_wpart){0};
+    next = seg[r].head;
+    seg[r].head = (order_wpart){0};
+  }
+  order_wpart_free(&next);
+  size_t al = 0, bl = 0;
+  char *all = NULL, *allo = NULL;
+  FILE *fa = open_memstream(&all, &al), *fb = open_memstream(&allo, &bl);
+  for (int r = 0; r < S; r++) {
+    fclose(w[r]);
+    fclose(od[r]);
+    fwrite(wb[r], 1, wl[r], fa);
+    fwrite(ob[r], 1, ol[r], fb);
+    free(wb[r]);
+    free(ob[r]);
+    order_pack_seg_free(&seg[r]);
+  }
+  fclose(fa);
+  fclose(fb);
+  char *want = slurp(dir, ORDER_FILE_WINDOWS), *wanto = slurp(dir, ORDER_FILE_ORDER);
+  CHECK(want && all && strcmp(want, all) == 0);
+  CHECK(wanto && allo && strcmp(wanto, allo) == 0);
+  CHECK(st[S].window + st[S].open == s.windows);
+  CHECK(s.windows > 20); /* documents were cut across windows */
+  CHECK(toks == s.tokens);
+  CHECK(count && fabs(total / (double)count - s.window_similarity) < 1e-9);
+  printf("segments: %llu windows, %llu tokens, the same as one pass\n",
+         (unsigned long long)s.windows, (unsigned long long)s.tokens);
+  free(want);
+  free(wanto);
+  free(all);
+  free(allo);
+  free(tokens);
+  free(p.doc);
+  free(p.sim);
+  free(p.jump);
+  corpus_free(&c);
+}
+
 int main(void) {
   vindex_global_init(2);
   if (!mkdtemp(base)) {
@@ -984,6 +1099,7 @@ int main(void) {
   test_jsonl_embed_run();
   test_hash_embedder();
   test_cancel_resume();
+  test_pack_segments();
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", base);
