@@ -13,8 +13,8 @@
  * a paraphrase that shares a content word (or a 5-letter prefix) with its
  * needle, or a literal question that shares fewer than two, stops the run
  * with exit status 3. */
-#define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,37 +307,73 @@ static void reset_peak(void) {
 
 /* ------------------------------------------------- plain llama.cpp baseline */
 
-/* llama.cpp alone on n tokens (ids cycled), in sequences of seq_len tokens,
- * cleared between sequences: the prompt processing that the method's decode
- * calls amount to. Returns seconds. */
-static double plain_decode(struct llama_context *c, const int32_t *ids, size_t n_ids,
-                           uint64_t n, uint32_t seq_len, uint32_t n_batch) {
-  struct llama_batch b = llama_batch_init((int32_t)n_batch, 0, 1);
-  double t0 = now();
-  uint64_t done = 0;
+/* Plain llama.cpp decoding as many tokens as the method fed the model
+ * (st->model_tokens, real prose ids cycled) in the shape of its calls, on a
+ * context of its own (created outside the timing): XL3M, calls of
+ * xl3m_batch sequences of its mean sequence length, logits on the last nq
+ * positions of each; InfiniRetri, one sequence per window appending its mean
+ * step after a kept prefix so that the sequence ends at the longest length
+ * the method held, in batches of 512, no logits. Returns seconds. */
+static double plain_decode(struct llama_model *lm, int method, const select_opts *o,
+                           const select_stats *st, uint32_t nq, const int32_t *ids,
+                           size_t n_ids, int flash) {
+  int xl3m = method == SELECT_XL3M;
+  uint64_t units = xl3m ? st->segments : st->windows;
+  if (!units || !st->model_tokens) return 0;
+  uint32_t n_seq = 1, len = (uint32_t)(st->model_tokens / units), batch = 512;
+  uint32_t longest = (uint32_t)st->max_seq_tokens;
+  if (xl3m) {
+    uint32_t want = o->xl3m_batch ? o->xl3m_batch : 8;
+    n_seq = want < units ? want : (uint32_t)units;
+    batch = n_seq * len;
+    longest = len;
+  }
+  if (longest < len) longest = len;
+  struct llama_context_params cp = llama_context_default_params();
+  cp.n_ctx = (longest + 256) * n_seq;
+  cp.n_seq_max = n_seq;
+  cp.kv_unified = false;
+  cp.n_batch = cp.n_ubatch = batch;
+  /* as many threads as select's contexts get (lm.h: 0 = the CPUs this
+   * process may run on), not llama.cpp's default */
+  cpu_set_t cpus;
+  int nt = o->n_threads;
+  if (nt <= 0) nt = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 4;
+  cp.n_threads = cp.n_threads_batch = nt;
+  cp.flash_attn_type = flash ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  cp.no_perf = true;
+  struct llama_context *c = llama_init_from_model(lm, cp);
+  if (!c) die("llama_init_from_model", "failed for the baseline");
+  struct llama_batch b = llama_batch_init((int32_t)batch, 0, 1);
   size_t at = 0;
-  while (done < n) {
-    llama_memory_clear(llama_get_memory(c), true);
-    uint64_t seq = n - done < seq_len ? n - done : seq_len;
-    for (uint64_t pos = 0; pos < seq;) {
-      uint32_t m = seq - pos < n_batch ? (uint32_t)(seq - pos) : n_batch;
-      for (uint32_t i = 0; i < m; i++) {
-        b.token[i] = ids[at];
-        at = (at + 1) % n_ids;
-        b.pos[i] = (llama_pos)(pos + i);
-        b.n_seq_id[i] = 1;
-        b.seq_id[i][0] = 0;
-        b.logits[i] = i + 1 == m;
-      }
-      b.n_tokens = (int32_t)m;
+  uint64_t fed = 0;
+  uint32_t keep = longest > len ? longest - len : 0;
+  double t0 = now();
+  for (uint64_t k = 0; fed < st->model_tokens && k < units; k += n_seq) {
+    if (xl3m) llama_memory_clear(llama_get_memory(c), true);
+    else llama_memory_seq_rm(llama_get_memory(c), 0, k ? (llama_pos)keep : 0, -1);
+    uint32_t p0 = xl3m || k == 0 ? 0 : keep;
+    for (uint32_t p = 0; p < len;) {
+      int32_t nb = 0;
+      uint32_t from = p, ns = units - k < n_seq ? (uint32_t)(units - k) : n_seq;
+      for (uint32_t s = 0; s < ns; s++)
+        for (p = from; p < len && (xl3m || nb < (int32_t)batch); p++, nb++) {
+          b.token[nb] = ids[at];
+          at = (at + 1) % n_ids;
+          b.pos[nb] = (llama_pos)(p0 + p);
+          b.n_seq_id[nb] = 1;
+          b.seq_id[nb][0] = (llama_seq_id)s;
+          b.logits[nb] = xl3m && p + nq >= len;
+        }
+      b.n_tokens = nb;
       if (llama_decode(c, b) != 0) die("llama_decode", "failed in the baseline");
-      pos += m;
+      fed += (uint64_t)nb;
     }
-    done += seq;
   }
   llama_synchronize(c);
   double t = now() - t0;
   llama_batch_free(b);
+  llama_free(c);
   return t;
 }
 
@@ -374,8 +410,8 @@ static void usage(void) {
       "  --threads N        model threads (default: select's)\n"
       "  --ngl N            model layers on the GPU (-1 all; default 0)\n"
       "  --flash 0|1        flash attention in select's contexts (default 0)\n"
-      "  --baseline-ctx N   after each model run, time plain llama.cpp on its\n"
-      "                     model_tokens in sequences of N tokens (0 = off)\n"
+      "  --baseline         after each model run, time plain llama.cpp decoding its\n"
+      "                     model_tokens in the shape of its calls\n"
       "  --check            only check the pairs\n",
       stderr);
   exit(2);
@@ -386,7 +422,7 @@ int main(int argc, char **argv) {
   char methods_s[256] = "bm25", variants_s[64] = "literal,paraphrase";
   char lengths_s[512] = "1k,10k", depths_s[256] = "0,25,50,75,100";
   int seeds = 3, seed0 = 1, check_only = 0, ngl = 0, flash = 0;
-  uint32_t baseline_ctx = 0;
+  int baseline = 0;
   select_opts so;
   select_defaults(&so);
   so.token_budget = 512;
@@ -414,7 +450,7 @@ int main(int argc, char **argv) {
     else if (OPT("--threads")) so.n_threads = atoi(v);
     else if (OPT("--ngl")) ngl = atoi(v);
     else if (OPT("--flash")) flash = atoi(v);
-    else if (OPT("--baseline-ctx")) baseline_ctx = (uint32_t)atol(v);
+    else if (strcmp(a, "--baseline") == 0) baseline = 1;
     else usage();
 #undef OPT
   }
@@ -465,25 +501,15 @@ int main(int argc, char **argv) {
   fprintf(stderr, "niah: model %s (%s, %u layers); prose %zu sentences, %.1f s to load\n",
           info.name, info.tokenizer, info.n_layer, pr.n, now() - t0);
 
-  /* the plain llama.cpp baseline: a context of its own on the same file */
+  /* the plain llama.cpp baseline: llama.cpp's own load of the same file */
   struct llama_model *lmod = NULL;
-  struct llama_context *lctx = NULL;
   lm_tokens base_tok = {0};
-  if (baseline_ctx && need_model) {
+  if (baseline && need_model) {
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = ngl < 0 ? 999 : ngl;
     lmod = llama_model_load_from_file(model_path, mp);
     if (!lmod) die(model_path, "llama.cpp could not load it for the baseline");
-    struct llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = baseline_ctx;
-    cp.n_batch = baseline_ctx < 2048 ? baseline_ctx : 2048;
-    cp.n_ubatch = 512;
-    if (so.n_threads > 0) cp.n_threads = cp.n_threads_batch = so.n_threads;
-    cp.flash_attn_type = flash ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
-    cp.no_perf = true;
-    lctx = llama_init_from_model(lmod, cp);
-    if (!lctx) die("llama_init_from_model", "failed for the baseline");
-    /* real tokens: the first ~64k of the prose */
+    /* real tokens: the prose's first 2000 sentences */
     size_t span = pr.n > 2000 ? pr.start[2000] : pr.start[pr.n - 1];
     if (lm_tokenize(m, pr.text, span, LM_TOK_NO_OFFSETS, &base_tok, &e)) die("lm_tokenize", e.msg);
   }
@@ -541,9 +567,13 @@ int main(int argc, char **argv) {
             }
             int ok = covered == ne - ns;
             double base = 0;
-            if (lctx && env.model && res.stats.model_tokens)
-              base = plain_decode(lctx, base_tok.id, base_tok.n, res.stats.model_tokens,
-                                  baseline_ctx, baseline_ctx < 2048 ? baseline_ctx : 2048);
+            if (lmod && env.model) {
+              lm_tokens qt = {0};
+              if (lm_tokenize(m, q, strlen(q), LM_TOK_NO_OFFSETS, &qt, &e)) die("lm_tokenize", e.msg);
+              base = plain_decode(lmod, res.method, &so, &res.stats, (uint32_t)qt.n, base_tok.id,
+                                  base_tok.n, flash);
+              lm_tokens_free(&qt);
+            }
             printf("%s\t%s\t%s\t%g\t%d\t%s\t%llu\t%d\t%.1f\t%zu\t%u\t%llu\t%llu\t%.1f\t%llu\t%ld\t%ld"
                    "\t%.1f\t%.3f\n",
                    select_method_name(res.method), variant_name[var[vi]], ll[li], depth, s, pa->id,
@@ -564,7 +594,6 @@ int main(int argc, char **argv) {
     }
   }
   fprintf(stderr, "niah: done, %d trial(s) missed the needle\n", failures);
-  if (lctx) llama_free(lctx);
   if (lmod) llama_model_free(lmod);
   lm_tokens_free(&base_tok);
   embedder_free(emb);
