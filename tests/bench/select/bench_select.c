@@ -17,7 +17,8 @@
  *     last question-length positions of each (what XL3M asks for);
  *   infiniretri: per window, the mean number of tokens the method decoded
  *     per step appended after a kept prefix, so that the sequence ends at
- *     the longest length the method held, in batches of 512, no logits. */
+ *     the longest length the method held, in batches of 512, no logits.
+ * The baseline feeds the input's own tokens (in order, cycling). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,13 +90,13 @@ static char *prose(size_t bytes, size_t *len) {
 }
 
 static int baseline(const char *path, int method, const select_opts *o, const select_stats *st,
-                    uint32_t nq, int threads, double *secs, double *cpus) {
+                    uint32_t nq, const lm_tokens *src, int threads, double *secs,
+                    double *cpus) {
   struct llama_model_params mp = llama_model_default_params();
   struct llama_model *m = llama_model_load_from_file(path, mp);
   if (!m) return -1;
   struct llama_context_params cp = llama_context_default_params();
-  const struct llama_vocab *v = llama_model_get_vocab(m);
-  int32_t nv = llama_vocab_n_tokens(v);
+  size_t at = 0; /* the input's own tokens, in order, as the method reads them */
   uint32_t n_seq = 1, seq_len = (uint32_t)st->max_seq_tokens, batch = 512;
   if (method == SELECT_XL3M) {
     n_seq = o->xl3m_batch < st->segments ? o->xl3m_batch : (uint32_t)st->segments;
@@ -111,7 +112,6 @@ static int baseline(const char *path, int method, const select_opts *o, const se
   struct llama_context *c = llama_init_from_model(m, cp);
   struct llama_batch b = llama_batch_init((int32_t)batch, 0, 1);
   uint64_t fed = 0;
-  unsigned seed = 7;
   int rc = 0;
   double t0 = now(), c0 = cpu();
   if (method == SELECT_XL3M) {
@@ -123,7 +123,7 @@ static int baseline(const char *path, int method, const select_opts *o, const se
       uint64_t ns = st->segments - k < n_seq ? st->segments - k : n_seq;
       for (uint32_t s = 0; s < ns; s++)
         for (uint32_t i = 0; i < L; i++, nb++) {
-          b.token[nb] = (int32_t)((seed = seed * 1103515245u + 12345u) >> 8) % nv;
+          b.token[nb] = src->id[at++ % src->n];
           b.pos[nb] = (llama_pos)i;
           b.n_seq_id[nb] = 1;
           b.seq_id[nb][0] = (llama_seq_id)s;
@@ -142,7 +142,7 @@ static int baseline(const char *path, int method, const select_opts *o, const se
       for (uint64_t p = start; p < end && rc == 0;) {
         int32_t nb = 0;
         for (; nb < (int32_t)batch && p < end; nb++, p++) {
-          b.token[nb] = (int32_t)((seed = seed * 1103515245u + 12345u) >> 8) % nv;
+          b.token[nb] = src->id[at++ % src->n];
           b.pos[nb] = (llama_pos)p;
           b.n_seq_id[nb] = 1;
           b.seq_id[nb][0] = 0;
@@ -206,8 +206,12 @@ int main(int argc, char **argv) {
   long rss0 = rss_peak_kb();
   double best = 1e30, best_c = 1e30, bt = 1e30, bc = 1e30;
   int model_method = method == SELECT_XL3M || method == SELECT_INFINIRETRI;
-  lm_tokens qt = {0};
+  lm_tokens qt = {0}, src = {0};
   lm_tokenize(m, question, strlen(question), LM_TOK_NO_OFFSETS, &qt, &e);
+  if (lm_tokenize(m, text, len, LM_TOK_NO_OFFSETS, &src, &e) || src.n == 0) {
+    fprintf(stderr, "bench_select: %s\n", e.msg);
+    return 1;
+  }
   select_result r = {0};
   /* select_run and the baseline take turns, so both see the same load */
   for (int k = 0; k < runs; k++) {
@@ -222,7 +226,7 @@ int main(int argc, char **argv) {
     if (tc < best_c) best_c = tc;
     fprintf(stderr, "select_run: %.2f s (%.2f s of CPU)\n", t, tc);
     if (rss || !model_method) continue;
-    if (baseline(path, r.method, &o, &r.stats, (uint32_t)qt.n, threads, &t, &tc)) {
+    if (baseline(path, r.method, &o, &r.stats, (uint32_t)qt.n, &src, threads, &t, &tc)) {
       fprintf(stderr, "bench_select: the baseline failed\n");
       return 1;
     }
@@ -248,6 +252,7 @@ int main(int argc, char **argv) {
     printf("ratio\t%.3f wall, %.3f CPU\n", best / bt, best_c / bc);
   }
   lm_tokens_free(&qt);
+  lm_tokens_free(&src);
   select_result_free(&r);
   free(text);
   lm_model_free(m);
