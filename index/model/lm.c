@@ -480,6 +480,67 @@ typedef struct lm_seq {
   uint32_t k_len;
 } lm_seq;
 
+/* One output row's log-softmax: lm_eval spreads these over threads, since
+ * over a large vocabulary (150k) they cost about what a GPU's decode of the
+ * same rows does. */
+struct lp_job {
+  const float *lg;
+  int32_t target;
+  float *lp, *en;
+};
+
+typedef struct lp_part {
+  const struct lp_job *jobs;
+  size_t n;
+  uint32_t n_vocab;
+} lp_part;
+
+static void *lp_run(void *arg) {
+  const lp_part *p = arg;
+  for (size_t i = 0; i < p->n; i++) {
+    const struct lp_job *j = &p->jobs[i];
+    float lp, en;
+    lm_logprobs(j->lg, p->n_vocab, &j->target, 1, &lp, j->en ? &en : NULL);
+    if (j->lp) *j->lp = lp;
+    if (j->en) *j->en = en;
+  }
+  return NULL;
+}
+
+/* Run jobs[0..n) on up to `threads` threads (this one included); rows of a
+ * small vocabulary or few rows stay on this thread. */
+static void lp_run_all(const struct lp_job *jobs, size_t n, uint32_t n_vocab, int threads) {
+  enum { MAX_T = 64 };
+  size_t work = n * (size_t)n_vocab;
+  int t = threads < 1 ? 1 : threads > MAX_T ? MAX_T : threads;
+  /* at least about 2M logits a thread: below that a thread costs more than it saves */
+  while (t > 1 && work / (size_t)t < ((size_t)1 << 21)) t--;
+  if ((size_t)t > n) t = (int)n;
+  if (t <= 1) {
+    lp_part all = {jobs, n, n_vocab};
+    lp_run(&all);
+    return;
+  }
+  lp_part parts[MAX_T];
+  pthread_t tid[MAX_T];
+  int started[MAX_T] = {0};
+  size_t per = n / (size_t)t, extra = n % (size_t)t, at = 0;
+  for (int i = 0; i < t; i++) {
+    size_t m = per + ((size_t)i < extra ? 1 : 0);
+    parts[i] = (lp_part){jobs + at, m, n_vocab};
+    at += m;
+  }
+  for (int i = 1; i < t; i++)
+    started[i] = pthread_create(&tid[i], NULL, lp_run, &parts[i]) == 0;
+  lp_run(&parts[0]);
+  for (int i = 1; i < t; i++) {
+    if (started[i])
+      pthread_join(tid[i], NULL);
+    else
+      lp_run(&parts[i]); /* no thread: do its share here */
+  }
+}
+
 struct lm_ctx {
   lm_model *m;
   struct llama_context *lc;
@@ -488,6 +549,8 @@ struct lm_ctx {
   int embeddings;
   lm_seq *seq;
   struct { uint32_t req, row; } *omap; /* output row of each batch slot */
+  struct lp_job *lpj;  /* per batch slot: the log-softmax work of one call */
+  int threads;         /* llama.cpp's thread count; also splits that work */
 
   /* attention */
   int attn, attn_path;
@@ -568,6 +631,7 @@ void lm_ctx_free(lm_ctx *c) {
     free(c->seq);
   }
   free(c->omap);
+  free(c->lpj);
   free(c->q_rows);
   free(c->attn_out);
   free(c->row_tmp);
@@ -689,7 +753,9 @@ int lm_ctx_create(lm_model *m, const lm_ctx_opts *o, lm_ctx **out, ctxd_error *e
   c->batch = llama_batch_init((int32_t)c->n_batch, 0, 1);
   c->seq = calloc(n_seq, sizeof *c->seq);
   c->omap = calloc(c->n_batch, sizeof *c->omap);
-  if (!c->batch.token || !c->seq || !c->omap) {
+  c->lpj = calloc(c->n_batch, sizeof *c->lpj);
+  c->threads = threads;
+  if (!c->batch.token || !c->seq || !c->omap || !c->lpj) {
     rc = ctxd_seterr(e, CTXD_ENOMEM, "lm_ctx_create: out of memory");
     goto fail;
   }
@@ -1080,6 +1146,7 @@ static int eval_core(lm_ctx *c, const lm_append *req, size_t n_req, int capture,
                        c->m->info.arch, c->name_q);
       goto done;
     }
+    size_t n_jobs = 0;
     for (int32_t b = 0; b < nb; b++) {
       if (!c->batch.logits[b]) continue;
       const lm_append *a = &req[c->omap[b].req];
@@ -1094,12 +1161,11 @@ static int eval_core(lm_ctx *c, const lm_append *req, size_t n_req, int capture,
         int32_t t = a->target ? a->target[row]
                     : row + 1 < n_rows ? a->ids[a->out_from + row + 1]
                                        : a->last_target;
-        float lp, en;
-        lm_logprobs(lg, c->n_vocab, &t, 1, &lp, a->entropy ? &en : NULL);
-        if (a->logprob) a->logprob[row] = lp;
-        if (a->entropy) a->entropy[row] = en;
+        c->lpj[n_jobs++] = (struct lp_job){lg, t, a->logprob ? a->logprob + row : NULL,
+                                           a->entropy ? a->entropy + row : NULL};
       }
     }
+    lp_run_all(c->lpj, n_jobs, c->n_vocab, c->threads);
   }
 done:
   if (rc) {

@@ -778,6 +778,46 @@ static void test_quantized(void) {
   ref_free(&r);
 }
 
+/* Many output rows in one call: their log-softmax is spread over the
+ * context's threads (lm.c lp_run_all); every row must equal lm_logprobs on
+ * that row's logits, and a one-thread context must agree. */
+static void test_threaded_logprobs(void) {
+  lm_model *m = NULL;
+  ctxd_error e;
+  CHECK_EQ_INT(lm_model_load(MODEL("llama.gguf"), NULL, &m, &e), 0);
+  if (!m) return;
+  enum { N = 200 };
+  int32_t ids[N];
+  for (int i = 0; i < N; i++) ids[i] = (int32_t)((i * 7919 + 13) % 50000);
+  float *lg = malloc((size_t)N * 50257 * sizeof(float));
+  float lp[2][N], en[2][N];
+  for (int v = 0; v < 2; v++) {
+    lm_ctx_opts o;
+    lm_ctx_defaults(&o);
+    o.n_ctx = 256;
+    o.n_batch = 256;
+    o.n_threads = v == 0 ? 4 : 1;
+    lm_ctx *c = NULL;
+    CHECK_EQ_INT(lm_ctx_create(m, &o, &c, &e), 0);
+    if (!c) continue;
+    lm_append a = {.seq = 0, .ids = ids, .n = N, .out_from = 0, .last_target = 5,
+                   .logprob = lp[v], .entropy = en[v], .logits = v == 0 ? lg : NULL};
+    CHECK_EQ_INT(lm_eval(c, &a, 1, &e), 0);
+    lm_ctx_free(c);
+  }
+  int bad = 0;
+  for (int i = 0; i < N; i++) {
+    int32_t t = i + 1 < N ? ids[i + 1] : 5;
+    float l1, e1;
+    lm_logprobs(lg + (size_t)i * 50257, 50257, &t, 1, &l1, &e1);
+    if (l1 != lp[0][i] || e1 != en[0][i]) bad++;
+    if (fabsf(lp[0][i] - lp[1][i]) > 1e-4f || fabsf(en[0][i] - en[1][i]) > 1e-4f) bad++;
+  }
+  CHECK_EQ_INT(bad, 0);
+  free(lg);
+  lm_model_free(m);
+}
+
 static void test_embedder(void) {
   lm_model *m = NULL;
   ctxd_error e;
@@ -820,6 +860,7 @@ int main(void) {
   test_model(MODEL("llama.gguf"), MODEL("llama.ref"), "llama", 2, 64);
   test_model(MODEL("qwen2.gguf"), MODEL("qwen2.ref"), "qwen2", 3, 128);
   test_quantized();
+  test_threaded_logprobs();
   test_embedder();
   return check_report("lm");
 }
