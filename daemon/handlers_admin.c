@@ -275,6 +275,14 @@ static int create_config(const ctxd_ctx *ctx, const Ctxd__V1__CollectionConfig *
   if (rc) return rc;
   if (r->dim && strcmp(c->embedder, "none") == 0)
     snprintf(c->embedder, sizeof c->embedder, "none:dim=%u", r->dim);
+  /* "model" records the loaded model's identity (models.h). */
+  if (embed_is_model(c->embedder)) {
+    char req[sizeof c->embedder];
+    memcpy(req, c->embedder, sizeof req);
+    rc = models_embedder_text(ctx->models, req, c->embedder,
+                              sizeof c->embedder, e);
+    if (rc) return rc;
+  }
   c->metric = d->metric;
   if (*r->metric && (rc = coll_metric_parse(r->metric, &c->metric, e)))
     return rc;

@@ -81,6 +81,12 @@ int jobin_check(coll_set *cs, const jobin_spec *sp, ctxd_error *e) {
                          "embedder \"%s\": a job's embedder must compute "
                          "vectors (\"hash\" or \"hash:dim=...\")",
                          sp->embedder);
+    if (embed_is_model(sp->embedder))
+      return ctxd_seterr(e, CTXD_EINVAL,
+                         "embedder \"%.100s\": corpus jobs embed with the "
+                         "hash embedder only (\"hash\" or \"hash:dim=...\"), "
+                         "or take the given vectors",
+                         sp->embedder);
     if (embed_hash_parse(sp->embedder, &ho, e)) return CTXD_EINVAL;
   }
   /* The collection must exist even when its embedder is not needed: a
@@ -94,6 +100,15 @@ static int make_embedder(jobin *in, const char *text, ctxd_error *e) {
   embed_hash_opts ho;
   int rc;
   if (is_none(text)) return 0;
+  /* A model collection's job would hold the model for its whole run, and
+   * jobs do not run on the worker of a request: not offered (README). */
+  if (embed_is_model(text))
+    return ctxd_seterr(e, CTXD_EPRECOND,
+                       "the collection's embedder is %.120s: corpus jobs "
+                       "embed with the hash embedder only; give the job an "
+                       "embedder option (\"hash\" or \"hash:...\") or a "
+                       "vector on every line",
+                       text);
   if ((rc = embed_hash_parse(text, &ho, e))) return rc;
   return embed_hash_create(&ho, &in->emb, e);
 }

@@ -234,6 +234,9 @@ int main(int argc, char **argv) {
   co.save_every_changes = cfg.index_save_every_changes;
   co.save_interval_s = cfg.index_save_interval_s;
   co.build_threads = cfg.index_build_threads;
+  co.model_acquire = models_embedder_acquire;
+  co.model_release = models_embedder_release;
+  co.model_arg = mods;
   if (coll_open(st, &co, coll_log, NULL, &cs, &e) != 0) {
     LOG_ERROR("collections-open-failed dir=\"%s\" err=\"%s\"", index_dir,
               e.msg);

@@ -10,6 +10,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* A lent `model` embedder: one per loaded model and options. */
+typedef struct memb {
+  struct memb *next;
+  lm_model *model; /* its own reference: identity outlives swaps */
+  uint32_t max_tokens;
+  int pooling;
+  embedder *emb;
+  int refs; /* under emb_mu: 1 while listed, 1 per call using it */
+} memb;
 
 struct models {
   pthread_mutex_t mu;    /* guards the two slots */
@@ -19,7 +30,29 @@ struct models {
   uint32_t gpu_layers;
   uint32_t max_concurrent;
   atomic_uint running;
+  pthread_mutex_t emb_mu; /* guards embs; taken before mu, never inside */
+  memb *embs;
 };
+
+static void memb_unref(memb *b) {
+  if (--b->refs > 0) return;
+  embedder_free(b->emb);
+  lm_model_free(b->model);
+  free(b);
+}
+
+/* Unlist the embedders of models other than cur (emb_mu held). */
+static void memb_purge(models *m, const lm_model *cur) {
+  for (memb **pp = &m->embs; *pp;) {
+    memb *b = *pp;
+    if (b->model != cur) {
+      *pp = b->next;
+      memb_unref(b);
+    } else {
+      pp = &b->next;
+    }
+  }
+}
 
 /* Load one slot's GGUF; errors name the option and the file. */
 static int load_file(const models *m, const char *path, int tokenizer_only,
@@ -72,6 +105,7 @@ int models_open(const models_opts *o, models **out, ctxd_error *e) {
   if (!m) return ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
   pthread_mutex_init(&m->mu, NULL);
   pthread_mutex_init(&m->load, NULL);
+  pthread_mutex_init(&m->emb_mu, NULL);
   m->gpu_layers = o->gpu_layers;
   m->max_concurrent = o->max_concurrent ? o->max_concurrent : 1;
   atomic_init(&m->running, 0);
@@ -90,6 +124,8 @@ fail:
 
 void models_close(models *m) {
   if (!m) return;
+  memb_purge(m, NULL);
+  pthread_mutex_destroy(&m->emb_mu);
   lm_model_free(m->model);
   lm_model_free(m->vocab);
   pthread_mutex_destroy(&m->mu);
@@ -128,6 +164,11 @@ int models_load(models *m, const char *path, int tokenizer_only,
   *slot = nm;
   pthread_mutex_unlock(&m->mu);
   /* Requests still holding the old model keep it alive until they end. */
+  if (!tokenizer_only) {
+    pthread_mutex_lock(&m->emb_mu);
+    memb_purge(m, nm);
+    pthread_mutex_unlock(&m->emb_mu);
+  }
   lm_model_free(old);
 done:
   pthread_mutex_unlock(&m->load);
@@ -191,4 +232,127 @@ out:
 done:
   lm_model_free(ref);
   return rc;
+}
+
+/* The identity a collection records of model lm (embed.h). */
+static void model_ident(lm_model *lm, embed_model_opts *o, lm_info *in) {
+  lm_model_info(lm, in);
+  uint64_t sizes[7] = {in->n_embd, in->n_layer,  in->n_head,    in->n_head_kv,
+                       in->n_vocab, in->n_params, in->size_bytes};
+  memset(o, 0, sizeof *o);
+  embed_model_set_name(o, in->name);
+  o->dim = in->n_embd;
+  o->hash = embed_model_id(in->name, in->arch, in->tokenizer, sizes);
+  o->identified = 1;
+}
+
+#define LOAD_HINT                                                           \
+  "start ctxd with --model.path FILE.gguf, or load one with Admin.LoadModel " \
+  "(ctxctl model load FILE.gguf)"
+
+int models_embedder_text(models *m, const char *req, char *out, size_t cap,
+                         ctxd_error *e) {
+  embed_model_opts ro, mo;
+  lm_info in;
+  int rc = embed_model_parse(req, &ro, e);
+  if (rc) return rc;
+  lm_model *lm = models_model(m);
+  if (!lm)
+    return ctxd_seterr(e, CTXD_EPRECOND,
+                       "embedder model needs a loaded model with weights, "
+                       "and none is loaded: " LOAD_HINT);
+  model_ident(lm, &mo, &in);
+  lm_model_free(lm);
+  if (ro.identified && (ro.hash != mo.hash || ro.dim != mo.dim))
+    return ctxd_seterr(e, CTXD_EPRECOND,
+                       "embedder \"%.100s\" names another model than the "
+                       "loaded %s (dim %u, hash %08x)",
+                       req, mo.name, mo.dim, mo.hash);
+  uint32_t train = in.n_ctx_train ? in.n_ctx_train : 512;
+  mo.max_tokens = ro.max_tokens ? ro.max_tokens : (train < 512 ? train : 512);
+  if (mo.max_tokens > train || mo.max_tokens > LM_BATCH_MAX)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "embedder model: max_tokens %u is over the model's "
+                       "training context (%u) or %u",
+                       mo.max_tokens, train, (unsigned)LM_BATCH_MAX);
+  mo.pooling = ro.pooling;
+  embed_model_format(&mo, out, cap);
+  return 0;
+}
+
+int models_embedder_acquire(void *arg, const char *text, const embedder **emb,
+                            void **hold, ctxd_error *e) {
+  models *m = arg;
+  embed_model_opts want, have;
+  lm_info in;
+  memb *b = NULL;
+  int rc = embed_model_parse(text, &want, e);
+  if (rc) return rc;
+  pthread_mutex_lock(&m->emb_mu);
+  lm_model *lm = models_model(m);
+  if (!lm) {
+    rc = ctxd_seterr(e, CTXD_EPRECOND,
+                     "its vectors come from model %s (dim %u, hash %08x), and "
+                     "no model is loaded: load that model (" LOAD_HINT
+                     "); lexical search works without it",
+                     want.name, want.dim, want.hash);
+    goto done;
+  }
+  model_ident(lm, &have, &in);
+  if (have.hash != want.hash || have.dim != want.dim) {
+    rc = ctxd_seterr(e, CTXD_EPRECOND,
+                     "its vectors come from model %s (dim %u, hash %08x), and "
+                     "the loaded model is %s (dim %u, hash %08x): load the "
+                     "collection's model again (Admin.LoadModel) to put or "
+                     "search by vector; lexical search works without it",
+                     want.name, want.dim, want.hash, have.name, have.dim,
+                     have.hash);
+    goto done;
+  }
+  memb_purge(m, lm);
+  for (b = m->embs; b; b = b->next)
+    if (b->max_tokens == want.max_tokens && b->pooling == want.pooling) break;
+  if (!b) {
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu < 1) ncpu = 1;
+    uint32_t nctx = ncpu >= 8 ? MODELS_EMBED_CTX : ncpu >= 4 ? 2 : 1;
+    lm_embedder_opts o;
+    lm_embedder_defaults(&o);
+    o.max_tokens = want.max_tokens;
+    o.pooling = want.pooling;
+    o.n_ctx_max = nctx;
+    o.n_threads = (int)(ncpu / nctx);
+    if (!(b = calloc(1, sizeof *b))) {
+      rc = ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
+      goto done;
+    }
+    if ((rc = lm_embedder_create(lm, &o, &b->emb, e))) {
+      free(b);
+      b = NULL;
+      goto done;
+    }
+    b->model = lm_model_ref(lm);
+    b->max_tokens = want.max_tokens;
+    b->pooling = want.pooling;
+    b->refs = 1;
+    b->next = m->embs;
+    m->embs = b;
+    LOG_INFO("model-embedder-created model=\"%s\" dim=%u max_tokens=%u "
+             "contexts=%u threads=%d",
+             have.name, have.dim, want.max_tokens, nctx, o.n_threads);
+  }
+  b->refs++;
+  *emb = b->emb;
+  *hold = b;
+done:
+  pthread_mutex_unlock(&m->emb_mu);
+  lm_model_free(lm);
+  return rc;
+}
+
+void models_embedder_release(void *arg, void *hold) {
+  models *m = arg;
+  pthread_mutex_lock(&m->emb_mu);
+  memb_unref(hold);
+  pthread_mutex_unlock(&m->emb_mu);
 }

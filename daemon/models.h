@@ -83,4 +83,33 @@ void models_log_loaded(models *m);
 int models_check_store(models *m, store *st, int record, int *mismatch,
                        char recorded[64], ctxd_error *e);
 
+/* ---- The `model` collection embedder ------------------------------------
+ * A collection made with embedder "model" records the loaded model's
+ * identity (embed.h's text form); its puts and query embeddings go through
+ * one lm_embedder per loaded model and options (max_tokens, pooling),
+ * created on first use and dropped when the model is swapped out (calls
+ * holding one finish on it). Its context pool has MODELS_EMBED_CTX
+ * contexts (fewer on machines of fewer than 8 cores), each with
+ * cores / contexts threads. */
+#define MODELS_EMBED_CTX 4
+
+/* The canonical text of the embedder a client asked for ("model", or
+ * "model:" with max_tokens and/or pooling) over the loaded model:
+ * name, dim (n_embd) and hash filled, max_tokens defaulted to
+ * min(n_ctx_train, 512) and bounded by n_ctx_train. out needs 256 bytes.
+ * Errors: CTXD_EPRECOND (no model with weights is loaded; the message says
+ * how to load one), CTXD_EINVAL (bad options, max_tokens over the model's
+ * training context). */
+int models_embedder_text(models *m, const char *req, char *out, size_t cap,
+                         ctxd_error *e);
+
+/* coll_opts.model_acquire / model_release (arg = the models): lend the
+ * embedder for a collection's "model:..." text. Errors: CTXD_EPRECOND (no
+ * model loaded, or the loaded one is not the collection's: the message
+ * names both), CTXD_EINVAL (a text that does not parse), and those of
+ * lm_embedder_create (CTXD_ENOMEM, CTXD_EIO). */
+int models_embedder_acquire(void *arg, const char *text, const embedder **emb,
+                            void **hold, ctxd_error *e);
+void models_embedder_release(void *arg, void *hold);
+
 #endif

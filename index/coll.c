@@ -70,10 +70,26 @@ static int parse_u32(const char *s, uint32_t *out) {
   return 0;
 }
 
-/* The embedder field: "hash[:opts]" or "none:dim=N". is_hash and ho (hash
- * options) or the dim of a "none" embedder come back. */
+/* The embedder field: "hash[:opts]", "none:dim=N" or an identified
+ * "model:..." (embed.h). is_hash (1 hash, 2 model, 0 none) and ho (hash
+ * options) or the dim of a "none" or "model" embedder come back. */
 static int embedder_parse(const char *s, int *is_hash, embed_hash_opts *ho,
                           uint32_t *dim, ctxd_error *e) {
+  if (embed_is_model(s)) {
+    embed_model_opts mo;
+    int rc = embed_model_parse(s, &mo, e);
+    if (rc) return rc;
+    if (!mo.identified)
+      return ctxd_seterr(e, CTXD_EINVAL,
+                         "embedder \"%.64s\": a collection's model embedder "
+                         "records the model's name, dim and hash (the daemon "
+                         "fills them from its loaded model)",
+                         s);
+    memset(ho, 0, sizeof *ho);
+    *is_hash = 2;
+    *dim = mo.dim;
+    return 0;
+  }
   if (strcmp(s, "hash") == 0 || strncmp(s, "hash:", 5) == 0) {
     embed_hash_defaults(ho);
     int rc = embed_hash_parse(s, ho, e);
@@ -93,8 +109,8 @@ static int embedder_parse(const char *s, int *is_hash, embed_hash_opts *ho,
     return 0;
   }
   return ctxd_seterr(e, CTXD_EINVAL,
-                     "embedder \"%.64s\": expected \"hash\", \"hash:...\" or "
-                     "\"none:dim=N\"",
+                     "embedder \"%.64s\": expected \"hash\", \"hash:...\", "
+                     "\"model\" or \"none:dim=N\"",
                      s);
 }
 
@@ -221,7 +237,7 @@ int coll_config_check(coll_config *c, ctxd_error *e) {
   embed_hash_opts ho;
   int rc = embedder_parse(c->embedder, &is_hash, &ho, &c->dim, e);
   if (rc) return rc;
-  if (is_hash) {
+  if (is_hash == 1) {
     embedder *m = NULL;
     rc = embed_hash_create(&ho, &m, e);
     if (rc) return rc;
@@ -267,7 +283,8 @@ enum { RB_NONE = 0, RB_QUEUED = 1, RB_RUNNING = 2 };
 typedef struct centry {
   uint32_t cid;
   coll_config cfg;
-  embedder *emb; /* NULL for "none"; never weighs by idf */
+  embedder *emb; /* NULL for "none" and "model"; never weighs by idf */
+  int is_model;  /* "model": embed through cs->o.model_acquire */
   embed_hash_opts ho; /* a hash embedder's options (idf_mode) */
   int needs_training;
   uint64_t min_train;
@@ -427,7 +444,8 @@ static int ent_new(const store_collection *sc, centry **out, ctxd_error *e) {
   uint32_t dim;
   if ((rc = embedder_parse(ent->cfg.embedder, &is_hash, &ho, &dim, e)))
     goto fail;
-  if (is_hash && (rc = embed_hash_create(&ho, &ent->emb, e))) goto fail;
+  if (is_hash == 1 && (rc = embed_hash_create(&ho, &ent->emb, e))) goto fail;
+  ent->is_model = is_hash == 2;
   ent->ho = ho;
   if ((rc = vindex_create(ent->cfg.index_spec, ent->cfg.dim, ent->cfg.metric,
                           &probe, e)))
@@ -1793,6 +1811,36 @@ static int embed_with_idf(const centry *ent, store_reader *r,
   return rc;
 }
 
+/* Embed with ent's own embedder, or for a "model" collection with the one
+ * the owner lends for its config text (its errors, e.g. no such model). */
+static int ent_embed(coll_set *cs, const centry *ent, const char *const *texts,
+                     const size_t *lens, size_t n, float *out, ctxd_error *e) {
+  if (!ent->is_model) return embed_texts(ent->emb, texts, lens, n, out, e);
+  if (!cs->o.model_acquire)
+    return ctxd_seterr(e, CTXD_EPRECOND,
+                       "collection %s embeds with a model (%s), and no "
+                       "model runtime is attached",
+                       ent->cfg.name, ent->cfg.embedder);
+  const embedder *m;
+  void *hold;
+  int rc = cs->o.model_acquire(cs->o.model_arg, ent->cfg.embedder, &m, &hold,
+                               e);
+  if (rc) {
+    char why[CTXD_ERRMSG_MAX];
+    snprintf(why, sizeof why, "%s", e->msg);
+    return ctxd_seterr(e, rc, "collection %s: %s", ent->cfg.name, why);
+  }
+  if (m->dim != ent->cfg.dim)
+    rc = ctxd_seterr(e, CTXD_EPRECOND,
+                     "collection %s: the model embedder gives %u dimensions, "
+                     "the collection has %u",
+                     ent->cfg.name, m->dim, ent->cfg.dim);
+  else
+    rc = embed_texts(m, texts, lens, n, out, e);
+  cs->o.model_release(cs->o.model_arg, hold);
+  return rc;
+}
+
 int coll_embed_chunks(coll_set *cs, uint32_t cid, const char *text,
                       const chunk_span *chunks, size_t n_chunks, float *out,
                       ctxd_error *e) {
@@ -1801,7 +1849,7 @@ int coll_embed_chunks(coll_set *cs, uint32_t cid, const char *text,
   size_t *lens = NULL;
   int rc = 0;
   if (!ent) return ctxd_seterr(e, CTXD_ENOTFOUND, "no collection id %u", cid);
-  if (!ent->emb) {
+  if (!ent->emb && !ent->is_model) {
     rc = ctxd_seterr(e, CTXD_EINVAL, "collection %s takes client vectors",
                      ent->cfg.name);
     goto done;
@@ -1823,7 +1871,7 @@ int coll_embed_chunks(coll_set *cs, uint32_t cid, const char *text,
     rc = embed_with_idf(ent, r, texts, lens, n_chunks, out, e);
     store_reader_end(r);
   } else {
-    rc = embed_texts(ent->emb, texts, lens, n_chunks, out, e);
+    rc = ent_embed(cs, ent, texts, lens, n_chunks, out, e);
   }
 done:
   free(texts);
@@ -2314,7 +2362,8 @@ static int query_check(const centry *ent, const coll_query *q, ctxd_error *e) {
                        q->mode == COLL_MODE_LEXICAL ? "lexical" : "hybrid");
   if (q->mode == COLL_MODE_VECTOR && !has_text && !q->vector)
     return ctxd_seterr(e, CTXD_EINVAL, "empty query: no text and no vector");
-  if (q->mode != COLL_MODE_LEXICAL && !q->vector && !ent->emb)
+  if (q->mode != COLL_MODE_LEXICAL && !q->vector && !ent->emb &&
+      !ent->is_model)
     return ctxd_seterr(e, CTXD_EPRECOND,
                        "collection %s has no embedder (none): give a query "
                        "vector or search in lexical mode",
@@ -2336,7 +2385,7 @@ static int query_prepare(qctx *c, ctxd_error *e) {
       const char *t = q->text;
       size_t len = q->text_len;
       if (c->ent->ho.idf_mode == EMBED_HASH_IDF_NONE)
-        rc = embed_texts(c->ent->emb, &t, &len, 1, c->qvec, e);
+        rc = ent_embed(c->cs, c->ent, &t, &len, 1, c->qvec, e);
       else if (!(rc = q_reader(c, e)))
         rc = embed_with_idf(c->ent, c->r, &t, &len, 1, c->qvec, e);
       if (rc) return rc;

@@ -39,7 +39,10 @@
 typedef struct coll_config {
   char name[STORE_COLL_NAME_MAX + 1];
   /* "hash" or "hash:dim=...,..." (embed.h's canonical form), or
-   * "none:dim=N" (clients supply every chunk's vector). Later: "model".
+   * "none:dim=N" (clients supply every chunk's vector), or
+   * "model:name=...,dim=...,hash=...,..." (embed.h: the model the vectors
+   * came from; coll embeds through coll_opts.model_acquire, and needs no
+   * model to open, replay or rebuild, as vectors are read from LMDB).
    * A hash embedder's idf mode decides where coll weighs terms by the
    * collection's BM25 idf (ln(1 + (N - df + 0.5) / (df + 0.5)), N = chunks,
    * df = chunks holding the term, at the time of embedding): "query" for
@@ -93,6 +96,16 @@ typedef struct coll_opts {
   unsigned build_threads;        /* training/rebuild threads, 0: all cores;
                                   * not applied yet: vindex's global limit
                                   * (vindex_global_init) governs train/add */
+  /* The embedder of "model:..." collections, lent per call: acquire gives
+   * the embedder for that config text and a hold that release returns
+   * (both called from any thread, around one embed call). Its errors pass
+   * through with the collection's name in front (the owner refuses, e.g.,
+   * with CTXD_EPRECOND when no model or another model is loaded). NULL:
+   * such collections refuse to embed (CTXD_EPRECOND). */
+  int (*model_acquire)(void *arg, const char *embedder_text,
+                       const embedder **emb, void **hold, ctxd_error *e);
+  void (*model_release)(void *arg, void *hold);
+  void *model_arg;
 } coll_opts;
 
 typedef struct coll_set coll_set;
@@ -148,7 +161,7 @@ int coll_drop(coll_set *cs, const char *name, uint64_t *documents,
 int coll_resolve(coll_set *cs, const char *name, int create, uint32_t *cid,
                  coll_config *cfg, ctxd_error *e);
 
-/* The embedder of collection cid (NULL for "none"), valid until the
+/* The embedder of collection cid (NULL for "none" and "model"), valid until the
  * collection is dropped or the set closed. It never weighs by idf: use
  * coll_embed_chunks / coll_search, which apply the idf mode. */
 const embedder *coll_embedder(coll_set *cs, uint32_t cid);
@@ -160,7 +173,8 @@ const embedder *coll_embedder(coll_set *cs, uint32_t cid);
  * CTXD_EINVAL ("collection X takes client vectors"). Runs outside any lock;
  * call it on the worker that handles the request, before store_put.
  * Errors: CTXD_EINVAL, CTXD_ENOTFOUND (no collection cid), CTXD_ENOMEM,
- * CTXD_EIO. */
+ * CTXD_EIO, CTXD_EPRECOND (a "model" collection whose model is not the
+ * one loaded, or none is: model_acquire's refusal). */
 int coll_embed_chunks(coll_set *cs, uint32_t cid, const char *text,
                       const chunk_span *chunks, size_t n_chunks, float *out,
                       ctxd_error *e);

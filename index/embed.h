@@ -126,4 +126,49 @@ int embed_hash_create(const embed_hash_opts *o, embedder **out, ctxd_error *e);
 void embed_hash_format(const embed_hash_opts *o, char *buf, size_t cap);
 int embed_hash_parse(const char *s, embed_hash_opts *o, ctxd_error *e);
 
+/* The `model` embedder's text form (the embedder itself is the model
+ * runtime's, lm.h's lm_embedder_create; the daemon creates it over its
+ * loaded model). A collection records which model its vectors came from:
+ *   model:name=<name>,dim=<n_embd>,hash=<8 hex>,max_tokens=<N>,pooling=<p>
+ * name is the model's general.name with every byte outside A-Z a-z 0-9
+ * . _ - and space made '_' (at most EMBED_MODEL_NAME_MAX bytes); hash is
+ * embed_model_id's identity of the model; max_tokens cuts each text;
+ * pooling is model, mean, cls or last (lm.h's enum lm_pooling, same
+ * values). A client asks for "model" or "model:" with max_tokens and/or
+ * pooling; the owner fills name, dim and hash from the loaded model.
+ * embed_model_parse reads either form: keys in any order, each at most
+ * once; `identified` tells whether name, dim and hash were all given
+ * (a collection's config must be). *o is written only on success.
+ * Errors: CTXD_EINVAL naming the key or value (unknown key, missing or bad
+ * value, key given twice, some but not all of name/dim/hash, dim over
+ * EMBED_MODEL_DIM_MAX, max_tokens over EMBED_MODEL_MAX_TOKENS_MAX, not a
+ * model embedder). */
+#define EMBED_MODEL_NAME_MAX 64
+#define EMBED_MODEL_DIM_MAX 65536
+#define EMBED_MODEL_MAX_TOKENS_MAX 32768
+
+typedef struct embed_model_opts {
+  char name[EMBED_MODEL_NAME_MAX + 1];
+  uint32_t dim;        /* 0 when not identified */
+  uint32_t hash;
+  int identified;
+  uint32_t max_tokens; /* 0: not given (the owner picks) */
+  int pooling;         /* 0 model, 1 mean, 2 cls, 3 last */
+} embed_model_opts;
+
+int embed_model_parse(const char *s, embed_model_opts *o, ctxd_error *e);
+/* The canonical form of an identified o (cap 256 is always enough). */
+void embed_model_format(const embed_model_opts *o, char *buf, size_t cap);
+/* 1 when s names the model embedder ("model" or "model:..."). */
+int embed_is_model(const char *s);
+/* The identity hash of a model from what describes it (name, architecture,
+ * tokenizer name, and the sizes: width, layers, heads, kv heads, vocabulary,
+ * parameters, bytes of weights): the low 32 bits of FNV-1a 64 over those
+ * fields. Two files with the same architecture, sizes, tokenizer and name
+ * but other weights of the same size get the same hash. */
+uint32_t embed_model_id(const char *name, const char *arch,
+                        const char *tokenizer, const uint64_t sizes[7]);
+/* Copy a model name into o->name the way the text form keeps it. */
+void embed_model_set_name(embed_model_opts *o, const char *name);
+
 #endif
