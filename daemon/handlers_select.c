@@ -44,6 +44,7 @@ typedef struct sel_job {
   store_doc *doc;          /* doc_id's document, owned */
   lm_model *model;         /* reference, model methods only */
   lm_model *tk_ref;        /* keeps env.tk alive */
+  void *emb_hold;          /* a model collection's embedder (models.h) */
   int run_slot;            /* holds a model.max_concurrent slot */
   char coll[STORE_COLL_NAME_MAX + 1];
 } sel_job;
@@ -225,7 +226,16 @@ static int job_prepare(ctxd_ctx *ctx, const uint8_t *msg, size_t len,
     j->text = req->text;
     j->text_len = strlen(req->text);
   }
-  if (method == SELECT_EMBEDDING) {
+  if (method == SELECT_EMBEDDING && embed_is_model(cc.embedder)) {
+    /* A model collection's embedder, lent for the selection (models.h). */
+    rc = models_embedder_acquire(ctx->models, cc.embedder, &j->env.emb,
+                                 &j->emb_hold, e);
+    if (rc) {
+      char why[CTXD_ERRMSG_MAX];
+      snprintf(why, sizeof why, "%s", e->msg);
+      return ctxd_seterr(e, rc, "collection %s: %s", cc.name, why);
+    }
+  } else if (method == SELECT_EMBEDDING) {
     j->env.emb = coll_embedder(ctx->cs, cid);
     if (!j->env.emb)
       return ctxd_seterr(e, CTXD_EPRECOND,
@@ -251,6 +261,7 @@ static int job_prepare(ctxd_ctx *ctx, const uint8_t *msg, size_t len,
 
 static void job_free(ctxd_ctx *ctx, sel_job *j) {
   if (j->run_slot) models_run_end(ctx->models);
+  if (j->emb_hold) models_embedder_release(ctx->models, j->emb_hold);
   lm_model_free(j->model);
   lm_model_free(j->tk_ref);
   store_doc_free(j->doc);

@@ -97,6 +97,11 @@ def case_model(r):
         res = c.search(text=DOCS["comet"], mode="hybrid", k=2, collection="m")
         r.check(res.hits and res.hits[0].chunk.doc_id == "comet", "hybrid search",
                 [h.chunk.doc_id for h in res.hits])
+        long_text = " ".join(DOCS.values()) * 3
+        sel = c.select("comet tail", text=long_text, budget=40, method="embedding",
+                       collection="m")
+        r.check(sel.tokens > 0 and sel.method == "embedding",
+                "SelectContext embedding with a model collection", sel)
         # Corpus jobs: the model embedder is refused for texts without
         # vectors; a model collection's stored vectors serve as they are.
         jl = os.path.join(d.tmp, "in.jsonl")
@@ -126,6 +131,11 @@ def case_model(r):
             r.raises(grpc.StatusCode.FAILED_PRECONDITION,
                      lambda: c.search(text="comet", mode="hybrid", collection="m"),
                      "hybrid search under %s" % os.path.basename(other))
+            r.raises(grpc.StatusCode.FAILED_PRECONDITION,
+                     lambda: c.select("comet", text=long_text, method="embedding",
+                                      collection="m"),
+                     "SelectContext embedding under %s" % os.path.basename(other),
+                     "the loaded model is")
             res = c.search(text="comet tail", mode="lexical", collection="m")
             r.check(res.hits and res.hits[0].chunk.doc_id == "comet",
                     "lexical search under another model", res)
