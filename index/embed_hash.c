@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "embed_opts.h"
 #include "lex.h"
 
 #define FNV_BASIS 0xcbf29ce484222325ull
@@ -386,33 +387,18 @@ int embed_hash_parse(const char *s, embed_hash_opts *o, ctxd_error *e) {
   embed_hash_defaults(&r);
   static const char *const keys[] = {"dim",          "bigrams", "bigram_weight",
                                      "sublinear_tf", "idf",     "seed"};
-  unsigned seen = 0;
+  embed_opts_iter it;
+  int k;
+  const char *v;
+  size_t vl;
   if (strncmp(s, "hash", 4) != 0 || (s[4] && s[4] != ':'))
     return ctxd_seterr(e, CTXD_EINVAL,
                        "embedder \"%.64s\" is not \"hash\" or \"hash:key=value,...\"",
                        s);
-  const char *p = s[4] ? s + 5 : s + 4;
-  while (*p) {
-    const char *comma = strchr(p, ','), *end = comma ? comma : p + strlen(p);
-    const char *eq = memchr(p, '=', (size_t)(end - p));
-    size_t kl = eq ? (size_t)(eq - p) : (size_t)(end - p);
-    int k = -1;
-    for (int i = 0; i < (int)(sizeof keys / sizeof keys[0]); i++)
-      if (strlen(keys[i]) == kl && memcmp(keys[i], p, kl) == 0) k = i;
-    if (k < 0)
-      return ctxd_seterr(e, CTXD_EINVAL,
-                         "hash embedder: unknown key \"%.*s\" (keys: dim, "
-                         "bigrams, bigram_weight, sublinear_tf, idf, seed)",
-                         (int)(kl > 64 ? 64 : kl), p);
-    if (!eq)
-      return ctxd_seterr(e, CTXD_EINVAL, "hash embedder: key %s has no value",
-                         keys[k]);
-    if (seen & (1u << k))
-      return ctxd_seterr(e, CTXD_EINVAL, "hash embedder: key %s given twice",
-                         keys[k]);
-    seen |= 1u << k;
-    const char *v = eq + 1;
-    size_t vl = (size_t)(end - v);
+  embed_opts_begin(&it, "hash", s, keys, (int)(sizeof keys / sizeof keys[0]),
+                   "dim, bigrams, bigram_weight, sublinear_tf, idf, seed");
+  int more;
+  while ((more = embed_opts_next(&it, &k, &v, &vl, e)) == 1) {
     uint64_t u = 0;
     int bad = 0;
     switch (k) {
@@ -449,10 +435,8 @@ int embed_hash_parse(const char *s, embed_hash_opts *o, ctxd_error *e) {
                          : k == 4 ? "none, query or all"
                          : k == 5 ? "an unsigned 64-bit integer"
                                   : "0 or 1");
-    p = comma ? comma + 1 : end;
-    if (comma && !*p)
-      return ctxd_seterr(e, CTXD_EINVAL, "hash embedder: trailing comma in \"%.64s\"", s);
   }
+  if (more < 0) return more;
   int rc = check_opts(&r, e);
   if (rc) return rc;
   *o = r;

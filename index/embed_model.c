@@ -3,6 +3,7 @@
  * a daemon serving another model refuses to mix vectors. The embedder
  * itself lives in the model runtime (model/lm.h). */
 #include "embed.h"
+#include "embed_opts.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -45,36 +46,20 @@ int embed_model_parse(const char *s, embed_model_opts *o, ctxd_error *e) {
                                      "pooling"};
   enum { K_N = 5 };
   embed_model_opts r;
-  unsigned seen = 0;
+  embed_opts_iter it;
+  int k, more;
+  const char *v;
+  size_t vl;
   memset(&r, 0, sizeof r);
   if (!embed_is_model(s))
     return ctxd_seterr(e, CTXD_EINVAL,
                        "embedder \"%.64s\" is not \"model\" or "
                        "\"model:key=value,...\"",
                        s);
-  const char *p = s[5] ? s + 6 : s + 5;
-  while (*p) {
-    const char *comma = strchr(p, ','), *end = comma ? comma : p + strlen(p);
-    const char *eq = memchr(p, '=', (size_t)(end - p));
-    size_t kl = eq ? (size_t)(eq - p) : (size_t)(end - p);
-    int k = -1;
-    for (int i = 0; i < K_N; i++)
-      if (strlen(keys[i]) == kl && memcmp(keys[i], p, kl) == 0) k = i;
-    if (k < 0)
-      return ctxd_seterr(e, CTXD_EINVAL,
-                         "model embedder: unknown key \"%.*s\" (keys: "
-                         "max_tokens, pooling; name, dim, hash are filled "
-                         "from the loaded model)",
-                         (int)(kl > 64 ? 64 : kl), p);
-    if (!eq)
-      return ctxd_seterr(e, CTXD_EINVAL, "model embedder: key %s has no value",
-                         keys[k]);
-    if (seen & (1u << k))
-      return ctxd_seterr(e, CTXD_EINVAL, "model embedder: key %s given twice",
-                         keys[k]);
-    seen |= 1u << k;
-    const char *v = eq + 1;
-    size_t vl = (size_t)(end - v);
+  embed_opts_begin(&it, "model", s, keys, K_N,
+                   "max_tokens, pooling; name, dim, hash are filled from "
+                   "the loaded model");
+  while ((more = embed_opts_next(&it, &k, &v, &vl, e)) == 1) {
     int bad = 0;
     switch (k) {
     case 0:
@@ -121,12 +106,9 @@ int embed_model_parse(const char *s, embed_model_opts *o, ctxd_error *e) {
                          : k == 2 ? "8 lower-case hex digits"
                          : k == 3 ? "1..32768"
                                   : "model, mean, cls or last");
-    p = comma ? comma + 1 : end;
-    if (comma && !*p)
-      return ctxd_seterr(e, CTXD_EINVAL,
-                         "model embedder: trailing comma in \"%.64s\"", s);
   }
-  unsigned id = seen & 7u;
+  if (more < 0) return more;
+  unsigned id = it.seen & 7u;
   if (id != 0 && id != 7u)
     return ctxd_seterr(e, CTXD_EINVAL,
                        "model embedder \"%.64s\": name, dim and hash go "
