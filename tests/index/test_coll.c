@@ -1086,7 +1086,7 @@ static void test_rebuild_start(env *v) {
   make_vecs(x, n);
   /* one document with many chunks keeps this quick */
   for (size_t d = 0; d < n / 50; d++) {
-    char id[16], text[200];
+    char id[24], text[200];
     snprintf(id, sizeof id, "r%zu", d);
     size_t off = 0;
     for (int c = 0; c < 50; c++) off += (size_t)snprintf(text + off, 4, "w\n");
