@@ -13,6 +13,11 @@
 
 #include "log.h"
 
+/* index/model/ctxd-mini.gguf of the source tree (daemon/CMakeLists.txt). */
+#ifndef CTXD_BUILTIN_MODEL
+#define CTXD_BUILTIN_MODEL ""
+#endif
+
 typedef enum opt_type {
   OPT_STR,   /* char array of `size` bytes */
   OPT_U32,   /* uint32_t */
@@ -138,6 +143,9 @@ static const opt options[] = {
      "GGUF language model loaded at start (XL3M, InfiniRetri; its "
      "vocabulary counts chunk tokens); a file that does not load stops the "
      "start; empty: none (Admin.LoadModel can load one later)"},
+    {"model.builtin", NULL, OPT_STR, CTXD_BUILTIN_MODEL, 0, 0, F(model_builtin),
+     "with no model.path, this GGUF serves xl3m and infiniretri only (no "
+     "token counts, auto stays bm25); missing: logged, skipped; none: off"},
     {"model.threads", NULL, OPT_U32, "0", 0, 1024, F(model_threads),
      "threads of one model selection; 0 = one per CPU (ggml's threads spin: "
      "threads x model.max_concurrent should not exceed the cores)"},

@@ -54,6 +54,8 @@ typedef struct ctxd_config {
   char jobs_output_root[4096]; /* "" = output_dir anywhere */
   /* [model] (the language model, models.h) */
   char model_path[4096];       /* GGUF loaded at start; "" = none */
+  char model_builtin[4096];    /* reference model for selections with no
+                                * model.path; "none" = off */
   uint32_t model_threads;      /* threads of one selection, 0 = all CPUs */
   uint32_t model_n_ctx;        /* largest context a selection may use, 0 = model's */
   uint32_t model_gpu_layers;   /* layers offloaded (GPU builds), 0 */

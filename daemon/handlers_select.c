@@ -180,8 +180,11 @@ static int job_prepare(ctxd_ctx *ctx, const uint8_t *msg, size_t len,
                        req->method);
   if ((rc = opts_fill(req, &j->o, e))) return rc;
   j->model = models_model(ctx->models);
+  /* auto means InfiniRetri only for a model the operator chose */
   if (method == SELECT_AUTO)
-    method = j->model ? SELECT_INFINIRETRI : SELECT_BM25;
+    method = j->model && !models_is_builtin(ctx->models, j->model)
+                 ? SELECT_INFINIRETRI
+                 : SELECT_BM25;
   j->o.method = method;
   if (!is_model_method(method)) {
     lm_model_free(j->model);
@@ -245,7 +248,7 @@ static int job_prepare(ctxd_ctx *ctx, const uint8_t *msg, size_t len,
                          cc.name);
   }
   j->env.model = j->model;
-  j->env.auto_model = j->model != NULL;
+  j->env.auto_model = j->model != NULL && !models_is_builtin(ctx->models, j->model);
   j->env.tk = models_tok(ctx->models, &j->tk_ref);
   j->env.bm25_k1 = ctx->cfg->bm25_k1;
   j->env.bm25_b = ctx->cfg->bm25_b;

@@ -183,8 +183,9 @@ int main(int argc, char **argv) {
 
   /* The model and tokenizer load before the store opens, so that a file
    * that does not load stops the start at once with a message naming it. */
-  models_opts mo = {cfg.model_path, cfg.tokenizer_path, cfg.model_gpu_layers,
-                    cfg.model_max_concurrent};
+  models_opts mo = {cfg.model_path, cfg.tokenizer_path,
+                    strcmp(cfg.model_builtin, "none") ? cfg.model_builtin : NULL,
+                    cfg.model_gpu_layers, cfg.model_max_concurrent};
   if (models_open(&mo, &mods, &e) != 0) {
     LOG_ERROR("model-load-failed err=\"%s\"", e.msg);
     fprintf(stderr, "ctxd: %s\n", e.msg);

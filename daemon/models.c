@@ -27,6 +27,7 @@ struct models {
   pthread_mutex_t load;  /* one load at a time (loads are slow; swaps not) */
   lm_model *model;       /* weights; NULL = none */
   lm_model *vocab;       /* tokenizer.path vocabulary; NULL = none */
+  lm_model *builtin;     /* model.builtin, set once at open; NULL = none */
   uint32_t gpu_layers;
   uint32_t max_concurrent;
   atomic_uint running;
@@ -115,6 +116,12 @@ int models_open(const models_opts *o, models **out, ctxd_error *e) {
   if (o->tokenizer_path && *o->tokenizer_path &&
       (rc = load_file(m, o->tokenizer_path, 1, &m->vocab, e)))
     goto fail;
+  if (!m->model && o->builtin_path && *o->builtin_path) {
+    /* Optional: a build or install without the file starts all the same. */
+    ctxd_error be;
+    if (load_file(m, o->builtin_path, 0, &m->builtin, &be))
+      LOG_WARN("builtin-model-skipped err=\"%s\"", be.msg);
+  }
   *out = m;
   return 0;
 fail:
@@ -128,6 +135,7 @@ void models_close(models *m) {
   pthread_mutex_destroy(&m->emb_mu);
   lm_model_free(m->model);
   lm_model_free(m->vocab);
+  lm_model_free(m->builtin);
   pthread_mutex_destroy(&m->mu);
   pthread_mutex_destroy(&m->load);
   free(m);
@@ -135,9 +143,13 @@ void models_close(models *m) {
 
 lm_model *models_model(models *m) {
   pthread_mutex_lock(&m->mu);
-  lm_model *r = lm_model_ref(m->model);
+  lm_model *r = lm_model_ref(m->model ? m->model : m->builtin);
   pthread_mutex_unlock(&m->mu);
   return r;
+}
+
+int models_is_builtin(models *m, const lm_model *lm) {
+  return lm != NULL && lm == m->builtin; /* set once at open: no lock */
 }
 
 const tok *models_tok(models *m, lm_model **ref) {
@@ -199,6 +211,13 @@ uint32_t models_running(models *m) { return atomic_load(&m->running); }
 
 void models_log_loaded(models *m) {
   lm_info in;
+  if (m->builtin) {
+    lm_model_info(m->builtin, &in);
+    LOG_INFO("builtin-model-loaded name=\"%s\" layers=%u embd=%u "
+             "n_ctx_train=%u path=\"%s\" (xl3m and infiniretri until a model "
+             "is loaded; auto stays bm25)",
+             in.name, in.n_layer, in.n_embd, in.n_ctx_train, in.path);
+  }
   for (int slot = 0; slot < 2; slot++)
     if (models_info(m, slot, &in))
       LOG_INFO("%s-loaded name=\"%s\" arch=%s tokenizer=\"%s\" "

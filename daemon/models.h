@@ -3,7 +3,11 @@
  * daemon serves.
  *
  * Two slots: the model (a GGUF with weights, for XL3M and InfiniRetri) and
- * the tokenizer vocabulary (a vocabulary-only GGUF). The tokenizer in use -
+ * the tokenizer vocabulary (a vocabulary-only GGUF). With no model.path, a
+ * third holds the built-in reference model (model.builtin): it serves model
+ * selections while the model slot is empty, and nothing else - it never
+ * counts tokens, `auto` does not pick InfiniRetri for it, and models_info
+ * does not report it as the model. The tokenizer in use -
  * the one the chunker counts with and the store records - is the model's
  * vocabulary when a model is loaded, else the tokenizer vocabulary's, else
  * the built-in estimator (tok.h).
@@ -28,6 +32,8 @@ typedef struct models models;
 typedef struct models_opts {
   const char *model_path;     /* "" or NULL: no model at start */
   const char *tokenizer_path; /* "" or NULL: no tokenizer vocabulary */
+  const char *builtin_path;   /* the reference model, loaded only when
+                               * model_path is empty; "" or NULL: none */
   uint32_t gpu_layers;        /* layers to offload (GPU builds) */
   uint32_t max_concurrent;    /* model selections at once, >= 1 */
 } models_opts;
@@ -43,8 +49,12 @@ int models_open(const models_opts *o, models **out, ctxd_error *e);
 void models_close(models *m);
 
 /* The model with weights, one reference the caller drops with
- * lm_model_free(); NULL when none is loaded. */
+ * lm_model_free(): the loaded model, else the built-in one; NULL when there
+ * is neither. */
 lm_model *models_model(models *m);
+
+/* 1 when lm is the built-in reference model (see above), else 0. */
+int models_is_builtin(models *m, const lm_model *lm);
 
 /* The tokenizer in use (see above). *ref receives the reference that keeps
  * it alive (NULL for the estimator); drop it with lm_model_free() after the

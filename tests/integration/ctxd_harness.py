@@ -189,7 +189,10 @@ class Daemon:
         self.starts += 1
         self._listen_evt.clear()
         self.addr = None
-        cmd = [CTXD_BIN, "--listen", "127.0.0.1:0", "--data", self.data_dir] + self.args
+        # The built-in reference model (model.builtin) is off unless a test's
+        # own args turn it on (later flags win): "no model" stays no model.
+        cmd = [CTXD_BIN, "--listen", "127.0.0.1:0", "--data", self.data_dir,
+               "--model.builtin=none"] + self.args
         self.log_path = os.path.join(self.tmp, "%s.%d.log" % (self.name, self.starts))
         self._logf = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
