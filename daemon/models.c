@@ -148,6 +148,16 @@ lm_model *models_model(models *m) {
   return r;
 }
 
+/* The loaded model only: the built-in one serves selections, not the
+ * `model` embedder (vectors from a fallback would change meaning the moment
+ * an operator loads a model). */
+static lm_model *loaded_model(models *m) {
+  pthread_mutex_lock(&m->mu);
+  lm_model *r = lm_model_ref(m->model);
+  pthread_mutex_unlock(&m->mu);
+  return r;
+}
+
 int models_is_builtin(models *m, const lm_model *lm) {
   return lm != NULL && lm == m->builtin; /* set once at open: no lock */
 }
@@ -275,7 +285,7 @@ int models_embedder_text(models *m, const char *req, char *out, size_t cap,
   lm_info in;
   int rc = embed_model_parse(req, &ro, e);
   if (rc) return rc;
-  lm_model *lm = models_model(m);
+  lm_model *lm = loaded_model(m);
   if (!lm)
     return ctxd_seterr(e, CTXD_EPRECOND,
                        "embedder model needs a loaded model with weights, "
@@ -308,7 +318,7 @@ int models_embedder_acquire(void *arg, const char *text, const embedder **emb,
   int rc = embed_model_parse(text, &want, e);
   if (rc) return rc;
   pthread_mutex_lock(&m->emb_mu);
-  lm_model *lm = models_model(m);
+  lm_model *lm = loaded_model(m);
   if (!lm) {
     rc = ctxd_seterr(e, CTXD_EPRECOND,
                      "its vectors come from model %s (dim %u, hash %08x), and "

@@ -6,8 +6,8 @@
  * the tokenizer vocabulary (a vocabulary-only GGUF). With no model.path, a
  * third holds the built-in reference model (model.builtin): it serves model
  * selections while the model slot is empty, and nothing else - it never
- * counts tokens, `auto` does not pick InfiniRetri for it, and models_info
- * does not report it as the model. The tokenizer in use -
+ * counts tokens, `auto` does not pick InfiniRetri for it, the `model`
+ * embedder does not use it, and models_info does not report it. The tokenizer in use -
  * the one the chunker counts with and the store records - is the model's
  * vocabulary when a model is loaded, else the tokenizer vocabulary's, else
  * the built-in estimator (tok.h).

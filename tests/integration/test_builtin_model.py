@@ -3,7 +3,8 @@
 With no model.path the daemon loads index/model/ctxd-mini.gguf (the
 repository's trained model) for xl3m and infiniretri: those methods work and
 InfiniRetri finds a needle the question names literally, while `auto` stays
-bm25 and token counts stay what they are without a model. model.path wins
+bm25, token counts stay what they are without a model and the `model`
+embedder does not take it. model.path wins
 over it; a missing file is logged and skipped; "none" turns it off (the
 harness's default, so that other tests' "no model" stays no model)."""
 
@@ -45,6 +46,9 @@ def case_builtin(r, d):
     r.check(not tokenizer.startswith("gguf:"), "token counts are not the built-in model's",
             tokenizer)
     r.eq(c.stats().tokenizer, tokenizer, "the tokenizer in use is unchanged")
+    r.raises(grpc.StatusCode.FAILED_PRECONDITION,
+             lambda: c.create_collection("m", embedder="model"),
+             "the model embedder does not use the built-in model")
     r.check(any("builtin-model-loaded" in l and "ctxd-mini" in l for l in d.log_lines),
             "the start-up log names the built-in model", d.log_tail(5))
 
