@@ -708,6 +708,13 @@ int lm_ctx_create(lm_model *m, const lm_ctx_opts *o, lm_ctx **out, ctxd_error *e
 
   struct llama_context_params cp = llama_context_default_params();
   int threads = o->n_threads ? o->n_threads : n_cpus();
+#if defined(__SANITIZE_THREAD__)
+  /* ggml's worker threads hand tensors to each other through atomics in
+   * code that is never built with the sanitizer (llama.cpp is a dependency),
+   * so ThreadSanitizer sees only their memcpy calls and reports races that
+   * are not there. Its builds run every context on one thread. */
+  threads = 1;
+#endif
   cp.n_threads = threads;
   cp.n_threads_batch = threads;
   cp.n_seq_max = n_seq;
