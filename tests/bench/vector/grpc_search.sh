@@ -186,6 +186,8 @@ search() { # COLLECTION EF NPROBE SECONDS -> the loader's line
     "$CONNS" "$4" "$2" "$3"
 }
 field() { echo "$1" | sed -n "s/.*$2=\([0-9.]*\).*/\1/p"; }
+# The median of the arguments (the middle one; the upper middle of an even count)
+median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 # CPU seconds the daemon has used, all threads (utime + stime of /proc/PID/stat)
 daemon_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$PID/stat"; }
 
@@ -227,13 +229,12 @@ for spec in $INDEXES; do
       fcrates+=("$(field "$fline" cpu_qps)")
     fi
   done
-  median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
   C_QPS[$spec]=$(median "${crates[@]}")
   [ ${#fcrates[@]} -eq 0 ] || FC_QPS[$spec]=$(median "${fcrates[@]}")
-  F_QPS[$spec]=$( [ ${#frates[@]} -gt 0 ] && printf '%s\n' "${frates[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p" || echo "")
+  [ ${#frates[@]} -eq 0 ] || F_QPS[$spec]=$(median "${frates[@]}")
   G_SET[$spec]="$knob=$chosen"
   G_RECALL[$spec]=$(field "$line" recall_at_10)
-  G_QPS[$spec]=$(printf '%s\n' "${rates[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
+  G_QPS[$spec]=$(median "${rates[@]}")
 done
 
 # ---- 4. the table -------------------------------------------------------------
