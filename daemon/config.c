@@ -25,6 +25,7 @@ typedef enum opt_type {
   OPT_LEVEL, /* char array holding a log level name */
   OPT_F64,   /* double, bounds in fmin/fmax */
   OPT_METRIC, /* char array holding "ip" or "l2" */
+  OPT_BOOL,  /* uint32_t 0/1: true/false, yes/no, on/off, 1/0 */
 } opt_type;
 
 typedef struct opt {
@@ -67,6 +68,29 @@ static const opt options[] = {
      F(handshake_timeout_ms),
      "a connection that has not sent the HTTP/2 preface and SETTINGS within "
      "this long is closed; 0 = never"},
+    {"server.max_inflight_bytes", NULL, OPT_SIZE, "256M", 64 * KiB,
+     1024 * GiB, F(max_inflight_bytes),
+     "request bytes the daemon holds at once (messages being received or "
+     "waiting for a handler), all connections together; a message that "
+     "would exceed it is refused RESOURCE_EXHAUSTED before it is allocated"},
+    {"server.max_conn_inflight_bytes", NULL, OPT_SIZE, "128M", 64 * KiB,
+     1024 * GiB, F(max_conn_inflight_bytes),
+     "... the same, per connection (at least server.max_message_bytes)"},
+    {"server.tls_cert", NULL, OPT_STR, "", 0, 0, F(tls_cert),
+     "PEM certificate chain (server certificate first): serve gRPC over TLS "
+     "(ALPN h2, TLS 1.2+); empty: cleartext h2c; reloaded on SIGHUP"},
+    {"server.tls_key", NULL, OPT_STR, "", 0, 0, F(tls_key),
+     "PEM private key of server.tls_cert"},
+    {"server.tls_client_ca", NULL, OPT_STR, "", 0, 0, F(tls_client_ca),
+     "PEM CA certificates: when set, every client must present a "
+     "certificate signed by one of them (mutual TLS)"},
+    {"server.plaintext", NULL, OPT_BOOL, "false", 0, 0, F(plaintext),
+     "allow cleartext h2c (no server.tls_cert) on a non-loopback address; "
+     "without it such a start is refused"},
+    {"auth.tokens_file", NULL, OPT_STR, "", 0, 0, F(auth_tokens_file),
+     "bearer tokens, one 'TOKEN ROLE [NAME]' per line (roles read, write, "
+     "admin); mode 0600 or stricter; reloaded on SIGHUP; empty: no "
+     "authentication"},
     {"store.data", "data", OPT_STR, "./data", 0, 0, F(data),
      "data directory (created if missing)"},
     {"store.map_size", NULL, OPT_SIZE, "1G", 1 * MiB, 1024 * TiB,
@@ -274,6 +298,18 @@ static int opt_set(ctxd_config *c, const opt *o, const char *val, char *err,
       }
       snprintf(field, o->size, "%s", val);
       return 0;
+    case OPT_BOOL:
+      if (!strcmp(val, "true") || !strcmp(val, "yes") || !strcmp(val, "on") ||
+          !strcmp(val, "1")) {
+        *(uint32_t *)field = 1;
+      } else if (!strcmp(val, "false") || !strcmp(val, "no") ||
+                 !strcmp(val, "off") || !strcmp(val, "0")) {
+        *(uint32_t *)field = 0;
+      } else {
+        seterr(err, errlen, "%s: \"%s\" is not true or false", o->name, val);
+        return -1;
+      }
+      return 0;
     case OPT_F64: {
       double d;
       if (parse_f64(val, &d) != 0) {
@@ -330,6 +366,30 @@ static int config_check(const ctxd_config *c, char *err, size_t errlen) {
   }
   if (c->map_size > c->max_map_size) {
     seterr(err, errlen, "store.map_size must not exceed store.max_map_size");
+    return -1;
+  }
+  /* A message of the largest size must fit the in-flight budgets, or it
+   * could never be received. */
+  if (c->max_message_bytes + 5 > c->max_conn_inflight_bytes ||
+      c->max_conn_inflight_bytes > c->max_inflight_bytes) {
+    seterr(err, errlen,
+           "server.max_message_bytes (%llu) + 5 must not exceed "
+           "server.max_conn_inflight_bytes (%llu), which must not exceed "
+           "server.max_inflight_bytes (%llu)",
+           (unsigned long long)c->max_message_bytes,
+           (unsigned long long)c->max_conn_inflight_bytes,
+           (unsigned long long)c->max_inflight_bytes);
+    return -1;
+  }
+  if (!c->tls_cert[0] != !c->tls_key[0]) {
+    seterr(err, errlen, "server.tls_cert and server.tls_key go together: "
+                        "set both or neither");
+    return -1;
+  }
+  if (c->tls_client_ca[0] && !c->tls_cert[0]) {
+    seterr(err, errlen, "server.tls_client_ca needs server.tls_cert and "
+                        "server.tls_key (client certificates are a TLS "
+                        "feature)");
     return -1;
   }
   return 0;
@@ -489,6 +549,9 @@ static void format_value(const ctxd_config *c, const opt *o, char *buf,
     case OPT_U32:
       snprintf(buf, n, "%u", *(const uint32_t *)field);
       break;
+    case OPT_BOOL:
+      snprintf(buf, n, "%s", *(const uint32_t *)field ? "true" : "false");
+      break;
     case OPT_SIZE:
       format_size(*(const uint64_t *)field, buf, n);
       break;
@@ -516,9 +579,10 @@ void config_usage(FILE *out) {
   fprintf(out,
           "usage: ctxd [--config FILE] [--section.key VALUE ...]\n"
           "            [--dump-config] [--version] [--help]\n\n"
-          "Serves ctxd's gRPC API over cleartext HTTP/2. Options come from "
-          "the\ndefaults, then the INI file given with --config, then the "
-          "command line.\n\noptions (INI [section] key, default):\n");
+          "Serves ctxd's gRPC API over HTTP/2: TLS with server.tls_cert, "
+          "else\ncleartext h2c. Options come from the defaults, then the INI "
+          "file given\nwith --config, then the command line.\n\n"
+          "options (INI [section] key, default):\n");
   for (size_t i = 0; i < N_OPTIONS; i++) {
     const opt *o = &options[i];
     fprintf(out, "  --%s VALUE", o->name);

@@ -21,6 +21,14 @@ typedef struct ctxd_config {
   uint32_t max_concurrent_streams; /* per connection, default 1000 */
   uint32_t shutdown_grace_ms;  /* in-flight calls get this long, 10000 */
   uint32_t handshake_timeout_ms; /* preface + SETTINGS due within, 10000 */
+  uint64_t max_inflight_bytes; /* request bytes held, whole daemon, 256 MiB */
+  uint64_t max_conn_inflight_bytes; /* ... per connection, 128 MiB */
+  char tls_cert[4096];         /* PEM certificate chain; "" = cleartext h2c */
+  char tls_key[4096];          /* PEM private key of tls_cert */
+  char tls_client_ca[4096];    /* PEM CAs; set = client certificates required */
+  uint32_t plaintext;          /* 1: h2c allowed on a non-loopback address */
+  /* [auth] */
+  char auth_tokens_file[4096]; /* TOKEN ROLE [NAME] lines; "" = auth off */
   /* [store] */
   char data[4096];             /* data directory, default ./data */
   uint64_t map_size;           /* initial LMDB map, default 1 GiB */

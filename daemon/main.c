@@ -1,7 +1,8 @@
 /* main.c - the ctxd executable: configuration, the store, the collections
  * engine, the worker pool and the gRPC server on one libevent loop; graceful
  * stop on SIGTERM and SIGINT (stop accepting, NOT_SERVING, drain in-flight
- * calls for server.shutdown_grace_ms, then cancel the rest). */
+ * calls for server.shutdown_grace_ms, then cancel the rest); SIGHUP reloads
+ * the TLS certificates and the token file. */
 #include <errno.h>
 #include <event2/event.h>
 #include <limits.h>
@@ -109,6 +110,14 @@ static void drained(void *arg) {
   event_base_loopexit(a->base, NULL);
 }
 
+static void on_sighup(evutil_socket_t sig, short what, void *arg) {
+  app *a = arg;
+  (void)sig;
+  (void)what;
+  LOG_INFO("reload signal=SIGHUP");
+  server_reload(a->srv);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg) {
   app *a = arg;
   (void)what;
@@ -135,7 +144,7 @@ int main(int argc, char **argv) {
   struct event_base *base = NULL;
   server *srv = NULL;
   writer *wr = NULL;
-  struct event *sigterm = NULL, *sigint = NULL;
+  struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL;
   coll_set *cs = NULL;
   models *mods = NULL;
   app a;
@@ -302,8 +311,10 @@ int main(int argc, char **argv) {
   a.signals = 0;
   sigterm = evsignal_new(base, SIGTERM, on_signal, &a);
   sigint = evsignal_new(base, SIGINT, on_signal, &a);
+  sighup = evsignal_new(base, SIGHUP, on_sighup, &a);
   event_add(sigterm, NULL);
   event_add(sigint, NULL);
+  event_add(sighup, NULL);
 
   LOG_INFO("listening addr=%s workers=%u data=\"%s\" version=%s",
            server_addr(srv), pool_size(workers), cfg.data, CTXD_VERSION);
@@ -333,6 +344,7 @@ out:
   server_free(srv);
   if (sigterm) event_free(sigterm);
   if (sigint) event_free(sigint);
+  if (sighup) event_free(sighup);
   if (base) event_base_free(base);
   jobs_close(ctx.jobs);
   rechunk_close(ctx.rechunk);

@@ -55,6 +55,7 @@
 #include "handlers.h"
 #include "log.h"
 #include "rpc.h"
+#include "tls.h"
 
 #define STREAM_WINDOW (1 << 20)       /* SETTINGS_INITIAL_WINDOW_SIZE */
 #define CONN_WINDOW (16 << 20)        /* connection receive window */
@@ -128,6 +129,8 @@ struct rpc_call {
 struct conn {
   server *srv;
   int fd;
+  tls_conn *tls;         /* NULL for h2c */
+  int read_on_write;     /* TLS read waits for the socket to be writable */
   struct event *rev, *wev;
   struct event *hs_ev;   /* handshake deadline; NULL once SETTINGS came */
   nghttp2_session *h2;
@@ -163,6 +166,8 @@ struct server {
   const rpc_method *(*lookup)(const char *path);
   char addr[300];
   int port;
+  int loopback;           /* bound to a loopback address */
+  tls_ctx *tls;           /* NULL: cleartext h2c */
   int stopping;
   struct event *grace_ev;
   void (*drained)(void *);
@@ -1077,6 +1082,7 @@ static void conn_free(conn *cn) {
   if (cn->hs_ev) event_free(cn->hs_ev);
   event_free(cn->rev);
   event_free(cn->wev);
+  tls_conn_free(cn->tls);
   close(cn->fd);
   free(cn->out);
   if (cn->prev)
@@ -1087,6 +1093,45 @@ static void conn_free(conn *cn) {
   s->n_conns--;
   free(cn);
   server_check_drained(s);
+}
+
+/* Socket I/O, cleartext or through TLS. */
+enum { IO_AGAIN = -1, IO_ERROR = -2, IO_WAIT_READ = -3 };
+
+/* > 0 bytes, 0 when the peer closed, IO_AGAIN, IO_ERROR. */
+static ssize_t conn_recv(conn *cn, uint8_t *buf, size_t n) {
+  if (cn->tls) {
+    ssize_t r = tls_conn_read(cn->tls, buf, n);
+    if (r != TLS_IO_AGAIN) return r == TLS_IO_ERROR ? IO_ERROR : r;
+    if (tls_conn_want_write(cn->tls)) {
+      cn->read_on_write = 1;
+      event_add(cn->wev, NULL);
+    }
+    return IO_AGAIN;
+  }
+  for (;;) {
+    ssize_t r = read(cn->fd, buf, n);
+    if (r >= 0) return r;
+    if (errno != EINTR)
+      return errno == EAGAIN || errno == EWOULDBLOCK ? IO_AGAIN : IO_ERROR;
+  }
+}
+
+/* > 0 bytes written, IO_AGAIN (wait until writable), IO_WAIT_READ (TLS
+ * needs the peer's bytes first, e.g. mid-handshake), IO_ERROR. */
+static ssize_t conn_send(conn *cn, const uint8_t *p, size_t n) {
+  if (cn->tls) {
+    ssize_t w = tls_conn_write(cn->tls, p, n);
+    if (w == TLS_IO_AGAIN)
+      return tls_conn_want_write(cn->tls) ? IO_AGAIN : IO_WAIT_READ;
+    return w > 0 ? w : IO_ERROR;
+  }
+  for (;;) {
+    ssize_t w = write(cn->fd, p, n);
+    if (w >= 0) return w;
+    if (errno != EINTR)
+      return errno == EAGAIN || errno == EWOULDBLOCK ? IO_AGAIN : IO_ERROR;
+  }
 }
 
 /* Pull everything nghttp2 wants to send (up to a high-water mark), write it
@@ -1125,18 +1170,19 @@ static int conn_flush(conn *cn) {
       cn->out_len += (size_t)n;
     }
     if (cn->out_len == cn->out_off) break;
-    ssize_t w = write(cn->fd, cn->out + cn->out_off, cn->out_len - cn->out_off);
+    ssize_t w = conn_send(cn, cn->out + cn->out_off, cn->out_len - cn->out_off);
+    if (w == IO_AGAIN) {
+      event_add(cn->wev, NULL);
+      return 0;
+    }
+    if (w == IO_WAIT_READ) return 0; /* conn_read_cb flushes again */
     if (w < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        event_add(cn->wev, NULL);
-        return 0;
-      }
-      if (errno == EINTR) continue;
       conn_free(cn);
       return -1;
     }
     cn->out_off += (size_t)w;
     if (cn->out_off < cn->out_len) {
+      if (cn->tls) continue; /* a partial TLS write is one record */
       event_add(cn->wev, NULL);
       return 0;
     }
@@ -1155,17 +1201,15 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg) {
   conn *cn = arg;
   server *s = cn->srv;
   uint8_t buf[READ_CHUNK];
+  (void)fd;
   (void)what;
   s->in_io = 1;
-  for (int round = 0; round < 4; round++) {
-    ssize_t n = read(fd, buf, sizeof buf);
-    if (n == 0) {
-      conn_free(cn);
-      goto out;
-    }
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      if (errno == EINTR) continue;
+  /* A TLS read returns one record (16 KiB at most): more rounds for the
+   * same fairness budget. */
+  for (int round = 0; round < (cn->tls ? 16 : 4); round++) {
+    ssize_t n = conn_recv(cn, buf, sizeof buf);
+    if (n == IO_AGAIN) break;
+    if (n <= 0) {
       conn_free(cn);
       goto out;
     }
@@ -1177,8 +1221,10 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg) {
       if (conn_flush(cn) == 0) conn_free(cn);
       goto out;
     }
-    if ((size_t)n < sizeof buf) break;
+    if (!cn->tls && (size_t)n < sizeof buf) break;
   }
+  /* Bytes TLS already decrypted do not wake the socket event: come back. */
+  if (cn->tls && tls_conn_pending(cn->tls)) event_active(cn->rev, EV_READ, 1);
   process_local(s);
   conn_want_flush(cn);
   flush_all(s);
@@ -1189,7 +1235,12 @@ out:
 static void conn_write_cb(evutil_socket_t fd, short what, void *arg) {
   conn *cn = arg;
   server *s = cn->srv; /* conn_flush() frees cn when the peer is gone */
-  (void)fd;
+  if (cn->read_on_write) {
+    /* A TLS read waited for writability; it flushes too. */
+    cn->read_on_write = 0;
+    conn_read_cb(fd, EV_READ, cn);
+    return;
+  }
   (void)what;
   s->in_io = 1;
   conn_flush(cn);
@@ -1236,7 +1287,13 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg) {
     }
     cn->srv = s;
     cn->fd = fd;
+    if (s->tls && !(cn->tls = tls_conn_new(s->tls, fd))) {
+      free(cn);
+      close(fd);
+      continue;
+    }
     if (nghttp2_session_server_new2(&cn->h2, s->cbs, cn, s->opt) != 0) {
+      tls_conn_free(cn->tls);
       free(cn);
       close(fd);
       continue;
@@ -1350,14 +1407,62 @@ static int listen_on(server *s, char *err, size_t errlen) {
     inet_ntop(AF_INET6, &a6->sin6_addr, ip, sizeof ip);
     s->port = ntohs(a6->sin6_port);
     snprintf(s->addr, sizeof s->addr, "[%s]:%d", ip, s->port);
+    s->loopback = IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr) ||
+                  (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr) &&
+                   a6->sin6_addr.s6_addr[12] == 127);
   } else {
     struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
     inet_ntop(AF_INET, &a4->sin_addr, ip, sizeof ip);
     s->port = ntohs(a4->sin_port);
     snprintf(s->addr, sizeof s->addr, "%s:%d", ip, s->port);
+    s->loopback = (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
   }
   s->lfd = fd;
   return 0;
+}
+
+/* TLS from the configuration, and the rule that cleartext stays on
+ * loopback unless server.plaintext says otherwise. */
+static int security_setup(server *s, char *err, size_t errlen) {
+  const ctxd_config *cfg = s->cfg;
+  ctxd_error e;
+  ctxd_clearerr(&e);
+  if (cfg->tls_cert[0]) {
+    if (tls_ctx_create(cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca,
+                       &s->tls, &e) != 0) {
+      snprintf(err, errlen, "%s", e.msg);
+      return -1;
+    }
+  } else if (!s->loopback && !cfg->plaintext) {
+    snprintf(err, errlen,
+             "server.listen %s is not a loopback address and no "
+             "server.tls_cert is set: refusing to serve cleartext h2c on "
+             "the network (set server.tls_cert and server.tls_key, or "
+             "server.plaintext = true to allow it)",
+             cfg->listen);
+    return -1;
+  }
+  LOG_INFO("transport addr=%s tls=%s mtls=%s", s->addr,
+           s->tls ? "on" : "off",
+           s->tls && tls_ctx_mtls(s->tls) ? "on" : "off");
+  return 0;
+}
+
+int server_reload(server *s) {
+  int rc = 0;
+  if (s->tls) {
+    ctxd_error e;
+    ctxd_clearerr(&e);
+    if (tls_ctx_reload(s->tls, &e) != 0) {
+      LOG_ERROR("tls-reload-failed err=\"%s\" action=\"keeping the "
+                "certificates loaded before\"",
+                e.msg);
+      rc = -1;
+    } else {
+      LOG_INFO("tls-reloaded cert=\"%s\"", s->cfg->tls_cert);
+    }
+  }
+  return rc;
 }
 
 int server_create(struct event_base *base, const ctxd_config *cfg,
@@ -1378,6 +1483,7 @@ int server_create(struct event_base *base, const ctxd_config *cfg,
   s->lfd = s->efd = -1;
   pthread_mutex_init(&s->mu, NULL);
   if (listen_on(s, err, errlen) != 0) goto fail;
+  if (security_setup(s, err, errlen) != 0) goto fail;
   s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (s->efd < 0) {
     snprintf(err, errlen, "eventfd: %s", strerror(errno));
@@ -1500,6 +1606,7 @@ void server_free(server *s) {
   if (s->efd >= 0) close(s->efd);
   if (s->cbs) nghttp2_session_callbacks_del(s->cbs);
   if (s->opt) nghttp2_option_del(s->opt);
+  tls_ctx_free(s->tls);
   pthread_mutex_destroy(&s->mu);
   free(s);
 }

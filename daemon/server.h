@@ -29,11 +29,19 @@ typedef struct server_stats {
 /* Bind and listen on cfg->listen (HOST:PORT, [V6]:PORT or NAME:PORT; port
  * 0 picks a free port) and register with `base`. `workers` runs the
  * non-inline handler callbacks; `ctx` is what rpc_ctx() returns. cfg, ctx
- * and workers must outlive the server. Returns 0, or -1 with a message in
- * err (address unparsable, port taken, ...). */
+ * and workers must outlive the server. With cfg->tls_cert the port speaks
+ * TLS (tls.h); without it, cleartext h2c, which is refused on an address
+ * that is not loopback unless cfg->plaintext. Returns 0, or -1 with a
+ * message in err (address unparsable, port taken, certificate or key
+ * unreadable or mismatched, cleartext on the network, ...). */
 int server_create(struct event_base *base, const ctxd_config *cfg,
                   struct ctxd_ctx *ctx, pool *workers, server **out,
                   char *err, size_t errlen);
+
+/* SIGHUP: read the TLS certificate files again. What fails to load is
+ * logged and the previous material stays in use. Returns 0, or -1 when
+ * something failed to reload. Loop thread. */
+int server_reload(server *s);
 
 /* Replace the method table lookup (default methods_find): tests serve their
  * own methods through the real transport. Call before the first request. */

@@ -28,6 +28,7 @@ pkgs=(
   libfaiss-dev libopenblas-dev
   libopenmpi-dev openmpi-bin
   libinih-dev libjansson-dev zlib1g-dev
+  libssl-dev openssl
   python3-grpcio python3-grpc-tools python3-protobuf
   git python3-numpy python3-yaml
   clang libclang-rt-14-dev
@@ -56,7 +57,7 @@ fi
 
 # Check the things the build and tests really use, so a broken install fails
 # here and not halfway through CI.
-for tool in cmake pkg-config protoc-c protoc cc c++ node npm git; do
+for tool in cmake pkg-config protoc-c protoc cc c++ node npm git openssl; do
   command -v "$tool" >/dev/null || { echo "install-deps: $tool missing after install" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import grpc, grpc_tools.protoc, google.protobuf' || {

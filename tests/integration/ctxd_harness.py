@@ -163,9 +163,12 @@ class Daemon:
 
     Daemon(report, args=(), data_dir=None, name="ctxd") - `args` are extra
     command-line flags (e.g. ["--server.max_message_bytes", "1048576"]).
+    `creds` (grpc.ssl_channel_credentials) makes every harness channel a
+    TLS one, with `target_name` as the name the certificate must carry.
     """
 
-    def __init__(self, report=None, args=(), data_dir=None, name="ctxd"):
+    def __init__(self, report=None, args=(), data_dir=None, name="ctxd",
+                 creds=None, target_name=None):
         if not CTXD_BIN or not os.path.exists(CTXD_BIN):
             raise DaemonError("CTXD_BIN not set or missing: %r" % CTXD_BIN)
         self.report = report
@@ -182,6 +185,8 @@ class Daemon:
         self._channels = []
         self._client = None
         self.starts = 0
+        self.creds = creds
+        self.target_name = target_name
 
     # -- process ---------------------------------------------------------
     def start(self, wait=True):
@@ -234,8 +239,16 @@ class Daemon:
         raise DaemonError("%s: no 'listening addr=' line in %.0fs; log:\n%s" % (
             self.name, timeout * SLOW, self.log_tail()))
 
+    def _new_channel(self, options=()):
+        opts = list(options)
+        if self.creds is None:
+            return grpc.insecure_channel(self.addr, options=opts)
+        if self.target_name:
+            opts.append(("grpc.ssl_target_name_override", self.target_name))
+        return grpc.secure_channel(self.addr, self.creds, options=opts)
+
     def wait_serving(self, timeout=15.0):
-        ch = grpc.insecure_channel(self.addr)
+        ch = self._new_channel()
         stub = pb.health_pb2_grpc.HealthStub(ch)
         end = time.monotonic() + timeout * SLOW
         last = None
@@ -333,7 +346,7 @@ class Daemon:
         opts = [("grpc.max_send_message_length", 128 << 20),
                 ("grpc.max_receive_message_length", 128 << 20)]
         opts += list(options or [])
-        ch = grpc.insecure_channel(self.addr, options=opts)
+        ch = self._new_channel(opts)
         self._channels.append(ch)
         return ch
 
