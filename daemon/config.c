@@ -70,12 +70,13 @@ static const opt options[] = {
      "this long is closed; 0 = never"},
     {"server.max_inflight_bytes", NULL, OPT_SIZE, "256M", 64 * KiB,
      1024 * GiB, F(max_inflight_bytes),
-     "request bytes the daemon holds at once (messages being received or "
-     "waiting for a handler), all connections together; a message that "
-     "would exceed it is refused RESOURCE_EXHAUSTED before it is allocated"},
+     "request bytes held at once (messages arriving or waiting for a "
+     "handler), all connections together; a message beyond it is refused "
+     "RESOURCE_EXHAUSTED unallocated"},
     {"server.max_conn_inflight_bytes", NULL, OPT_SIZE, "128M", 64 * KiB,
      1024 * GiB, F(max_conn_inflight_bytes),
-     "... the same, per connection (at least server.max_message_bytes)"},
+     "... the same, per connection (raised to server.max_message_bytes + 5 "
+     "when smaller)"},
     {"server.tls_cert", NULL, OPT_STR, "", 0, 0, F(tls_cert),
      "PEM certificate chain (server certificate first): serve gRPC over TLS "
      "(ALPN h2, TLS 1.2+); empty: cleartext h2c; reloaded on SIGHUP"},
@@ -366,19 +367,6 @@ static int config_check(const ctxd_config *c, char *err, size_t errlen) {
   }
   if (c->map_size > c->max_map_size) {
     seterr(err, errlen, "store.map_size must not exceed store.max_map_size");
-    return -1;
-  }
-  /* A message of the largest size must fit the in-flight budgets, or it
-   * could never be received. */
-  if (c->max_message_bytes + 5 > c->max_conn_inflight_bytes ||
-      c->max_conn_inflight_bytes > c->max_inflight_bytes) {
-    seterr(err, errlen,
-           "server.max_message_bytes (%llu) + 5 must not exceed "
-           "server.max_conn_inflight_bytes (%llu), which must not exceed "
-           "server.max_inflight_bytes (%llu)",
-           (unsigned long long)c->max_message_bytes,
-           (unsigned long long)c->max_conn_inflight_bytes,
-           (unsigned long long)c->max_inflight_bytes);
     return -1;
   }
   if (!c->tls_cert[0] != !c->tls_key[0]) {
