@@ -158,8 +158,13 @@ static const opt options[] = {
     {"jobs.threads", NULL, OPT_U32, "0", 0, 1024, F(jobs_threads),
      "threads one job uses (embedding, kNN searches); 0 = one per CPU"},
     {"jobs.output_root", NULL, OPT_STR, "", 0, 0, F(jobs_output_root),
-     "when set (an absolute path), a job's output_dir must lie under it; "
-     "empty: anywhere the daemon may write"},
+     "directory a job's output_dir must resolve under (symbolic links "
+     "followed; created at start); empty: DATA/exports of store.data; "
+     "/: anywhere the daemon may write"},
+    {"jobs.input_root", NULL, OPT_STR, "", 0, 0, F(jobs_input_root),
+     "directory a job's input_jsonl must resolve under (symbolic links "
+     "followed; created at start); empty: DATA/imports of store.data; "
+     "/: any file the daemon may read"},
     {"jobs.test_delay_ms", NULL, OPT_U32, "0", 0, 60000,
      F(jobs_test_delay_ms),
      "TESTS ONLY: each progress report of a job sleeps this long, so that "

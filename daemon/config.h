@@ -59,7 +59,8 @@ typedef struct ctxd_config {
   uint32_t jobs_keep_finished; /* ended jobs kept, 1000 */
   uint32_t jobs_threads;       /* threads of each job, 0 = all cores */
   uint32_t jobs_test_delay_ms; /* tests only, 0 */
-  char jobs_output_root[4096]; /* "" = output_dir anywhere */
+  char jobs_output_root[4096]; /* "" = DATA/exports; "/" = anywhere */
+  char jobs_input_root[4096];  /* "" = DATA/imports; "/" = anywhere */
   /* [model] (the language model, models.h) */
   char model_path[4096];       /* GGUF loaded at start; "" = none */
   char model_builtin[4096];    /* reference model for selections with no

@@ -18,9 +18,9 @@
 #include <zlib.h>
 
 #include "../index/order.h"
-#include "../index/utf8.h"
 #include "jobs_input.h"
 #include "log.h"
+#include "paths.h"
 
 #define RECORD_MAGIC "CTXDJOB1"
 #define RECORD_MAGIC_LEN 8
@@ -95,7 +95,8 @@ struct jobs {
   store *st;
   coll_set *cs;
   jobs_opts o;
-  char output_root[PATH_MAX];
+  char output_root[PATH_MAX]; /* resolved; "/" = anywhere */
+  char input_root[PATH_MAX];
   pthread_mutex_t mu;
   pthread_cond_t cv;
   pthread_mutex_t persist_mu; /* one record write at a time, in order */
@@ -150,65 +151,6 @@ static void *pb_copy(const ProtobufCMessage *m,
   return out;
 }
 
-/* ---- paths ------------------------------------------------------------------ */
-
-/* `in` as an absolute path without empty or "." components and without a
- * trailing slash; ".." is refused (confinement to output_root is checked
- * on the text). */
-static int path_normalize(const char *what, const char *in, char *out,
-                          size_t cap, ctxd_error *e) {
-  size_t len = strlen(in), o = 0;
-  if (len == 0) return ctxd_seterr(e, CTXD_EINVAL, "%s is required", what);
-  if (in[0] != '/')
-    return ctxd_seterr(e, CTXD_EINVAL,
-                       "%s must be an absolute path on the server (got "
-                       "\"%.200s\")",
-                       what, in);
-  if (len >= cap - 64)
-    return ctxd_seterr(e, CTXD_EINVAL, "%s is longer than %zu bytes", what,
-                       cap - 64);
-  if (!utf8_valid(in, len, NULL))
-    return ctxd_seterr(e, CTXD_EINVAL, "%s is not valid UTF-8", what);
-  for (const char *p = in; *p;) {
-    while (*p == '/') p++;
-    const char *s = p;
-    while (*p && *p != '/') p++;
-    size_t n = (size_t)(p - s);
-    if (n == 0 || (n == 1 && s[0] == '.')) continue;
-    if (n == 2 && s[0] == '.' && s[1] == '.')
-      return ctxd_seterr(e, CTXD_EINVAL,
-                         "%s must not contain \"..\" (got \"%.200s\")", what,
-                         in);
-    out[o++] = '/';
-    memcpy(out + o, s, n);
-    o += n;
-  }
-  if (o == 0) out[o++] = '/';
-  out[o] = '\0';
-  return 0;
-}
-
-/* mkdir -p. Errors: CTXD_EINVAL naming the path and the reason. */
-static int mkdir_p(const char *path, ctxd_error *e) {
-  char buf[PATH_MAX];
-  struct stat st;
-  snprintf(buf, sizeof buf, "%s", path);
-  for (char *p = buf + 1;; p++) {
-    if (*p != '/' && *p != '\0') continue;
-    char c = *p;
-    *p = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-      return ctxd_seterr(e, CTXD_EINVAL, "cannot create output_dir %s: %s",
-                         buf, strerror(errno));
-    if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
-      return ctxd_seterr(e, CTXD_EINVAL,
-                         "output_dir: %s exists and is not a directory", buf);
-    if (!c) break;
-    *p = c;
-  }
-  return 0;
-}
-
 /* ---- request checks ------------------------------------------------------ */
 
 /* A request turned into order options and an input spec (pointing into
@@ -217,7 +159,8 @@ typedef struct job_spec {
   order_opts o;
   jobin_spec in;
   store_kv *meta; /* owned */
-  char outdir[PATH_MAX];
+  char outdir[PATH_MAX];  /* output_dir resolved under output_root */
+  char injsonl[PATH_MAX]; /* input_jsonl resolved under input_root */
 } job_spec;
 
 static void spec_free(job_spec *s) {
@@ -237,18 +180,9 @@ static int spec_build(jobs *J, const Ctxd__V1__ReorderRequest *r,
   int rc, m;
   memset(s, 0, sizeof *s);
   order_opts_defaults(&s->o);
-  if ((rc = path_normalize("output_dir", r->output_dir, s->outdir,
-                           sizeof s->outdir, e)))
+  if ((rc = paths_confine("output_dir", "jobs.output_root", J->output_root,
+                          r->output_dir, s->outdir, sizeof s->outdir, e)))
     return rc;
-  if (J->output_root[0]) {
-    size_t rl = strlen(J->output_root);
-    if (!(strncmp(s->outdir, J->output_root, rl) == 0 &&
-          (s->outdir[rl] == '/' || s->outdir[rl] == '\0' || rl == 1)))
-      return ctxd_seterr(e, CTXD_EINVAL,
-                         "output_dir %s is not under the server's "
-                         "jobs.output_root (%s)",
-                         s->outdir, J->output_root);
-  }
   if (stat(s->outdir, &st) == 0 && !S_ISDIR(st.st_mode))
     return ctxd_seterr(e, CTXD_EINVAL,
                        "output_dir %s exists and is not a directory",
@@ -295,7 +229,7 @@ static int spec_build(jobs *J, const Ctxd__V1__ReorderRequest *r,
 
   /* the input */
   jobin_spec *in = &s->in;
-  in->jsonl_path = r->input_jsonl;
+  in->jsonl_path = "";
   in->collection = r->collection;
   in->embedder = r->embedder;
   if ((m = jobin_vectors_parse(r->vectors)) < 0)
@@ -304,20 +238,22 @@ static int spec_build(jobs *J, const Ctxd__V1__ReorderRequest *r,
                        r->vectors);
   in->vectors = (jobin_vectors)m;
   if (*r->input_jsonl) {
-    char p[PATH_MAX];
-    if ((rc = path_normalize("input_jsonl", r->input_jsonl, p, sizeof p, e)))
+    if ((rc = paths_confine("input_jsonl", "jobs.input_root", J->input_root,
+                            r->input_jsonl, s->injsonl, sizeof s->injsonl,
+                            e)))
       return rc;
+    in->jsonl_path = s->injsonl;
     if (r->n_doc_ids || r->n_metadata)
       return ctxd_seterr(e, CTXD_EINVAL,
                          "doc_ids and metadata select stored documents; they "
                          "do not go with input_jsonl");
-    if (stat(r->input_jsonl, &st) != 0)
+    if (stat(s->injsonl, &st) != 0)
       return ctxd_seterr(e, CTXD_EINVAL, "input_jsonl %s: %s", r->input_jsonl,
                          errno == ENOENT ? "no such file" : strerror(errno));
     if (!S_ISREG(st.st_mode))
       return ctxd_seterr(e, CTXD_EINVAL, "input_jsonl %s is not a regular file",
                          r->input_jsonl);
-    if (access(r->input_jsonl, R_OK) != 0)
+    if (access(s->injsonl, R_OK) != 0)
       return ctxd_seterr(e, CTXD_EINVAL, "input_jsonl %s: %s", r->input_jsonl,
                          strerror(errno));
   }
@@ -787,7 +723,7 @@ static void run(jobs *J, job *jb) {
            jb->req->output_dir, jb->resumes);
   persist(J, jb, NULL);
   if ((rc = spec_build(J, jb->req, &sp, &e)) == 0 &&
-      (rc = mkdir_p(sp.outdir, &e)) == 0) {
+      (rc = paths_mkdir("output_dir", sp.outdir, 0755, &e)) == 0) {
     sp.in.progress = on_progress;
     sp.in.progress_arg = jb;
     sp.in.cancel = &jb->cancel;
@@ -943,9 +879,16 @@ int jobs_open(store *st, coll_set *cs, const jobs_opts *o, jobs **out,
   pthread_mutex_init(&J->mu, NULL);
   pthread_mutex_init(&J->persist_mu, NULL);
   pthread_cond_init(&J->cv, NULL);
-  if (o->output_root && *o->output_root &&
-      (rc = path_normalize("jobs.output_root", o->output_root, J->output_root,
-                           sizeof J->output_root, e)))
+  /* an unset root (tests, tools) allows anywhere; the daemon's
+   * configuration always sets both (main.c) */
+  strcpy(J->output_root, "/");
+  strcpy(J->input_root, "/");
+  if ((o->output_root && *o->output_root &&
+       (rc = paths_root("jobs.output_root", o->output_root, NULL, NULL,
+                        J->output_root, sizeof J->output_root, e))) ||
+      (o->input_root && *o->input_root &&
+       (rc = paths_root("jobs.input_root", o->input_root, NULL, NULL,
+                        J->input_root, sizeof J->input_root, e))))
     goto fail;
   load_state ls = {J, 0};
   if ((rc = store_job_list(st, load_one, &ls, e))) goto fail;
@@ -1005,7 +948,7 @@ int jobs_submit(jobs *J, const Ctxd__V1__ReorderRequest *req,
   job_spec sp;
   job *jb = NULL;
   int rc = spec_build(J, req, &sp, e);
-  if (rc || (rc = mkdir_p(sp.outdir, e))) goto out;
+  if (rc || (rc = paths_mkdir("output_dir", sp.outdir, 0755, e))) goto out;
   if (!(jb = job_new(J))) {
     rc = ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
     goto out;

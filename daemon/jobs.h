@@ -53,13 +53,15 @@ typedef struct jobs_opts {
   unsigned test_delay_ms; /* tests only: each progress report of a job
                            * sleeps this long (so that tests can act on a
                            * job mid-way); 0 in production */
-  const char *output_root; /* "" or NULL: output_dir may be anywhere;
-                            * else it must lie under this absolute path */
+  const char *output_root; /* output_dir must resolve under this
+                            * directory (paths.h; created when missing);
+                            * "" or NULL: anywhere ("/") */
+  const char *input_root;  /* input_jsonl likewise */
 } jobs_opts;
 
 /* Start the runner: load the job records, requeue or fail the unfinished
  * ones (see the top), start max_running threads. st and cs must outlive
- * it. Errors: CTXD_EINVAL (output_root not absolute), CTXD_EIO,
+ * it. Errors: CTXD_EINVAL (a root cannot be created or resolved), CTXD_EIO,
  * CTXD_ENOMEM. */
 int jobs_open(store *st, coll_set *cs, const jobs_opts *o, jobs **out,
               ctxd_error *e);
@@ -75,11 +77,11 @@ void jobs_close(jobs *j);
 
 /* Check a request and queue a job for it. Checks that need no reading:
  * mode, k, window, separator, dedup and decompose options, vectors and
- * embedder, output_dir (absolute, no "..", under output_root, not an
- * existing non-directory; created with its parents), the input (a readable
- * regular file, or an existing collection; filters only with a collection;
- * doc_ids unique, at most 100,000). *id receives the job's id. Errors: CTXD_EINVAL (the
- * message names the field), CTXD_ENOTFOUND (collection), CTXD_EPRECOND
+ * embedder, output_dir (paths_confine'd to output_root, not an existing
+ * non-directory; created with its parents), the input (a readable regular
+ * file paths_confine'd to input_root, or an existing collection; filters
+ * only with a collection; doc_ids unique, at most 100,000). *id receives
+ * the job's id. Errors: CTXD_EINVAL (the message names the field), CTXD_ENOTFOUND (collection), CTXD_EPRECOND
  * (another queued or running job writes to output_dir), CTXD_ELIMIT
  * (max_queued jobs wait already), CTXD_EBUSY (shutting down), CTXD_EIO,
  * CTXD_ENOSPC (recording the job). */

@@ -25,6 +25,7 @@
 #include "jobs.h"
 #include "log.h"
 #include "models.h"
+#include "paths.h"
 #include "pool.h"
 #include "rechunk.h"
 #include "server.h"
@@ -266,9 +267,20 @@ int main(int argc, char **argv) {
   ctx.start_time = (uint64_t)time(NULL);
   atomic_init(&ctx.serving, 1);
 
+  /* Client-named paths stay under these (paths.h); like Qdrant's
+   * snapshots_path, the defaults live in the data directory. */
+  char out_root[PATH_MAX], in_root[PATH_MAX];
+  if (paths_root("jobs.output_root", cfg.jobs_output_root, cfg.data,
+                 "exports", out_root, sizeof out_root, &e) != 0 ||
+      paths_root("jobs.input_root", cfg.jobs_input_root, cfg.data, "imports",
+                 in_root, sizeof in_root, &e) != 0) {
+    LOG_ERROR("jobs-root-failed err=\"%s\"", e.msg);
+    fprintf(stderr, "ctxd: %s\n", e.msg);
+    goto out;
+  }
   jobs_opts jo = {cfg.jobs_max_running, cfg.jobs_max_queued,
                   cfg.jobs_keep_finished, cfg.jobs_threads,
-                  cfg.jobs_test_delay_ms, cfg.jobs_output_root};
+                  cfg.jobs_test_delay_ms, out_root, in_root};
   if (jobs_open(st, cs, &jo, &ctx.jobs, &e) != 0) {
     LOG_ERROR("jobs-open-failed err=\"%s\"", e.msg);
     fprintf(stderr, "ctxd: cannot start the job runner: %s\n", e.msg);

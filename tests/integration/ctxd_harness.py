@@ -12,7 +12,9 @@ Report:
 The daemon listens on 127.0.0.1:0; the harness reads the address from the
 `listening addr=HOST:PORT` line of its stderr log. Each daemon gets a temp
 data dir (kept across restart()); leaving the `with` sends SIGTERM and checks
-that it exits 0 with no sanitizer report in its log.
+that it exits 0 with no sanitizer report in its log. Corpus jobs may read
+and write anywhere under the temp dir (jobs.input_root and
+jobs.output_root; a test's own args override them).
 
 Environment: CTXD_BIN (the daemon), PYTHONPATH with the generated stubs and
 clients/python. CTXD_TEST_KEEP=1 keeps temp dirs and logs for inspection.
@@ -196,8 +198,11 @@ class Daemon:
         self.addr = None
         # The built-in reference model (model.builtin) is off unless a test's
         # own args turn it on (later flags win): "no model" stays no model.
+        # Jobs read and write under the daemon's temp dir (where the tests
+        # put their files) rather than in the data dir's exports/imports.
         cmd = [CTXD_BIN, "--listen", "127.0.0.1:0", "--data", self.data_dir,
-               "--model.builtin=none"] + self.args
+               "--model.builtin=none", "--jobs.output_root", self.tmp,
+               "--jobs.input_root", self.tmp] + self.args
         self.log_path = os.path.join(self.tmp, "%s.%d.log" % (self.name, self.starts))
         self._logf = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,

@@ -18,6 +18,8 @@ from ctxd_harness import SLOW, Daemon, Report
 
 CTXCTL = os.environ.get("CTXCTL_BIN", "")
 WORK = tempfile.mkdtemp(prefix="ctxctl-reorder-it-")
+# the daemon's jobs read and write in WORK
+ROOTS = ["--jobs.output_root", WORK, "--jobs.input_root", WORK]
 DOCS, DUPS = make_corpus(clusters=4, per_cluster=30, seed=5, dups=2)
 r = Report("test_ctxctl_reorder")
 
@@ -124,7 +126,7 @@ def case_detach_jobs(addr):
 
 
 def case_cancel(r_):
-    with Daemon(r, args=["--jobs.test_delay_ms", "300"], name="ctxd-slow") as d:
+    with Daemon(r, args=["--jobs.test_delay_ms", "300"] + ROOTS, name="ctxd-slow") as d:
         rc, out, err = ctl(d.addr, "reorder", "--input", "corpus.jsonl", "--out", "out6",
                            "--detach")
         jid = out.strip()
@@ -184,7 +186,7 @@ def case_errors(addr):
 
 
 def main():
-    with Daemon(r) as d:
+    with Daemon(r, args=ROOTS) as d:
         r.case("reorder a JSONL corpus, --fetch", case_jsonl_fetch, d.addr)
         r.case("reorder a collection, --json, --meta, decompose", case_collection_json,
                d.addr)

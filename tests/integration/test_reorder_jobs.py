@@ -120,7 +120,8 @@ def case_busy_dir(r, d, work, path):
 def case_limits(r, work, path):
     root = os.path.join(work, "root")
     os.makedirs(root)
-    with Daemon(r, args=DELAY + ["--jobs.max_queued", "1", "--jobs.output_root", root],
+    with Daemon(r, args=DELAY + ["--jobs.max_queued", "1", "--jobs.output_root", root,
+                                 "--jobs.input_root", work],
                 name="ctxd-limits") as d:
         s = d.stubs()
         r.raises(grpc.StatusCode.INVALID_ARGUMENT,

@@ -70,7 +70,8 @@ def main():
         for i, g, t in docs:
             f.write(json.dumps({"id": i, "text": t}) + "\n")
     size = os.path.getsize(path)
-    d = benchlib.Ctxd(a.build)
+    d = benchlib.Ctxd(a.build, extra=["--jobs.output_root", work,
+                                      "--jobs.input_root", work])
     try:
         c = CtxdClient(d.addr, timeout=600)
         out = os.path.join(work, "out")
