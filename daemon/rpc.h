@@ -59,6 +59,11 @@ void *rpc_state(rpc_call *c);
 /* The method path and a header value of the request ("" if absent). */
 const char *rpc_path(rpc_call *c);
 
+/* The NAME of the bearer token that authenticated the call (auth.h), ""
+ * when authentication is off or the method is open. Valid for the call's
+ * life. */
+const char *rpc_auth_name(rpc_call *c);
+
 /* Queue one response message (protobuf bytes; the transport adds the gRPC
  * 5-byte prefix). Returns 0, or -1 when the call is already finished or gone
  * (the message is dropped). Bytes are copied. */

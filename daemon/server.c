@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "../index/err.h"
+#include "auth.h"
 #include "grpc_wire.h"
 #include "handlers.h"
 #include "log.h"
@@ -98,6 +99,10 @@ struct rpc_call {
       headers_sent : 1, deferred : 1, trailers_sent : 1, counted : 1,
       half_held : 1;     /* half-close waits behind held messages */
   uint8_t encoding; /* enum grpc_encoding of grpc-encoding */
+  uint8_t auth_seen;  /* authorization headers seen */
+  uint8_t auth_res;   /* enum auth_result of the header */
+  uint8_t auth_role;  /* enum auth_role of the token, when AUTH_OK */
+  char auth_name[AUTH_NAME_MAX + 1]; /* the token's NAME, for logs */
   char path[PATH_MAX_LEN];
   char bad_encoding[ENC_NAME_MAX]; /* for the error, when GRPC_ENC_UNKNOWN */
   struct msg_task *parked; /* unary request held until the half-close */
@@ -168,6 +173,7 @@ struct server {
   int port;
   int loopback;           /* bound to a loopback address */
   tls_ctx *tls;           /* NULL: cleartext h2c */
+  auth *auth;             /* NULL: no authentication */
   int stopping;
   struct event *grace_ev;
   void (*drained)(void *);
@@ -786,6 +792,61 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *f,
   return 0;
 }
 
+/* Look the bearer token up as the header arrives; only the outcome, the
+ * role and the token's NAME are kept. Two authorization headers are
+ * malformed. */
+static void call_authenticate(rpc_call *c, const char *v, size_t n) {
+  auth_role role = AUTH_ROLE_NONE;
+  const char *name = "";
+  auth_result r = auth_check(c->srv->auth, v, n, &role, &name);
+  if (c->auth_seen++) r = AUTH_MALFORMED;
+  c->auth_res = (uint8_t)r;
+  if (r == AUTH_OK) {
+    c->auth_role = (uint8_t)role;
+    snprintf(c->auth_name, sizeof c->auth_name, "%s", name);
+  }
+}
+
+/* Before any handler runs and before any request byte is decoded: the
+ * method's role against the token's. Answers the call and returns 0 when
+ * it is refused. */
+static int call_authorize(rpc_call *c) {
+  auth_role need = auth_required_role(c->path);
+  int res = c->auth_seen ? c->auth_res : AUTH_MISSING;
+  if (need == AUTH_ROLE_NONE) return 1;
+  if (res != AUTH_OK) {
+    c->m = NULL;
+    const char *why = res == AUTH_MISSING     ? "missing"
+                      : res == AUTH_MALFORMED ? "malformed"
+                                              : "unknown-token";
+    LOG_INFO("auth-refused path=%s reason=%s", c->path, why);
+    call_finish_internal(
+        c, GRPC_UNAUTHENTICATED, "%s",
+        res == AUTH_MISSING
+            ? "authentication required: send the metadata "
+              "'authorization: Bearer TOKEN'"
+        : res == AUTH_MALFORMED
+            ? "malformed authorization metadata: expected one "
+              "'authorization: Bearer TOKEN'"
+            : "invalid token");
+    return 0;
+  }
+  if (c->auth_role < need) {
+    c->m = NULL;
+    LOG_INFO("auth-denied path=%s name=%s role=%s need=%s", c->path,
+             c->auth_name, auth_role_name((auth_role)c->auth_role),
+             auth_role_name(need));
+    call_finish_internal(c, GRPC_PERMISSION_DENIED,
+                         "%s needs the %s role; token %s has the %s role",
+                         c->path, auth_role_name(need), c->auth_name,
+                         auth_role_name((auth_role)c->auth_role));
+    return 0;
+  }
+  LOG_DEBUG("auth-ok path=%s name=%s role=%s", c->path, c->auth_name,
+            auth_role_name((auth_role)c->auth_role));
+  return 1;
+}
+
 #define HDR_IS(name, lit) \
   (namelen == sizeof(lit) - 1 && memcmp((name), (lit), sizeof(lit) - 1) == 0)
 
@@ -824,6 +885,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f,
       memcpy(c->bad_encoding, value, n);
       c->bad_encoding[n] = '\0';
     }
+  } else if (HDR_IS(name, "authorization")) {
+    if (c->srv->auth) call_authenticate(c, (const char *)value, valuelen);
   } else if (HDR_IS(name, "grpc-timeout")) {
     uint64_t ns;
     if (grpc_timeout_parse((const char *)value, valuelen, &ns) == 0) {
@@ -887,6 +950,7 @@ static void call_start(rpc_call *c) {
     pthread_mutex_unlock(&c->mu);
     return;
   }
+  if (c->srv->auth && !call_authorize(c)) return;
   if (!c->m) {
     call_finish_internal(c, GRPC_UNIMPLEMENTED, "unknown method %s", c->path);
     return;
@@ -1442,9 +1506,20 @@ static int security_setup(server *s, char *err, size_t errlen) {
              cfg->listen);
     return -1;
   }
-  LOG_INFO("transport addr=%s tls=%s mtls=%s", s->addr,
+  if (cfg->auth_tokens_file[0]) {
+    if (auth_open(cfg->auth_tokens_file, &s->auth, &e) != 0) {
+      snprintf(err, errlen, "%s", e.msg);
+      return -1;
+    }
+  } else if (!s->loopback) {
+    LOG_WARN("auth-off addr=%s reason=\"no auth.tokens_file: every client "
+             "that reaches this address may call every method\"",
+             s->addr);
+  }
+  LOG_INFO("transport addr=%s tls=%s mtls=%s auth=%s tokens=%zu", s->addr,
            s->tls ? "on" : "off",
-           s->tls && tls_ctx_mtls(s->tls) ? "on" : "off");
+           s->tls && tls_ctx_mtls(s->tls) ? "on" : "off",
+           s->auth ? "on" : "off", s->auth ? auth_count(s->auth) : (size_t)0);
   return 0;
 }
 
@@ -1460,6 +1535,19 @@ int server_reload(server *s) {
       rc = -1;
     } else {
       LOG_INFO("tls-reloaded cert=\"%s\"", s->cfg->tls_cert);
+    }
+  }
+  if (s->auth) {
+    ctxd_error e;
+    ctxd_clearerr(&e);
+    if (auth_reload(s->auth, &e) != 0) {
+      LOG_ERROR("auth-reload-failed err=\"%s\" action=\"keeping the %zu "
+                "tokens loaded before\"",
+                e.msg, auth_count(s->auth));
+      rc = -1;
+    } else {
+      LOG_INFO("auth-reloaded tokens=%zu file=\"%s\"", auth_count(s->auth),
+               s->cfg->auth_tokens_file);
     }
   }
   return rc;
@@ -1607,6 +1695,7 @@ void server_free(server *s) {
   if (s->cbs) nghttp2_session_callbacks_del(s->cbs);
   if (s->opt) nghttp2_option_del(s->opt);
   tls_ctx_free(s->tls);
+  auth_free(s->auth);
   pthread_mutex_destroy(&s->mu);
   free(s);
 }
@@ -1623,6 +1712,10 @@ void *rpc_state(rpc_call *c) {
 
 const char *rpc_path(rpc_call *c) {
   return c->path;
+}
+
+const char *rpc_auth_name(rpc_call *c) {
+  return c->auth_name;
 }
 
 int rpc_send(rpc_call *c, const uint8_t *msg, size_t len) {

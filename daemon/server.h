@@ -31,16 +31,20 @@ typedef struct server_stats {
  * non-inline handler callbacks; `ctx` is what rpc_ctx() returns. cfg, ctx
  * and workers must outlive the server. With cfg->tls_cert the port speaks
  * TLS (tls.h); without it, cleartext h2c, which is refused on an address
- * that is not loopback unless cfg->plaintext. Returns 0, or -1 with a
+ * that is not loopback unless cfg->plaintext. With cfg->auth_tokens_file
+ * every call but grpc.health.v1.Health needs a bearer token of the
+ * method's role (auth.h), checked before the handler sees the call
+ * (UNAUTHENTICATED, PERMISSION_DENIED). Returns 0, or -1 with a
  * message in err (address unparsable, port taken, certificate or key
- * unreadable or mismatched, cleartext on the network, ...). */
+ * unreadable or mismatched, cleartext on the network, token file
+ * unreadable, group/other-accessible or malformed, ...). */
 int server_create(struct event_base *base, const ctxd_config *cfg,
                   struct ctxd_ctx *ctx, pool *workers, server **out,
                   char *err, size_t errlen);
 
-/* SIGHUP: read the TLS certificate files again. What fails to load is
- * logged and the previous material stays in use. Returns 0, or -1 when
- * something failed to reload. Loop thread. */
+/* SIGHUP: read the TLS certificate files and the token file again. What
+ * fails to load is logged and the previous material stays in use. Returns
+ * 0, or -1 when something failed to reload. Loop thread. */
 int server_reload(server *s);
 
 /* Replace the method table lookup (default methods_find): tests serve their
