@@ -194,8 +194,14 @@ static const opt options[] = {
      "vocabulary-only GGUF (e.g. llama.cpp's models/ggml-vocab-qwen2.gguf) "
      "for exact token counts with no model; a loaded model's vocabulary "
      "takes precedence"},
+    {"metrics.listen", NULL, OPT_STR, "", 0, 0, F(metrics_listen),
+     "address of the HTTP endpoint for Prometheus metrics (/metrics) and "
+     "/healthz: HOST:PORT, [IPV6]:PORT; port 0 picks a free one; \"\" = off"},
     {"log.level", "log-level", OPT_LEVEL, "info", 0, 0, F(log_level),
      "error, warn, info or debug"},
+    {"log.access", NULL, OPT_BOOL, "false", 0, 0, F(log_access),
+     "log one line per finished call (method, status, duration, bytes, "
+     "peer)"},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])

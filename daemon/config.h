@@ -71,8 +71,11 @@ typedef struct ctxd_config {
   uint32_t model_max_concurrent; /* model selections at once, 1 */
   /* [tokenizer] */
   char tokenizer_path[4096];   /* vocabulary-only GGUF; "" = none */
+  /* [metrics] */
+  char metrics_listen[256];    /* HTTP /metrics and /healthz; "" = off */
   /* [log] */
   char log_level[16];          /* error, warn, info, debug */
+  uint32_t log_access;         /* one line per finished call, 0 */
 } ctxd_config;
 
 /* Fill `c` with the defaults. */

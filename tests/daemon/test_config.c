@@ -43,6 +43,8 @@ static void test_defaults(void) {
   CHECK_EQ_INT(c.put_batch_bytes, 16ULL << 20);
   CHECK_EQ_INT(c.put_batch_ms, 50);
   CHECK_EQ_STR(c.log_level, "info");
+  CHECK_EQ_INT(c.log_access, 0);
+  CHECK_EQ_STR(c.metrics_listen, "");
   CHECK_EQ_STR(c.index_spec, "Flat");
   CHECK_EQ_STR(c.index_metric, "ip");
   CHECK_EQ_INT(c.index_save_every_changes, 10000);
@@ -150,6 +152,8 @@ static void test_bad_values(void) {
   expect_bad(3, a16, "index.rebuild_masked_ratio");
   char *a17[] = {"ctxd", "--bm25.k1", "nan"};
   expect_bad(3, a17, "bm25.k1");
+  char *a18[] = {"ctxd", "--log.access", "maybe"};
+  expect_bad(3, a18, "log.access: \"maybe\" is not true or false");
 
   const char *p1 = write_file("b.ini", "[server]\nlisten = x:1\nbogus = 1\n");
   char *b1[] = {"ctxd", "--config", (char *)p1};
@@ -184,6 +188,10 @@ static void test_dump_reload(void) {
                   "16",
                   "--log.level",
                   "error",
+                  "--log.access",
+                  "yes",
+                  "--metrics.listen",
+                  "0.0.0.0:9464",
                   "--bm25.k1",
                   "0.9",
                   "--bm25.b",
@@ -212,6 +220,8 @@ static void test_dump_reload(void) {
   CHECK_EQ_STR(b.index_spec, "IVF64,Flat");
   CHECK_EQ_STR(b.index_metric, "l2");
   CHECK_EQ_STR(b.embedder, "hash:dim=256");
+  CHECK_EQ_INT(b.log_access, 1);
+  CHECK_EQ_STR(b.metrics_listen, "0.0.0.0:9464");
   /* The dump of the defaults loads back to the defaults too. */
   config_defaults(&a);
   f = fopen(path, "w");
