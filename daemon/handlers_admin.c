@@ -500,8 +500,8 @@ static void rebuild_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     rpc_finish_error(c, &e);
     goto done;
   }
-  LOG_INFO("rebuild-index collection=%s %s", st->name,
-           rc ? "action=watch (already running)" : "action=started");
+  LOG_INFO("rebuild-index collection=%s action=%s", st->name,
+           rc ? "watch-running" : "started");
   rebuild_report(c, st);
 done:
   ctxd__v1__rebuild_index_request__free_unpacked(req, NULL);
@@ -619,8 +619,7 @@ static void rechunk_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     rpc_finish_error(c, &e);
     return;
   }
-  LOG_INFO("rechunk %s", rc ? "action=watch (already running)"
-                            : "action=started");
+  LOG_INFO("rechunk action=%s", rc ? "watch-running" : "started");
   rechunk_report(c);
 }
 

@@ -1132,6 +1132,32 @@ int jobs_cancel(jobs *J, const char *id, ctxd_error *e) {
   return rc;
 }
 
+_Static_assert(JOBS_STATES == JS_COUNT, "jobs.h counts every state");
+
+const char *jobs_state_name(int i) {
+  return i >= 0 && i < JS_COUNT ? state_names[i] : "";
+}
+
+void jobs_counts(jobs *J, uint64_t counts[JOBS_STATES], jobs_progress *run,
+                 size_t cap, size_t *n_run) {
+  size_t n = 0;
+  for (int i = 0; i < JOBS_STATES; i++) counts[i] = 0;
+  pthread_mutex_lock(&J->mu);
+  for (job *jb = J->head; jb; jb = jb->next) {
+    counts[jb->state]++;
+    if (jb->state != JS_RUNNING || n >= cap) continue;
+    jobs_progress *p = &run[n++];
+    int cp = shown_phase(jb);
+    snprintf(p->id, sizeof p->id, "%s", jb->id);
+    p->phase = cp >= 0 ? order_phase_name((order_phase)cp) : "";
+    p->unit = cp >= 0 && jb->ph[cp].unit ? jb->ph[cp].unit : "";
+    p->done = cp >= 0 ? jb->ph[cp].done : 0;
+    p->total = cp >= 0 ? jb->ph[cp].total : 0;
+  }
+  pthread_mutex_unlock(&J->mu);
+  *n_run = n;
+}
+
 int jobs_ended(jobs *J, const char *id) {
   pthread_mutex_lock(&J->mu);
   job *jb = find(J, id);

@@ -109,6 +109,27 @@ int jobs_cancel(jobs *j, const char *id, ctxd_error *e);
 /* 1 when the job has ended (done, failed or cancelled) or is unknown. */
 int jobs_ended(jobs *j, const char *id);
 
+/* ---- metrics ---------------------------------------------------------------- */
+
+#define JOBS_STATES 5 /* queued, running, done, failed, cancelled */
+
+/* A running job's current phase. */
+typedef struct jobs_progress {
+  char id[JOBS_ID_MAX];
+  const char *phase; /* order_phase_name(), static; "" before the first */
+  const char *unit;  /* the phase's unit, static; "" before the first */
+  uint64_t done, total; /* total 0: not known yet */
+} jobs_progress;
+
+/* The name of state i < JOBS_STATES ("queued", ...). */
+const char *jobs_state_name(int i);
+
+/* Jobs the runner keeps (keep_finished bounds the ended ones) per state,
+ * and the progress of up to `cap` running jobs (*n_run of them filled).
+ * Never fails; holds the runner's lock only to copy. */
+void jobs_counts(jobs *j, uint64_t counts[JOBS_STATES], jobs_progress *run,
+                 size_t cap, size_t *n_run);
+
 /* ---- watching a job -------------------------------------------------------- */
 
 typedef struct jobs_watch jobs_watch;

@@ -34,6 +34,10 @@ void log_write(int level, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(body, sizeof body, fmt, ap);
   va_end(ap);
+  /* One line per event, whatever a value holds (a library's multi-line
+   * error text): control characters become spaces. */
+  for (char *c = body; *c; c++)
+    if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = ' ';
 
   clock_gettime(CLOCK_REALTIME, &ts);
   gmtime_r(&ts.tv_sec, &tm);

@@ -24,6 +24,7 @@
 #include "handlers.h"
 #include "jobs.h"
 #include "log.h"
+#include "metrics.h"
 #include "models.h"
 #include "paths.h"
 #include "pool.h"
@@ -100,10 +101,25 @@ static void omp_policy_log(int passive) {
   }
 }
 
-/* coll_open's log callback. */
+/* coll_open's log callback. Its messages are "some words key=value ...":
+ * the words before the first field become the event name, joined by '-'
+ * (msg=index-rebuild-failed collection=...), so the line stays logfmt. */
 static void coll_log(int level, const char *msg, void *arg) {
+  char ev[128];
+  size_t n = 0;
+  const char *p = msg;
   (void)arg;
-  LOG_AT(level, "collections %s", msg);
+  while (*p) {
+    size_t wl = strcspn(p, " ");
+    if (memchr(p, '=', wl) || n + wl + 2 > sizeof ev) break;
+    if (n) ev[n++] = '-';
+    memcpy(ev + n, p, wl);
+    n += wl;
+    p += wl;
+    p += strspn(p, " ");
+  }
+  ev[n] = '\0';
+  LOG_AT(level, "%s %s", n ? ev : "collections", p);
 }
 
 static void drained(void *arg) {
@@ -148,6 +164,7 @@ int main(int argc, char **argv) {
   struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL;
   coll_set *cs = NULL;
   models *mods = NULL;
+  metrics *ms = NULL;
   app a;
   ctxd_error e;
 
@@ -189,6 +206,19 @@ int main(int argc, char **argv) {
   if (collections_defaults(&cfg, &ctx.coll_defaults, &e) != 0) {
     fprintf(stderr, "ctxd: %s\n", e.msg);
     return 2;
+  }
+
+  /* The metrics port opens first: /healthz says "starting" (503) while a
+   * model loads and the indexes replay, which can take minutes. */
+  metrics_set_access_log(cfg.log_access);
+  if (cfg.metrics_listen[0]) {
+    if (metrics_start(cfg.metrics_listen, &ms, &e) != 0) {
+      LOG_ERROR("metrics-listen-failed addr=%s err=\"%s\"",
+                cfg.metrics_listen, e.msg);
+      fprintf(stderr, "ctxd: %s\n", e.msg);
+      return 2;
+    }
+    LOG_INFO("metrics-listening addr=%s", metrics_addr(ms));
   }
 
   /* The model and tokenizer load before the store opens, so that a file
@@ -328,6 +358,7 @@ int main(int argc, char **argv) {
   event_add(sigint, NULL);
   event_add(sighup, NULL);
 
+  metrics_set_ctx(ms, &ctx);
   LOG_INFO("listening addr=%s workers=%u data=\"%s\" version=%s",
            server_addr(srv), pool_size(workers), cfg.data, CTXD_VERSION);
   event_base_dispatch(base);
@@ -354,6 +385,7 @@ out:
              (unsigned long long)ss.calls_cancelled);
   }
   server_free(srv);
+  metrics_stop(ms); /* scrapes read what closes below */
   if (sigterm) event_free(sigterm);
   if (sigint) event_free(sigint);
   if (sighup) event_free(sighup);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A lent `model` embedder: one per loaded model and options. */
@@ -31,6 +32,8 @@ struct models {
   uint32_t gpu_layers;
   uint32_t max_concurrent;
   atomic_uint running;
+  /* per slot (model, vocab, builtin), under mu: load end and duration */
+  double loaded_at[3], load_seconds[3];
   pthread_mutex_t emb_mu; /* guards embs; taken before mu, never inside */
   memb *embs;
 };
@@ -53,6 +56,12 @@ static void memb_purge(models *m, const lm_model *cur) {
       pp = &b->next;
     }
   }
+}
+
+static double clock_s(clockid_t id) {
+  struct timespec ts;
+  clock_gettime(id, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* Load one slot's GGUF; errors name the option and the file. */
@@ -99,6 +108,15 @@ static int load_file(const models *m, const char *path, int tokenizer_only,
   return 0;
 }
 
+/* A slot's load ended: record when and how long since *t0 (mu held or not
+ * yet shared), and restart *t0 for the next load. */
+static void load_timed(models *m, int slot, double *t0) {
+  double t = clock_s(CLOCK_MONOTONIC);
+  m->loaded_at[slot] = clock_s(CLOCK_REALTIME);
+  m->load_seconds[slot] = t - *t0;
+  *t0 = t;
+}
+
 int models_open(const models_opts *o, models **out, ctxd_error *e) {
   models *m = calloc(1, sizeof *m);
   int rc = 0;
@@ -110,18 +128,22 @@ int models_open(const models_opts *o, models **out, ctxd_error *e) {
   m->gpu_layers = o->gpu_layers;
   m->max_concurrent = o->max_concurrent ? o->max_concurrent : 1;
   atomic_init(&m->running, 0);
+  double t0 = clock_s(CLOCK_MONOTONIC);
   if (o->model_path && *o->model_path &&
       (rc = load_file(m, o->model_path, 0, &m->model, e)))
     goto fail;
+  load_timed(m, 0, &t0);
   if (o->tokenizer_path && *o->tokenizer_path &&
       (rc = load_file(m, o->tokenizer_path, 1, &m->vocab, e)))
     goto fail;
+  load_timed(m, 1, &t0);
   if (!m->model && o->builtin_path && *o->builtin_path) {
     /* Optional: a build or install without the file starts all the same. */
     ctxd_error be;
     if (load_file(m, o->builtin_path, 0, &m->builtin, &be))
       LOG_WARN("builtin-model-skipped err=\"%s\"", be.msg);
   }
+  load_timed(m, 2, &t0);
   *out = m;
   return 0;
 fail:
@@ -175,6 +197,7 @@ int models_load(models *m, const char *path, int tokenizer_only,
   int rc = 0;
   if (info) memset(info, 0, sizeof *info);
   pthread_mutex_lock(&m->load);
+  double t0 = clock_s(CLOCK_MONOTONIC);
   if (path && *path) {
     rc = load_file(m, path, tokenizer_only, &nm, e);
     if (rc) goto done;
@@ -184,6 +207,7 @@ int models_load(models *m, const char *path, int tokenizer_only,
   lm_model **slot = tokenizer_only ? &m->vocab : &m->model;
   old = *slot;
   *slot = nm;
+  load_timed(m, tokenizer_only, &t0);
   pthread_mutex_unlock(&m->mu);
   /* Requests still holding the old model keep it alive until they end. */
   if (!tokenizer_only) {
@@ -201,6 +225,16 @@ int models_info(models *m, int tokenizer_slot, lm_info *out) {
   pthread_mutex_lock(&m->mu);
   lm_model *s = tokenizer_slot ? m->vocab : m->model;
   if (s) lm_model_info(s, out);
+  pthread_mutex_unlock(&m->mu);
+  return s != NULL;
+}
+
+int models_load_time(models *m, int slot, double *at, double *seconds) {
+  if (slot < 0 || slot > 2) return 0;
+  pthread_mutex_lock(&m->mu);
+  const lm_model *s = slot == 0 ? m->model : slot == 1 ? m->vocab : m->builtin;
+  *at = s ? m->loaded_at[slot] : 0;
+  *seconds = s ? m->load_seconds[slot] : 0;
   pthread_mutex_unlock(&m->mu);
   return s != NULL;
 }
@@ -224,8 +258,8 @@ void models_log_loaded(models *m) {
   if (m->builtin) {
     lm_model_info(m->builtin, &in);
     LOG_INFO("builtin-model-loaded name=\"%s\" layers=%u embd=%u "
-             "n_ctx_train=%u path=\"%s\" (xl3m and infiniretri until a model "
-             "is loaded; auto stays bm25)",
+             "n_ctx_train=%u path=\"%s\" note=\"xl3m and infiniretri until a "
+             "model is loaded; auto stays bm25\"",
              in.name, in.n_layer, in.n_embd, in.n_ctx_train, in.path);
   }
   for (int slot = 0; slot < 2; slot++)

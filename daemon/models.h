@@ -73,6 +73,11 @@ int models_load(models *m, const char *path, int tokenizer_only,
  * when it is empty. */
 int models_info(models *m, int tokenizer_slot, lm_info *out);
 
+/* When the slot's model was loaded (CLOCK_REALTIME seconds) and how long
+ * the load took (seconds); slot 0 model, 1 tokenizer, 2 the built-in
+ * model. 1 when the slot holds a model, 0 when it is empty. */
+int models_load_time(models *m, int slot, double *at, double *seconds);
+
 /* Bound the model selections running at once: 0 and a slot taken, or
  * CTXD_ELIMIT (RESOURCE_EXHAUSTED: as many as max_concurrent run; the
  * message says so) without waiting: a waiting selection would hold a worker

@@ -55,6 +55,7 @@
 #include "grpc_wire.h"
 #include "handlers.h"
 #include "log.h"
+#include "metrics.h"
 #include "rpc.h"
 #include "tls.h"
 
@@ -88,6 +89,8 @@ struct rpc_call {
   conn *conn;            /* NULL once the stream is closed */
   int32_t stream_id;
   const rpc_method *m;   /* NULL until validated */
+  const char *mpath;     /* the table's path of :path, for metrics; or NULL */
+  uint64_t t0_ns, bytes_in, bytes_out; /* for metrics */
   rpc_call *cprev, *cnext; /* in conn->calls */
   grpc_deframer df;
   size_t owed;           /* received, not yet given back to the window */
@@ -240,6 +243,8 @@ static rpc_call *call_new(conn *cn, int32_t stream_id) {
   pthread_mutex_init(&c->mu, NULL);
   c->conn = cn;
   c->stream_id = stream_id;
+  c->t0_ns = now_ns();
+  metrics_stream_open();
   c->out = c->out_inline;
   c->out_cap = sizeof c->out_inline;
   grpc_deframer_init(&c->df, cn->srv->cfg->max_message_bytes);
@@ -583,6 +588,7 @@ static ssize_t data_read_cb(nghttp2_session *h2, int32_t stream_id,
   left = c->out_len - c->out_off - n;
   if (n) memcpy(buf, c->out + c->out_off, n);
   c->out_off += n;
+  c->bytes_out += n;
   if (c->out_off == c->out_len) {
     c->out_off = c->out_len = 0;
     if (c->finished) {
@@ -873,6 +879,7 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f,
       memcpy(c->path, value, n);
       c->path[n] = '\0';
       c->m = valuelen < PATH_MAX_LEN - 1 ? c->srv->lookup(c->path) : NULL;
+      c->mpath = c->m ? c->m->path : NULL;
     } else if (HDR_IS(name, ":method")) {
       c->is_post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
     }
@@ -1021,6 +1028,7 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags,
     return 0;
   }
   c->owed += len;
+  c->bytes_in += len;
   while (len > 0 && c->started && !atomic_load(&c->done)) {
     size_t used;
     grpc_msg gm;
@@ -1096,6 +1104,10 @@ static void call_detach(rpc_call *c, conn *cn) {
   c->deadline_ev = c->timer_ev = NULL;
   atomic_store(&c->done, 1);
   if (!c->counted) cn->srv->stats.calls_cancelled++;
+  metrics_call mc = {c->mpath,   c->path,      c->counted ? c->status : -1,
+                     now_ns() - c->t0_ns, c->bytes_in, c->bytes_out, cn->fd};
+  metrics_call_end(&mc);
+  metrics_stream_close();
   if (c->started) {
     c->t_close.run = close_task_run;
     c->t_close.done = embedded_task_done;
@@ -1155,6 +1167,7 @@ static void conn_free(conn *cn) {
     s->conns = cn->next;
   if (cn->next) cn->next->prev = cn->prev;
   s->n_conns--;
+  metrics_conn_close();
   free(cn);
   server_check_drained(s);
 }
@@ -1378,6 +1391,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg) {
     s->conns = cn;
     s->n_conns++;
     s->stats.connections++;
+    metrics_conn_open();
     event_add(cn->rev, NULL);
     if (s->cfg->handshake_timeout_ms) {
       unsigned ms = s->cfg->handshake_timeout_ms;
