@@ -520,21 +520,20 @@ static void render_jobs(metrics_text *t, ctxd_ctx *ctx) {
     const char *lb[] = {"state", jobs_state_name(i), NULL};
     metrics_text_sample_u64(t, "ctxd_jobs", lb, counts[i]);
   }
-  metrics_text_family(t, "ctxd_job_phase_done", "gauge",
-                      "a running job's progress in its current phase, in "
-                      "the phase's unit");
-  for (size_t i = 0; i < n_run; i++) {
-    const char *lb[] = {"job",  run[i].id,   "phase", run[i].phase,
-                        "unit", run[i].unit, NULL};
-    metrics_text_sample_u64(t, "ctxd_job_phase_done", lb, run[i].done);
-  }
-  metrics_text_family(t, "ctxd_job_phase_total", "gauge",
-                      "the size of a running job's current phase (0: not "
-                      "known yet)");
-  for (size_t i = 0; i < n_run; i++) {
-    const char *lb[] = {"job",  run[i].id,   "phase", run[i].phase,
-                        "unit", run[i].unit, NULL};
-    metrics_text_sample_u64(t, "ctxd_job_phase_total", lb, run[i].total);
+  static const char *const fam[2][2] = {
+      {"ctxd_job_phase_done",
+       "a running job's progress in its current phase, in the phase's unit"},
+      {"ctxd_job_phase_total",
+       "the size of a running job's current phase (0: not known yet)"},
+  };
+  for (int f = 0; f < 2; f++) {
+    metrics_text_family(t, fam[f][0], "gauge", fam[f][1]);
+    for (size_t i = 0; i < n_run; i++) {
+      const char *lb[] = {"job",  run[i].id,   "phase", run[i].phase,
+                          "unit", run[i].unit, NULL};
+      metrics_text_sample_u64(t, fam[f][0], lb,
+                              f ? run[i].total : run[i].done);
+    }
   }
 }
 
@@ -563,19 +562,21 @@ static void render_models(metrics_text *t, ctxd_ctx *ctx) {
                         info[s].arch, "path", info[s].path, NULL};
     metrics_text_sample(t, "ctxd_model_info", lb, 1);
   }
-  metrics_text_family(t, "ctxd_model_loaded_timestamp_seconds", "gauge",
-                      "when the slot's model was loaded, since the epoch");
-  for (int s = 0; s < 3; s++) {
-    if (!have[s]) continue;
-    const char *lb[] = {"slot", slot_name[s], NULL};
-    metrics_text_sample(t, "ctxd_model_loaded_timestamp_seconds", lb, at[s]);
-  }
-  metrics_text_family(t, "ctxd_model_load_duration_seconds", "gauge",
-                      "how long loading the slot's model took");
-  for (int s = 0; s < 3; s++) {
-    if (!have[s]) continue;
-    const char *lb[] = {"slot", slot_name[s], NULL};
-    metrics_text_sample(t, "ctxd_model_load_duration_seconds", lb, took[s]);
+  const struct {
+    const char *name, *help;
+    const double *v;
+  } per_slot[] = {
+      {"ctxd_model_loaded_timestamp_seconds",
+       "when the slot's model was loaded, since the epoch", at},
+      {"ctxd_model_load_duration_seconds",
+       "how long loading the slot's model took", took},
+  };
+  for (size_t f = 0; f < 2; f++) {
+    metrics_text_family(t, per_slot[f].name, "gauge", per_slot[f].help);
+    for (int s = 0; s < 3; s++) {
+      const char *lb[] = {"slot", slot_name[s], NULL};
+      if (have[s]) metrics_text_sample(t, per_slot[f].name, lb, per_slot[f].v[s]);
+    }
   }
   metrics_text_family(t, "ctxd_model_selections_running", "gauge",
                       "model selections (XL3M, InfiniRetri) running now");

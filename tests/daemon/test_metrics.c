@@ -71,6 +71,14 @@ static const char *line_of(const char *text, const char *prefix) {
   return NULL;
 }
 
+/* The exposition has the line "<series> <value>". */
+static void expect(const char *text, const char *series, const char *value) {
+  char pre[300], want[340];
+  snprintf(pre, sizeof pre, "%s ", series);
+  snprintf(want, sizeof want, "%s%s", pre, value);
+  CHECK_EQ_STR(line_of(text, pre), want);
+}
+
 static void call(const char *method, int status, double secs) {
   metrics_call mc = {method, method ? method : "/x/y", status,
                      (uint64_t)(secs * 1e9), 10, 20, -1};
@@ -91,37 +99,32 @@ static void test_calls(void) {
   memcpy(copy, m1, sizeof m1);
   call(copy, 0, 0.0001);
   CHECK_EQ_INT(metrics_render(NULL, &t, &e), 0);
-  CHECK_EQ_STR(line_of(t.buf, "ctxd_grpc_calls_total{method=\"svc.A/One\",code=\"OK\"}"),
-               "ctxd_grpc_calls_total{method=\"svc.A/One\",code=\"OK\"} 3");
-  CHECK_EQ_STR(line_of(t.buf, "ctxd_grpc_calls_total{method=\"svc.A/One\",code=\"NOT_FOUND\"}"),
-               "ctxd_grpc_calls_total{method=\"svc.A/One\",code=\"NOT_FOUND\"} 1");
-  CHECK_EQ_STR(line_of(t.buf, "ctxd_grpc_calls_total{method=\"svc.A/One\",code=\"CANCELLED\"}"),
-               "ctxd_grpc_calls_total{method=\"svc.A/One\",code=\"CANCELLED\"} 1");
+  expect(t.buf, "ctxd_grpc_calls_total{method=\"svc.A/One\",code=\"OK\"}", "3");
+  expect(t.buf, "ctxd_grpc_calls_total{method=\"svc.A/One\",code=\"NOT_FOUND\"}", "1");
+  expect(t.buf, "ctxd_grpc_calls_total{method=\"svc.A/One\",code=\"CANCELLED\"}", "1");
+  /* The only series of the unknown slot: the :path is no label. */
   CHECK_EQ_STR(line_of(t.buf, "ctxd_grpc_calls_total{method=\"unknown\""),
                "ctxd_grpc_calls_total{method=\"unknown\",code=\"UNIMPLEMENTED\"} 1");
-  const char *b = "ctxd_grpc_call_duration_seconds_bucket{method=\"svc.A/One\",le=";
-  char want[300];
   static const struct {
-    const char *le;
-    int n;
-  } cum[] = {{"0.0005", 2}, {"0.001", 2}, {"0.005", 3}, {"1", 3},
-             {"2.5", 4},    {"300", 4},   {"+Inf", 5}};
+    const char *le, *n;
+  } cum[] = {{"0.0005", "2"}, {"0.001", "2"}, {"0.005", "3"}, {"1", "3"},
+             {"2.5", "4"},    {"300", "4"},   {"+Inf", "5"}};
   for (size_t i = 0; i < sizeof cum / sizeof cum[0]; i++) {
-    char pre[256];
-    snprintf(pre, sizeof pre, "%s\"%s\"}", b, cum[i].le);
-    snprintf(want, sizeof want, "%s %d", pre, cum[i].n);
-    CHECK_EQ_STR(line_of(t.buf, pre), want);
+    char series[256];
+    snprintf(series, sizeof series,
+             "ctxd_grpc_call_duration_seconds_bucket{method=\"svc.A/One\","
+             "le=\"%s\"}",
+             cum[i].le);
+    expect(t.buf, series, cum[i].n);
   }
-  CHECK_EQ_STR(line_of(t.buf, "ctxd_grpc_call_duration_seconds_count{method=\"svc.A/One\"}"),
-               "ctxd_grpc_call_duration_seconds_count{method=\"svc.A/One\"} 5");
+  expect(t.buf, "ctxd_grpc_call_duration_seconds_count{method=\"svc.A/One\"}", "5");
   const char *sum =
       line_of(t.buf, "ctxd_grpc_call_duration_seconds_sum{method=\"svc.A/One\"}");
   CHECK(sum && fabs(strtod(strchr(sum, ' ') + 1, NULL) - 1002.0032) < 1e-6);
-  CHECK_EQ_STR(line_of(t.buf, "ctxd_grpc_sent_bytes_total{method=\"svc.A/One\"}"),
-               "ctxd_grpc_sent_bytes_total{method=\"svc.A/One\"} 100");
+  expect(t.buf, "ctxd_grpc_sent_bytes_total{method=\"svc.A/One\"}", "100");
   /* No ctx: no store families; /healthz's gauge says not serving. */
   CHECK(line_of(t.buf, "ctxd_store_documents") == NULL);
-  CHECK_EQ_STR(line_of(t.buf, "ctxd_serving "), "ctxd_serving 0");
+  expect(t.buf, "ctxd_serving", "0");
   text_reset(&t);
 }
 
@@ -168,12 +171,9 @@ static void test_threads(void) {
   }
   for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
   CHECK_EQ_INT(metrics_render(NULL, &t, &e), 0);
-  CHECK_EQ_STR(line_of(t.buf, "ctxd_grpc_calls_total{method=\"svc.T/Threads\",code=\"OK\"}"),
-               "ctxd_grpc_calls_total{method=\"svc.T/Threads\",code=\"OK\"} 40000");
-  CHECK_EQ_STR(line_of(t.buf, "ctxd_grpc_call_duration_seconds_count{method=\"svc.T/Threads\"}"),
-               "ctxd_grpc_call_duration_seconds_count{method=\"svc.T/Threads\"} 80000");
-  CHECK_EQ_STR(line_of(t.buf, "ctxd_grpc_streams_in_flight "),
-               "ctxd_grpc_streams_in_flight 0");
+  expect(t.buf, "ctxd_grpc_calls_total{method=\"svc.T/Threads\",code=\"OK\"}", "40000");
+  expect(t.buf, "ctxd_grpc_call_duration_seconds_count{method=\"svc.T/Threads\"}", "80000");
+  expect(t.buf, "ctxd_grpc_streams_in_flight", "0");
   text_reset(&t);
 }
 

@@ -4,7 +4,7 @@
 well formed, histograms cumulative ending with +Inf equal to _count), the
 values checked against what the test did (calls by method and code, an
 unknown method under "unknown", a cancelled stream as CANCELLED, documents,
-streams in flight), /healthz 200 while serving and 503 while stopping, the
+streams in flight, a running and a cancelled corpus job), /healthz 200 while serving and 503 while stopping, the
 access log (log.access) and logfmt for every log line; metrics off by
 default, a bad or taken address refused at start."""
 
@@ -17,8 +17,11 @@ import subprocess
 import threading
 import time
 
+import os
+
 import grpc
 
+from corpus_gen import make_corpus, write_jsonl
 from ctxd_harness import CTXD_BIN, SLOW, Daemon, Report, pb, put_req, stats
 
 T = 30 * SLOW
@@ -462,6 +465,37 @@ def case_stopping(r, d, maddr):
     d.stop()
 
 
+def case_job(r, d, maddr):
+    """A running corpus job: counted by state, its phase progress exported;
+    cancelled: counted so, its progress series gone."""
+    C = pb.corpus_pb2
+    s = d.stubs()
+    path = os.path.join(d.tmp, "corpus.jsonl")
+    docs, _ = make_corpus(clusters=3, per_cluster=30, seed=5, dups=0)
+    write_jsonl(path, docs)
+    it = s.corpus.Reorder(C.ReorderRequest(output_dir=os.path.join(d.tmp, "out"),
+                                           input_jsonl=path, window_tokens=512), timeout=T)
+    jid = None
+    for ev in it:
+        if ev.state == "running" and ev.phase:
+            jid = ev.job_id
+            break
+    r.check(jid is not None, "the job runs", jid)
+    fams = scrape(r, maddr, "scrape with a job running")
+    r.eq(value(fams, "ctxd_jobs", state="running"), 1, "ctxd_jobs{state=running} 1")
+    prog = [lb for _, lb, _ in fams["ctxd_job_phase_done"]["samples"]]
+    r.check(len(prog) == 1 and prog[0]["job"] == jid and prog[0]["phase"] and prog[0]["unit"],
+            "ctxd_job_phase_done has the job with its phase and unit", prog)
+    tot = [v for _, lb, v in fams["ctxd_job_phase_total"]["samples"] if lb.get("job") == jid]
+    r.eq(len(tot), 1, "ctxd_job_phase_total has the job")
+    s.corpus.CancelJob(C.CancelJobRequest(job_id=jid), timeout=T)
+    it.cancel()
+    fams = scrape(r, maddr, "scrape after the cancel")
+    r.eq((value(fams, "ctxd_jobs", state="running"), value(fams, "ctxd_jobs", state="cancelled")),
+         (0, 1), "ctxd_jobs: running 0, cancelled 1")
+    r.eq(fams["ctxd_job_phase_done"]["samples"], [], "no progress series once it ended")
+
+
 def start_fails(r, args, want, what):
     p = subprocess.run([CTXD_BIN, "--listen", "127.0.0.1:0", "--data", "/nonexistent/x",
                         "--model.builtin=none"] + args,
@@ -476,7 +510,8 @@ def main():
     r.case("parser", case_parser_rejects, r)
     with Daemon(r, name="ctxd-plain") as d0:
         r.check(metrics_addr(d0) is None, "metrics are off by default (no metrics-listening)")
-    d = Daemon(r, args=["--metrics.listen", "127.0.0.1:0", "--log.access", "true"])
+    d = Daemon(r, args=["--metrics.listen", "127.0.0.1:0", "--log.access", "true",
+                        "--jobs.test_delay_ms", "100"])
     with d:
         maddr = metrics_addr(d)
         r.check(maddr is not None and not maddr.endswith(":0"),
@@ -484,13 +519,14 @@ def main():
         if maddr:
             r.case("scrape", case_scrape, r, d, maddr)
             r.case("access log", case_access_log, r, d)
-            r.case("logfmt", case_logfmt, r, d)
             port = maddr.rsplit(":", 1)[1]
             r.case("taken port", start_fails, r, ["--metrics.listen", "127.0.0.1:" + port],
                    "cannot listen", "a taken metrics port stops the start (exit 2)")
             r.case("bad address", start_fails, r, ["--metrics.listen", "nonsense"],
                    "metrics.listen", "a bad metrics.listen stops the start (exit 2)")
+            r.case("job", case_job, r, d, maddr)
             r.case("stopping", case_stopping, r, d, maddr)
+            r.case("logfmt", case_logfmt, r, d)  # the whole life, shutdown included
     r.finish()
 
 
