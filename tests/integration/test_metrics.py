@@ -391,8 +391,16 @@ def case_scrape(r, d, maddr):
 
 
 def case_access_log(r, d):
-    with d._log_lock:
-        lines = list(d.log_lines)
+    # The harness reads the log on a thread of its own: wait for the line of
+    # the last call the scrape case made (the cancelled Watch).
+    end = time.monotonic() + 10 * SLOW
+    while time.monotonic() < end:
+        with d._log_lock:
+            lines = list(d.log_lines)
+        if any("method=grpc.health.v1.Health/Watch" in l and "code=CANCELLED" in l
+               for l in lines):
+            break
+        time.sleep(0.05)
     acc = [l for l in lines if " msg=access " in l]
     puts = [l for l in acc if "method=ctxd.v1.Documents/Put " in l and " code=OK " in l]
     r.check(len(puts) >= 5, "access log: a line per Put OK", len(puts))
