@@ -1,5 +1,6 @@
-/* ctxclient.c - blocking gRPC client over h2c: an nghttp2 client session on
- * a non-blocking TCP socket, driven by a poll loop inside each call.
+/* ctxclient.c - blocking gRPC client over h2c or TLS: an nghttp2 client
+ * session on a non-blocking TCP socket (through ctxclient_tls when TLS is
+ * on), driven by a poll loop inside each call.
  *
  * Every stream keeps its own outgoing byte queue (fed to nghttp2 through a
  * data provider that defers when the queue is empty) and its own queue of
@@ -23,10 +24,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ctxclient_tls.h"
 #include "ctxclient_wire.h"
 
 /* A stream_send() blocks while more than this many bytes wait. */
 #define SEND_HIGH_WATER (1u << 20)
+/* The longest bearer token accepted (the header must fit the server's
+ * header limits). */
+#define MAX_TOKEN 4096
 /* Our receive windows: large, so big responses are not throttled. */
 #define RECV_STREAM_WINDOW (8 << 20)
 #define RECV_CONN_WINDOW (32 << 20)
@@ -63,6 +68,10 @@ struct ctxclient_stream {
 
 struct ctxclient {
   int fd;
+  cct_ctx *tls_ctx; /* TLS context (owns the BIO method); NULL for h2c */
+  cct *tls;         /* the TLS session on fd; NULL for h2c */
+  char *auth;       /* "Bearer TOKEN" for the authorization header, or NULL */
+  int client_cert;  /* we presented a client certificate (for messages) */
   nghttp2_session *sess;
   char addr[300];      /* as given by the caller, for messages */
   char authority[300]; /* HOST:PORT for :authority */
@@ -228,6 +237,17 @@ static ssize_t on_send(nghttp2_session *sess, const uint8_t *data, size_t len,
   ctxclient *c = ud;
   (void)sess;
   (void)flags;
+  if (c->tls) {
+    ssize_t n = cct_write(c->tls, data, len);
+    if (n > 0) return n;
+    /* WANT_READ (a TLS key update): poll() always waits for input, and
+     * every round flushes again. */
+    if (n == CCT_WANT_WRITE) c->write_blocked = 1;
+    if (n == CCT_WANT_READ || n == CCT_WANT_WRITE)
+      return NGHTTP2_ERR_WOULDBLOCK;
+    c->io_errno = -1; /* the reason is cct_error() */
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  }
   for (;;) {
     ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
     if (n >= 0) return n;
@@ -395,11 +415,22 @@ static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame,
 
 /* Hint for failures before the peer has sent any HTTP/2. */
 static const char *no_h2_hint(const ctxclient *c) {
-  return c->got_settings ? "" : " (before the server spoke HTTP/2)";
+  if (c->got_settings) return "";
+  if (!c->tls) return " (before the server spoke HTTP/2; is it a TLS port?)";
+  /* TLS 1.3 servers judge our certificate after the handshake, and some
+   * (grpc-core) then close without an alert. */
+  return c->client_cert
+             ? " right after the TLS handshake (did it refuse our client "
+               "certificate?)"
+             : " right after the TLS handshake (does it require a client "
+               "certificate?)";
 }
 
+/* err -1: a TLS failure, whose reason cct_error() has. */
 static void conn_io_fail(ctxclient *c, const char *what, int err) {
-  conn_fail(c, 14, "%s %s: %s%s", what, c->addr, strerror(err), no_h2_hint(c));
+  conn_fail(c, 14, "%s %s: %s%s", what, c->addr,
+            err == -1 && c->tls ? cct_error(c->tls) : strerror(err),
+            no_h2_hint(c));
 }
 
 /* Let nghttp2 write what it can. */
@@ -412,11 +443,49 @@ static void flush(ctxclient *c) {
     conn_fail(c, 14, "HTTP/2 error on %s: %s", c->addr, nghttp2_strerror(rv));
 }
 
+/* Read what the TLS session has: until it wants more from the socket, as
+ * OpenSSL may already hold records that poll() cannot see. 0 to go on
+ * feeding buf[0..*n) to nghttp2, 1 when there is nothing more now, -1 when
+ * the connection failed. */
+static int tls_read(ctxclient *c, uint8_t *buf, size_t len, ssize_t *n) {
+  *n = cct_read(c->tls, buf, len);
+  if (*n > 0) return 0;
+  if (*n == CCT_WANT_READ) return 1;
+  if (*n == CCT_WANT_WRITE) {
+    c->write_blocked = 1;
+    return 1;
+  }
+  if (*n == CCT_CLOSED)
+    conn_fail(c, 14, "connection to %s closed by server%s", c->addr,
+              no_h2_hint(c));
+  else
+    conn_io_fail(c, "read from", -1);
+  return -1;
+}
+
+/* A cleartext client that hears a TLS record (an alert: a TLS server's
+ * answer to our preface) is talking to a TLS port. */
+static int looks_like_tls(const ctxclient *c, const uint8_t *buf, ssize_t n) {
+  return !c->tls && !c->got_settings && n >= 3 &&
+         (buf[0] == 0x15 || buf[0] == 0x16) && buf[1] == 3 && buf[2] <= 4;
+}
+
 /* Read everything the socket has and feed it to nghttp2. */
 static void read_some(ctxclient *c) {
   uint8_t buf[65536];
   while (!c->dead) {
-    ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+    ssize_t n;
+    if (c->tls) {
+      if (tls_read(c, buf, sizeof buf, &n) != 0) return;
+    } else {
+      n = recv(c->fd, buf, sizeof buf, 0);
+    }
+    if (looks_like_tls(c, buf, n)) {
+      conn_fail(c, 14,
+                "%s answered with TLS: it is a TLS port (connect with TLS)",
+                c->addr);
+      return;
+    }
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -436,7 +505,7 @@ static void read_some(ctxclient *c) {
                 c->addr, nghttp2_strerror((int)rv));
       return;
     }
-    if ((size_t)n < sizeof buf) return;
+    if (!c->tls && (size_t)n < sizeof buf) return;
   }
 }
 
@@ -540,8 +609,47 @@ fail:
   return -1;
 }
 
+static int cond_settings(ctxclient_stream *s) {
+  return s->c->got_settings;
+}
+
+/* TLS on the connected socket, then (once the HTTP/2 session has queued its
+ * preface) the server's SETTINGS: a TLS 1.3 server that refuses our client
+ * certificate says so only after the handshake, and that must fail the
+ * connect, not the first call. */
+static int tls_start(ctxclient *c, const char *host, const ctxclient_tls *tls,
+                     int64_t deadline, ctxclient_status *st) {
+  char msg[sizeof st->message];
+  int code;
+  const char *name = tls->server_name ? tls->server_name : host;
+  if (cct_connect(c->tls_ctx, c->fd, name, c->addr, deadline, &c->tls, &code,
+                  msg, sizeof msg) != 0)
+    return fail(st, code, "%s", msg);
+  return 0;
+}
+
+static int tls_wait_settings(ctxclient *c, int64_t deadline,
+                             ctxclient_status *st) {
+  ctxclient_stream probe = {.c = c}; /* cond_settings reads only ->c */
+  int r = pump(c, &probe, cond_settings, deadline);
+  if (r == 0) return 0;
+  if (r == 1)
+    conn_fail(c, 14,
+              "%s completed the TLS handshake but sent no HTTP/2 within %lld "
+              "ms",
+              c->addr, (long long)c->handshake_ms);
+  if (st) *st = c->dead_status;
+  return CTXCLIENT_ESTATUS;
+}
+
 int ctxclient_connect(const char *addr, int timeout_ms, ctxclient **out,
                       ctxclient_status *st) {
+  return ctxclient_connect_tls(addr, timeout_ms, NULL, out, st);
+}
+
+int ctxclient_connect_tls(const char *addr, int timeout_ms,
+                          const ctxclient_tls *tls, ctxclient **out,
+                          ctxclient_status *st) {
   char host[256], port[8];
   ctxclient *c = NULL;
   nghttp2_session_callbacks *cbs = NULL;
@@ -558,6 +666,12 @@ int ctxclient_connect(const char *addr, int timeout_ms, ctxclient **out,
   c = calloc(1, sizeof *c);
   if (!c) return fail(st, 8, "out of memory");
   c->fd = -1;
+  if (tls && cct_ctx_new(tls, &c->tls_ctx, st ? st->message : NULL,
+                         st ? sizeof st->message : 0) != 0) {
+    if (st) st->code = 3;
+    ctxclient_close(c);
+    return CTXCLIENT_EINVAL;
+  }
   c->max_message = CTXCLIENT_DEFAULT_MAX_MESSAGE;
   snprintf(c->addr, sizeof c->addr, "%s", addr);
   if (strchr(host, ':'))
@@ -586,6 +700,8 @@ int ctxclient_connect(const char *addr, int timeout_ms, ctxclient **out,
   }
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (tls && (rc = tls_start(c, host, tls, deadline, st)) != 0) goto fail;
+  c->client_cert = tls && tls->cert_file;
 
   if (nghttp2_session_callbacks_new(&cbs) != 0) {
     rc = fail(st, 8, "out of memory");
@@ -619,6 +735,7 @@ int ctxclient_connect(const char *addr, int timeout_ms, ctxclient **out,
     rc = CTXCLIENT_ESTATUS;
     goto fail;
   }
+  if (tls && (rc = tls_wait_settings(c, deadline, st)) != 0) goto fail;
   *out = c;
   return 0;
 fail:
@@ -660,8 +777,44 @@ void ctxclient_close(ctxclient *c) {
     }
     nghttp2_session_del(c->sess);
   }
+  cct_free(c->tls);
+  cct_ctx_free(c->tls_ctx);
   if (c->fd >= 0) close(c->fd);
+  free(c->auth);
   free(c);
+}
+
+int ctxclient_set_token(ctxclient *c, const char *token,
+                        ctxclient_status *st) {
+  clear_status(st);
+  if (!c) return CTXCLIENT_EINVAL;
+  char *auth = NULL;
+  if (token) {
+    size_t n = strlen(token);
+    if (n == 0 || n > MAX_TOKEN) {
+      fail(st, 3, "a token must have 1 to %d characters, not %zu", MAX_TOKEN,
+           n);
+      return CTXCLIENT_EINVAL;
+    }
+    /* Visible ASCII only: anything else could not be sent as a header
+     * value, or would split it. */
+    for (size_t i = 0; i < n; i++) {
+      if (token[i] < 0x21 || token[i] > 0x7e) {
+        fail(st, 3,
+             "the token has a character that cannot be sent (byte %zu: "
+             "0x%02x); tokens are printable ASCII without spaces",
+             i, (unsigned char)token[i]);
+        return CTXCLIENT_EINVAL;
+      }
+    }
+    auth = malloc(n + 8);
+    if (!auth) return fail(st, 8, "out of memory");
+    memcpy(auth, "Bearer ", 7);
+    memcpy(auth + 7, token, n + 1);
+  }
+  free(c->auth);
+  c->auth = auth;
+  return 0;
 }
 
 /* ---- streams ------------------------------------------------------------*/
@@ -729,18 +882,23 @@ static int stream_start(ctxclient *c, const char *path, int64_t timeout_ms,
 #define NV(n, v)                                             \
   {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), \
    NGHTTP2_NV_FLAG_NONE}
-  nghttp2_nv hdrs[] = {
+  nghttp2_nv hdrs[9] = {
       NV(":method", "POST"),
-      NV(":scheme", "http"),
+      NV(":scheme", c->tls ? "https" : "http"),
       NV(":path", path),
       NV(":authority", c->authority),
       NV("content-type", "application/grpc"),
       NV("te", "trailers"),
       NV("user-agent", "ctxclient/" CTXD_VERSION),
-      NV("grpc-timeout", tmo),
   };
+  size_t nh = 7;
+  if (tmo[0]) hdrs[nh++] = (nghttp2_nv)NV("grpc-timeout", tmo);
+  if (c->auth) {
+    /* Never into the HPACK tables: a secret must not be indexed. */
+    hdrs[nh] = (nghttp2_nv)NV("authorization", c->auth);
+    hdrs[nh++].flags = NGHTTP2_NV_FLAG_NO_INDEX;
+  }
 #undef NV
-  size_t nh = sizeof hdrs / sizeof hdrs[0] - (tmo[0] ? 0 : 1);
   nghttp2_data_provider dp = {.source.ptr = s, .read_callback = on_read_data};
   int32_t id = nghttp2_submit_request(c->sess, NULL, hdrs, nh, &dp, s);
   if (id < 0) {

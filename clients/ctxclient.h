@@ -1,5 +1,7 @@
 /* ctxclient.h - a blocking C client for ctxd's gRPC API over cleartext
- * HTTP/2 (h2c), built on nghttp2's client session and a plain TCP socket.
+ * HTTP/2 (h2c) or HTTP/2 over TLS (OpenSSL; ALPN h2, optional client
+ * certificate), built on nghttp2's client session and a TCP socket, with
+ * an optional bearer token sent on every call.
  *
  * One ctxclient is one connection. Every call blocks its caller (the socket
  * is non-blocking underneath and each call runs a poll loop until it is
@@ -75,6 +77,61 @@ const char *ctxclient_status_name(int code);
  * refused", "resolve HOST: ...") or DEADLINE_EXCEEDED. */
 int ctxclient_connect(const char *addr, int timeout_ms, ctxclient **out,
                       ctxclient_status *st);
+
+/* TLS settings for ctxclient_connect_tls(). Every pointer may be NULL;
+ * the strings are read during the connect only. */
+typedef struct ctxclient_tls {
+  /* PEM file of the CA certificates that may sign the server's certificate;
+   * NULL: the system's trust store (/etc/ssl/certs). */
+  const char *ca_file;
+  /* PEM client certificate (chain) to present (mTLS); NULL: none. */
+  const char *cert_file;
+  /* Its private key (PEM, unencrypted); NULL: read from cert_file. */
+  const char *key_file;
+  /* The name the server's certificate must carry (a DNS name, or an IP
+   * address checked against its IP subjectAltNames), also sent as SNI when
+   * it is a DNS name; NULL: the host part of the address. Set it when you
+   * connect by an address the certificate does not name. */
+  const char *server_name;
+} ctxclient_tls;
+
+/* As ctxclient_connect(), over TLS 1.2 or later: the server's certificate
+ * is verified against tls->ca_file (or the system's CAs) and must name the
+ * server (tls->server_name or the address's host; a wildcard covers one
+ * label), and the server must select ALPN "h2". Unlike h2c, the connect
+ * also waits (within `timeout_ms`) for the server's first HTTP/2 frame,
+ * so that a client certificate refused after the handshake (TLS 1.3)
+ * fails here. tls == NULL is ctxclient_connect().
+ * Errors, besides ctxclient_connect()'s:
+ *   CTXCLIENT_EINVAL with INVALID_ARGUMENT for local files that cannot be
+ *     used ("cannot read CA file F: No such file or directory", "cannot
+ *     load client key F: ...", "client certificate F does not match key
+ *     K", "a client key (F) needs a client certificate");
+ *   CTXCLIENT_ESTATUS with UNAVAILABLE: "TLS handshake with ADDR failed:
+ *     certificate verify failed: REASON (depth N: SUBJECT; verified against
+ *     ...)", for a name mismatch "...: the certificate (SUBJECT) is for
+ *     DNS:a, IP:b, not "NAME" ...", "... (is the server using TLS? it
+ *     answered in cleartext)", "ADDR did not agree to HTTP/2 over TLS
+ *     (ALPN "h2") ...", "read from ADDR: TLS error: ... (the server
+ *     refused our client certificate)" or "(the server requires a client
+ *     certificate)"; DEADLINE_EXCEEDED when the handshake does not finish
+ *     within `timeout_ms`.
+ * A cleartext ctxclient_connect() to a TLS port fails at its first call
+ * with UNAVAILABLE "ADDR answered with TLS: it is a TLS port ..." or
+ * "... closed by server (before the server spoke HTTP/2; is it a TLS
+ * port?)". */
+int ctxclient_connect_tls(const char *addr, int timeout_ms,
+                          const ctxclient_tls *tls, ctxclient **out,
+                          ctxclient_status *st);
+
+/* Send `token` as "authorization: Bearer TOKEN" on every call from now on
+ * (copied; NULL stops sending it). The header is marked never-indexed for
+ * HPACK. It is sent over h2c too: use TLS for anything but loopback.
+ * Errors: CTXCLIENT_EINVAL with INVALID_ARGUMENT for an empty token, one
+ * over 4096 bytes or one with a byte outside printable ASCII (spaces and
+ * line breaks included); the previous token is then kept. */
+int ctxclient_set_token(ctxclient *c, const char *token,
+                        ctxclient_status *st);
 
 /* Refuse response messages above `max` bytes (default 64 MiB); checked
  * from the length prefix, before anything is allocated. */

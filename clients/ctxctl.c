@@ -1,7 +1,7 @@
 /* ctxctl.c - the ctxd admin CLI: health, stats, storing, reading, listing,
  * deleting and chunking documents, search, collections, store
  * verification, and corpus jobs (reorder, jobs), all through ctxclient
- * over gRPC/h2c.
+ * over gRPC (h2c, or TLS with --tls), with a bearer token when given.
  *
  * Output meant for people goes to stdout (tables) or, for progress, to
  * stderr when it is a terminal; --json gives machine-readable output.
@@ -26,18 +26,23 @@ enum {
   EXIT_FAILED = 1,      /* the operation failed or something was rejected */
   EXIT_USAGE = 2,       /* bad command line */
   EXIT_UNREACHABLE = 3, /* could not talk to the server */
+  EXIT_DENIED = 4,      /* UNAUTHENTICATED or PERMISSION_DENIED */
 };
 
 #define DEFAULT_ADDR "127.0.0.1:50051"
 #define DEFAULT_TIMEOUT_MS 30000
 #define CTXCTL_MAX_RESPONSE (1u << 30) /* largest response message accepted */
+#define MAX_TOKEN_FILE 65536              /* a token file is one short line */
 
 static const char *g_cmd = NULL; /* for messages */
 
 static const char usage_text[] =
-    "usage: ctxctl [--addr HOST:PORT] [--timeout SECONDS] COMMAND [ARGS]\n"
+    "usage: ctxctl [--addr HOST:PORT] [--timeout SECONDS] [--tls] [--ca FILE]\n"
+    "              [--cert FILE --key FILE] [--server-name NAME]\n"
+    "              [--token TOKEN | --token-file FILE] COMMAND [ARGS]\n"
     "\n"
-    "The ctxd admin CLI. Talks gRPC over cleartext HTTP/2 to a ctxd server.\n"
+    "The ctxd admin CLI. Talks gRPC over HTTP/2 to a ctxd server, in\n"
+    "cleartext (h2c) or with --tls over TLS.\n"
     "\n"
     "Commands:\n"
     "  status                     health check; prints SERVING\n"
@@ -81,6 +86,19 @@ static const char usage_text[] =
     "  --timeout SECONDS    deadline of each call (default 30; put, reindex,\n"
     "                       reorder, jobs watch and jobs fetch: none unless\n"
     "                       given)\n"
+    "  --tls                TLS (ALPN h2) instead of cleartext; the server's\n"
+    "                       certificate is verified (default $CTXD_TLS=1)\n"
+    "  --ca FILE            PEM CA certificates that sign the server's\n"
+    "                       certificate (default $CTXD_CA, else the system's\n"
+    "                       store); implies --tls\n"
+    "  --cert FILE          client certificate for mTLS (default $CTXD_CERT);\n"
+    "  --key FILE           its key (default $CTXD_KEY, else in --cert's file);\n"
+    "                       both imply --tls\n"
+    "  --server-name NAME   the name the server's certificate must carry\n"
+    "                       (default the host of --addr); implies --tls\n"
+    "  --token TOKEN        bearer token sent with every call (visible in\n"
+    "                       ps: prefer --token-file or $CTXD_TOKEN)\n"
+    "  --token-file FILE    read the token from FILE (default $CTXD_TOKEN_FILE)\n"
     "  -h, --help           this text\n"
     "  --version            print the version\n"
     "\n"
@@ -91,7 +109,10 @@ static const char usage_text[] =
     "     found problems, server not SERVING)\n"
     "  2  usage error\n"
     "  3  server unreachable (connection refused or lost, name not "
-    "resolved)\n"
+    "resolved,\n"
+    "     TLS handshake failed)\n"
+    "  4  not allowed: no or a bad token (UNAUTHENTICATED), or the token's\n"
+    "     role does not allow the call (PERMISSION_DENIED)\n"
     "\n"
     "Global options may also follow the command. Run 'ctxctl help COMMAND'\n"
     "for a command's options.\n";
@@ -434,9 +455,25 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt,
   return EXIT_USAGE;
 }
 
-/* Exit status for a failed call: 3 when the server could not be reached. */
+/* Exit status for a failed call: 3 when the server could not be reached,
+ * 4 when it refused us (token or role). */
 static int status_exit(const ctxclient_status *st) {
+  if (st->code == 16 || st->code == 7) return EXIT_DENIED;
   return st->code == 14 ? EXIT_UNREACHABLE : EXIT_FAILED;
+}
+
+/* Set by main(): whether a token is being sent, for the hint below. */
+static int g_have_token = 0;
+
+/* What to do about UNAUTHENTICATED / PERMISSION_DENIED, appended to the
+ * error line ("" for other codes). */
+static const char *denied_hint(int code) {
+  if (code == 16)
+    return g_have_token ? "; the server did not accept the token"
+                        : "; the server requires a token: --token-file FILE,"
+                          " $CTXD_TOKEN or --token TOKEN";
+  if (code == 7) return "; the token's role does not allow this call";
+  return "";
 }
 
 /* Report a failed call ("ctxctl: get: what: message (CODE)") and return
@@ -444,11 +481,11 @@ static int status_exit(const ctxclient_status *st) {
  * message already names it ("document x: not found"). */
 static int report(const char *what, const ctxclient_status *st) {
   if (what && !strstr(st->message, what))
-    errorf("%s: %s (%s)", what, st->message[0] ? st->message : "failed",
-           ctxclient_status_name(st->code));
+    errorf("%s: %s (%s%s)", what, st->message[0] ? st->message : "failed",
+           ctxclient_status_name(st->code), denied_hint(st->code));
   else
-    errorf("%s (%s)", st->message[0] ? st->message : "failed",
-           ctxclient_status_name(st->code));
+    errorf("%s (%s%s)", st->message[0] ? st->message : "failed",
+           ctxclient_status_name(st->code), denied_hint(st->code));
   return status_exit(st);
 }
 
@@ -491,7 +528,8 @@ static void doc_message(const char *id, const char *msg, char *out,
 static int report_doc(const char *id, const ctxclient_status *st) {
   char m[1400];
   doc_message(id, st->message[0] ? st->message : "failed", m, sizeof m);
-  errorf("%s (%s)", m, ctxclient_status_name(st->code));
+  errorf("%s (%s%s)", m, ctxclient_status_name(st->code),
+         denied_hint(st->code));
   return status_exit(st);
 }
 
@@ -583,6 +621,10 @@ typedef struct ctl {
   const char *addr;
   int64_t timeout_ms; /* per unary call */
   int timeout_given;  /* --timeout was on the command line */
+  int tls;            /* --tls, or implied by a TLS option */
+  ctxclient_tls tls_opts;
+  const char *token;      /* from --token or $CTXD_TOKEN */
+  const char *token_file; /* --token-file or $CTXD_TOKEN_FILE, when no token */
   ctxclient *client;
 } ctl;
 
@@ -592,19 +634,31 @@ typedef struct command {
   int (*fn)(ctl *g, int argc, char **argv);
 } command;
 
+static char *read_token_file(const char *path);
+
 static int ctl_connect(ctl *g) {
+  static char *token_buf; /* static: still reachable at exit, not a leak */
   ctxclient_status st;
-  int rc = ctxclient_connect(
+  if (g->token_file && !g->token) {
+    if (!(token_buf = read_token_file(g->token_file))) return EXIT_USAGE;
+    g->token = token_buf;
+  }
+  int rc = ctxclient_connect_tls(
       g->addr,
       g->timeout_ms > 0 && g->timeout_ms < 10000 ? (int)g->timeout_ms : 10000,
-      &g->client, &st);
+      g->tls ? &g->tls_opts : NULL, &g->client, &st);
   if (rc == CTXCLIENT_EINVAL) {
     usage_error("%s", st.message);
     return EXIT_USAGE;
   }
   if (rc != 0) {
     report(NULL, &st);
-    return EXIT_UNREACHABLE; /* resolve/connect failure or connect timeout */
+    /* resolve/connect failure, connect timeout, TLS handshake failure */
+    return EXIT_UNREACHABLE;
+  }
+  if (g->token && ctxclient_set_token(g->client, g->token, &st) != 0) {
+    usage_error("%s", st.message);
+    return EXIT_USAGE;
   }
   /* The library's default (64 MiB, the server's request limit) is too small
    * for a large document with its chunk texts (get --text --chunks returns
@@ -3476,12 +3530,108 @@ static int help(const char *name) {
   return usage_error("unknown command %s", name);
 }
 
+/* The options every command takes, with the environment variable that
+ * gives each a default. */
+enum { G_ADDR, G_TIMEOUT, G_TLS, G_CA, G_CERT, G_KEY, G_SERVER_NAME, G_TOKEN,
+       G_TOKEN_FILE, G_N };
+static const struct {
+  const char *name, *env;
+  int has_arg;
+} global_opts[G_N] = {
+    [G_ADDR] = {"--addr", "CTXD_ADDR", 1},
+    [G_TIMEOUT] = {"--timeout", NULL, 1},
+    [G_TLS] = {"--tls", "CTXD_TLS", 0},
+    [G_CA] = {"--ca", "CTXD_CA", 1},
+    [G_CERT] = {"--cert", "CTXD_CERT", 1},
+    [G_KEY] = {"--key", "CTXD_KEY", 1},
+    [G_SERVER_NAME] = {"--server-name", "CTXD_SERVER_NAME", 1},
+    [G_TOKEN] = {"--token", "CTXD_TOKEN", 1},
+    [G_TOKEN_FILE] = {"--token-file", "CTXD_TOKEN_FILE", 1},
+};
+
+/* Which global option `a` ("--ca", "--ca=F") is, or -1. */
+static int global_opt(const char *a) {
+  for (int k = 0; k < G_N; k++) {
+    size_t n = strlen(global_opts[k].name);
+    if (!strncmp(a, global_opts[k].name, n) && (a[n] == '\0' || a[n] == '='))
+      return k;
+  }
+  return -1;
+}
+
+/* The token of --token-file FILE: its one line, without the line end.
+ * Returns a malloc'd string, or NULL after a usage error (reported). */
+static char *read_token_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  char *buf = NULL;
+  size_t len = 0;
+  if (!f) {
+    usage_error("--token-file %s: %s", path, strerror(errno));
+    return NULL;
+  }
+  struct stat sb;
+  if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) &&
+      sb.st_size > MAX_TOKEN_FILE) {
+    usage_error("--token-file %s: %lld bytes; a token file holds one line",
+                path, (long long)sb.st_size);
+    goto out;
+  }
+  buf = read_stream(f, &len);
+  if (!buf) {
+    usage_error("--token-file %s: %s", path, strerror(errno));
+    goto out;
+  }
+  while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' ||
+                     buf[len - 1] == ' ' || buf[len - 1] == '\t'))
+    buf[--len] = '\0';
+  if (len == 0 || strcspn(buf, " \t\r\n") != len) {
+    usage_error("--token-file %s: want one token on one line (no spaces)%s",
+                path, len == 0 ? ", the file is empty" : "");
+    free(buf);
+    buf = NULL;
+  }
+out:
+  fclose(f);
+  return buf;
+}
+
+/* Fill g from the global options (vals[k]: the value of option k, or of
+ * its environment variable, or NULL; tls_flag: --tls or $CTXD_TLS given).
+ * 0, or EXIT_USAGE (reported). */
+static int apply_globals(ctl *g, const char *vals[G_N], int tls_flag,
+                         int token_opts) {
+  if (vals[G_ADDR] && *vals[G_ADDR]) g->addr = vals[G_ADDR];
+  g->tls_opts.ca_file = vals[G_CA] && *vals[G_CA] ? vals[G_CA] : NULL;
+  g->tls_opts.cert_file = vals[G_CERT] && *vals[G_CERT] ? vals[G_CERT] : NULL;
+  g->tls_opts.key_file = vals[G_KEY] && *vals[G_KEY] ? vals[G_KEY] : NULL;
+  g->tls_opts.server_name =
+      vals[G_SERVER_NAME] && *vals[G_SERVER_NAME] ? vals[G_SERVER_NAME] : NULL;
+  g->tls = tls_flag || g->tls_opts.ca_file || g->tls_opts.cert_file ||
+           g->tls_opts.key_file || g->tls_opts.server_name;
+  if (g->tls_opts.key_file && !g->tls_opts.cert_file)
+    return usage_error("--key needs --cert (the client certificate)");
+  if (token_opts > 1)
+    return usage_error("give --token or --token-file, not both");
+  if (vals[G_TOKEN] && *vals[G_TOKEN])
+    g->token = vals[G_TOKEN];
+  else if (vals[G_TOKEN_FILE] && *vals[G_TOKEN_FILE])
+    g->token_file = vals[G_TOKEN_FILE]; /* read when connecting */
+  g_have_token = g->token || g->token_file;
+  return 0;
+}
+
 int main(int argc, char **argv) {
   ctl g = {0};
-  g.addr = getenv("CTXD_ADDR");
-  if (!g.addr || !*g.addr) g.addr = DEFAULT_ADDR;
+  g.addr = DEFAULT_ADDR;
   g.timeout_ms = DEFAULT_TIMEOUT_MS;
-  /* Take --addr and --timeout out of argv wherever they are (before a
+  /* Environment defaults first; an option on the command line replaces its
+   * variable. --token and --token-file replace both token variables. */
+  const char *vals[G_N] = {0};
+  for (int k = 0; k < G_N; k++)
+    if (global_opts[k].env) vals[k] = getenv(global_opts[k].env);
+  int tls_flag = vals[G_TLS] && *vals[G_TLS] && strcmp(vals[G_TLS], "0");
+  int token_opts = 0;
+  /* Take the global options out of argv wherever they are (before a
    * "--"), so that "ctxctl ls --addr X" works as well as "ctxctl --addr X
    * ls"; everything else keeps its order. */
   static char **rest; /* static: still reachable at exit, not a leak */
@@ -3500,9 +3650,8 @@ int main(int argc, char **argv) {
       continue;
     }
     if (!strcmp(a, "--")) dashdash = 1;
-    int is_addr = !strncmp(a, "--addr", 6) && (a[6] == '\0' || a[6] == '=');
-    int is_tmo = !strncmp(a, "--timeout", 9) && (a[9] == '\0' || a[9] == '=');
-    if (!is_addr && !is_tmo) {
+    int k = dashdash ? -1 : global_opt(a);
+    if (k < 0) {
       if (!seen_cmd && strcmp(a, "-h") && strcmp(a, "--help") &&
           strcmp(a, "--version") && !dashdash)
         return usage_error("unknown option %s", a);
@@ -3510,14 +3659,23 @@ int main(int argc, char **argv) {
       continue;
     }
     const char *eq = strchr(a, '=');
+    if (!global_opts[k].has_arg) {
+      if (eq) return usage_error("option %s takes no value", global_opts[k].name);
+      tls_flag = 1;
+      continue;
+    }
     if (eq)
       val = eq + 1;
     else if (i + 1 < argc)
       val = argv[++i];
     else
       return usage_error("option %s needs a value", a);
-    if (is_addr) {
-      g.addr = val;
+    if (k == G_TOKEN || k == G_TOKEN_FILE) {
+      token_opts++;
+      vals[G_TOKEN] = vals[G_TOKEN_FILE] = NULL;
+      vals[k] = val;
+    } else if (k != G_TIMEOUT) {
+      vals[k] = val;
     } else {
       char *end;
       double s = strtod(val, &end);
@@ -3532,6 +3690,8 @@ int main(int argc, char **argv) {
   g_cmd = NULL;
   argc = nrest;
   argv = rest;
+  int grc = apply_globals(&g, vals, tls_flag, token_opts);
+  if (grc) return grc;
   int i = 1;
   for (; i < argc && argv[i][0] == '-'; i++) {
     if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return help(NULL);

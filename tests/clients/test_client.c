@@ -10,6 +10,9 @@
  *               flow-control window while it has more than 256 KiB of
  *               replies unsent, so a client that does not read while it
  *               sends would deadlock.
+ *   /t/Auth     answers "SCHEME|AUTHORIZATION|noindex": the request's
+ *               :scheme and authorization header, and whether that header
+ *               came marked never-indexed (a bearer token must be).
  * The ctxd.v1 methods of the typed helpers are answered from the decoded
  * request, so that the helpers' own logic is tested:
  *   Retrieval/Search       hits that echo the request's fields
@@ -43,6 +46,9 @@
 typedef struct tstream {
   int32_t id;
   char path[64];
+  char scheme[8];
+  char auth[256];
+  int auth_noindex;
   uint8_t *out;
   size_t out_off, out_len, out_cap;
   int finish; /* send trailers once out is drained */
@@ -166,6 +172,13 @@ static int t_header(nghttp2_session *sess, const nghttp2_frame *f,
   tstream *s = find(ud, f->hd.stream_id);
   if (s && nl == 5 && memcmp(name, ":path", 5) == 0 && vl < sizeof s->path)
     memcpy(s->path, value, vl);
+  if (s && nl == 7 && memcmp(name, ":scheme", 7) == 0 && vl < sizeof s->scheme)
+    memcpy(s->scheme, value, vl);
+  if (s && nl == 13 && memcmp(name, "authorization", 13) == 0 &&
+      vl < sizeof s->auth) {
+    memcpy(s->auth, value, vl);
+    s->auth_noindex = (flags & NGHTTP2_NV_FLAG_NO_INDEX) != 0;
+  }
   return 0;
 }
 
@@ -365,6 +378,16 @@ static int t_frame_recv(nghttp2_session *sess, const nghttp2_frame *f,
   if (strcmp(s->path, "/t/Echo") == 0) {
     s->finish = 1;
     respond(c, s);
+  } else if (strcmp(s->path, "/t/Auth") == 0) {
+    char m[300];
+    int n = snprintf(m, sizeof m, "%s|%s|%s", s->scheme, s->auth,
+                     s->auth_noindex ? "noindex" : "");
+    uint8_t hdr[5];
+    ccw_frame_header(hdr, (uint32_t)n);
+    out_add(s, hdr, 5);
+    out_add(s, (const uint8_t *)m, (size_t)n);
+    s->finish = 1;
+    respond(c, s);
   } else if (strcmp(s->path, "/t/Many") == 0) {
     uint8_t m[5 + 1000] = {0, 0, 0, 0x03, 0xe8};
     for (int i = 0; i < 1000; i++) out_add(s, m, sizeof m);
@@ -502,6 +525,92 @@ static void test_unary(ctxclient *c) {
   CHECK_EQ_INT(ctxclient_unary(c, "/t/Echo", NULL, 0, 0, &resp, &len, &st), 0);
   CHECK_EQ_INT(len, 0);
   CHECK(resp == NULL);
+}
+
+/* The /t/Auth answer of one unary call, as a string. */
+static void auth_seen(ctxclient *c, char *out, size_t len) {
+  ctxclient_status st;
+  uint8_t *resp = NULL;
+  size_t n = 0;
+  out[0] = '\0';
+  CHECK_EQ_INT(ctxclient_unary(c, "/t/Auth", NULL, 0, 5000, &resp, &n, &st),
+               0);
+  if (resp) snprintf(out, len, "%.*s", (int)n, (const char *)resp);
+  free(resp);
+}
+
+static void test_token(ctxclient *c) {
+  ctxclient_status st;
+  char seen[300];
+  auth_seen(c, seen, sizeof seen);
+  CHECK_EQ_STR(seen, "http||");
+  const char *tok = "abc.DEF-1_~+/=";
+  CHECK_EQ_INT(ctxclient_set_token(c, tok, &st), 0);
+  auth_seen(c, seen, sizeof seen);
+  CHECK_EQ_STR(seen, "http|Bearer abc.DEF-1_~+/=|noindex");
+  auth_seen(c, seen, sizeof seen); /* every call, not only the first */
+  CHECK_EQ_STR(seen, "http|Bearer abc.DEF-1_~+/=|noindex");
+  /* A streaming call carries it too. */
+  ctxclient_stream *s = NULL;
+  CHECK_EQ_INT(ctxclient_stream_open(c, "/t/Auth", 5000, &s, &st), 0);
+  uint8_t *msg = NULL;
+  size_t len = 0;
+  int done = 0;
+  CHECK_EQ_INT(ctxclient_stream_close_send(s, &st), 0);
+  CHECK_EQ_INT(ctxclient_stream_recv(s, -1, &msg, &len, &done, &st), 0);
+  CHECK(msg && len == strlen("http|Bearer abc.DEF-1_~+/=|noindex"));
+  free(msg);
+  ctxclient_stream_free(s);
+  /* Tokens that cannot be sent are refused and the old one stays. */
+  static const char *const bad[] = {"", "a b", "a\r\nx-evil: 1", "caf\xc3\xa9",
+                                    "tab\there"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    CHECK_EQ_INT(ctxclient_set_token(c, bad[i], &st), CTXCLIENT_EINVAL);
+    CHECK_EQ_INT(st.code, 3);
+  }
+  char *huge = malloc(5000);
+  memset(huge, 'a', 4999);
+  huge[4999] = '\0';
+  CHECK_EQ_INT(ctxclient_set_token(c, huge, &st), CTXCLIENT_EINVAL);
+  CHECK(strstr(st.message, "4096") != NULL);
+  huge[4096] = '\0';
+  CHECK_EQ_INT(ctxclient_set_token(c, huge, &st), 0); /* the limit itself */
+  free(huge);
+  CHECK_EQ_INT(ctxclient_set_token(c, tok, &st), 0);
+  auth_seen(c, seen, sizeof seen);
+  CHECK_EQ_STR(seen, "http|Bearer abc.DEF-1_~+/=|noindex");
+  CHECK_EQ_INT(ctxclient_set_token(c, NULL, &st), 0);
+  auth_seen(c, seen, sizeof seen);
+  CHECK_EQ_STR(seen, "http||");
+}
+
+/* TLS options that cannot work fail before any connection (INVALID_ARGUMENT,
+ * naming the file), and a TLS client to this cleartext server fails the
+ * handshake saying that the server answered in cleartext. */
+static void test_tls_local_errors(const char *addr) {
+  ctxclient *c = NULL;
+  ctxclient_status st;
+  ctxclient_tls t = {.ca_file = "/nonexistent/ca.pem"};
+  CHECK_EQ_INT(ctxclient_connect_tls(addr, 2000, &t, &c, &st),
+               CTXCLIENT_EINVAL);
+  CHECK_EQ_INT(st.code, 3);
+  CHECK(strstr(st.message, "cannot read CA file /nonexistent/ca.pem") != NULL);
+  CHECK(c == NULL);
+  ctxclient_tls k = {.key_file = "/etc/hostname"};
+  CHECK_EQ_INT(ctxclient_connect_tls(addr, 2000, &k, &c, &st),
+               CTXCLIENT_EINVAL);
+  CHECK(strstr(st.message, "needs a client certificate") != NULL);
+  ctxclient_tls n = {.ca_file = "/etc/hostname"}; /* not PEM */
+  CHECK_EQ_INT(ctxclient_connect_tls(addr, 2000, &n, &c, &st),
+               CTXCLIENT_EINVAL);
+  CHECK(strstr(st.message, "cannot load CA file /etc/hostname") != NULL);
+  ctxclient_tls sys = {0}; /* the system store; the server is cleartext */
+  CHECK_EQ_INT(ctxclient_connect_tls(addr, 2000, &sys, &c, &st),
+               CTXCLIENT_ESTATUS);
+  CHECK_EQ_INT(st.code, 14);
+  CHECK(strstr(st.message, "TLS handshake with") != NULL);
+  CHECK(strstr(st.message, "cleartext") != NULL);
+  CHECK(c == NULL);
 }
 
 static void test_trailers_only(ctxclient *c) {
@@ -936,6 +1045,7 @@ int main(void) {
   CHECK_EQ_INT(ctxclient_connect(addr, 2000, &c, &st), 0);
   if (c) {
     test_unary(c);
+    test_token(c);
     test_trailers_only(c);
     test_big(c);
     test_many(c);
@@ -951,6 +1061,7 @@ int main(void) {
     ctxclient_close(c);
   }
   test_refused();
+  test_tls_local_errors(addr);
   test_silent_peer();
   test_protocol_error_peer();
   shutdown(listen_fd, SHUT_RDWR);

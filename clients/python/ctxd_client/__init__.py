@@ -1,4 +1,5 @@
-"""ctxd_client - a small Python client for the ctxd daemon (gRPC over h2c).
+"""ctxd_client - a small Python client for the ctxd daemon (gRPC over h2c,
+or over TLS with optional client certificates, and bearer tokens).
 
 The generated grpcio stubs are not checked in: the build writes them to
 ``<build>/python`` (CMake target ``python_stubs``), or generate them by hand
@@ -52,16 +53,23 @@ Corpus jobs: :meth:`reorder` starts a job and yields its progress events
 :meth:`cancel_job`, :meth:`list_jobs` and :meth:`fetch_result` (which
 downloads the output files) follow and manage jobs.
 
+TLS and tokens: ``CtxdClient(addr, tls=True, ca="ca.pem", cert=..., key=...,
+server_name=..., token=... or token_file=...)``; :meth:`CtxdClient.from_env`
+reads the same settings as ctxctl from CTXD_ADDR, CTXD_TLS, CTXD_CA,
+CTXD_CERT, CTXD_KEY, CTXD_SERVER_NAME, CTXD_TOKEN and CTXD_TOKEN_FILE.
+
 The stub modules are reachable as attributes once imported:
 ``ctxd_client.documents_pb2``, ``admin_pb2``, ``health_pb2``, ... .
 """
 
+import collections
 import os
 import sys
 
 import grpc
 
-__all__ = ["CtxdClient", "CtxdError", "load_stubs", "DEFAULT_ADDR"]
+__all__ = ["CtxdClient", "CtxdError", "load_stubs", "read_token_file",
+           "DEFAULT_ADDR"]
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 
@@ -171,6 +179,78 @@ class CtxdError(grpc.RpcError):
         return cls(code, msg or "", method)
 
 
+def _pem(what, value):
+    """PEM bytes from `value`: bytes as they are, a str or os.PathLike as a
+    file to read."""
+    if value is None or isinstance(value, bytes):
+        return value
+    try:
+        with open(value, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise OSError(e.errno, "ctxd_client: cannot read %s %s: %s" % (
+            what, value, e.strerror)) from None
+
+
+def read_token_file(path):
+    """The token in file `path`: its one line, without the line end.
+    Raises ValueError for an empty file or one with more than one token."""
+    with open(path, "rb") as f:
+        data = f.read(65537)
+    tok = data.decode("ascii", "replace").strip()
+    if not tok or len(data) > 65536 or any(c.isspace() for c in tok):
+        raise ValueError("ctxd_client: token file %s: want one token on one "
+                         "line (no spaces)" % path)
+    return tok
+
+
+def _check_token(token):
+    if not token or len(token) > 4096 or any(
+            not ("\x21" <= ch <= "\x7e") for ch in token):
+        raise ValueError("ctxd_client: a token is 1 to 4096 characters of "
+                         "printable ASCII without spaces")
+    return token
+
+
+class _CallDetails(collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials",
+                         "wait_for_ready", "compression")),
+                   grpc.ClientCallDetails):
+    pass
+
+
+class _TokenInterceptor(grpc.UnaryUnaryClientInterceptor,
+                        grpc.UnaryStreamClientInterceptor,
+                        grpc.StreamUnaryClientInterceptor,
+                        grpc.StreamStreamClientInterceptor):
+    """Adds ``authorization: Bearer TOKEN`` to every call's metadata. An
+    interceptor rather than call credentials, which grpcio allows only on
+    TLS channels: a daemon on loopback may take tokens in cleartext."""
+
+    def __init__(self, token):
+        self._md = ("authorization", "Bearer " + _check_token(token))
+
+    def _details(self, d):
+        md = [m for m in (d.metadata or ()) if m[0] != "authorization"]
+        md.append(self._md)
+        return _CallDetails(d.method, d.timeout, md,
+                            getattr(d, "credentials", None),
+                            getattr(d, "wait_for_ready", None),
+                            getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, cont, details, request):
+        return cont(self._details(details), request)
+
+    def intercept_unary_stream(self, cont, details, request):
+        return cont(self._details(details), request)
+
+    def intercept_stream_unary(self, cont, details, request_iterator):
+        return cont(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, cont, details, request_iterator):
+        return cont(self._details(details), request_iterator)
+
+
 def _wrap(method, fn, *a, **kw):
     try:
         return fn(*a, **kw)
@@ -189,18 +269,50 @@ class CtxdClient:
     existing grpc.Channel (it is then not closed by close()), `options=` for
     grpc channel options (e.g. [("grpc.max_send_message_length", -1)]).
     Usable as a context manager.
+
+    TLS (keyword arguments): ``tls=True`` connects over TLS, verifying the
+    server's certificate against `ca` (default: grpcio's bundled roots);
+    `ca`, `cert` and `key` are PEM bytes, or a str/PathLike naming a file;
+    `cert` and `key` present a client certificate (mTLS; `key` defaults to
+    `cert`'s file); `server_name` is the name the server's certificate must
+    carry when `addr` is not it. Any of them implies ``tls=True``.
+    ``token=`` (or ``token_file=``) sends ``authorization: Bearer TOKEN`` on
+    every call, on a channel given with `channel=` too.
     """
 
     def __init__(self, addr=DEFAULT_ADDR, timeout=30.0, channel=None,
-                 options=None):
+                 options=None, *, tls=False, ca=None, cert=None, key=None,
+                 server_name=None, token=None, token_file=None):
         self.addr = addr
         self.timeout = timeout
         self._own = channel is None
+        if token is not None and token_file is not None:
+            raise ValueError("ctxd_client: give token or token_file, not both")
+        if token_file is not None:
+            token = read_token_file(token_file)
+        if key is not None and cert is None:
+            raise ValueError("ctxd_client: a client key needs a client "
+                             "certificate (cert=)")
+        tls = bool(tls or ca is not None or cert is not None or
+                   server_name is not None)
         if channel is None:
             opts = [("grpc.max_send_message_length", 128 << 20),
                     ("grpc.max_receive_message_length", 128 << 20)]
+            if server_name:
+                opts.append(("grpc.ssl_target_name_override", server_name))
             opts += list(options or [])
-            channel = grpc.insecure_channel(addr, options=opts)
+            if tls:
+                cert_pem = _pem("client certificate", cert)
+                key_pem = _pem("client key", key) if key is not None else cert_pem
+                creds = grpc.ssl_channel_credentials(
+                    root_certificates=_pem("CA file", ca),
+                    private_key=key_pem, certificate_chain=cert_pem)
+                channel = grpc.secure_channel(addr, creds, options=opts)
+            else:
+                channel = grpc.insecure_channel(addr, options=opts)
+        self._raw_channel = channel
+        if token is not None:
+            channel = grpc.intercept_channel(channel, _TokenInterceptor(token))
         self.channel = channel
         self.documents = documents_pb2_grpc.DocumentsStub(channel)
         self.retrieval = retrieval_pb2_grpc.RetrievalStub(channel)
@@ -209,9 +321,29 @@ class CtxdClient:
         self.health_stub = health_pb2_grpc.HealthStub(channel)
 
     # -- lifecycle -------------------------------------------------------
+    @classmethod
+    def from_env(cls, addr=None, **kw):
+        """A client set up as ctxctl would be from the environment:
+        CTXD_ADDR (else `addr`, else 127.0.0.1:50051), CTXD_TLS=1, CTXD_CA,
+        CTXD_CERT, CTXD_KEY, CTXD_SERVER_NAME, CTXD_TOKEN or CTXD_TOKEN_FILE.
+        Keyword arguments override them."""
+        env = os.environ.get
+        args = {"tls": env("CTXD_TLS", "") not in ("", "0")}
+        for k, var in (("ca", "CTXD_CA"), ("cert", "CTXD_CERT"),
+                       ("key", "CTXD_KEY"), ("server_name", "CTXD_SERVER_NAME")):
+            if env(var):
+                args[k] = env(var)
+        if "token" not in kw and "token_file" not in kw:
+            if env("CTXD_TOKEN"):
+                args["token"] = env("CTXD_TOKEN")
+            elif env("CTXD_TOKEN_FILE"):
+                args["token_file"] = env("CTXD_TOKEN_FILE")
+        args.update(kw)
+        return cls(env("CTXD_ADDR") or addr or DEFAULT_ADDR, **args)
+
     def close(self):
         if self._own:
-            self.channel.close()
+            self._raw_channel.close()
 
     def __enter__(self):
         return self
