@@ -1758,7 +1758,7 @@ static int cmd_rm(ctl *g, int argc, char **argv) {
     if (ctxclient_delete(g->client, &req, g->timeout_ms, &r, &st)) {
       int e = report_doc(ids[i], &st);
       if (e > rc) rc = e;
-      if (e == EXIT_UNREACHABLE) break;
+      if (e == EXIT_UNREACHABLE || e == EXIT_DENIED) break;
       continue;
     }
     if (r->deleted) {

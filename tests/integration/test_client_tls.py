@@ -26,8 +26,9 @@ from concurrent import futures
 
 import grpc
 
-from ctxd_client import CtxdClient, CtxdError
+from ctxd_client import CtxdClient
 from ctxd_harness import Report, SLOW, pb
+from tls_certs import make_ca, make_cert
 
 CTXCTL = os.environ.get("CTXCTL_BIN", "")
 r = Report("test_client_tls")
@@ -40,30 +41,6 @@ TOKENS = {"tok-read": "read", "tok-admin": "admin"}
 # --------------------------------------------------------------------------
 # certificates
 
-def openssl(*args):
-    subprocess.run(["openssl"] + list(args), check=True, capture_output=True,
-                   cwd=TMP)
-
-
-def make_ca(name):
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt",
-            "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", name + ".key",
-            "-out", name + ".pem", "-days", "2", "-subj", "/CN=%s" % name,
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-
-
-def make_cert(name, ca, cn, ext):
-    with open(os.path.join(TMP, name + ".ext"), "w") as f:
-        f.write(ext + "\n")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", name + ".key", "-out", name + ".csr",
-            "-subj", "/CN=%s" % cn)
-    openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem",
-            "-CAkey", ca + ".key", "-CAcreateserial", "-out", name + ".pem",
-            "-days", "2", "-extfile", name + ".ext")
-
-
 def path(name):
     return os.path.join(TMP, name)
 
@@ -73,13 +50,13 @@ def read(name):
         return f.read()
 
 
-make_ca("ca")
-make_ca("rogue-ca")
-make_cert("server", "ca", "ctxd test server",
+make_ca(TMP, "ca")
+make_ca(TMP, "rogue-ca")
+make_cert(TMP, "server", "ca", "ctxd test server",
           "subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:ctxd.test\n"
           "extendedKeyUsage=serverAuth")
-make_cert("client", "ca", "ctxd test client", "extendedKeyUsage=clientAuth")
-make_cert("rogue-client", "rogue-ca", "rogue client",
+make_cert(TMP, "client", "ca", "ctxd test client", "extendedKeyUsage=clientAuth")
+make_cert(TMP, "rogue-client", "rogue-ca", "rogue client",
           "extendedKeyUsage=clientAuth")
 with open(path("both.pem"), "wb") as f:  # certificate and key in one file
     f.write(read("client.pem") + read("client.key"))
@@ -324,6 +301,8 @@ def case_ctxctl_big_and_streams():
             "big-1", doc], 0, "put a 4 MiB document through PutStream over TLS",
            out="stored 1 document")
     r.eq(seen.last("PutStream"), "Bearer tok-read", "PutStream carried the token")
+    expect(["--addr", TLS, "--ca", ca, "put", "--id", "big-2", doc], 4,
+           "put without a token: exit 4", err="UNAUTHENTICATED")
 
 
 def case_ctxctl_tls_failures():
