@@ -426,14 +426,14 @@ static const char *no_h2_hint(const ctxclient *c) {
                "certificate?)";
 }
 
-/* err -1: a TLS failure, whose reason (with its own hint) cct_error()
- * has. */
+/* err -1: a failure under TLS, whose reason cct_error() has (a TLS-level
+ * one with its own hint). */
 static void conn_io_fail(ctxclient *c, const char *what, int err) {
-  if (err == -1 && c->tls)
-    conn_fail(c, 14, "%s %s: %s", what, c->addr, cct_error(c->tls));
-  else
-    conn_fail(c, 14, "%s %s: %s%s", what, c->addr, strerror(err),
-              no_h2_hint(c));
+  int tls_level = 0;
+  const char *why = err == -1 && c->tls ? cct_error(c->tls, &tls_level)
+                                        : strerror(err);
+  conn_fail(c, 14, "%s %s: %s%s", what, c->addr, why,
+            tls_level ? "" : no_h2_hint(c));
 }
 
 /* Let nghttp2 write what it can. */

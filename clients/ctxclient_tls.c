@@ -33,6 +33,7 @@ struct cct {
   char verify_issuer[256];
   char verify_names[512]; /* the leaf's subjectAltNames, for a mismatch */
   char err[512];
+  int err_tls; /* err is a TLS-level reason (an alert), not a socket error */
 };
 
 /* ---- a socket BIO that never raises SIGPIPE --------------------------------
@@ -392,6 +393,7 @@ static ssize_t io_fail(cct *t, int e) {
   }
   unsigned long code = ERR_peek_last_error();
   const char *reason = ssl_reason();
+  t->err_tls = 1;
   if (ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
     snprintf(t->err, sizeof t->err, "connection closed");
     return CCT_CLOSED;
@@ -427,6 +429,7 @@ static ssize_t io_result(cct *t, int r) {
 
 ssize_t cct_read(cct *t, uint8_t *buf, size_t len) {
   ERR_clear_error();
+  t->err_tls = 0;
   errno = 0;
   return io_result(t, SSL_read(t->ssl, buf, len > INT32_MAX ? INT32_MAX
                                                             : (int)len));
@@ -434,12 +437,14 @@ ssize_t cct_read(cct *t, uint8_t *buf, size_t len) {
 
 ssize_t cct_write(cct *t, const uint8_t *buf, size_t len) {
   ERR_clear_error();
+  t->err_tls = 0;
   errno = 0;
   return io_result(t, SSL_write(t->ssl, buf, len > INT32_MAX ? INT32_MAX
                                                              : (int)len));
 }
 
-const char *cct_error(const cct *t) {
+const char *cct_error(const cct *t, int *tls_level) {
+  if (tls_level) *tls_level = t->err_tls;
   return t->err[0] ? t->err : "TLS error";
 }
 

@@ -64,8 +64,10 @@ ssize_t cct_write(cct *t, const uint8_t *buf, size_t len);
 
 /* Why the last CCT_ERROR (or CCT_CLOSED) happened, for messages; names the
  * likely cause where OpenSSL's reason allows ("the server refused our
- * client certificate ..."). Valid until the next call on `t`. */
-const char *cct_error(const cct *t);
+ * client certificate ..."). *tls_level (may be NULL) is 1 for a TLS-level
+ * failure (an alert from the server, a bad record), 0 for a socket error
+ * ("Broken pipe") or a close. Valid until the next call on `t`. */
+const char *cct_error(const cct *t, int *tls_level);
 
 /* Send close_notify (best effort, never blocks) and free the session. NULL
  * is a no-op. */
