@@ -20,7 +20,6 @@ import os
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
 from concurrent import futures
 
@@ -28,11 +27,10 @@ import grpc
 
 from ctxd_client import CtxdClient
 from ctxd_harness import Report, SLOW, pb
-from tls_certs import make_ca, make_cert
+from tls_certs import CertDir
 
 CTXCTL = os.environ.get("CTXCTL_BIN", "")
 r = Report("test_client_tls")
-TMP = tempfile.mkdtemp(prefix="ctxd-tls-")
 BIG = 5 << 20
 
 TOKENS = {"tok-read": "read", "tok-admin": "admin"}
@@ -41,23 +39,16 @@ TOKENS = {"tok-read": "read", "tok-admin": "admin"}
 # --------------------------------------------------------------------------
 # certificates
 
-def path(name):
-    return os.path.join(TMP, name)
-
-
-def read(name):
-    with open(path(name), "rb") as f:
-        return f.read()
-
-
-make_ca(TMP, "ca")
-make_ca(TMP, "rogue-ca")
-make_cert(TMP, "server", "ca", "ctxd test server",
-          "subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:ctxd.test\n"
-          "extendedKeyUsage=serverAuth")
-make_cert(TMP, "client", "ca", "ctxd test client", "extendedKeyUsage=clientAuth")
-make_cert(TMP, "rogue-client", "rogue-ca", "rogue client",
-          "extendedKeyUsage=clientAuth")
+certs = CertDir("ctxd-tls-")
+TMP, path, read = certs.dir, certs.path, certs.read
+certs.ca("ca")
+certs.ca("rogue-ca")
+certs.cert("server", "ca", "ctxd test server",
+           "subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:ctxd.test\n"
+           "extendedKeyUsage=serverAuth")
+certs.cert("client", "ca", "ctxd test client", "extendedKeyUsage=clientAuth")
+certs.cert("rogue-client", "rogue-ca", "rogue client",
+           "extendedKeyUsage=clientAuth")
 with open(path("both.pem"), "wb") as f:  # certificate and key in one file
     f.write(read("client.pem") + read("client.key"))
 

@@ -11,35 +11,24 @@ this one proves them against ctxd.)"""
 
 import os
 import subprocess
-import tempfile
 
 import grpc
 
 from ctxd_client import CtxdClient
 from ctxd_harness import Daemon, Report, SLOW
-from tls_certs import make_ca, make_cert
+from tls_certs import CertDir
 
 CTXCTL = os.environ.get("CTXCTL_BIN", "")
 r = Report("test_tls_clients")
-D = tempfile.mkdtemp(prefix="ctxd-tlsc-")
 T = 20 * SLOW
-
-
-def p(name):
-    return os.path.join(D, name)
-
-
-def read(name):
-    with open(p(name), "rb") as f:
-        return f.read()
-
-
-make_ca(D, "ca")
-make_ca(D, "other")
-make_cert(D, "srv", "ca", "ctxd test server",
-          "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth")
-make_cert(D, "cli", "ca", "client-one", "extendedKeyUsage=clientAuth")
-make_cert(D, "stranger", "other", "client-two", "extendedKeyUsage=clientAuth")
+certs = CertDir("ctxd-tlsc-")
+D, p, read = certs.dir, certs.path, certs.read
+certs.ca("ca")
+certs.ca("other")
+certs.cert("srv", "ca", "ctxd test server",
+           "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth")
+certs.cert("cli", "ca", "client-one", "extendedKeyUsage=clientAuth")
+certs.cert("stranger", "other", "client-two", "extendedKeyUsage=clientAuth")
 
 TOKENS = {"read": "r-0123456789abcdef", "write": "w-0123456789abcdef",
           "admin": "a-0123456789abcdef"}

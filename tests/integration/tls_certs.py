@@ -31,3 +31,25 @@ def make_cert(d, name, ca, cn, ext):
     _openssl(d, "x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem",
              "-CAkey", ca + ".key", "-CAcreateserial", "-out", name + ".pem",
              "-days", "2", "-extfile", name + ".ext")
+
+
+class CertDir:
+    """A temp folder of test certificates: path(name), read(name) (bytes),
+    ca(name) and cert(name, ca, cn, ext) as make_ca and make_cert."""
+
+    def __init__(self, prefix="ctxd-certs-"):
+        import tempfile
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def read(self, name):
+        with open(self.path(name), "rb") as f:
+            return f.read()
+
+    def ca(self, name):
+        make_ca(self.dir, name)
+
+    def cert(self, name, ca, cn, ext):
+        make_cert(self.dir, name, ca, cn, ext)
