@@ -141,11 +141,12 @@ void metrics_call_end(const metrics_call *mc) {
   /* Written whatever log.level says: the operator asked for it. */
   log_write(LOG_LVL_INFO,
             "access method=%s path=\"%s\" code=%s status=%d "
-            "duration_ms=%.3f bytes_in=%llu bytes_out=%llu peer=%s",
+            "duration_ms=%.3f bytes_in=%llu bytes_out=%llu peer=%s user=%s",
             mc->method ? mc->method + 1 : "unknown", path,
             mc->status < 0 ? "CANCELLED" : grpc_status_name(code),
             mc->status, secs * 1e3, (unsigned long long)mc->bytes_in,
-            (unsigned long long)mc->bytes_out, peer);
+            (unsigned long long)mc->bytes_out, peer,
+            mc->user && *mc->user ? mc->user : "-");
 }
 
 void metrics_stream_open(void) {

@@ -34,6 +34,7 @@ typedef struct metrics_call {
   uint64_t bytes_in, bytes_out; /* DATA payload (gRPC framed messages) */
   int peer_fd;         /* the connection's socket, for the access log's peer;
                         * -1 if unknown */
+  const char *user;    /* the bearer token's NAME (auth.h); "" or NULL: none */
 } metrics_call;
 
 void metrics_call_end(const metrics_call *mc);

@@ -1104,8 +1104,9 @@ static void call_detach(rpc_call *c, conn *cn) {
   c->deadline_ev = c->timer_ev = NULL;
   atomic_store(&c->done, 1);
   if (!c->counted) cn->srv->stats.calls_cancelled++;
-  metrics_call mc = {c->mpath,   c->path,      c->counted ? c->status : -1,
-                     now_ns() - c->t0_ns, c->bytes_in, c->bytes_out, cn->fd};
+  metrics_call mc = {c->mpath,     c->path,      c->counted ? c->status : -1,
+                     now_ns() - c->t0_ns, c->bytes_in, c->bytes_out, cn->fd,
+                     c->auth_name};
   metrics_call_end(&mc);
   metrics_stream_close();
   if (c->started) {

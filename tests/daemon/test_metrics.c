@@ -81,7 +81,7 @@ static void expect(const char *text, const char *series, const char *value) {
 
 static void call(const char *method, int status, double secs) {
   metrics_call mc = {method, method ? method : "/x/y", status,
-                     (uint64_t)(secs * 1e9), 10, 20, -1};
+                     (uint64_t)(secs * 1e9), 10, 20, -1, NULL};
   metrics_call_end(&mc);
 }
 

@@ -504,6 +504,39 @@ def case_job(r, d, maddr):
     r.eq(fams["ctxd_job_phase_done"]["samples"], [], "no progress series once it ended")
 
 
+def case_auth(r):
+    """With bearer tokens: refused calls count as UNAUTHENTICATED, the
+    access log names the token, the metrics port needs no token."""
+    tok = "metrics-writer-token-0123456789"
+    d = Daemon(r, name="ctxd-auth")  # not started yet: its temp dir holds the file
+    tokens = os.path.join(d.tmp, "tokens")
+    with open(tokens, "w") as f:
+        f.write("%s write scraper-test\n" % tok)
+    os.chmod(tokens, 0o600)
+    d.args = ["--metrics.listen", "127.0.0.1:0", "--log.access", "on",
+              "--auth.tokens_file", tokens]
+    with d:
+        maddr = metrics_addr(d)
+        s = d.stubs()
+        r.raises(grpc.StatusCode.UNAUTHENTICATED,
+                 lambda: s.docs.Put(put_req("a1", "text"), timeout=T), "no token: UNAUTHENTICATED")
+        s.docs.Put(put_req("a1", "text"), timeout=T,
+                   metadata=(("authorization", "Bearer " + tok),))
+        fams = scrape(r, maddr, "scrape with auth on (no token)")
+        r.eq(calls(fams, "ctxd.v1.Documents/Put", "UNAUTHENTICATED"), 1,
+             "calls_total Put UNAUTHENTICATED 1")
+        r.eq(calls(fams, "ctxd.v1.Documents/Put", "OK"), 1, "calls_total Put OK 1")
+        end = time.monotonic() + 10 * SLOW
+        while time.monotonic() < end and "user=scraper-test" not in d.log_tail(200):
+            time.sleep(0.05)
+        lines = d.log_tail(200).split("\n")
+        r.check(any("msg=access method=ctxd.v1.Documents/Put" in l and "code=OK" in l
+                    and l.endswith(" user=scraper-test") for l in lines),
+                "access log: user= the token's NAME", lines[-5:])
+        r.check(any("code=UNAUTHENTICATED" in l and l.endswith(" user=-") for l in lines),
+                "access log: user=- without a token")
+
+
 def start_fails(r, args, want, what):
     p = subprocess.run([CTXD_BIN, "--listen", "127.0.0.1:0", "--data", "/nonexistent/x",
                         "--model.builtin=none"] + args,
@@ -535,6 +568,7 @@ def main():
             r.case("job", case_job, r, d, maddr)
             r.case("stopping", case_stopping, r, d, maddr)
             r.case("logfmt", case_logfmt, r, d)  # the whole life, shutdown included
+    r.case("auth", case_auth, r)
     r.finish()
 
 
