@@ -398,6 +398,15 @@ def case_python():
                            "CTXD_KEY": path("client.key")})
         with CtxdClient.from_env() as c:
             r.eq(c.health(), "SERVING", "python: from_env (mTLS)")
+        os.environ.update({"CTXD_ADDR": "127.0.0.1:1", "CTXD_TOKEN": "tok-admin"})
+        for k in ("CTXD_CERT", "CTXD_KEY"):
+            del os.environ[k]
+        with CtxdClient.from_env(TLS) as c:
+            r.eq(c.stats().documents, 42, "python: from_env: addr argument over "
+                 "CTXD_ADDR, CTXD_TOKEN")
+        with CtxdClient.from_env(TLS, token="bad") as c:
+            r.raises(grpc.StatusCode.UNAUTHENTICATED, c.health,
+                     "python: from_env: token argument over CTXD_TOKEN")
     finally:
         os.environ.clear()
         os.environ.update(old)

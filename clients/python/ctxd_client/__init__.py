@@ -323,10 +323,10 @@ class CtxdClient:
     # -- lifecycle -------------------------------------------------------
     @classmethod
     def from_env(cls, addr=None, **kw):
-        """A client set up as ctxctl would be from the environment:
-        CTXD_ADDR (else `addr`, else 127.0.0.1:50051), CTXD_TLS=1, CTXD_CA,
+        """A client set up as ctxctl would be from the environment: `addr`,
+        else CTXD_ADDR, else 127.0.0.1:50051; CTXD_TLS=1, CTXD_CA,
         CTXD_CERT, CTXD_KEY, CTXD_SERVER_NAME, CTXD_TOKEN or CTXD_TOKEN_FILE.
-        Keyword arguments override them."""
+        Arguments given override the variables, as ctxctl's options do."""
         env = os.environ.get
         args = {"tls": env("CTXD_TLS", "") not in ("", "0")}
         for k, var in (("ca", "CTXD_CA"), ("cert", "CTXD_CERT"),
@@ -339,7 +339,7 @@ class CtxdClient:
             elif env("CTXD_TOKEN_FILE"):
                 args["token_file"] = env("CTXD_TOKEN_FILE")
         args.update(kw)
-        return cls(env("CTXD_ADDR") or addr or DEFAULT_ADDR, **args)
+        return cls(addr or env("CTXD_ADDR") or DEFAULT_ADDR, **args)
 
     def close(self):
         if self._own:
