@@ -2,8 +2,8 @@
 """test_tls_clients - ctxctl and the Python client (ctxd_client) against a
 real daemon with TLS (server.tls_cert/tls_key), mutual TLS
 (server.tls_client_ca) and bearer tokens (auth.tokens_file with the roles
-read, write, admin): each command and call allowed or refused as its role
-says, Health open without a token, the exit codes (0, 3 for a TLS failure,
+read, write, admin; also over cleartext on loopback): each command and
+call allowed or refused as its role says, Health open without a token, the exit codes (0, 3 for a TLS failure,
 4 for UNAUTHENTICATED / PERMISSION_DENIED) and the messages.
 
 (test_client_tls.py proves the clients against servers written in Python;
@@ -149,6 +149,17 @@ def case_mtls():
                      "python: mTLS without a certificate: UNAVAILABLE")
 
 
+def case_cleartext_tokens():
+    """Tokens on a loopback daemon without TLS (cleartext is its default
+    there): the clients send them all the same."""
+    with Daemon(r, args=["--auth.tokens_file", p("tokens")], name="ctxd-plain") as d:
+        expect(d.addr, ["stats"], 4, "cleartext, no token: exit 4", err="UNAUTHENTICATED")
+        expect(d.addr, tok("admin") + ["stats"], 0, "cleartext, admin token",
+               out="documents")
+        with CtxdClient(d.addr, token=TOKENS["write"], timeout=T) as c:
+            r.eq(c.put("over h2c", id="h").id, "h", "python: cleartext, write token")
+
+
 def main():
     if not CTXCTL or not os.path.exists(CTXCTL):
         r.check(False, "CTXCTL_BIN is set", CTXCTL)
@@ -159,6 +170,7 @@ def main():
         r.case("ctxctl: TLS and roles", case_ctxctl, d)
         r.case("python: TLS and roles", case_python, d)
     r.case("mutual TLS", case_mtls)
+    r.case("tokens over cleartext (loopback)", case_cleartext_tokens)
     subprocess.run(["rm", "-rf", D])
     r.finish()
 
