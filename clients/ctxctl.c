@@ -38,7 +38,7 @@ static const char *g_cmd = NULL; /* for messages */
 
 static const char usage_text[] =
     "usage: ctxctl [--addr HOST:PORT] [--timeout SECONDS] [--tls] [--ca FILE]\n"
-    "              [--cert FILE --key FILE] [--server-name NAME]\n"
+    "              [--cert FILE [--key FILE]] [--server-name NAME]\n"
     "              [--token TOKEN | --token-file FILE] COMMAND [ARGS]\n"
     "\n"
     "The ctxd admin CLI. Talks gRPC over HTTP/2 to a ctxd server, in\n"
@@ -96,8 +96,9 @@ static const char usage_text[] =
     "                       both imply --tls\n"
     "  --server-name NAME   the name the server's certificate must carry\n"
     "                       (default the host of --addr); implies --tls\n"
-    "  --token TOKEN        bearer token sent with every call (visible in\n"
-    "                       ps: prefer --token-file or $CTXD_TOKEN)\n"
+    "  --token TOKEN        bearer token sent with every call (default\n"
+    "                       $CTXD_TOKEN; on the command line it is visible\n"
+    "                       in ps: prefer --token-file or $CTXD_TOKEN)\n"
     "  --token-file FILE    read the token from FILE (default $CTXD_TOKEN_FILE)\n"
     "  -h, --help           this text\n"
     "  --version            print the version\n"
