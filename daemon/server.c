@@ -27,7 +27,16 @@
  * consumed (nghttp2_session_consume) while the call's messages waiting for
  * the handler stay under RECV_QUEUE_LIMIT, so a slow handler stops the
  * client instead of growing our memory. Sending relies on nghttp2: the data
- * provider reads the call's output queue and defers when it is empty. */
+ * provider reads the call's output queue and defers when it is empty.
+ *
+ * In-flight budget. Every request message is charged, from the moment its
+ * length prefix is read (before its buffer is allocated) until its handler
+ * callback returned, against its connection's budget
+ * (server.max_conn_inflight_bytes) and the daemon's
+ * (server.max_inflight_bytes). A message that does not fit is refused
+ * RESOURCE_EXHAUSTED without being allocated: the budgets cap what clients
+ * can make the daemon hold, however many connections and streams they
+ * open. */
 #include "server.h"
 
 #include <arpa/inet.h>
@@ -80,6 +89,14 @@
 
 typedef struct conn conn;
 
+/* A connection's in-flight request bytes. Shared with its calls (which
+ * give bytes back from worker threads, maybe after the connection is
+ * gone), hence reference-counted. */
+typedef struct conn_budget {
+  atomic_size_t used;
+  atomic_int refs;
+} conn_budget;
+
 struct rpc_call {
   atomic_int refs;
   server *srv;
@@ -93,6 +110,8 @@ struct rpc_call {
   uint64_t t0_ns, bytes_in, bytes_out; /* for metrics */
   rpc_call *cprev, *cnext; /* in conn->calls */
   grpc_deframer df;
+  size_t df_resv;        /* budget charged for the message being gathered */
+  conn_budget *budget;   /* the connection's, referenced */
   size_t owed;           /* received, not yet given back to the window */
   uint32_t n_msgs;
   uint64_t deadline_ns;
@@ -138,6 +157,7 @@ struct conn {
   server *srv;
   int fd;
   tls_conn *tls;         /* NULL for h2c */
+  conn_budget *budget;
   int read_on_write;     /* TLS read waits for the socket to be writable */
   struct event *rev, *wev;
   struct event *hs_ev;   /* handshake deadline; NULL once SETTINGS came */
@@ -177,6 +197,8 @@ struct server {
   int loopback;           /* bound to a loopback address */
   tls_ctx *tls;           /* NULL: cleartext h2c */
   auth *auth;             /* NULL: no authentication */
+  atomic_size_t inflight; /* request bytes charged, all connections */
+  size_t inflight_max, conn_inflight_max; /* effective limits */
   int stopping;
   struct event *grace_ev;
   void (*drained)(void *);
@@ -215,9 +237,46 @@ static void call_ref(rpc_call *c) {
   atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
 }
 
+static void budget_unref(conn_budget *b) {
+  if (b && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
+}
+
+/* Charge n request bytes to the call's connection and the daemon, if both
+ * have room. Loop thread (the only one that charges, so check-then-add
+ * cannot overshoot; other threads only give back). 0, or -1 with nothing
+ * charged. */
+static int inflight_take(rpc_call *c, size_t n) {
+  server *s = c->srv;
+  if (atomic_load(&c->budget->used) + n > s->conn_inflight_max ||
+      atomic_load(&s->inflight) + n > s->inflight_max)
+    return -1;
+  atomic_fetch_add(&c->budget->used, n);
+  atomic_fetch_add(&s->inflight, n);
+  return 0;
+}
+
+/* Give charged bytes back. Any thread. */
+static void inflight_give(rpc_call *c, size_t n) {
+  if (!n) return;
+  atomic_fetch_sub(&c->budget->used, n);
+  atomic_fetch_sub(&c->srv->inflight, n);
+}
+
+/* The largest message the budgets can take now (without its prefix). */
+static uint64_t inflight_room(rpc_call *c) {
+  server *s = c->srv;
+  size_t cu = atomic_load(&c->budget->used), su = atomic_load(&s->inflight);
+  size_t room = cu < s->conn_inflight_max ? s->conn_inflight_max - cu : 0;
+  size_t sroom = su < s->inflight_max ? s->inflight_max - su : 0;
+  if (sroom < room) room = sroom;
+  return room > GRPC_PREFIX_LEN ? room - GRPC_PREFIX_LEN : 0;
+}
+
 static void call_unref(rpc_call *c) {
   if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
     return;
+  inflight_give(c, c->df_resv); /* a message never completed */
+  budget_unref(c->budget);
   grpc_deframer_free(&c->df);
   if (c->out != c->out_inline) free(c->out);
   pthread_mutex_destroy(&c->mu);
@@ -247,6 +306,8 @@ static rpc_call *call_new(conn *cn, int32_t stream_id) {
   metrics_stream_open();
   c->out = c->out_inline;
   c->out_cap = sizeof c->out_inline;
+  c->budget = cn->budget;
+  atomic_fetch_add(&c->budget->refs, 1);
   grpc_deframer_init(&c->df, cn->srv->cfg->max_message_bytes);
   c->cnext = cn->calls;
   if (cn->calls) cn->calls->cprev = c;
@@ -367,6 +428,7 @@ static void msg_task_done(pool_task *t) {
   rpc_call *c = mt->c;
   size_t before = atomic_fetch_sub(&c->queued, mt->wire);
   int left = atomic_fetch_sub(&c->inflight, 1) - 1;
+  inflight_give(c, mt->wire);
   /* Crossing back under the limit: let the loop reopen the window. */
   int wake = before >= RECV_QUEUE_LIMIT && before - mt->wire < RECV_QUEUE_LIMIT;
   /* Messages wait in the held list: let the loop hand over more. */
@@ -442,6 +504,7 @@ static void drop_held(rpc_call *c) {
     msg_task *mt = c->held_head;
     c->held_head = (msg_task *)mt->t.next;
     atomic_fetch_sub(&c->queued, mt->wire);
+    inflight_give(c, mt->wire);
     free(mt->owned);
     free(mt);
   }
@@ -494,7 +557,9 @@ static void hold_msg(rpc_call *c, msg_task *mt) {
 /* Deliver a request message. A unary request is delivered only once the
  * client half-closed, so a second message can still be refused: when the
  * END_STREAM came with it (`last`), it goes out at once (and, inline,
- * without a copy); otherwise it is parked until the half-close. */
+ * without a copy); otherwise it is parked until the half-close. The
+ * message's `wire` bytes are charged to the budgets; the charge goes with
+ * the task and is given back when it is done or dropped. */
 static void dispatch_message(rpc_call *c, const grpc_msg *gm, int enc,
                              size_t wire, int last) {
   int unary = c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM;
@@ -503,12 +568,14 @@ static void dispatch_message(rpc_call *c, const grpc_msg *gm, int enc,
     /* No copy, no allocation: the bytes stay valid during the call. */
     call_ref(c);
     if (!atomic_load(&c->done)) deliver_message(c, enc, gm->data, gm->len);
+    inflight_give(c, wire);
     call_unref(c);
     return;
   }
   uint8_t *owned = grpc_deframer_steal(&c->df);
   msg_task *mt = malloc(sizeof *mt + (owned ? 0 : gm->len));
   if (!mt) {
+    inflight_give(c, wire);
     free(owned);
     call_finish_internal(c, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
@@ -539,6 +606,7 @@ static void drop_parked(rpc_call *c) {
   if (!mt) return;
   c->parked = NULL;
   atomic_fetch_sub(&c->queued, mt->wire);
+  inflight_give(c, mt->wire);
   free(mt->owned);
   free(mt);
 }
@@ -1018,6 +1086,24 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f,
   return 0;
 }
 
+/* A message that the in-flight budgets cannot take now. */
+static void call_refuse_busy(rpc_call *c, uint64_t len) {
+  server *s = c->srv;
+  size_t cu = atomic_load(&c->budget->used), su = atomic_load(&s->inflight);
+  int conn_full = cu + GRPC_PREFIX_LEN + len > s->conn_inflight_max;
+  LOG_INFO("inflight-refused path=%s bytes=%llu conn_inflight=%zu "
+           "inflight=%zu",
+           c->path, (unsigned long long)len, cu, su);
+  call_finish_internal(
+      c, GRPC_RESOURCE_EXHAUSTED,
+      "server busy: a message of %llu bytes does not fit the request bytes "
+      "in flight (%zu of %s %zu); retry later",
+      (unsigned long long)len, conn_full ? cu : su,
+      conn_full ? "this connection's server.max_conn_inflight_bytes"
+                : "the server's server.max_inflight_bytes",
+      conn_full ? s->conn_inflight_max : s->inflight_max);
+}
+
 static int on_data_chunk(nghttp2_session *h2, uint8_t flags,
                          int32_t stream_id, const uint8_t *data, size_t len,
                          void *user) {
@@ -1032,15 +1118,32 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags,
   while (len > 0 && c->started && !atomic_load(&c->done)) {
     size_t used;
     grpc_msg gm;
+    uint64_t max = c->srv->cfg->max_message_bytes;
+    /* The next prefix is checked against what the budgets can take, so
+     * nothing is allocated past them. */
+    if (!c->df_resv) {
+      uint64_t room = inflight_room(c);
+      c->df.limit = room < max ? room : max;
+    }
     int rc = grpc_deframer_feed(&c->df, data, len, &used, &gm);
     data += used;
     len -= used;
-    if (rc == GRPC_DEFRAME_NEED_MORE) break;
-    if (rc == GRPC_DEFRAME_TOO_LARGE) {
+    if (rc == GRPC_DEFRAME_NEED_MORE) {
+      /* A message being gathered: its buffer exists now, charge it. */
+      if (!c->df_resv && c->df.buf &&
+          inflight_take(c, GRPC_PREFIX_LEN + c->df.len) == 0)
+        c->df_resv = GRPC_PREFIX_LEN + c->df.len;
+      break;
+    }
+    if (rc == GRPC_DEFRAME_TOO_LARGE && c->df.bad_len > max) {
       call_finish_internal(c, GRPC_RESOURCE_EXHAUSTED,
                            "message of %llu bytes exceeds the limit of %llu",
                            (unsigned long long)c->df.bad_len,
-                           (unsigned long long)c->df.limit);
+                           (unsigned long long)max);
+      break;
+    }
+    if (rc == GRPC_DEFRAME_TOO_LARGE) {
+      call_refuse_busy(c, c->df.bad_len);
       break;
     }
     if (rc == GRPC_DEFRAME_BAD_FLAG) {
@@ -1064,6 +1167,13 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags,
                            "request");
       break;
     }
+    /* A message that came whole in this chunk is charged now (it fits:
+     * the limit was the room). The charge moves to the message. */
+    if (!c->df_resv && inflight_take(c, GRPC_PREFIX_LEN + gm.len) != 0) {
+      call_refuse_busy(c, gm.len);
+      break;
+    }
+    c->df_resv = 0;
     dispatch_message(c, &gm, gm.compressed ? c->encoding : GRPC_ENC_IDENTITY,
                      GRPC_PREFIX_LEN + gm.len,
                      len == 0 && (flags & NGHTTP2_FLAG_END_STREAM));
@@ -1160,6 +1270,7 @@ static void conn_free(conn *cn) {
   event_free(cn->rev);
   event_free(cn->wev);
   tls_conn_free(cn->tls);
+  budget_unref(cn->budget);
   close(cn->fd);
   free(cn->out);
   if (cn->prev)
@@ -1365,17 +1476,17 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg) {
     }
     cn->srv = s;
     cn->fd = fd;
-    if (s->tls && !(cn->tls = tls_conn_new(s->tls, fd))) {
-      free(cn);
-      close(fd);
-      continue;
-    }
-    if (nghttp2_session_server_new2(&cn->h2, s->cbs, cn, s->opt) != 0) {
+    cn->budget = calloc(1, sizeof *cn->budget);
+    if (!cn->budget || (s->tls && !(cn->tls = tls_conn_new(s->tls, fd))) ||
+        nghttp2_session_server_new2(&cn->h2, s->cbs, cn, s->opt) != 0) {
       tls_conn_free(cn->tls);
+      free(cn->budget);
       free(cn);
       close(fd);
       continue;
     }
+    atomic_init(&cn->budget->used, 0);
+    atomic_init(&cn->budget->refs, 1);
     cn->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, conn_read_cb, cn);
     cn->wev = event_new(s->base, fd, EV_WRITE, conn_write_cb, cn);
     nghttp2_settings_entry iv[] = {
@@ -1587,6 +1698,19 @@ int server_create(struct event_base *base, const ctxd_config *cfg,
   pthread_mutex_init(&s->mu, NULL);
   if (listen_on(s, err, errlen) != 0) goto fail;
   if (security_setup(s, err, errlen) != 0) goto fail;
+  /* The largest message must always fit, or it could never arrive. */
+  atomic_init(&s->inflight, 0);
+  s->conn_inflight_max = (size_t)cfg->max_conn_inflight_bytes;
+  if (s->conn_inflight_max < cfg->max_message_bytes + GRPC_PREFIX_LEN)
+    s->conn_inflight_max = (size_t)cfg->max_message_bytes + GRPC_PREFIX_LEN;
+  s->inflight_max = (size_t)cfg->max_inflight_bytes;
+  if (s->inflight_max < s->conn_inflight_max)
+    s->inflight_max = s->conn_inflight_max;
+  if (s->conn_inflight_max != cfg->max_conn_inflight_bytes ||
+      s->inflight_max != cfg->max_inflight_bytes)
+    LOG_WARN("inflight-limits-raised conn=%zu total=%zu reason=\"to fit "
+             "server.max_message_bytes\"",
+             s->conn_inflight_max, s->inflight_max);
   s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (s->efd < 0) {
     snprintf(err, errlen, "eventfd: %s", strerror(errno));
