@@ -232,6 +232,18 @@ class Daemon:
         with self._log_lock:
             return "\n".join(self.log_lines[-n:])
 
+    def wait_log(self, text, timeout=5.0):
+        """True once `text` appears in the daemon's log (within `timeout`
+        seconds, scaled for sanitizer builds)."""
+        end = time.monotonic() + timeout * SLOW
+        while True:
+            with self._log_lock:
+                if any(text in l for l in self.log_lines):
+                    return True
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.05)
+
     def wait_listening(self, timeout=15.0):
         end = time.monotonic() + timeout * SLOW
         while time.monotonic() < end:
@@ -386,6 +398,24 @@ class Daemon:
             else:
                 shutil.rmtree(self.tmp, ignore_errors=True)
         return False
+
+
+def check_start_refused(r, args, what, want, timeout=60.0):
+    """Run the daemon with `args` (on a temp data dir, 127.0.0.1:0 unless
+    args say otherwise): Report `r` checks that it refuses to start and that
+    its stderr holds every string of `want`."""
+    tmp = tempfile.mkdtemp(prefix="ctxd-it-refused-")
+    try:
+        p = subprocess.run([CTXD_BIN, "--listen", "127.0.0.1:0", "--data",
+                            os.path.join(tmp, "data"), "--model.builtin=none"] + list(args),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, timeout=timeout * SLOW)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    err = p.stderr.decode("utf-8", "replace")
+    r.check(p.returncode != 0, "%s: start refused" % what, err[-500:])
+    for w in want:
+        r.check(w in err, "%s: message has %r" % (what, w), err[-800:])
 
 
 class _Stubs:

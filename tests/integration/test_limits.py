@@ -110,13 +110,6 @@ class Raw:
         self.s.close()
 
 
-def log_has(dm, s, timeout=5.0):
-    end = time.monotonic() + timeout * SLOW
-    while time.monotonic() < end:
-        if s in dm.log_tail(1000):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def check(dm, timeout=T):
@@ -138,7 +131,7 @@ def case_connections(r):
         extra = Raw(dm.addr)
         extra.pump(2 * SLOW)
         r.check(extra.closed and not extra.frames, "the 4th connection: closed at once")
-        r.check(log_has(dm, "reason=max_connections"), "refusal logged")
+        r.check(dm.wait_log("reason=max_connections"), "refusal logged")
         held[0].close()
         time.sleep(0.3 * SLOW)
         r.eq(check(dm).status, H.HealthCheckResponse.SERVING, "after one closed: served again")
@@ -219,7 +212,7 @@ def case_inflight(r):
                  ["server busy", "server.max_inflight_bytes"])
         r.eq(s.health.Check(H.HealthCheckRequest(), timeout=T).status,
              H.HealthCheckResponse.SERVING, "small calls still served")
-        r.check(log_has(dm, "inflight-refused"), "refusals logged")
+        r.check(dm.wait_log("inflight-refused"), "refusals logged")
         r.eq(dm.log_tail(1000).count("inflight-refused"), 3,
              "the three refusals are the budgets' (inflight-refused lines)")
         a.close()

@@ -11,42 +11,16 @@ import os
 import signal
 import socket
 import ssl
-import subprocess
+import shutil
 import tempfile
-import time
 
 import grpc
 
-from ctxd_harness import CTXD_BIN, Daemon, Report, SLOW, pb, put_req
+from ctxd_harness import Daemon, Report, SLOW, check_start_refused, pb, put_req
+from tls_certs import make_ca, make_cert
 
 T = 10 * SLOW
 H = pb.health_pb2
-
-
-def sh(*args, cwd):
-    subprocess.run(list(args), cwd=cwd, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-
-
-def make_ca(d, name):
-    sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-       "ec_paramgen_curve:P-256", "-nodes", "-keyout", name + ".key", "-out",
-       name + ".pem", "-subj", "/CN=" + name, "-days", "2", cwd=d)
-
-
-def make_cert(d, name, ca, cn, san=None):
-    """A certificate for `cn` signed by CA `ca` (files NAME.key, NAME.pem)."""
-    sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-       "-nodes", "-keyout", name + ".key", "-out", name + ".csr", "-subj",
-       "/CN=" + cn, cwd=d)
-    ext = os.path.join(d, name + ".ext")
-    with open(ext, "w") as f:
-        f.write("basicConstraints=CA:FALSE\n")
-        if san:
-            f.write("subjectAltName=%s\n" % san)
-    sh("openssl", "x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem",
-       "-CAkey", ca + ".key", "-CAcreateserial", "-out", name + ".pem",
-       "-days", "2", "-extfile", ext, cwd=d)
 
 
 def read(d, name):
@@ -79,13 +53,6 @@ def tls_args(d, cert="srv", client_ca=None):
     return a
 
 
-def log_has(dm, s, timeout=5.0):
-    end = time.monotonic() + timeout * SLOW
-    while time.monotonic() < end:
-        if s in dm.log_tail(400):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def case_tls(r, dm, d):
@@ -93,7 +60,7 @@ def case_tls(r, dm, d):
     s.docs.Put(put_req("a", "a document over TLS"), timeout=T)
     g = s.docs.Get(pb.documents_pb2.GetRequest(id="a", with_text=True), timeout=T)
     r.eq(g.document.text, "a document over TLS", "Put then Get over TLS")
-    r.check(log_has(dm, "tls=on"), "start-up log says tls=on")
+    r.check(dm.wait_log("tls=on"), "start-up log says tls=on")
     # A client that trusts another CA refuses the server's certificate.
     ch = secure(dm, creds(d, ca="other"))
     r.raises(grpc.StatusCode.UNAVAILABLE, lambda: check_ok(ch),
@@ -104,7 +71,7 @@ def case_tls(r, dm, d):
     r.raises(grpc.StatusCode.UNAVAILABLE, lambda: check_ok(ch),
              "cleartext client on the TLS port: UNAVAILABLE")
     ch.close()
-    r.check(log_has(dm, "tls-handshake-failed"), "the failed handshake is logged")
+    r.check(dm.wait_log("tls-handshake-failed"), "the failed handshake is logged")
 
 
 def tls_connect(dm, d, alpn, max_version=None):
@@ -128,7 +95,7 @@ def case_alpn(r, dm, d):
     except (ssl.SSLError, OSError) as e:
         r.check("NO_APPLICATION_PROTOCOL" in str(e).upper() or isinstance(e, ssl.SSLError),
                 "ALPN http/1.1 only: handshake refused", e)
-    r.check(log_has(dm, "did not offer ALPN h2"), "log names the missing ALPN h2")
+    r.check(dm.wait_log("did not offer ALPN h2"), "log names the missing ALPN h2")
     # No ALPN at all: the server closes the connection after the handshake.
     closed = False
     try:
@@ -139,7 +106,7 @@ def case_alpn(r, dm, d):
     except (ssl.SSLError, OSError):
         closed = True
     r.check(closed, "no ALPN: connection closed")
-    r.check(log_has(dm, "client sent no ALPN h2"), "log says no ALPN h2")
+    r.check(dm.wait_log("client sent no ALPN h2"), "log says no ALPN h2")
     # TLS 1.2 with h2 works.
     s = tls_connect(dm, d, ["h2"], ssl.TLSVersion.TLSv1_2)
     r.eq((s.version(), s.selected_alpn_protocol()), ("TLSv1.2", "h2"), "TLS 1.2 + h2 accepted")
@@ -152,7 +119,7 @@ def case_alpn(r, dm, d):
 def case_mtls(r, d):
     with Daemon(r, args=tls_args(d, client_ca="ca"), name="ctxd-mtls",
                 creds=creds(d, client="cli"), target_name="localhost") as dm:
-        r.check(log_has(dm, "mtls=on"), "start-up log says mtls=on")
+        r.check(dm.wait_log("mtls=on"), "start-up log says mtls=on")
         r.check(check_ok(dm.channel()), "client certificate from the CA: served")
         ch = secure(dm, creds(d))
         r.raises(grpc.StatusCode.UNAVAILABLE, lambda: check_ok(ch),
@@ -162,35 +129,24 @@ def case_mtls(r, d):
         r.raises(grpc.StatusCode.UNAVAILABLE, lambda: check_ok(ch),
                  "client certificate from another CA: UNAVAILABLE")
         ch.close()
-        r.check(log_has(dm, "tls-handshake-failed"), "refused client certificates are logged")
+        r.check(dm.wait_log("tls-handshake-failed"), "refused client certificates are logged")
 
-
-def refused_start(r, args, what, want):
-    tmp = tempfile.mkdtemp(prefix="ctxd-tls-")
-    p = subprocess.run([CTXD_BIN, "--listen", "127.0.0.1:0", "--data",
-                        os.path.join(tmp, "data"), "--model.builtin=none"] + args,
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, timeout=60 * SLOW)
-    err = p.stderr.decode("utf-8", "replace")
-    r.check(p.returncode != 0, "%s: start refused" % what, err[-500:])
-    for w in want:
-        r.check(w in err, "%s: message has %r" % (what, w), err[-800:])
 
 
 def case_refusals(r, d):
     missing = os.path.join(d, "missing.pem")
-    refused_start(r, ["--server.tls_cert", missing, "--server.tls_key",
+    check_start_refused(r, ["--server.tls_cert", missing, "--server.tls_key",
                       os.path.join(d, "srv.key")],
                   "missing certificate", ["server.tls_cert", missing, "No such file"])
-    refused_start(r, ["--server.tls_cert", os.path.join(d, "srv.pem"), "--server.tls_key",
+    check_start_refused(r, ["--server.tls_cert", os.path.join(d, "srv.pem"), "--server.tls_key",
                       os.path.join(d, "cli.key")],
                   "key of another certificate", ["server.tls_key", "cli.key", "does not match"])
-    refused_start(r, ["--server.tls_cert", os.path.join(d, "srv.key"), "--server.tls_key",
+    check_start_refused(r, ["--server.tls_cert", os.path.join(d, "srv.key"), "--server.tls_key",
                       os.path.join(d, "srv.key")],
                   "key given as certificate", ["server.tls_cert", "srv.key"])
-    refused_start(r, ["--server.tls_cert", os.path.join(d, "srv.pem")],
+    check_start_refused(r, ["--server.tls_cert", os.path.join(d, "srv.pem")],
                   "certificate without key", ["server.tls_key"])
-    refused_start(r, ["--listen", "0.0.0.0:0"], "cleartext on 0.0.0.0",
+    check_start_refused(r, ["--listen", "0.0.0.0:0"], "cleartext on 0.0.0.0",
                   ["not a loopback address", "server.plaintext"])
     # Allowed when asked for, and TLS needs no permission.
     with Daemon(r, args=["--listen", "0.0.0.0:0", "--server.plaintext=true"],
@@ -214,7 +170,7 @@ def case_reload(r, d):
             with open(os.path.join(live, "srv." + ext), "wb") as f:
                 f.write(read(d, "srv2." + ext))
         dm.proc.send_signal(signal.SIGHUP)
-        r.check(log_has(dm, "tls-reloaded"), "SIGHUP: reloaded")
+        r.check(dm.wait_log("tls-reloaded"), "SIGHUP: reloaded")
         ch = secure(dm, creds(d, ca="ca2"))
         r.check(check_ok(ch), "after reload: the new certificate (CA 2) is served")
         ch.close()
@@ -225,7 +181,7 @@ def case_reload(r, d):
         with open(os.path.join(live, "srv.pem"), "w") as f:
             f.write("not a certificate\n")
         dm.proc.send_signal(signal.SIGHUP)
-        r.check(log_has(dm, "tls-reload-failed"), "bad file on SIGHUP: reload-failed logged")
+        r.check(dm.wait_log("tls-reload-failed"), "bad file on SIGHUP: reload-failed logged")
         ch = secure(dm, creds(d, ca="ca2"))
         r.check(check_ok(ch), "bad file on SIGHUP: the previous certificate stays")
         ch.close()
@@ -238,17 +194,18 @@ def main():
     make_ca(d, "ca")
     make_ca(d, "other")
     make_ca(d, "ca2")
-    make_cert(d, "srv", "ca", "localhost", "DNS:localhost,IP:127.0.0.1")
-    make_cert(d, "srv2", "ca2", "localhost", "DNS:localhost,IP:127.0.0.1")
-    make_cert(d, "cli", "ca", "client-one")
-    make_cert(d, "stranger", "other", "client-two")
+    san = "subjectAltName=DNS:localhost,IP:127.0.0.1"
+    make_cert(d, "srv", "ca", "localhost", san)
+    make_cert(d, "srv2", "ca2", "localhost", san)
+    make_cert(d, "cli", "ca", "client-one", "extendedKeyUsage=clientAuth")
+    make_cert(d, "stranger", "other", "client-two", "extendedKeyUsage=clientAuth")
     with Daemon(r, args=tls_args(d), creds=creds(d), target_name="localhost") as dm:
         r.case("TLS with a self-signed CA", case_tls, r, dm, d)
         r.case("ALPN and TLS versions", case_alpn, r, dm, d)
     r.case("mutual TLS", case_mtls, r, d)
     r.case("start-up refusals", case_refusals, r, d)
     r.case("SIGHUP reload", case_reload, r, d)
-    subprocess.run(["rm", "-rf", d])
+    shutil.rmtree(d, ignore_errors=True)
     r.finish()
 
 
