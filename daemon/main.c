@@ -27,6 +27,7 @@
 #include "metrics.h"
 #include "models.h"
 #include "paths.h"
+#include "notify.h"
 #include "pool.h"
 #include "rechunk.h"
 #include "server.h"
@@ -47,6 +48,7 @@ typedef struct app {
   server *srv;
   ctxd_ctx *ctx;
   const ctxd_config *cfg;
+  notifier *notify; /* systemd readiness (NULL outside Type=notify) */
   int signals;
 } app;
 
@@ -145,6 +147,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
   }
   LOG_INFO("shutting-down signal=%s grace_ms=%u",
            sig == SIGTERM ? "SIGTERM" : "SIGINT", a->cfg->shutdown_grace_ms);
+  ctxd_error e;
+  if (notify_sendf(a->notify, &e, "STOPPING=1\nSTATUS=draining calls (up to %u ms)",
+                   a->cfg->shutdown_grace_ms) != 0)
+    LOG_WARN("notify-failed err=\"%s\"", e.msg);
   atomic_store(&a->ctx->serving, 0);
   health_notify();
   jobs_stop(a->ctx->jobs); /* running jobs stop and resume at next start */
@@ -165,6 +171,7 @@ int main(int argc, char **argv) {
   coll_set *cs = NULL;
   models *mods = NULL;
   metrics *ms = NULL;
+  notifier *nt = NULL;
   app a;
   ctxd_error e;
 
@@ -197,6 +204,11 @@ int main(int argc, char **argv) {
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
   omp_policy_log(vindex_global_init(cfg.index_build_threads));
+  ctxd_clearerr(&e);
+  if (notify_open(&nt, &e) != 0) {
+    fprintf(stderr, "ctxd: %s\n", e.msg);
+    return 2;
+  }
 
   /* The settings of `default` and of collections created on first use:
    * checked before anything opens, so a bad index.spec or embed.embedder
@@ -350,6 +362,7 @@ int main(int argc, char **argv) {
   a.srv = srv;
   a.ctx = &ctx;
   a.cfg = &cfg;
+  a.notify = nt;
   a.signals = 0;
   sigterm = evsignal_new(base, SIGTERM, on_signal, &a);
   sigint = evsignal_new(base, SIGINT, on_signal, &a);
@@ -361,6 +374,11 @@ int main(int argc, char **argv) {
   metrics_set_ctx(ms, &ctx);
   LOG_INFO("listening addr=%s workers=%u data=\"%s\" version=%s",
            server_addr(srv), pool_size(workers), cfg.data, CTXD_VERSION);
+  /* Ready only now: the store is open and the listener bound, so a unit
+   * ordered After=ctxd.service can connect at once. */
+  if (notify_sendf(nt, &e, "READY=1\nSTATUS=serving on %s", server_addr(srv)) != 0 ||
+      notify_watchdog_start(nt, base, &e) != 0)
+    LOG_WARN("notify-failed err=\"%s\"", e.msg);
   event_base_dispatch(base);
   rc = 0;
 
@@ -389,6 +407,7 @@ out:
   if (sigterm) event_free(sigterm);
   if (sigint) event_free(sigint);
   if (sighup) event_free(sighup);
+  notify_close(nt); /* its watchdog timer belongs to base */
   if (base) event_base_free(base);
   jobs_close(ctx.jobs);
   rechunk_close(ctx.rechunk);
