@@ -32,7 +32,10 @@ pkgs=(
   python3-grpcio python3-grpc-tools python3-protobuf
   git python3-numpy python3-yaml
   clang libclang-rt-14-dev
+  systemd
 )
+# systemd: systemd-analyze verify checks deploy/ctxd.service
+# (tests/integration/test_deploy.py); nothing is started.
 # Node: only when missing, so a newer node from elsewhere is kept.
 if ! command -v node >/dev/null 2>&1; then pkgs+=(nodejs); fi
 if ! command -v npm >/dev/null 2>&1; then pkgs+=(npm); fi
