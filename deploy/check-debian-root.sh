@@ -11,13 +11,19 @@
 # 1. debootstrap --variant=minbase bookworm (the debian:12 image's content)
 # 2. the repository's committed HEAD (git archive) copied to /src/ctxd
 # 3. bash deploy/install-deps.sh              (README "Quick start")
-# 4. bash .ci/run --no-deps --quick           (normal build, every unit and
-#    integration test; --full: the whole CI with the sanitizer builds)
-# 5. bash deploy/build-release.sh /out        (the Dockerfile's build stage)
-# 6. a second minbase root (the debian:12-slim stage) with only
+# 4. bash deploy/build-release.sh /out        (the Dockerfile's build stage)
+# 5. a second minbase root (the debian:12-slim stage) with only
 #    bash /stage/runtime-setup.sh /stage      (the Dockerfile's runtime stage)
-# 7. in it, as uid 10001: ctxd --config /etc/ctxd/ctxd.conf, the image's
+# 6. in it, as uid 10001: ctxd --config /etc/ctxd/ctxd.conf, the image's
 #    HEALTHCHECK command (ctxctl status), a put and a search, SIGTERM -> 0
+# 7. bash .ci/run --no-deps --quick           (in the build root: normal
+#    build, every unit and integration test; --full: the whole CI with the
+#    sanitizer builds)
+#
+# Where the host trusts CAs of its own (/usr/local/share/ca-certificates,
+# e.g. a TLS-inspecting proxy in front of the npm registry), they are copied
+# into the build root and node is told to use the system list
+# (NODE_EXTRA_CA_CERTS); a plain network needs neither.
 #
 # Needs root (debootstrap, chroot, mounts), network access to the Debian
 # mirror and the npm registry (llama.cpp's source comes from npm), and about
@@ -36,7 +42,7 @@ while [ $# -gt 0 ]; do
     --keep) keep=1 ;;
     --dir) work=$2; shift ;;
     --mirror) mirror=$2; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "check-debian-root: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -109,11 +115,24 @@ prepare_root() {
   chmod 0755 "$r/usr/sbin/policy-rc.d"
 }
 # A clean environment, as a fresh machine's root shell (CI sets CI=true).
+extra_env=()
 in_root() {
   local r=$1
   shift
   chroot "$r" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI=true \
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    "${extra_env[@]}" "$@"
+}
+# The host's own CAs, for a root that fetches over TLS (npm).
+trust_host_cas() {
+  local r=$1
+  compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null || return 0
+  echo "copying the host's local CA certificates into the root"
+  mkdir -p "$r/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$r/usr/local/share/ca-certificates/"
+  in_root "$r" bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends ca-certificates >/dev/null'
+  extra_env=(NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt)
 }
 
 stage "debootstrap (host tool)"
@@ -128,6 +147,7 @@ mkdir -p "$work/debs"
 debootstrap --variant=minbase --cache-dir="$work/debs" bookworm "$broot" "$mirror" >"$work/debootstrap-build.log" 2>&1 ||
   { tail -20 "$work/debootstrap-build.log"; exit 1; }
 prepare_root "$broot"
+trust_host_cas "$broot"
 
 stage "copy the repository (git archive HEAD)"
 mkdir -p "$broot/src/ctxd"
@@ -136,14 +156,6 @@ du -sh "$broot/src/ctxd" | cut -f1
 
 stage "deploy/install-deps.sh"
 in_root "$broot" bash -c 'cd /src/ctxd && bash deploy/install-deps.sh'
-
-if [ "$full" = 1 ]; then
-  stage ".ci/run --no-deps (full CI)"
-  in_root "$broot" bash -c 'cd /src/ctxd && bash .ci/run --no-deps'
-else
-  stage ".ci/run --no-deps --quick"
-  in_root "$broot" bash -c 'cd /src/ctxd && bash .ci/run --no-deps --quick'
-fi
 
 stage "build-release.sh (image build stage)"
 in_root "$broot" bash -c 'cd /src/ctxd && bash deploy/build-release.sh /out'
@@ -188,3 +200,11 @@ daemon_pid=
 grep -E 'msg=(listening|builtin|shutting-down|stopped)' "$dlog" || true
 [ "$drc" -eq 0 ] || { echo "ctxd exited $drc after SIGTERM" >&2; cat "$dlog"; exit 1; }
 find "$rroot/var/lib/ctxd" -maxdepth 1 -printf "  %M %u:%g %p\n"
+
+if [ "$full" = 1 ]; then
+  stage ".ci/run --no-deps (full CI)"
+  in_root "$broot" bash -c 'cd /src/ctxd && bash .ci/run --no-deps'
+else
+  stage ".ci/run --no-deps --quick"
+  in_root "$broot" bash -c 'cd /src/ctxd && bash .ci/run --no-deps --quick'
+fi
