@@ -8,6 +8,7 @@ grace periods, the tokens file); the systemd unit passes
 Dockerfile exposes the ports and runs the checked scripts."""
 
 import configparser
+import json
 import os
 import re
 import shutil
@@ -72,9 +73,11 @@ def check_conf(name, text):
             c.put("the deployment configuration serves documents", id="a")
             hits = c.search("deployment configuration", k=1).hits
             r.check(len(hits) == 1, "%s: a daemon started with it serves a search" % name, hits)
-            # The image's HEALTHCHECK command.
-            hc = subprocess.run([CTXCTL_BIN, "--addr", d.addr, "--timeout", "3", "status"],
-                                capture_output=True, text=True, timeout=30)
+            # The image's HEALTHCHECK command, with the image's CTXD_ADDR
+            # pointing at this daemon.
+            argv = healthcheck_argv()
+            hc = subprocess.run([CTXCTL_BIN] + argv[1:], capture_output=True, text=True,
+                                timeout=30, env=dict(os.environ, CTXD_ADDR=d.addr))
             r.check(hc.returncode == 0 and hc.stdout.strip() == "SERVING",
                     "%s: ctxctl status (the healthcheck) says SERVING" % name,
                     (hc.returncode, hc.stdout, hc.stderr))
@@ -84,6 +87,14 @@ def check_conf(name, text):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return conf
+
+
+def healthcheck_argv():
+    text = re.sub(r"\\\n\s*", " ", read(os.path.join(DEPLOY, "Dockerfile")))
+    m = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])$", text, re.M)
+    argv = json.loads(m.group(1))
+    r.eq(argv[0], "ctxctl", "the HEALTHCHECK runs ctxctl")
+    return argv
 
 
 def case_sample_config():
