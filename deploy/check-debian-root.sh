@@ -175,7 +175,8 @@ stage "smoke test as uid 10001 (the image's entrypoint and healthcheck)"
 dlog=$rroot/tmp/ctxd.log
 chroot --userspec=10001:10001 "$rroot" /usr/bin/env -i HOME=/var/lib/ctxd \
   PATH=/usr/bin:/bin OMP_WAIT_POLICY=PASSIVE \
-  ctxd --config /etc/ctxd/ctxd.conf --listen 127.0.0.1:0 2>"$dlog" &
+  ctxd --config /etc/ctxd/ctxd.conf --listen 127.0.0.1:0 --metrics.listen 127.0.0.1:0 \
+  2>"$dlog" &
 daemon_pid=$!
 addr=
 for _ in $(seq 1 300); do

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import urllib.request
 
 import yaml
 
@@ -47,12 +48,31 @@ def dump_keys():
     return set(ini(out))
 
 
-def check_conf(name, text):
-    """Known keys only; the daemon loads it; a daemon started with it serves."""
+LOOPBACK = ("127.", "[::1]", "localhost:")
+METRICS_RE = re.compile(r"msg=metrics-listening addr=(\S+)")
+
+
+def ctl(addr, token, *args):
+    env = dict(os.environ, CTXD_ADDR=addr)
+    env.pop("CTXD_TOKEN", None)
+    if token:
+        env["CTXD_TOKEN"] = token
+    return subprocess.run([CTXCTL_BIN, "--timeout", "30"] + list(args), capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+def check_conf(name, text, tokens=None):
+    """Known keys only; the daemon loads it; cleartext beyond loopback is
+    asked for; a daemon started with it (ports, data dir and the tokens
+    file overridden) serves, with its tokens when it names a tokens file."""
     keys = dump_keys()
     conf = ini(text)
     unknown = sorted(set(conf) - keys)
     r.check(not unknown, "%s: every key is a ctxd option" % name, unknown)
+    if not conf["server.listen"].startswith(LOOPBACK):
+        r.check(conf.get("server.plaintext") == "true" or conf.get("server.tls_cert"),
+                "%s: cleartext on %s is allowed or TLS set (else ctxd refuses to start)"
+                % (name, conf["server.listen"]))
     tmp = tempfile.mkdtemp(prefix="ctxd-deploy-")
     try:
         path = os.path.join(tmp, "ctxd.conf")
@@ -65,22 +85,48 @@ def check_conf(name, text):
         r.check(all(dumped.get(k) == v for k, v in conf.items() if v != ""),
                 "%s: --dump-config shows its values" % name,
                 {k: (v, dumped.get(k)) for k, v in conf.items() if dumped.get(k) != v})
-        d = Daemon(r, args=["--config", path, "--model.builtin=none"],
-                   name=re.sub(r"[^A-Za-z0-9]+", "-", name))
+        args = ["--config", path, "--model.builtin=none"]
+        if conf.get("metrics.listen"):
+            args += ["--metrics.listen", "127.0.0.1:0"]
+        roles = {}
+        if conf.get("auth.tokens_file"):
+            r.check(tokens is not None, "%s: the tokens it names are in the manifests" % name)
+            tpath = os.path.join(tmp, "tokens")
+            fd = os.open(tpath, os.O_WRONLY | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(tokens)
+            args += ["--auth.tokens_file", tpath]
+            for line in tokens.splitlines():
+                roles[line.split()[1]] = line.split()[0]
+        d = Daemon(r, args=args, name=re.sub(r"[^A-Za-z0-9]+", "-", name))
         d.start()
         try:
-            c = d.client()
-            c.put("the deployment configuration serves documents", id="a")
-            hits = c.search("deployment configuration", k=1).hits
-            r.check(len(hits) == 1, "%s: a daemon started with it serves a search" % name, hits)
+            doc = os.path.join(tmp, "doc.txt")
+            with open(doc, "w") as f:
+                f.write("the deployment configuration serves documents\n")
+            if roles:
+                p = ctl(d.addr, None, "put", doc)
+                r.eq(p.returncode, 4, "%s: a put without a token is refused (exit 4)" % name)
+            p = ctl(d.addr, roles.get("write"), "put", doc)
+            r.eq(p.returncode, 0, "%s: put%s (%s)" % (
+                name, " with the write token" if roles else "", p.stderr.strip()))
+            p = ctl(d.addr, roles.get("read"), "search", "deployment configuration", "-k", "1")
+            r.check(p.returncode == 0 and doc in p.stdout, "%s: search%s finds it" % (
+                name, " with the read token" if roles else ""), (p.stdout, p.stderr))
             # The image's HEALTHCHECK command, with the image's CTXD_ADDR
-            # pointing at this daemon.
+            # pointing at this daemon (Health needs no token).
             argv = healthcheck_argv()
             hc = subprocess.run([CTXCTL_BIN] + argv[1:], capture_output=True, text=True,
                                 timeout=30, env=dict(os.environ, CTXD_ADDR=d.addr))
             r.check(hc.returncode == 0 and hc.stdout.strip() == "SERVING",
-                    "%s: ctxctl status (the healthcheck) says SERVING" % name,
+                    "%s: the HEALTHCHECK command says SERVING" % name,
                     (hc.returncode, hc.stdout, hc.stderr))
+            if conf.get("metrics.listen"):
+                with d._log_lock:
+                    m = [METRICS_RE.search(l) for l in d.log_lines]
+                maddr = next((x.group(1) for x in m if x), None)
+                body = urllib.request.urlopen("http://%s/metrics" % maddr, timeout=10).read()
+                r.check(b"ctxd_" in body, "%s: metrics.listen serves /metrics" % name)
         finally:
             d.stop()
             shutil.rmtree(d.tmp, ignore_errors=True)
@@ -117,11 +163,13 @@ def k8s_docs():
 def case_k8s():
     docs = k8s_docs()
     cm = docs[("ConfigMap", "ctxd-config")]
-    conf = check_conf("k8s ConfigMap ctxd.conf", cm["data"]["ctxd.conf"])
+    sts = docs[("StatefulSet", "ctxd")]
+    secret = docs[("Secret", next(v["secret"]["secretName"] for v in sts["spec"]["template"]["spec"]["volumes"]
+                                  if "secret" in v))]
+    conf = check_conf("k8s ConfigMap ctxd.conf", cm["data"]["ctxd.conf"], secret["stringData"]["tokens"])
     port = int(conf["server.listen"].rsplit(":", 1)[1])
     grace_ms = int(conf.get("server.shutdown_grace_ms", "10000"))
 
-    sts = docs[("StatefulSet", "ctxd")]
     spec = sts["spec"]
     pod = spec["template"]["spec"]
     r.eq(spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items(),
@@ -154,9 +202,9 @@ def case_k8s():
          "the volume claim is mounted at store.data")
     r.eq(vols["config"]["configMap"]["name"], "ctxd-config", "config volume is the ConfigMap")
     r.eq(mounts["config"]["mountPath"], "/etc/ctxd", "ConfigMap at /etc/ctxd")
-    if conf.get("jobs.output_root"):
-        r.check(conf["jobs.output_root"].startswith(conf["store.data"] + "/"),
-                "jobs.output_root lies on the data volume", conf["jobs.output_root"])
+    for k in ("jobs.output_root", "jobs.input_root"):
+        r.check(not conf.get(k) or conf[k].startswith(conf["store.data"] + "/"),
+                "%s lies on the data volume" % k, conf.get(k))
 
     # The tokens: Secret -> init container -> a 0600 copy the daemon reads.
     sec = docs[("Secret", vols["tokens-secret"]["secret"]["secretName"])]
@@ -171,8 +219,9 @@ def case_k8s():
     copy = cmd[4]
     r.eq(os.path.dirname(copy), imounts["tokens"], "it writes to the shared tokens volume")
     r.eq(mounts["tokens"]["mountPath"], imounts["tokens"], "the daemon mounts the same volume")
-    if "auth.tokens_file" in dump_keys():
-        r.eq(conf.get("auth.tokens_file"), copy, "auth.tokens_file is the 0600 copy")
+    r.eq(conf.get("auth.tokens_file"), copy, "auth.tokens_file is the 0600 copy")
+    r.eq(ports.get("metrics"), int(conf["metrics.listen"].rsplit(":", 1)[1]),
+         "container port metrics is metrics.listen's port")
 
     svc = docs[("Service", "ctxd")]
     sports = {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]}
