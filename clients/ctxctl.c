@@ -1534,7 +1534,10 @@ static int cmd_put(ctl *g, int argc, char **argv) {
   }
   put_progress_draw(&p, 1);
   progress_clear(&p.pg);
-  if (p.failed_stream) {
+  if (p.failed_stream && status_exit(&p.st) == EXIT_DENIED) {
+    /* Refused for the token: no document is to blame. */
+    rc = report(NULL, &p.st);
+  } else if (p.failed_stream) {
     /* The server ends the whole stream for some errors (a message above
      * its size limit); name the last document sent, the likely cause. */
     char what[1200];
