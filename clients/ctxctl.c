@@ -626,6 +626,7 @@ typedef struct ctl {
   ctxclient_tls tls_opts;
   const char *token;      /* from --token or $CTXD_TOKEN */
   const char *token_file; /* --token-file or $CTXD_TOKEN_FILE, when no token */
+  char *token_buf;        /* the token read from token_file; freed by main */
   ctxclient *client;
 } ctl;
 
@@ -638,11 +639,10 @@ typedef struct command {
 static char *read_token_file(const char *path);
 
 static int ctl_connect(ctl *g) {
-  static char *token_buf; /* static: still reachable at exit, not a leak */
   ctxclient_status st;
   if (g->token_file && !g->token) {
-    if (!(token_buf = read_token_file(g->token_file))) return EXIT_USAGE;
-    g->token = token_buf;
+    if (!(g->token_buf = read_token_file(g->token_file))) return EXIT_USAGE;
+    g->token = g->token_buf;
   }
   int rc = ctxclient_connect_tls(
       g->addr,
@@ -3727,6 +3727,7 @@ int main(int argc, char **argv) {
     }
     int rc = commands[c].fn(&g, argc - i - 1, argv + i + 1);
     ctxclient_close(g.client);
+    free(g.token_buf);
     if (fflush(stdout) != 0 && rc == EXIT_OK) rc = EXIT_FAILED;
     return rc;
   }
