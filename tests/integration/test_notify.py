@@ -83,9 +83,8 @@ def case_watchdog():
     s, d = with_notify(name, {"WATCHDOG_USEC": "200000"})  # keep-alive every 100 ms
     try:
         recv_all(s, "READY=1", 10 * SLOW)
-        time.sleep(0.5)
-        n = len([m for m in recv_all(s, "never", 0.3) if m == "WATCHDOG=1"])
-        # Queued during the sleep and the 0.3 s read: about 8.
+        # Read as they come (a datagram socket's queue is short): about 8.
+        n = len([m for m in recv_all(s, "never", 0.8) if m == "WATCHDOG=1"])
         r.check(n >= 3, "WATCHDOG=1 keep-alives every half interval", n)
         d.stop()
     finally:
