@@ -158,6 +158,9 @@ def case_cleartext_tokens():
                out="documents")
         with CtxdClient(d.addr, token=TOKENS["write"], timeout=T) as c:
             r.eq(c.put("over h2c", id="h").id, "h", "python: cleartext, write token")
+        expect(d.addr, ["--ca", p("ca.pem"), "status"], 3,
+               "TLS to the cleartext daemon: exit 3",
+               err=["TLS handshake", "answered in cleartext"])
 
 
 def main():
