@@ -537,6 +537,33 @@ def case_auth(r):
                 "access log: user=- without a token")
 
 
+def case_starting(r):
+    """The metrics port opens before the model loads (ctxd-mini: about a
+    second): /healthz says 503 starting, /metrics has no store families."""
+    mini = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                        "index", "model", "ctxd-mini.gguf")
+    d = Daemon(r, name="ctxd-starting",
+               args=["--metrics.listen", "127.0.0.1:0", "--model.builtin", mini])
+    with d.start(wait=False):
+        end = time.monotonic() + 15 * SLOW
+        while time.monotonic() < end and not metrics_addr(d):
+            time.sleep(0.005)
+        maddr = metrics_addr(d)
+        got = http_get(maddr, "/healthz")
+        fams = parse_exposition(http_get(maddr, "/metrics")[2])
+        with d._log_lock:
+            up = any(" msg=listening " in l for l in d.log_lines)
+        r.check(not up, "the answers came before the gRPC listener was up "
+                "(the model load takes about a second)")
+        r.eq((got[0], got[2]), (503, "starting\n"), "/healthz: 503 starting")
+        r.eq(value(fams, "ctxd_serving"), 0, "ctxd_serving 0 while starting")
+        r.check("ctxd_store_documents" not in fams and "ctxd_grpc_calls_total" in fams,
+                "while starting: gRPC and process families, no store ones")
+        d.wait_listening()
+        d.wait_serving()
+        r.eq(http_get(maddr, "/healthz")[0], 200, "/healthz: 200 once serving")
+
+
 def start_fails(r, args, want, what):
     p = subprocess.run([CTXD_BIN, "--listen", "127.0.0.1:0", "--data", "/nonexistent/x",
                         "--model.builtin=none"] + args,
@@ -569,6 +596,7 @@ def main():
             r.case("stopping", case_stopping, r, d, maddr)
             r.case("logfmt", case_logfmt, r, d)  # the whole life, shutdown included
     r.case("auth", case_auth, r)
+    r.case("starting", case_starting, r)
     r.finish()
 
 
