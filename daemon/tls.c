@@ -145,6 +145,10 @@ static int build_ctx(const tls_ctx *t, SSL_CTX **out, ctxd_error *e) {
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                             SSL_MODE_RELEASE_BUFFERS);
+  /* Read whole socket buffers, not a record header and then its body
+   * (two read(2) calls per record); what is left decrypted waits in the
+   * SSL object and tls_conn_pending() says so. */
+  SSL_CTX_set_read_ahead(ctx, 1);
   SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
   if (SSL_CTX_use_certificate_chain_file(ctx, t->cert) != 1) {
     rc = ctxd_seterr(e, CTXD_EINVAL,
