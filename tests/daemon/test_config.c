@@ -93,6 +93,15 @@ static void test_file_and_flags(void) {
   CHECK_EQ_INT(c.map_size, 64ULL << 20);
   CHECK_EQ_INT(c.put_batch_bytes, 4096);
 
+  /* Booleans: true/false, yes/no, on/off, 1/0. */
+  CHECK_EQ_INT(c.plaintext, 0);
+  char *argv6[] = {"ctxd", "--server.plaintext=yes"};
+  CHECK_EQ_INT(parse(&c, &action, err, sizeof err, 2, argv6), 0);
+  CHECK_EQ_INT(c.plaintext, 1);
+  char *argv7[] = {"ctxd", "--server.plaintext", "off"};
+  CHECK_EQ_INT(parse(&c, &action, err, sizeof err, 3, argv7), 0);
+  CHECK_EQ_INT(c.plaintext, 0);
+
   char *argv3[] = {"ctxd", "--dump-config"};
   CHECK_EQ_INT(parse(&c, &action, err, sizeof err, 2, argv3), 0);
   CHECK_EQ_INT(action, CONFIG_DUMP);
@@ -126,6 +135,12 @@ static void test_bad_values(void) {
   expect_bad(3, a3, "out of range");
   char *a4[] = {"ctxd", "--server.max_concurrent_streams", "0"};
   expect_bad(3, a4, "out of range");
+  char *s1[] = {"ctxd", "--server.plaintext", "maybe"};
+  expect_bad(3, s1, "is not true or false");
+  char *s2[] = {"ctxd", "--server.tls_cert", "/c.pem"};
+  expect_bad(3, s2, "server.tls_cert and server.tls_key go together");
+  char *s3[] = {"ctxd", "--server.tls_client_ca", "/ca.pem"};
+  expect_bad(3, s3, "server.tls_client_ca needs server.tls_cert");
   char *a5[] = {"ctxd", "--nope", "1"};
   expect_bad(3, a5, "unknown option --nope");
   char *a6[] = {"ctxd", "--log-level", "loud"};
