@@ -560,6 +560,12 @@ static int pump(ctxclient *c, ctxclient_stream *s, pump_cond cond,
       }
       timeout = left > 60000 ? 60000 : (int)left;
     }
+    /* Bytes OpenSSL decrypted but has not handed out are invisible to
+     * poll(). */
+    if (c->tls && cct_pending(c->tls)) {
+      read_some(c);
+      continue;
+    }
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
     if (c->write_blocked) p.events |= POLLOUT;
     int r = poll(&p, 1, timeout);

@@ -443,6 +443,10 @@ ssize_t cct_write(cct *t, const uint8_t *buf, size_t len) {
                                                              : (int)len));
 }
 
+int cct_pending(const cct *t) {
+  return SSL_pending(t->ssl) > 0;
+}
+
 const char *cct_error(const cct *t, int *tls_level) {
   if (tls_level) *tls_level = t->err_tls;
   return t->err[0] ? t->err : "TLS error";

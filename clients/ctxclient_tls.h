@@ -62,6 +62,10 @@ ssize_t cct_read(cct *t, uint8_t *buf, size_t len);
  * After CCT_WANT_* the same bytes must be offered again. */
 ssize_t cct_write(cct *t, const uint8_t *buf, size_t len);
 
+/* 1 if OpenSSL holds decrypted bytes that cct_read() has not returned yet
+ * (poll() cannot see them); a partly received record does not count. */
+int cct_pending(const cct *t);
+
 /* Why the last CCT_ERROR (or CCT_CLOSED) happened, for messages; names the
  * likely cause where OpenSSL's reason allows ("the server refused our
  * client certificate ..."). *tls_level (may be NULL) is 1 for a TLS-level
