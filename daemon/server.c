@@ -1395,7 +1395,8 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg) {
   s->in_io = 1;
   /* A TLS read returns one record (16 KiB at most): more rounds for the
    * same fairness budget. */
-  for (int round = 0; round < (cn->tls ? 16 : 4); round++) {
+  int rounds = cn->tls ? 16 : 4, round;
+  for (round = 0; round < rounds; round++) {
     ssize_t n = conn_recv(cn, buf, sizeof buf);
     if (n == IO_AGAIN) break;
     if (n <= 0) {
@@ -1412,8 +1413,11 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg) {
     }
     if (!cn->tls && (size_t)n < sizeof buf) break;
   }
-  /* Bytes TLS already decrypted do not wake the socket event: come back. */
-  if (cn->tls && tls_conn_pending(cn->tls)) event_active(cn->rev, EV_READ, 1);
+  /* Out of rounds with records TLS already read from the socket: they do
+   * not wake the socket event, so come back. (After TLS_IO_AGAIN what is
+   * buffered is at most a partial record, which the socket completes.) */
+  if (cn->tls && round == rounds && tls_conn_pending(cn->tls))
+    event_active(cn->rev, EV_READ, 1);
   process_local(s);
   conn_want_flush(cn);
   flush_all(s);

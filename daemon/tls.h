@@ -63,8 +63,10 @@ ssize_t tls_conn_write(tls_conn *c, const void *buf, size_t n);
  * (else readable). */
 int tls_conn_want_write(const tls_conn *c);
 
-/* 1 when decrypted bytes wait inside the TLS layer: read again without
- * waiting for the socket. */
+/* 1 when bytes wait inside the TLS layer (read ahead from the socket,
+ * decrypted or not): after a tls_conn_read that returned data, read again
+ * without waiting for the socket. After TLS_IO_AGAIN it may still be 1
+ * (a partial record), and then only the socket brings more. */
 int tls_conn_pending(const tls_conn *c);
 
 /* Send close_notify if it fits without blocking, and free. NULL is a

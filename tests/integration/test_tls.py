@@ -61,6 +61,11 @@ def case_tls(r, dm, d):
     g = s.docs.Get(pb.documents_pb2.GetRequest(id="a", with_text=True), timeout=T)
     r.eq(g.document.text, "a document over TLS", "Put then Get over TLS")
     r.check(dm.wait_log("tls=on"), "start-up log says tls=on")
+    # Large messages both ways: many TLS records per read and per write.
+    text = "".join("line %d of a large document sent over TLS\n" % i for i in range(100000))
+    s.docs.Put(put_req("big", text), timeout=6 * T)
+    g = s.docs.Get(pb.documents_pb2.GetRequest(id="big", with_text=True), timeout=6 * T)
+    r.check(g.document.text == text, "a %d-byte document round-trips over TLS" % len(text))
     # A client that trusts another CA refuses the server's certificate.
     ch = secure(dm, creds(d, ca="other"))
     r.raises(grpc.StatusCode.UNAVAILABLE, lambda: check_ok(ch),
