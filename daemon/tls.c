@@ -330,20 +330,34 @@ static ssize_t io_result(tls_conn *c, int r, const char *op) {
   return TLS_IO_ERROR;
 }
 
+/* Finish the handshake and check ALPN before any application byte goes
+ * either way: SSL_write could otherwise complete the handshake and send
+ * data to a peer that is refused right after. 0 once ready. */
+static ssize_t handshake(tls_conn *c) {
+  if (!SSL_is_init_finished(c->ssl)) {
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r != 1) return io_result(c, r, "handshake");
+  }
+  return tls_conn_check(c) ? TLS_IO_ERROR : 0;
+}
+
 ssize_t tls_conn_read(tls_conn *c, void *buf, size_t n) {
   int len = n > INT32_MAX ? INT32_MAX : (int)n;
+  ssize_t h = c->ready ? 0 : handshake(c);
+  if (h != 0) return h;
   ERR_clear_error();
   int r = SSL_read(c->ssl, buf, len);
-  if (r > 0) return tls_conn_check(c) ? TLS_IO_ERROR : r;
-  return io_result(c, r, "read");
+  return r > 0 ? r : io_result(c, r, "read");
 }
 
 ssize_t tls_conn_write(tls_conn *c, const void *buf, size_t n) {
   int len = n > INT32_MAX ? INT32_MAX : (int)n;
+  ssize_t h = c->ready ? 0 : handshake(c);
+  if (h != 0) return h;
   ERR_clear_error();
   int r = SSL_write(c->ssl, buf, len);
-  if (r > 0) return tls_conn_check(c) ? TLS_IO_ERROR : r;
-  return io_result(c, r, "write");
+  return r > 0 ? r : io_result(c, r, "write");
 }
 
 int tls_conn_want_write(const tls_conn *c) {
