@@ -169,6 +169,19 @@ static const opt options[] = {
      F(jobs_test_delay_ms),
      "TESTS ONLY: each progress report of a job sleeps this long, so that "
      "tests can cancel, disconnect or kill the daemon mid-job; keep 0"},
+    {"limits.max_docs_per_stream", NULL, OPT_U32, "10000000", 0, 4294967295.0,
+     F(limits_max_docs_per_stream),
+     "documents one PutStream call may send; the next one ends the stream "
+     "RESOURCE_EXHAUSTED (those before stay written); 0 = no limit"},
+    {"limits.max_select_tokens", NULL, OPT_U32, "4000000", 0, 4294967295.0,
+     F(limits_max_select_tokens),
+     "input tokens (text or stored document) one SelectContext may read; "
+     "more is RESOURCE_EXHAUSTED before any model runs; 0 = no limit"},
+    {"limits.max_job_docs", NULL, OPT_U32, "10000000", 0, 2147483648.0,
+     F(limits_max_job_docs),
+     "documents one Corpus.Reorder job may read (JSONL lines or stored "
+     "documents); more fails the job RESOURCE_EXHAUSTED while reading; "
+     "0 = the engine's 2^31"},
     {"model.path", NULL, OPT_STR, "", 0, 0, F(model_path),
      "GGUF language model loaded at start (XL3M, InfiniRetri; its "
      "vocabulary counts chunk tokens); a file that does not load stops the "

@@ -61,6 +61,10 @@ typedef struct ctxd_config {
   uint32_t jobs_test_delay_ms; /* tests only, 0 */
   char jobs_output_root[4096]; /* "" = DATA/exports; "/" = anywhere */
   char jobs_input_root[4096];  /* "" = DATA/imports; "/" = anywhere */
+  /* [limits] (work one request may ask for; RESOURCE_EXHAUSTED beyond) */
+  uint32_t limits_max_docs_per_stream; /* PutStream documents, 10M; 0 = none */
+  uint32_t limits_max_select_tokens;   /* SelectContext input, 4M; 0 = none */
+  uint32_t limits_max_job_docs;        /* Reorder job input, 10M; 0 = 2^31 */
   /* [model] (the language model, models.h) */
   char model_path[4096];       /* GGUF loaded at start; "" = none */
   char model_builtin[4096];    /* reference model for selections with no

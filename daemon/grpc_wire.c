@@ -322,6 +322,45 @@ int pbw_field_has_nul(const uint8_t *p, size_t n, uint32_t field) {
   return 0;
 }
 
+/* pbw_walk's recursion: 1 when fn asked to stop, 0 at the end, -1. */
+static int walk(const uint8_t *p, size_t n, const uint32_t *path,
+                size_t depth, int (*fn)(void *arg, const pbw_field *f),
+                void *arg) {
+  pbw_reader r;
+  pbw_field f;
+  int rc;
+  pbw_init(&r, p, n);
+  while ((rc = pbw_next(&r, &f)) == 1) {
+    if (f.num != path[0]) continue;
+    if (depth == 1) {
+      if (fn(arg, &f)) return 1;
+      continue;
+    }
+    if (f.wire_type != 2) return -1;
+    int sub = walk(f.data, f.len, path + 1, depth - 1, fn, arg);
+    if (sub) return sub;
+  }
+  return rc;
+}
+
+int pbw_walk(const uint8_t *p, size_t n, const uint32_t *path, size_t depth,
+             int (*fn)(void *arg, const pbw_field *f), void *arg) {
+  if (depth == 0) return 0;
+  return walk(p, n, path, depth, fn, arg) < 0 ? -1 : 0;
+}
+
+static int count_one(void *arg, const pbw_field *f) {
+  (void)f;
+  ++*(long long *)arg;
+  return 0;
+}
+
+long long pbw_count(const uint8_t *p, size_t n, const uint32_t *path,
+                    size_t depth) {
+  long long c = 0;
+  return pbw_walk(p, n, path, depth, count_one, &c) ? -1 : c;
+}
+
 size_t pbw_put_varint(uint8_t *out, uint64_t v) {
   size_t n = 0;
   while (v >= 0x80) {

@@ -151,6 +151,22 @@ int pbw_next(pbw_reader *r, pbw_field *f);
  * refuses such input rather than act on a truncated copy. */
 int pbw_field_has_nul(const uint8_t *p, size_t n, uint32_t field);
 
+/* Call fn(arg, field) for every occurrence of the field at path[0..depth)
+ * of message p[0..n): path[0] is a top-level field number, each later one
+ * a field of the submessage before it (every occurrence of a submessage is
+ * visited: protobuf merges them). A packed repeated field counts as one
+ * occurrence. Stops when fn returns non-zero. Returns 0, or -1 on malformed
+ * input along the path. Allocates nothing: handlers count repeated fields
+ * with it before protobuf-c unpacks them (protobuf-c allocates a struct or
+ * a string per element, tens of bytes for two bytes on the wire, with no
+ * limit of its own). */
+int pbw_walk(const uint8_t *p, size_t n, const uint32_t *path, size_t depth,
+             int (*fn)(void *arg, const pbw_field *f), void *arg);
+
+/* Occurrences of the field at path (pbw_walk); -1 on malformed input. */
+long long pbw_count(const uint8_t *p, size_t n, const uint32_t *path,
+                    size_t depth);
+
 /* Append a varint / a length-delimited field to out (room checked by the
  * caller: at most 10 bytes for a varint). Return bytes written. */
 size_t pbw_put_varint(uint8_t *out, uint64_t v);

@@ -25,6 +25,8 @@
 #define FETCH_CHUNK_DEFAULT (1u << 20)
 /* Below a stock client's default 4 MiB receive limit with room to spare. */
 #define FETCH_CHUNK_MAX (3u << 20)
+/* names in one FetchResultRequest (a job writes a handful of files) */
+#define FETCH_FILES_MAX 64
 /* CancelJob waits this long for a running job to stop. */
 #define CANCEL_WAIT_MS 5000
 #define CANCEL_POLL_MS 50
@@ -114,8 +116,26 @@ static void watch_on_close(rpc_call *c) {
 
 static void reorder_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   static const uint32_t strings[] = {1, 2, 6, 7, 8, 10, 11, 16, 0};
+  static const uint32_t doc_ids_at[] = {8}, meta_at[] = {9};
   char id[JOBS_ID_MAX];
   ctxd_error e;
+  /* counted before protobuf-c allocates a string or a struct for each
+   * (grpc_wire.h, pbw_walk); jobs_submit says the same after unpacking */
+  long long n_ids = pbw_count(msg, len, doc_ids_at, 1);
+  long long n_meta = pbw_count(msg, len, meta_at, 1);
+  if (n_ids > JOBS_DOC_IDS_MAX) {
+    rpc_finish(c, GRPC_RESOURCE_EXHAUSTED,
+               "at most %d doc_ids (got %lld): select more documents by "
+               "metadata, or give a JSONL file",
+               JOBS_DOC_IDS_MAX, n_ids);
+    return;
+  }
+  if (n_meta > JOBS_META_MAX) {
+    rpc_finish(c, GRPC_RESOURCE_EXHAUSTED,
+               "at most %d metadata filters (got %lld)", JOBS_META_MAX,
+               n_meta);
+    return;
+  }
   Ctxd__V1__ReorderRequest *req =
       ctxd__v1__reorder_request__unpack(NULL, len, msg);
   if (!req) {
@@ -367,6 +387,15 @@ static void fetch_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   size_t n;
   ctxd_error e;
   fetch_state *fs = NULL;
+  static const uint32_t files_at[] = {2};
+  long long n_files = pbw_count(msg, len, files_at, 1);
+  if (n_files > FETCH_FILES_MAX) {
+    rpc_finish(c, GRPC_RESOURCE_EXHAUSTED,
+               "files names %lld files, more than the limit of %d (a job "
+               "writes a handful)",
+               n_files, FETCH_FILES_MAX);
+    return;
+  }
   Ctxd__V1__FetchResultRequest *req =
       ctxd__v1__fetch_result_request__unpack(NULL, len, msg);
   if (!req) {

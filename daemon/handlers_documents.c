@@ -380,6 +380,45 @@ static int meta_ref_cmp(const void *a, const void *b) {
   return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
+static int last_field(void *arg, const pbw_field *f) {
+  *(pbw_field *)arg = *f;
+  return 0;
+}
+
+/* The repeated fields of a PutRequest counted on the wire, before
+ * protobuf-c allocates an element for each (grpc_wire.h, pbw_walk): the
+ * limits and messages of the checks after unpacking, so that a message of
+ * millions of empty chunks or metadata entries is refused before it costs
+ * gigabytes. The document's id for the message is read off the wire into
+ * id_buf (STORE_ID_MAX + 1 bytes; *bad_id points to it) when it is usable.
+ * Malformed input is left to the unpacker. */
+static int wire_counts(const uint8_t *msg, size_t len, char *id_buf,
+                       char **bad_id, ctxd_error *e) {
+  static const uint32_t chunks_at[] = {1, 5}, meta_at[] = {1, 3},
+                        id_at[] = {1, 1};
+  long long nc = pbw_count(msg, len, chunks_at, 2);
+  long long nm = pbw_count(msg, len, meta_at, 2);
+  if (nc <= (long long)DOC_MAX_CHUNKS && nm <= META_MAX_ENTRIES) return 0;
+  pbw_field f;
+  memset(&f, 0, sizeof f);
+  const char *name = "(no id)";
+  if (pbw_walk(msg, len, id_at, 2, last_field, &f) == 0 && f.len &&
+      f.wire_type == 2 && f.len <= STORE_ID_MAX && !memchr(f.data, 0, f.len) &&
+      utf8_valid((const char *)f.data, f.len, NULL)) {
+    memcpy(id_buf, f.data, f.len);
+    id_buf[f.len] = '\0';
+    name = *bad_id = id_buf;
+  }
+  if (nc > (long long)DOC_MAX_CHUNKS)
+    return ctxd_seterr(e, CTXD_EINVAL,
+                       "%lld chunks, more than the limit of %u", nc,
+                       (unsigned)DOC_MAX_CHUNKS);
+  return ctxd_seterr(e, CTXD_EINVAL,
+                     "document %s: metadata has %lld entries, more than the "
+                     "limit of %d",
+                     name, nm, META_MAX_ENTRIES);
+}
+
 /* Decode, validate and chunk one PutRequest. On success `p` owns the
  * unpacked request. On failure e says why and *bad_id (static or pointing
  * into nothing that outlives the call) names the document for a PutError:
@@ -390,7 +429,9 @@ static int prepare(const ctxd_ctx *ctx, const uint8_t *msg, size_t len,
   *bad_id = NULL;
   const char *nul_what;
   meta_ref *refs = NULL;
+  char wire_id[STORE_ID_MAX + 1];
   int rc;
+  if ((rc = wire_counts(msg, len, wire_id, bad_id, e))) goto fail;
   p->req = ctxd__v1__put_request__unpack(NULL, len, msg);
   if (!p->req)
     return ctxd_seterr(e, CTXD_EINVAL, "malformed PutRequest message");
@@ -724,7 +765,8 @@ typedef struct ps_state {
   ps_err *errs;
   size_t n_errs, cap_errs;
   uint64_t err_bytes; /* ids and reasons in errs */
-  int fatal; /* a store error ended the call */
+  uint64_t n_docs; /* documents received (limits.max_docs_per_stream) */
+  int fatal; /* a store error or a limit ended the call */
 } ps_state;
 
 static uint64_t now_ns(void) {
@@ -983,6 +1025,22 @@ static void ps_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   prepared p;
   char *bad_id = NULL;
   ctxd_clearerr(&e);
+  /* One stream's share of the daemon: past the limit the documents before
+   * are committed and acknowledged as usual, this one and the rest are
+   * not; the client opens a new stream for them. */
+  uint32_t max_docs = cfg->limits_max_docs_per_stream;
+  if (max_docs && st->n_docs >= max_docs) {
+    ps_flush(c, st);
+    if (st->fatal) return;
+    st->fatal = 1;
+    rpc_finish(c, GRPC_RESOURCE_EXHAUSTED,
+               "this PutStream sent more than %u documents: over "
+               "limits.max_docs_per_stream (%u); the first %u were "
+               "answered in the acks, send the rest on a new stream",
+               max_docs, max_docs, max_docs);
+    return;
+  }
+  st->n_docs++;
   if (prepare(st->ctx, msg, len, &p, &bad_id, &e)) {
     int oom = add_err(st, bad_id, e.msg);
     free(bad_id);

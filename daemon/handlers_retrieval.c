@@ -130,8 +130,11 @@ static int req_check(search_req *q, ctxd_error *e) {
     return ctxd_seterr(e, CTXD_EINVAL,
                        "text is not valid UTF-8 at byte offset %zu", bad);
   if (q->k == 0) q->k = SEARCH_DEFAULT_K;
+  /* Over a limit on the work of one request: RESOURCE_EXHAUSTED (k,
+   * ef_search, nprobe, filter sizes, batch size); a value that means
+   * nothing: INVALID_ARGUMENT. */
   if (q->k > COLL_K_MAX)
-    return ctxd_seterr(e, CTXD_EINVAL, "k %u is more than the limit of %d",
+    return ctxd_seterr(e, CTXD_ELIMIT, "k %u is more than the limit of %d",
                        q->k, COLL_K_MAX);
   if (q->n_vec > VINDEX_DIM_MAX)
     return ctxd_seterr(e, CTXD_EINVAL,
@@ -155,18 +158,18 @@ static int req_check(search_req *q, ctxd_error *e) {
     return ctxd_seterr(e, CTXD_EINVAL, "mode %s needs query text",
                        q->mode_id == COLL_MODE_LEXICAL ? "lexical" : "hybrid");
   if (q->ef_search > SEARCH_EF_MAX)
-    return ctxd_seterr(e, CTXD_EINVAL,
+    return ctxd_seterr(e, CTXD_ELIMIT,
                        "ef_search %u is more than the limit of %d",
                        q->ef_search, SEARCH_EF_MAX);
   if (q->nprobe > SEARCH_NPROBE_MAX)
-    return ctxd_seterr(e, CTXD_EINVAL, "nprobe %u is more than the limit of %d",
+    return ctxd_seterr(e, CTXD_ELIMIT, "nprobe %u is more than the limit of %d",
                        q->nprobe, SEARCH_NPROBE_MAX);
   if (q->n_doc_ids > COLL_DOC_IDS_MAX)
-    return ctxd_seterr(e, CTXD_EINVAL,
+    return ctxd_seterr(e, CTXD_ELIMIT,
                        "doc_ids has %u entries, more than the limit of %d",
                        q->n_doc_ids, COLL_DOC_IDS_MAX);
   if (q->n_meta > COLL_META_EQ_MAX)
-    return ctxd_seterr(e, CTXD_EINVAL,
+    return ctxd_seterr(e, CTXD_ELIMIT,
                        "metadata has %u filters, more than the limit of %d",
                        q->n_meta, COLL_META_EQ_MAX);
   return 0;
@@ -479,7 +482,7 @@ static void batch_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
     return;
   }
   if (nq > SEARCH_BATCH_MAX) {
-    rpc_finish(c, GRPC_INVALID_ARGUMENT,
+    rpc_finish(c, GRPC_RESOURCE_EXHAUSTED,
                "%zu queries, more than the limit of %d", nq, SEARCH_BATCH_MAX);
     return;
   }

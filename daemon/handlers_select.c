@@ -252,6 +252,8 @@ static int job_prepare(ctxd_ctx *ctx, const uint8_t *msg, size_t len,
   j->env.tk = models_tok(ctx->models, &j->tk_ref);
   j->env.bm25_k1 = ctx->cfg->bm25_k1;
   j->env.bm25_b = ctx->cfg->bm25_b;
+  j->o.max_input_tokens = ctx->cfg->limits_max_select_tokens;
+  j->o.max_input_what = "limits.max_select_tokens";
   j->o.n_threads = (int)ctx->cfg->model_threads;
   j->o.progress = on_progress;
   j->o.progress_arg = j;

@@ -26,11 +26,6 @@
 #define RECORD_MAGIC_LEN 8
 #define PERSIST_EVERY_S 5.0
 #define JOB_ERR_MAX 1024
-#define META_MAX 64            /* metadata filters of one request */
-/* doc_ids of one request: the request is kept in the job's record and sent
- * back by GetJob, which must stay well below a client's 4 MiB limit; larger
- * selections go by metadata or a JSONL file. */
-#define DOC_IDS_MAX 100000
 #define MAX_EVENTS (ORDER_PHASE_COUNT + 2)
 
 enum { JS_QUEUED, JS_RUNNING, JS_DONE, JS_FAILED, JS_CANCELLED, JS_COUNT };
@@ -193,8 +188,10 @@ static int spec_build(jobs *J, const Ctxd__V1__ReorderRequest *r,
                        "unknown mode \"%.64s\" (iclm, decompose or order)",
                        r->mode);
   s->o.mode = (order_mode)m;
+  /* more work than one request may ask for: RESOURCE_EXHAUSTED (README,
+   * "Limits"); values that mean nothing stay INVALID_ARGUMENT */
   if (r->k > ORDER_K_MAX)
-    return ctxd_seterr(e, CTXD_EINVAL, "k must be 1..%d (got %u)", ORDER_K_MAX,
+    return ctxd_seterr(e, CTXD_ELIMIT, "k must be 1..%d (got %u)", ORDER_K_MAX,
                        r->k);
   s->o.k = r->k ? r->k : ORDER_DEFAULT_K;
   if (s->o.mode != ORDER_MODE_ORDER && r->window_tokens == 0)
@@ -237,6 +234,7 @@ static int spec_build(jobs *J, const Ctxd__V1__ReorderRequest *r,
                        "unknown vectors \"%.64s\" (auto, embed or given)",
                        r->vectors);
   in->vectors = (jobin_vectors)m;
+  in->max_docs = J->o.max_docs;
   if (*r->input_jsonl) {
     if ((rc = paths_confine("input_jsonl", "jobs.input_root", J->input_root,
                             r->input_jsonl, s->injsonl, sizeof s->injsonl,
@@ -257,9 +255,9 @@ static int spec_build(jobs *J, const Ctxd__V1__ReorderRequest *r,
       return ctxd_seterr(e, CTXD_EINVAL, "input_jsonl %s: %s", r->input_jsonl,
                          strerror(errno));
   }
-  if (r->n_metadata > META_MAX)
-    return ctxd_seterr(e, CTXD_EINVAL, "at most %d metadata filters (got %zu)",
-                       META_MAX, r->n_metadata);
+  if (r->n_metadata > JOBS_META_MAX)
+    return ctxd_seterr(e, CTXD_ELIMIT, "at most %d metadata filters (got %zu)",
+                       JOBS_META_MAX, r->n_metadata);
   if (r->n_metadata) {
     s->meta = calloc(r->n_metadata, sizeof *s->meta);
     if (!s->meta) return ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
@@ -275,11 +273,11 @@ static int spec_build(jobs *J, const Ctxd__V1__ReorderRequest *r,
     in->meta = s->meta;
     in->n_meta = r->n_metadata;
   }
-  if (r->n_doc_ids > DOC_IDS_MAX)
-    return ctxd_seterr(e, CTXD_EINVAL,
+  if (r->n_doc_ids > JOBS_DOC_IDS_MAX)
+    return ctxd_seterr(e, CTXD_ELIMIT,
                        "at most %d doc_ids (got %zu): select more documents "
                        "by metadata, or give a JSONL file",
-                       DOC_IDS_MAX, r->n_doc_ids);
+                       JOBS_DOC_IDS_MAX, r->n_doc_ids);
   if (r->n_doc_ids) {
     char **sorted = malloc(r->n_doc_ids * sizeof *sorted);
     if (!sorted) return ctxd_seterr(e, CTXD_ENOMEM, "out of memory");

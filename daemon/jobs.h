@@ -42,6 +42,11 @@
 #define JOBS_PROGRESS_MS 250      /* watchers' polling period */
 #define JOBS_LIST_DEFAULT 100
 #define JOBS_LIST_MAX 10000
+#define JOBS_META_MAX 64          /* metadata filters of one request */
+/* doc_ids of one request: the request is kept in the job's record and sent
+ * back by GetJob, which must stay well below a client's 4 MiB limit; larger
+ * selections go by metadata or a JSONL file. */
+#define JOBS_DOC_IDS_MAX 100000
 
 typedef struct jobs jobs;
 
@@ -57,6 +62,9 @@ typedef struct jobs_opts {
                             * directory (paths.h; created when missing);
                             * "" or NULL: anywhere ("/") */
   const char *input_root;  /* input_jsonl likewise */
+  uint64_t max_docs;       /* documents one job may read (limits.max_job_docs;
+                            * more fails it RESOURCE_EXHAUSTED); 0: the
+                            * engine's ORDER_DOCS_MAX */
 } jobs_opts;
 
 /* Start the runner: load the job records, requeue or fail the unfinished
@@ -81,7 +89,8 @@ void jobs_close(jobs *j);
  * non-directory; created with its parents), the input (a readable regular
  * file paths_confine'd to input_root, or an existing collection; filters
  * only with a collection; doc_ids unique, at most 100,000). *id receives
- * the job's id. Errors: CTXD_EINVAL (the message names the field), CTXD_ENOTFOUND (collection), CTXD_EPRECOND
+ * the job's id. Errors: CTXD_ELIMIT (k, doc_ids or metadata filters over
+ * their limits), CTXD_EINVAL (the message names the field), CTXD_ENOTFOUND (collection), CTXD_EPRECOND
  * (another queued or running job writes to output_dir), CTXD_ELIMIT
  * (max_queued jobs wait already), CTXD_EBUSY (shutting down), CTXD_EIO,
  * CTXD_ENOSPC (recording the job). */

@@ -24,6 +24,7 @@ struct jobin {
   float *vecs;          /* n x dim, or NULL */
   uint8_t *has;         /* has[i]: document i has a stored vector */
   uint64_t n, cap;
+  uint64_t max_docs;    /* the spec's, resolved */
   uint32_t dim;
   uint64_t fp;          /* fingerprint of what was read (input_tag) */
   char *text;           /* get_text's buffer */
@@ -113,6 +114,15 @@ static int make_embedder(jobin *in, const char *text, ctxd_error *e) {
   return embed_hash_create(&ho, &in->emb, e);
 }
 
+/* The message of a job over its document limit. */
+static int too_many(uint64_t max, ctxd_error *e) {
+  return ctxd_seterr(e, CTXD_ELIMIT,
+                     "the input has more than %llu documents: over "
+                     "limits.max_job_docs (%llu); split the corpus or "
+                     "run it with ctxd-corpus",
+                     (unsigned long long)max, (unsigned long long)max);
+}
+
 /* ---- JSONL ----------------------------------------------------------------- */
 
 static int open_jsonl(jobin *in, coll_set *cs, const jobin_spec *sp,
@@ -124,7 +134,9 @@ static int open_jsonl(jobin *in, coll_set *cs, const jobin_spec *sp,
   ro.progress = sp->progress;
   ro.progress_arg = sp->progress_arg;
   ro.cancel = sp->cancel;
+  ro.max_docs = in->max_docs;
   rc = order_read_jsonl(sp->jsonl_path, &ro, &in->jsonl, e);
+  if (rc == CTXD_ELIMIT) return too_many(in->max_docs, e);
   if (rc == CTXD_ENOTFOUND)
     return ctxd_seterr(e, CTXD_EINVAL, "input_jsonl %s: no such file",
                        sp->jsonl_path);
@@ -187,9 +199,7 @@ static int kv_has(const store_kv *m, size_t n, const store_kv *want) {
 /* Room for one more document. */
 static int grow(jobin *in, ctxd_error *e) {
   if (in->n < in->cap) return 0;
-  if (in->n >= ORDER_DOCS_MAX)
-    return ctxd_seterr(e, CTXD_ELIMIT, "more than %llu documents",
-                       (unsigned long long)ORDER_DOCS_MAX);
+  if (in->n >= in->max_docs) return too_many(in->max_docs, e);
   uint64_t cap = in->cap ? in->cap * 2 : 1024;
   char **ids = realloc(in->ids, cap * sizeof *ids);
   if (ids) in->ids = ids;
@@ -442,6 +452,9 @@ int jobin_open(store *st, coll_set *cs, const jobin_spec *sp, jobin **out,
   int rc;
   *out = NULL;
   if (!in) return ctxd_seterr(e, CTXD_ENOMEM, "out of memory");
+  in->max_docs = sp->max_docs && sp->max_docs < ORDER_DOCS_MAX
+                     ? sp->max_docs
+                     : ORDER_DOCS_MAX;
   rc = sp->jsonl_path && *sp->jsonl_path ? open_jsonl(in, cs, sp, e)
                                          : open_stored(in, st, cs, sp, e);
   if (rc) {

@@ -39,6 +39,8 @@ typedef struct jobin_spec {
   size_t n_meta;
   jobin_vectors vectors;
   const char *embedder;      /* "" = the collection's, else "hash[:...]" */
+  uint64_t max_docs;         /* more documents is CTXD_ELIMIT naming
+                              * limits.max_job_docs; 0: ORDER_DOCS_MAX */
   order_progress_fn progress; /* phase READ: bytes (JSONL) or documents */
   void *progress_arg;
   const atomic_int *cancel;
@@ -56,7 +58,9 @@ int jobin_check(coll_set *cs, const jobin_spec *sp, ctxd_error *e);
  *                   messages), a document without a vector when vectors is
  *                   "given" or when there is no embedder, a bad embedder;
  *   CTXD_ENOTFOUND  the collection, or a document of doc_ids, is missing;
- *   CTXD_ECANCELED, CTXD_ENOMEM, CTXD_EIO, CTXD_ELIMIT (too many).
+ *   CTXD_ELIMIT     more than max_docs documents (found while reading:
+ *                   the count is not known before);
+ *   CTXD_ECANCELED, CTXD_ENOMEM, CTXD_EIO.
  * On success *out is freed with jobin_free(). */
 int jobin_open(store *st, coll_set *cs, const jobin_spec *sp, jobin **out,
                ctxd_error *e);

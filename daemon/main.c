@@ -322,7 +322,8 @@ int main(int argc, char **argv) {
   }
   jobs_opts jo = {cfg.jobs_max_running, cfg.jobs_max_queued,
                   cfg.jobs_keep_finished, cfg.jobs_threads,
-                  cfg.jobs_test_delay_ms, out_root, in_root};
+                  cfg.jobs_test_delay_ms, out_root, in_root,
+                  cfg.limits_max_job_docs};
   if (jobs_open(st, cs, &jo, &ctx.jobs, &e) != 0) {
     LOG_ERROR("jobs-open-failed err=\"%s\"", e.msg);
     fprintf(stderr, "ctxd: cannot start the job runner: %s\n", e.msg);

@@ -2196,7 +2196,7 @@ static int lex_list(qctx *c, uint32_t depth, scored *out, size_t *n,
   int rc = lex_terms(c->q->text, c->q->text_len, &terms, &nt, &qlen, e);
   if (rc) return rc;
   if (nt > COLL_QUERY_TERMS_MAX) {
-    rc = ctxd_seterr(e, CTXD_EINVAL, "query has %zu distinct terms, at most %d",
+    rc = ctxd_seterr(e, CTXD_ELIMIT, "query has %zu distinct terms, at most %d",
                      nt, COLL_QUERY_TERMS_MAX);
     goto done;
   }

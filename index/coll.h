@@ -238,7 +238,8 @@ typedef struct coll_result {
  * then ordinal). A query vector of norm 0 in an ip collection matches
  * nothing. Errors: CTXD_EINVAL (k, mode, vector dimension against the
  * collection's, empty query, lexical/hybrid with no text, filter limits),
- * CTXD_ENOTFOUND (no collection cid), CTXD_EPRECOND (vector or hybrid mode
+ * CTXD_ELIMIT (query text of more than COLL_QUERY_TERMS_MAX distinct terms:
+ * work beyond one request's share), CTXD_ENOTFOUND (no collection cid), CTXD_EPRECOND (vector or hybrid mode
  * on text alone in a "none" collection), CTXD_ENOMEM, CTXD_EIO. */
 int coll_search(coll_set *cs, uint32_t cid, const coll_query *q,
                 coll_result *out, ctxd_error *e);

@@ -118,6 +118,13 @@ typedef struct select_opts {
                              * attention to the question. Default 1 */
   uint32_t cache_max_tokens;/* cap of the sentence cache. 0 = max(budget, 2 x top_k) */
 
+  /* Work limit: more input tokens than this is CTXD_ELIMIT, found while
+   * the input is cut into units (before any method or model runs, and as
+   * soon as the count passes the limit). 0 = none. max_input_what names the
+   * limit in the message (the daemon's option); NULL: "max_input_tokens". */
+  uint64_t max_input_tokens;
+  const char *max_input_what;
+
   /* Model contexts */
   int n_threads;            /* per context; 0 = the CPUs */
   int flash_attn;           /* 1: flash attention on (QK attention path). Default 0 */
@@ -185,7 +192,8 @@ typedef struct select_result {
  * the budget: it is returned as one segment without running the method.
  * Availability and the question are checked before that shortcut.
  * On failure *out is empty (nothing to free).
- * Errors: CTXD_EINVAL (bad options, len/question over the limits, empty
+ * Errors: CTXD_ELIMIT (more input tokens than max_input_tokens),
+ * CTXD_EINVAL (bad options, len/question over the limits, empty
  * question where required, invalid UTF-8 named by its offset, bm25 k1 < 0
  * or b outside [0, 1], a question or window + cache too long for the
  * model's context), CTXD_EPRECOND (the method needs a model or embedder

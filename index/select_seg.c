@@ -31,6 +31,20 @@ typedef struct segst {
   ctxd_error *e;
 } segst;
 
+/* The tokens counted so far against select_opts.max_input_tokens: checked
+ * as they are counted, so an oversized input stops early, before any
+ * method runs. */
+static int over_input(const segst *s) {
+  const select_opts *o = &s->r->o;
+  if (!o->max_input_tokens || s->tok <= o->max_input_tokens) return 0;
+  return ctxd_seterr(s->e, CTXD_ELIMIT,
+                     "the text has more than %llu tokens: over %s (%llu); "
+                     "select from a shorter text",
+                     (unsigned long long)o->max_input_tokens,
+                     o->max_input_what ? o->max_input_what : "max_input_tokens",
+                     (unsigned long long)o->max_input_tokens);
+}
+
 static int grow(void **p, size_t *cap, size_t need, size_t size) {
   if (need <= *cap) return 0;
   size_t c = *cap ? *cap * 2 : 256;
@@ -119,6 +133,7 @@ static int do_piece(segst *s, size_t pe, const size_t *starts, size_t ns) {
   s->sentences += ns;
   s->ps = pe;
   s->npend = 0;
+  if ((rc = over_input(s))) return rc;
   return sel_progress(r, "segment", pe, r->len, 0, s->e);
 }
 
@@ -175,6 +190,7 @@ static int emit_sentence(segst *s, size_t a, size_t b) {
 static int on_sentence_tok(void *arg, size_t pos) {
   segst *s = arg;
   int rc = emit_sentence(s, s->ps, pos);
+  if (!rc) rc = over_input(s);
   s->ps = pos;
   if (!rc && (++s->sentences & 4095) == 0)
     rc = sel_progress(s->r, "segment", pos, s->r->len, 0, s->e);
@@ -194,6 +210,7 @@ int sel_segment(sel_run *r, uint32_t unit_max, ctxd_error *e) {
     rc = chunk_sentences(r->text, r->len, on_sentence_tok, &s);
     if (!rc && r->len > s.ps) rc = emit_sentence(&s, s.ps, r->len);
   }
+  if (!rc) rc = over_input(&s);
   if (!rc && grow((void **)&s.u, &s.cu, s.nu + 1, sizeof *s.u)) rc = nomem(&s);
   if (!rc) rc = sel_progress(r, "segment", r->len, r->len, 1, e);
   if (rc) goto fail;

@@ -38,7 +38,7 @@ static int env_open(env *v, unsigned keep) {
   snprintf(co.defaults.index_spec, sizeof co.defaults.index_spec, "Flat");
   co.defaults.chunk_max_tokens = 64;
   co.build_threads = 1;
-  jobs_opts jo = {1, 10, keep, 1, 0, "", ""};
+  jobs_opts jo = {1, 10, keep, 1, 0, "", "", 0};
   if (store_open(v->sdir, &so, &v->st, &e) ||
       coll_open(v->st, &co, NULL, NULL, &v->cs, &e) ||
       jobs_open(v->st, v->cs, &jo, &v->J, &e)) {
@@ -201,7 +201,7 @@ static void test_checks(void) {
   q = r, q.mode = "shuffle";
   expect_refused(v.J, &q, CTXD_EINVAL, "unknown mode");
   q = r, q.k = 1001;
-  expect_refused(v.J, &q, CTXD_EINVAL, "k must be 1..1000");
+  expect_refused(v.J, &q, CTXD_ELIMIT, "k must be 1..1000");
   q = r, q.window_tokens = 0;
   expect_refused(v.J, &q, CTXD_EINVAL, "window_tokens is required");
   q = r, q.input_jsonl = "/no/such/file.jsonl";
@@ -264,7 +264,7 @@ static void test_recover(void) {
   r.input_jsonl = gone;
   put_record(v.st, "job-000000000003", "queued", 0, &r);
   CHECK_EQ_INT(store_job_put(v.st, "job-000000000004", "garbage", 7, &e), 0);
-  jobs_opts jo = {1, 10, 100, 1, 0, "", ""};
+  jobs_opts jo = {1, 10, 100, 1, 0, "", "", 0};
   CHECK_EQ_INT(jobs_open(v.st, v.cs, &jo, &v.J, &e), 0);
 
   sink s;

@@ -286,7 +286,8 @@ def case_bad(r, d, work, path):
              contains=[missing, "no such file"])
     r.raises(IA, submit(input_jsonl=path, mode="sorted"), "unknown mode",
              contains="sorted")
-    r.raises(IA, submit(input_jsonl=path, k=1001), "k above 1000", contains="k must be")
+    r.raises(grpc.StatusCode.RESOURCE_EXHAUSTED, submit(input_jsonl=path, k=1001),
+             "k above 1000: RESOURCE_EXHAUSTED", contains="k must be")
     r.raises(IA, submit(input_jsonl=path, window_tokens=0), "window 0",
              contains="window_tokens")
     r.raises(IA, submit(input_jsonl=path, window_tokens=(1 << 24) + 1), "window too large",
@@ -312,8 +313,9 @@ def case_bad(r, d, work, path):
              contains="separator")
     r.raises(IA, submit(collection="topics", doc_ids=["a", "a"]), "doc_ids twice",
              contains="twice")
-    r.raises(IA, submit(collection="topics", doc_ids=["d%d" % i for i in range(100001)]),
-             "more than 100,000 doc_ids", contains="at most 100000 doc_ids")
+    r.raises(grpc.StatusCode.RESOURCE_EXHAUSTED,
+             submit(collection="topics", doc_ids=["d%d" % i for i in range(100001)]),
+             "more than 100,000 doc_ids: RESOURCE_EXHAUSTED", contains="at most 100000 doc_ids")
     r.raises(grpc.StatusCode.NOT_FOUND, submit(collection="no_such_coll"),
              "unknown collection: NOT_FOUND", contains="no_such_coll")
 

@@ -23,6 +23,7 @@ A = pb.admin_pb2
 T = 30 * SLOW
 IA = grpc.StatusCode.INVALID_ARGUMENT
 NF = grpc.StatusCode.NOT_FOUND
+RE = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 KIND = {"volcano": "nature", "honeybee": "nature", "glacier": "nature",
         "comet": "nature", "tide": "nature", "lighthouse": "history",
@@ -218,14 +219,15 @@ def case_batch(r, s):
     r.eq(len(s.retrieval.SearchBatch(R.SearchBatchRequest(), timeout=T).results), 0,
          "empty SearchBatch: no results")
     big = [R.SearchRequest(text="x")] * 1025
-    r.raises(IA, lambda: s.retrieval.SearchBatch(R.SearchBatchRequest(queries=big), timeout=T),
-             "1025 queries: INVALID_ARGUMENT", contains="1024")
+    r.raises(RE, lambda: s.retrieval.SearchBatch(R.SearchBatchRequest(queries=big), timeout=T),
+             "1025 queries: RESOURCE_EXHAUSTED", contains="1024")
     ok = [R.SearchRequest(text="x")] * 1024
     r.eq(len(s.retrieval.SearchBatch(R.SearchBatchRequest(queries=ok), timeout=T).results),
          1024, "1024 queries answered")
     bad = [R.SearchRequest(text="x"), R.SearchRequest(text="x", k=5000)]
-    r.raises(IA, lambda: s.retrieval.SearchBatch(R.SearchBatchRequest(queries=bad), timeout=T),
-             "a bad query in a batch: INVALID_ARGUMENT naming it", contains="queries[1]")
+    r.raises(RE, lambda: s.retrieval.SearchBatch(R.SearchBatchRequest(queries=bad), timeout=T),
+             "a query over a limit in a batch: RESOURCE_EXHAUSTED naming it",
+             contains="queries[1]")
     bad = [R.SearchRequest(text="x"), R.SearchRequest(text="x", collection="nope")]
     r.raises(NF, lambda: s.retrieval.SearchBatch(R.SearchBatchRequest(queries=bad), timeout=T),
              "an unknown collection in a batch: NOT_FOUND", contains="queries[1]")
@@ -238,11 +240,12 @@ def case_params(r, s):
          "ef_search=256 accepted (ignored by Flat)")
     r.eq(ids(search(s, text=q, k=5, mode="vector", nprobe=4)), base,
          "nprobe accepted (ignored by an index without lists)")
-    r.raises(IA, lambda: search(s, text=q, ef_search=1 << 20), "ef_search 2^20: INVALID_ARGUMENT",
-             contains="ef_search")
-    r.raises(IA, lambda: search(s, text=q, nprobe=1 << 20), "nprobe 2^20: INVALID_ARGUMENT",
-             contains="nprobe")
-    r.raises(IA, lambda: search(s, text=q, k=1001), "k 1001: INVALID_ARGUMENT", contains="k")
+    r.raises(RE, lambda: search(s, text=q, ef_search=1 << 20),
+             "ef_search 2^20: RESOURCE_EXHAUSTED", contains=["ef_search", "32768"])
+    r.raises(RE, lambda: search(s, text=q, nprobe=1 << 20), "nprobe 2^20: RESOURCE_EXHAUSTED",
+             contains=["nprobe", "65536"])
+    r.raises(RE, lambda: search(s, text=q, k=1001), "k 1001: RESOURCE_EXHAUSTED",
+             contains=["k 1001", "1000"])
     r.raises(IA, lambda: search(s, text=q, mode="semantic"), "unknown mode: INVALID_ARGUMENT",
              contains="semantic")
     r.raises(IA, lambda: search(s, k=3), "no text and no vector: INVALID_ARGUMENT")
