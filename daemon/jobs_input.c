@@ -198,8 +198,8 @@ static int kv_has(const store_kv *m, size_t n, const store_kv *want) {
 
 /* Room for one more document. */
 static int grow(jobin *in, ctxd_error *e) {
-  if (in->n < in->cap) return 0;
   if (in->n >= in->max_docs) return too_many(in->max_docs, e);
+  if (in->n < in->cap) return 0;
   uint64_t cap = in->cap ? in->cap * 2 : 1024;
   char **ids = realloc(in->ids, cap * sizeof *ids);
   if (ids) in->ids = ids;

@@ -412,6 +412,46 @@ static void test_pbw(void) {
   CHECK(v[0] == 0xac && v[1] == 0x02);
 }
 
+static int last_len(void *arg, const pbw_field *f) {
+  *(size_t *)arg = f->len;
+  return 0;
+}
+
+static int stop_at_first(void *arg, const pbw_field *f) {
+  (void)f;
+  ++*(int *)arg;
+  return 1;
+}
+
+/* pbw_walk / pbw_count: nested paths, every occurrence of a submessage
+ * visited, malformed input along the path refused. */
+static void test_pbw_walk(void) {
+  /* {1: {5: "", 5: "x", 3: ""}, 2: "zz", 1: {5: ""}, 8: "", 8: ""} */
+  const uint8_t m[] = {0x0a, 7,    0x2a, 0, 0x2a, 1,    'x', 0x1a, 0,
+                       0x12, 2,    'z',  'z', 0x0a, 2, 0x2a, 0,    0x42,
+                       0,    0x42, 0};
+  const uint32_t chunks[] = {1, 5}, meta[] = {1, 3}, ids[] = {8},
+                 none[] = {4}, deep[] = {2, 1};
+  CHECK_EQ_INT(pbw_count(m, sizeof m, chunks, 2), 3);
+  CHECK_EQ_INT(pbw_count(m, sizeof m, meta, 2), 1);
+  CHECK_EQ_INT(pbw_count(m, sizeof m, ids, 1), 2);
+  CHECK_EQ_INT(pbw_count(m, sizeof m, none, 1), 0);
+  /* field 2 holds "zz": read as a message it is malformed */
+  CHECK_EQ_INT(pbw_count(m, sizeof m, deep, 2), -1);
+  size_t len = 99;
+  CHECK_EQ_INT(pbw_walk(m, sizeof m, chunks, 2, last_len, &len), 0);
+  CHECK_EQ_INT(len, 0); /* the last occurrence: the second submessage's */
+  int calls = 0;
+  CHECK_EQ_INT(pbw_walk(m, sizeof m, chunks, 2, stop_at_first, &calls), 0);
+  CHECK_EQ_INT(calls, 1);
+  /* a field that is a varint where a submessage is expected */
+  const uint8_t v1[] = {0x08, 1};
+  CHECK_EQ_INT(pbw_count(v1, sizeof v1, chunks, 2), -1);
+  const uint8_t trunc[] = {0x0a, 4, 0x2a, 0};
+  CHECK_EQ_INT(pbw_count(trunc, sizeof trunc, chunks, 2), -1);
+  CHECK_EQ_INT(pbw_count(m, 0, ids, 1), 0);
+}
+
 int main(void) {
   srand(42);
   test_deframer();
@@ -427,5 +467,6 @@ int main(void) {
   test_percent();
   test_content_type();
   test_pbw();
+  test_pbw_walk();
   return check_report("grpc_wire");
 }

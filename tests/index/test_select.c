@@ -388,6 +388,24 @@ static void test_bm25(void) {
   check_result(text, len, &r, 20);
   CHECK(r.n_segs >= 1);
   select_result_free(&r);
+  /* The input-token limit: at the count it passes, over it refused early
+   * with the limit named, nothing returned. */
+  uint64_t n_in = r.stats.input_tokens;
+  CHECK_EQ_INT(select_run(&env, text, len, question, strlen(question), &o, &r, &e), 0);
+  n_in = r.stats.input_tokens;
+  select_result_free(&r);
+  o.max_input_tokens = n_in;
+  CHECK_EQ_INT(select_run(&env, text, len, question, strlen(question), &o, &r, &e), 0);
+  select_result_free(&r);
+  o.max_input_tokens = n_in - 1;
+  o.max_input_what = "limits.max_select_tokens";
+  CHECK_EQ_INT(select_run(&env, text, len, question, strlen(question), &o, &r, &e), CTXD_ELIMIT);
+  CHECK(strstr(e.msg, "limits.max_select_tokens") != NULL);
+  CHECK(r.n_segs == 0 && r.context == NULL);
+  o.max_input_tokens = 100;
+  o.max_input_what = NULL;
+  CHECK_EQ_INT(select_run(&env, text, len, question, strlen(question), &o, &r, &e), CTXD_ELIMIT);
+  CHECK(strstr(e.msg, "max_input_tokens (100)") != NULL);
   free(text);
 }
 
