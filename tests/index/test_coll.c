@@ -1245,7 +1245,7 @@ static void test_errors(env *v) {
   for (int i = 0; i <= COLL_QUERY_TERMS_MAX; i++)
     off += (size_t)snprintf(text + off, big + 1 - off, "t%05d ", i);
   q = text_query(text, 5, COLL_MODE_LEXICAL);
-  CHECK_EQ_INT(coll_search(v->cs, cid, &q, &r, &e), CTXD_EINVAL);
+  CHECK_EQ_INT(coll_search(v->cs, cid, &q, &r, &e), CTXD_ELIMIT);
   free(text);
   CHECK_EQ_INT(coll_info_get(v->cs, "nope", NULL, &e), CTXD_ENOTFOUND);
   env_close(v, 1);

@@ -545,7 +545,8 @@ def case_search(addr):
     r.check(rc == 1 and "NOT_FOUND" in err and "nosuch" in err, "search of an unknown collection: exit 1",
             (rc, err))
     rc, out, err = ctl(addr, "search", "fox", "-c", "papers", "-k", "5000")
-    r.check(rc == 1 and "INVALID_ARGUMENT" in err, "search -k 5000: exit 1, INVALID_ARGUMENT", (rc, err))
+    r.check(rc == 1 and "RESOURCE_EXHAUSTED" in err, "search -k 5000: exit 1, RESOURCE_EXHAUSTED",
+            (rc, err))
     rc, out, err = ctl(addr, "search", "fox", "ships", "-c", "nosuch")
     r.check(rc == 1 and "NOT_FOUND" in err, "batch search of an unknown collection: exit 1", (rc, err))
     # the default collection needs no -c

@@ -316,8 +316,9 @@ def case_search(r, d):
                  "search() in an unknown collection: NOT_FOUND", contains="nosuch")
         r.raises(grpc.StatusCode.INVALID_ARGUMENT, lambda: c.search("fox", mode="fuzzy", collection="papers"),
                  "search(mode='fuzzy'): INVALID_ARGUMENT")
-        r.raises(grpc.StatusCode.INVALID_ARGUMENT, lambda: c.search("fox", k=1001, collection="papers"),
-                 "search(k=1001): INVALID_ARGUMENT")
+        r.raises(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                 lambda: c.search("fox", k=1001, collection="papers"),
+                 "search(k=1001): RESOURCE_EXHAUSTED")
 
         dl = c.delete("fox", collection="papers")
         r.eq(dl.deleted, True, "delete(collection=)")
