@@ -114,28 +114,28 @@ static void watch_on_close(rpc_call *c) {
   rpc_set_state(c, NULL);
 }
 
+/* More than `max` occurrences of top-level field `num`, counted on the
+ * wire before protobuf-c allocates a string or a struct for each
+ * (grpc_wire.h, pbw_walk): finish the call RESOURCE_EXHAUSTED, "at most
+ * MAX WHAT (got N)HINT", and return 1. */
+static int wire_over(rpc_call *c, const uint8_t *msg, size_t len, uint32_t num,
+                     long long max, const char *what, const char *hint) {
+  long long n = pbw_count(msg, len, &num, 1);
+  if (n <= max) return 0;
+  rpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "at most %lld %s (got %lld)%s", max,
+             what, n, hint);
+  return 1;
+}
+
 static void reorder_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   static const uint32_t strings[] = {1, 2, 6, 7, 8, 10, 11, 16, 0};
-  static const uint32_t doc_ids_at[] = {8}, meta_at[] = {9};
   char id[JOBS_ID_MAX];
   ctxd_error e;
-  /* counted before protobuf-c allocates a string or a struct for each
-   * (grpc_wire.h, pbw_walk); jobs_submit says the same after unpacking */
-  long long n_ids = pbw_count(msg, len, doc_ids_at, 1);
-  long long n_meta = pbw_count(msg, len, meta_at, 1);
-  if (n_ids > JOBS_DOC_IDS_MAX) {
-    rpc_finish(c, GRPC_RESOURCE_EXHAUSTED,
-               "at most %d doc_ids (got %lld): select more documents by "
-               "metadata, or give a JSONL file",
-               JOBS_DOC_IDS_MAX, n_ids);
+  /* jobs_submit says the same after unpacking */
+  if (wire_over(c, msg, len, 8, JOBS_DOC_IDS_MAX, "doc_ids",
+                ": select more documents by metadata, or give a JSONL file") ||
+      wire_over(c, msg, len, 9, JOBS_META_MAX, "metadata filters", ""))
     return;
-  }
-  if (n_meta > JOBS_META_MAX) {
-    rpc_finish(c, GRPC_RESOURCE_EXHAUSTED,
-               "at most %d metadata filters (got %lld)", JOBS_META_MAX,
-               n_meta);
-    return;
-  }
   Ctxd__V1__ReorderRequest *req =
       ctxd__v1__reorder_request__unpack(NULL, len, msg);
   if (!req) {
@@ -387,15 +387,8 @@ static void fetch_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   size_t n;
   ctxd_error e;
   fetch_state *fs = NULL;
-  static const uint32_t files_at[] = {2};
-  long long n_files = pbw_count(msg, len, files_at, 1);
-  if (n_files > FETCH_FILES_MAX) {
-    rpc_finish(c, GRPC_RESOURCE_EXHAUSTED,
-               "files names %lld files, more than the limit of %d (a job "
-               "writes a handful)",
-               n_files, FETCH_FILES_MAX);
+  if (wire_over(c, msg, len, 2, FETCH_FILES_MAX, "file names", ""))
     return;
-  }
   Ctxd__V1__FetchResultRequest *req =
       ctxd__v1__fetch_result_request__unpack(NULL, len, msg);
   if (!req) {
