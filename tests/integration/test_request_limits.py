@@ -1,6 +1,7 @@
-"""test_request_limits - per-request work limits (the [limits] options and the fixed
-ones), each answered RESOURCE_EXHAUSTED with a message naming the limit and
-its value, changing nothing, the daemon serving on:
+"""test_request_limits - per-request work limits (the [limits] options and
+the fixed ones; test_limits covers the server's), each answered
+RESOURCE_EXHAUSTED with a message naming the limit and its value, changing
+nothing, the daemon serving on:
 
 - limits.max_docs_per_stream: a PutStream past it ends after the documents
   before were acknowledged (and stored); the rest are not stored;
