@@ -1376,6 +1376,100 @@ done:
   return rc;
 }
 
+/* ---- Backup ------------------------------------------------------------------ */
+
+static int mkdir_p(const char *dir, ctxd_error *e);
+
+/* Copy src to the new file dst and fsync it. A src that is gone (its
+ * collection dropped meanwhile) is *missing = 1, not an error. */
+static int copy_file(const char *src, const char *dst, int *missing,
+                     ctxd_error *e) {
+  int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
+  char buf[1 << 16];
+  *missing = 0;
+  if (in < 0) {
+    if (errno == ENOENT) {
+      *missing = 1;
+      return 0;
+    }
+    return ctxd_seterr(e, CTXD_EIO, "reading %s: %s", src, strerror(errno));
+  }
+  out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (out < 0) {
+    rc = ctxd_seterr(e, errno == ENOSPC ? CTXD_ENOSPC : CTXD_EIO,
+                     "creating %s: %s", dst, strerror(errno));
+    goto done;
+  }
+  for (;;) {
+    ssize_t n = read(in, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      rc = ctxd_seterr(e, CTXD_EIO, "reading %s: %s", src, strerror(errno));
+      goto done;
+    }
+    if (n == 0) break;
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = write(out, buf + off, (size_t)(n - off));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        rc = ctxd_seterr(e, errno == ENOSPC ? CTXD_ENOSPC : CTXD_EIO,
+                         "writing %s: %s", dst, strerror(errno));
+        goto done;
+      }
+      off += w;
+    }
+  }
+  if (fsync(out) != 0)
+    rc = ctxd_seterr(e, errno == ENOSPC ? CTXD_ENOSPC : CTXD_EIO,
+                     "writing %s: %s", dst, strerror(errno));
+done:
+  close(in);
+  if (out >= 0 && close(out) != 0 && !rc)
+    rc = ctxd_seterr(e, CTXD_EIO, "writing %s: %s", dst, strerror(errno));
+  if (rc && out >= 0) unlink(dst);
+  return rc;
+}
+
+int coll_backup(coll_set *cs, const char *dst_dir,
+                int (*snap)(void *arg, ctxd_error *e), void *arg,
+                ctxd_error *e) {
+  int rc = coll_save_all(cs, e);
+  if (rc) return rc;
+  /* save_mu: no file is written and the log is not trimmed until the
+   * store's snapshot has begun (see coll.h). */
+  pthread_mutex_lock(&cs->save_mu);
+  DIR *d = NULL;
+  if ((rc = mkdir_p(dst_dir, e))) goto done;
+  if (!(d = opendir(cs->dir))) {
+    rc = ctxd_seterr(e, CTXD_EIO, "reading %s: %s", cs->dir, strerror(errno));
+    goto done;
+  }
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    unsigned cid;
+    int pos = 0;
+    if (strcmp(de->d_name, MANIFEST) != 0 &&
+        (sscanf(de->d_name, "%u.vindex%n", &cid, &pos) != 1 ||
+         de->d_name[pos] != 0))
+      continue;
+    char src[4200], dst[4200];
+    int missing;
+    snprintf(src, sizeof src, "%s/%s", cs->dir, de->d_name);
+    if ((size_t)snprintf(dst, sizeof dst, "%s/%s", dst_dir, de->d_name) >=
+        sizeof dst) {
+      rc = ctxd_seterr(e, CTXD_EINVAL, "backup directory path too long");
+      goto done;
+    }
+    if ((rc = copy_file(src, dst, &missing, e))) goto done;
+  }
+  if ((rc = fsync_dir(dst_dir, e))) goto done;
+  rc = snap(arg, e);
+done:
+  if (d) closedir(d);
+  pthread_mutex_unlock(&cs->save_mu);
+  return rc;
+}
+
 /* ---- Maintenance thread ------------------------------------------------------ */
 
 static void ts_add(struct timespec *t, double s) {

@@ -143,6 +143,26 @@ typedef struct coll_file_info {
 int coll_file_read(const char *path, vindex **out, coll_file_info *info,
                    ctxd_error *e);
 
+/* The vector-index half of a hot backup. Saves every index that is newer
+ * than its file (coll_save_all), then, with saves and change-log trims held
+ * off, copies each collection's <cid>.vindex and the manifest into dst_dir
+ * (created; the files fsync'd) and calls snap(arg), which must begin the
+ * store's copy (store_copy) before it returns; then lets saves go on.
+ * Why this order: an index file says which change-log seq it covers, and
+ * coll_open replays the log after it. A file copied before the store's
+ * snapshot covers at most what that snapshot holds (a saved file holds only
+ * committed changes), so replaying the copied log after it brings it
+ * exactly to the snapshot; a file newer than the snapshot would keep
+ * vectors of documents the copy never saw, and nothing would remove them.
+ * Holding off trims keeps in the copied log every change after each copied
+ * file's seq. A collection created meanwhile has no file in the backup and
+ * is rebuilt from the store at open; a file of one dropped meanwhile is
+ * removed at open. Errors: coll_save_all's, CTXD_EIO, CTXD_ENOSPC, and
+ * whatever snap returns. */
+int coll_backup(coll_set *cs, const char *dst_dir,
+                int (*snap)(void *arg, ctxd_error *e), void *arg,
+                ctxd_error *e);
+
 /* Tests only: like coll_close but saves nothing, as a crash would. */
 void coll_close_nosave(coll_set *cs);
 

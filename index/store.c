@@ -47,7 +47,10 @@
  * Concurrency: MDB_NOTLS, so a read transaction is not tied to a thread.
  * Growing the map (mdb_env_set_mapsize) needs no transaction open in this
  * process, so every transaction holds `s->lock` shared and growth takes it
- * exclusive. Never MDB_WRITEMAP: with it a full disk is a SIGBUS, without it
+ * exclusive. Write transactions also hold `s->wgate` shared (taken before
+ * `s->lock`): store_compact takes it exclusive to pause writers while
+ * readers go on, and `s->lock` exclusive only for the swap itself. Never
+ * MDB_WRITEMAP: with it a full disk is a SIGBUS, without it
  * the commit fails with ENOSPC and nothing changes. */
 #include "store.h"
 
@@ -105,7 +108,9 @@ struct store {
   MDB_dbi meta, colls, cnames, docs, cdocs, texts, ids, chunks, vectors,
       postings, jobs, changes;
   pthread_rwlock_t lock;
+  pthread_rwlock_t wgate; /* write transactions: shared; compaction: exclusive */
   uint64_t max_map_size;
+  unsigned env_flags, max_readers; /* to reopen the environment (compact) */
   size_t max_key; /* mdb_env_get_maxkeysize */
   /* Set (under the exclusive lock) when LMDB could not map the file again
    * after a resize: it then has no map at all, and any transaction would
@@ -113,6 +118,7 @@ struct store {
   int broken;
   char broken_msg[256];
   char path[4096];
+  char dir[4096];
 };
 
 typedef struct counters {
@@ -442,10 +448,12 @@ static int write_txn(store *s, uint64_t need,
                      int (*body)(store *s, MDB_txn *txn, void *arg,
                                  ctxd_error *e),
                      void *arg, ctxd_error *e) {
+  int rc;
+  pthread_rwlock_rdlock(&s->wgate);
   for (;;) {
     MDB_txn *txn = NULL;
-    int rc = txn_begin(s, 1, &txn, e);
-    if (rc) return rc;
+    rc = txn_begin(s, 1, &txn, e);
+    if (rc) break;
     uint64_t seen = map_size_now(s);
     rc = body(s, txn, arg, e);
     if (rc == 0) {
@@ -453,11 +461,16 @@ static int write_txn(store *s, uint64_t need,
     } else {
       txn_abort(s, txn);
     }
-    if (rc == ST_NOOP) return 0;
-    if (rc != ST_MAPFULL) return rc;
+    if (rc == ST_NOOP) {
+      rc = 0;
+      break;
+    }
+    if (rc != ST_MAPFULL) break;
     rc = map_resize(s, 1, seen, e);
-    if (rc) return rc;
+    if (rc) break;
   }
+  pthread_rwlock_unlock(&s->wgate);
+  return rc;
 }
 
 /* ---- meta ---------------------------------------------------------------- */
@@ -872,10 +885,8 @@ static int make_dirs(const char *dir) {
 /* Open the named databases and check or create the schema record. The
  * schema is checked before any database is created, so that refusing an
  * older store leaves it exactly as it was. */
-static int open_dbs(store *s, ctxd_error *e) {
-  MDB_txn *txn = NULL;
-  int rc = txn_begin(s, 1, &txn, e), mrc;
-  if (rc) return rc;
+static int open_dbs_in(store *s, MDB_txn *txn, ctxd_error *e) {
+  int rc = 0, mrc;
   static const struct {
     const char *name;
     unsigned flags;
@@ -949,12 +960,19 @@ static int open_dbs(store *s, ctxd_error *e) {
     rc = counters_write(s, txn, &c, e);
     if (rc) goto fail;
   }
-  rc = txn_commit(s, txn, 0, e);
-  if (rc == ST_MAPFULL)
-    rc = ctxd_seterr(e, CTXD_ENOSPC, "store: map too small to initialise");
-  return rc;
 fail:
-  txn_abort(s, txn);
+  return rc;
+}
+
+static int open_dbs(store *s, ctxd_error *e) {
+  MDB_txn *txn = NULL;
+  int rc = txn_begin(s, 1, &txn, e);
+  if (rc) return rc;
+  rc = open_dbs_in(s, txn, e);
+  if (rc == 0)
+    rc = txn_commit(s, txn, 0, e);
+  else
+    txn_abort(s, txn);
   if (rc == ST_MAPFULL)
     rc = ctxd_seterr(e, CTXD_ENOSPC, "store: map too small to initialise");
   return rc;
@@ -978,17 +996,26 @@ int store_open(const char *dir, const store_opts *opts, store **out,
   /* Readers must not starve a pending map growth. */
   pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
   pthread_rwlock_init(&s->lock, &ra);
+  pthread_rwlock_init(&s->wgate, &ra);
   pthread_rwlockattr_destroy(&ra);
   s->max_map_size = o.max_map_size;
+  s->max_readers = o.max_readers;
+  s->env_flags = MDB_NOTLS | (o.no_sync ? MDB_NOSYNC : 0);
   if (snprintf(s->path, sizeof s->path, "%s/data.mdb", dir) >=
       (int)sizeof s->path) {
     rc = ctxd_seterr(e, CTXD_EINVAL, "store: data directory path too long");
     goto fail;
   }
+  snprintf(s->dir, sizeof s->dir, "%s", dir);
   if (make_dirs(dir)) {
     rc = ctxd_seterr(e, CTXD_EIO, "store: cannot create data directory %s: %s",
                      dir, strerror(errno));
     goto fail;
+  }
+  { /* the copy of a compaction that a crash interrupted */
+    char tmp[sizeof s->path + 16];
+    snprintf(tmp, sizeof tmp, "%s" STORE_COMPACT_SUFFIX, s->path);
+    unlink(tmp);
   }
   if ((mrc = mdb_env_create(&s->env)) ||
       (mrc = mdb_env_set_maxdbs(s->env, 16)) ||
@@ -997,8 +1024,7 @@ int store_open(const char *dir, const store_opts *opts, store **out,
     rc = mdb_fail(e, mrc, "creating the environment");
     goto fail;
   }
-  mrc = mdb_env_open(s->env, dir, MDB_NOTLS | (o.no_sync ? MDB_NOSYNC : 0),
-                     0644);
+  mrc = mdb_env_open(s->env, dir, s->env_flags, 0644);
   if (mrc) {
     rc = ctxd_seterr(e, mrc == MDB_INVALID || mrc == MDB_VERSION_MISMATCH
                             ? CTXD_ECORRUPT
@@ -1030,6 +1056,7 @@ int store_open(const char *dir, const store_opts *opts, store **out,
 fail:
   if (s->env) mdb_env_close(s->env);
   pthread_rwlock_destroy(&s->lock);
+  pthread_rwlock_destroy(&s->wgate);
   free(s);
   return rc;
 }
@@ -1038,6 +1065,7 @@ void store_close(store *s) {
   if (!s) return;
   mdb_env_close(s->env);
   pthread_rwlock_destroy(&s->lock);
+  pthread_rwlock_destroy(&s->wgate);
   free(s);
 }
 
@@ -2086,20 +2114,18 @@ int store_coll_get_id(store *s, uint32_t cid, store_collection *out,
   return rc;
 }
 
-int store_coll_list(store *s, store_collection **out, size_t *n,
-                    ctxd_error *e) {
-  MDB_txn *txn = NULL;
+/* Every collection of the colls database `dbi` in cid order: *out malloc'd
+ * (NULL when none). */
+static int colls_read(MDB_txn *txn, MDB_dbi dbi, store_collection **out,
+                      size_t *n, ctxd_error *e) {
   MDB_cursor *cur = NULL;
   store_collection *v = NULL;
   size_t got = 0, cap = 0;
+  int rc = 0, mrc;
   *out = NULL;
   *n = 0;
-  int rc = txn_begin(s, 0, &txn, e), mrc;
-  if (rc) return rc;
-  if ((mrc = mdb_cursor_open(txn, s->colls, &cur))) {
-    rc = mdb_fail(e, mrc, "opening colls cursor");
-    goto done;
-  }
+  if ((mrc = mdb_cursor_open(txn, dbi, &cur)))
+    return mdb_fail(e, mrc, "opening colls cursor");
   MDB_val k, val;
   for (mrc = mdb_cursor_get(cur, &k, &val, MDB_FIRST); mrc == 0;
        mrc = mdb_cursor_get(cur, &k, &val, MDB_NEXT)) {
@@ -2121,8 +2147,7 @@ int store_coll_list(store *s, store_collection **out, size_t *n,
   }
   if (mrc != MDB_NOTFOUND) rc = mdb_fail(e, mrc, "listing collections");
 done:
-  if (cur) mdb_cursor_close(cur);
-  txn_abort(s, txn);
+  mdb_cursor_close(cur);
   if (rc) {
     free(v);
     return rc;
@@ -2130,6 +2155,18 @@ done:
   *out = v;
   *n = got;
   return 0;
+}
+
+int store_coll_list(store *s, store_collection **out, size_t *n,
+                    ctxd_error *e) {
+  MDB_txn *txn = NULL;
+  *out = NULL;
+  *n = 0;
+  int rc = txn_begin(s, 0, &txn, e);
+  if (rc) return rc;
+  rc = colls_read(txn, s->colls, out, n, e);
+  txn_abort(s, txn);
+  return rc;
 }
 
 /* Inside a drop: remove every document of collection col and its postings
@@ -3401,4 +3438,226 @@ void store_verify_free(store_verify_report *report) {
   free(report->problems);
   report->problems = NULL;
   report->n_problems = 0;
+}
+
+/* ---- copy, compact --------------------------------------------------------
+ * Both copy with MDB_CP_COMPACT: one read snapshot, live pages only, free
+ * pages left out, so the copy is as small as the data allows. The copy's
+ * read transaction is begun by LMDB itself, outside txn_begin, so s->lock
+ * is held shared around it: the map must not move under it. */
+
+static int copy_to_fd(store *s, int fd, const char *path, ctxd_error *e) {
+  pthread_rwlock_rdlock(&s->lock);
+  if (s->broken) {
+    pthread_rwlock_unlock(&s->lock);
+    return ctxd_seterr(e, CTXD_EIO, "%s", s->broken_msg);
+  }
+  int mrc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
+  pthread_rwlock_unlock(&s->lock);
+  if (mrc == 0 && fsync(fd) != 0) mrc = errno;
+  if (mrc == ENOSPC || mrc == EDQUOT)
+    return ctxd_seterr(e, CTXD_ENOSPC, "store: copying to %s: disk full",
+                       path);
+  if (mrc)
+    return ctxd_seterr(e, CTXD_EIO, "store: copying to %s: %s", path,
+                       mdb_strerror(mrc));
+  return 0;
+}
+
+void store_copy_info_free(store_copy_info *info) {
+  if (!info) return;
+  free(info->colls);
+  info->colls = NULL;
+  info->n_colls = 0;
+}
+
+int store_file_info(const char *path, store_copy_info *info, ctxd_error *e) {
+  MDB_env *env = NULL;
+  MDB_txn *txn = NULL;
+  MDB_dbi meta, colls;
+  int rc = 0, mrc;
+  struct stat st;
+  memset(info, 0, sizeof *info);
+  if (stat(path, &st) != 0)
+    return ctxd_seterr(e, errno == ENOENT ? CTXD_ENOTFOUND : CTXD_EIO,
+                       "store: %s: %s", path, strerror(errno));
+  info->file_bytes = (uint64_t)st.st_size;
+  /* Read-only and without a lock file: the file may sit in a backup
+   * directory, which must stay exactly as written. */
+  if ((mrc = mdb_env_create(&env)) || (mrc = mdb_env_set_maxdbs(env, 16)) ||
+      (mrc = mdb_env_open(env, path, MDB_RDONLY | MDB_NOSUBDIR | MDB_NOLOCK,
+                          0644)) ||
+      (mrc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn))) {
+    rc = ctxd_seterr(e, mrc == MDB_INVALID ? CTXD_ECORRUPT : CTXD_EIO,
+                     "store: cannot open %s: %s", path, mdb_strerror(mrc));
+    goto done;
+  }
+  MDB_val k = {14, "schema_version"}, v;
+  if (mdb_dbi_open(txn, "meta", 0, &meta) || mdb_get(txn, meta, &k, &v) ||
+      v.mv_size != 4) {
+    rc = ctxd_seterr(e, CTXD_ECORRUPT, "store: %s has no schema version",
+                     path);
+    goto done;
+  }
+  info->schema_version = get_le32(v.mv_data);
+  if (info->schema_version != STORE_SCHEMA_VERSION) goto done;
+  MDB_val ck = {8, "counters"};
+  if (mdb_get(txn, meta, &ck, &v) || v.mv_size != COUNTERS_VAL) {
+    rc = ctxd_seterr(e, CTXD_ECORRUPT, "store: %s has no counters", path);
+    goto done;
+  }
+  counters c;
+  counters_decode(v.mv_data, &c);
+  info->documents = c.documents;
+  info->chunks = c.chunks;
+  info->bytes = c.bytes;
+  info->last_seq = c.last_seq;
+  if ((mrc = mdb_dbi_open(txn, "colls", 0, &colls))) {
+    rc = ctxd_seterr(e, CTXD_ECORRUPT, "store: %s has no collections: %s",
+                     path, mdb_strerror(mrc));
+    goto done;
+  }
+  rc = colls_read(txn, colls, &info->colls, &info->n_colls, e);
+done:
+  if (txn) mdb_txn_abort(txn);
+  if (env) mdb_env_close(env);
+  return rc;
+}
+
+int store_copy(store *s, const char *path, store_copy_info *info,
+               ctxd_error *e) {
+  if (info) memset(info, 0, sizeof *info);
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return ctxd_seterr(e, errno == EEXIST ? CTXD_EEXIST : CTXD_EIO,
+                       "store: creating %s: %s", path, strerror(errno));
+  int rc = copy_to_fd(s, fd, path, e);
+  if (close(fd) != 0 && !rc)
+    rc = ctxd_seterr(e, CTXD_EIO, "store: writing %s: %s", path,
+                     strerror(errno));
+  if (!rc && info) rc = store_file_info(path, info, e);
+  if (rc) unlink(path);
+  return rc;
+}
+
+static uint64_t last_txnid(store *s) {
+  MDB_envinfo info;
+  pthread_rwlock_rdlock(&s->lock);
+  memset(&info, 0, sizeof info);
+  if (!s->broken) mdb_env_info(s->env, &info);
+  pthread_rwlock_unlock(&s->lock);
+  return (uint64_t)info.me_last_txnid;
+}
+
+/* Open the environment again after the swap (under both locks, nothing
+ * open). A failure leaves the store broken: the file on disk is whole, a
+ * restart opens it. */
+static int env_reopen(store *s, size_t map_size, ctxd_error *e) {
+  MDB_env *env = NULL;
+  MDB_txn *txn = NULL;
+  int rc = 0, mrc;
+  if ((mrc = mdb_env_create(&env)) || (mrc = mdb_env_set_maxdbs(env, 16)) ||
+      (mrc = mdb_env_set_maxreaders(env, s->max_readers)) ||
+      (mrc = mdb_env_set_mapsize(env, map_size)) ||
+      (mrc = mdb_env_open(env, s->dir, s->env_flags, 0644)) ||
+      (mrc = mdb_txn_begin(env, NULL, 0, &txn))) {
+    rc = ctxd_seterr(e, CTXD_EIO, "reopening: %s", mdb_strerror(mrc));
+    goto fail;
+  }
+  s->env = env;
+  if ((rc = open_dbs_in(s, txn, e))) goto fail;
+  mrc = mdb_txn_commit(txn);
+  txn = NULL;
+  if (mrc) {
+    rc = ctxd_seterr(e, CTXD_EIO, "reopening: %s", mdb_strerror(mrc));
+    goto fail;
+  }
+  return 0;
+fail:
+  if (txn) mdb_txn_abort(txn);
+  if (env) mdb_env_close(env);
+  s->env = NULL;
+  s->broken = 1;
+  snprintf(s->broken_msg, sizeof s->broken_msg,
+           "store: cannot reopen %.80s after compaction (%.60s); the store "
+           "is unusable until ctxd restarts",
+           s->dir, e ? e->msg : "error");
+  return ctxd_seterr(e, CTXD_EIO, "%s", s->broken_msg);
+}
+
+static uint64_t file_size(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+int store_compact(store *s, store_compact_result *res, ctxd_error *e) {
+  char tmp[sizeof s->path + 16];
+  int fd = -1, rc = 0, gated = 0;
+  memset(res, 0, sizeof *res);
+  snprintf(tmp, sizeof tmp, "%s" STORE_COMPACT_SUFFIX, s->path);
+  /* Pass 1 runs beside writers; if none committed meanwhile its copy is the
+   * store as it stands, else pass 2 copies again with writers paused. */
+  uint64_t t0 = last_txnid(s);
+  unlink(tmp);
+  fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    rc = ctxd_seterr(e, CTXD_EIO, "store: creating %s: %s", tmp,
+                     strerror(errno));
+    goto fail;
+  }
+  if ((rc = copy_to_fd(s, fd, tmp, e))) goto fail;
+  pthread_rwlock_wrlock(&s->wgate);
+  gated = 1;
+  if (last_txnid(s) != t0) {
+    res->paused_writers = 1;
+    if (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0) {
+      rc = ctxd_seterr(e, CTXD_EIO, "store: truncating %s: %s", tmp,
+                       strerror(errno));
+      goto fail;
+    }
+    if ((rc = copy_to_fd(s, fd, tmp, e))) goto fail;
+  }
+  close(fd);
+  fd = -1;
+  /* The swap: no transaction may be open while the environment is
+   * closed, so readers wait too, for as long as a close, a rename and an
+   * open take. */
+  pthread_rwlock_wrlock(&s->lock);
+  if (s->broken) {
+    rc = ctxd_seterr(e, CTXD_EIO, "%s", s->broken_msg);
+    pthread_rwlock_unlock(&s->lock);
+    goto fail;
+  }
+  res->bytes_before = file_size(s->path);
+  size_t map_size = (size_t)map_size_now(s);
+  mdb_env_close(s->env);
+  s->env = NULL;
+  int ren = rename(tmp, s->path), ren_err = errno;
+  int dsync = ren == 0 ? fsync_path(s->dir) : 0, dsync_err = errno;
+  ctxd_error re;
+  int rrc = env_reopen(s, map_size, &re);
+  res->bytes_after = file_size(s->path);
+  pthread_rwlock_unlock(&s->lock);
+  if (ren != 0) {
+    rc = ctxd_seterr(e, CTXD_EIO, "store: renaming %s over %s: %s", tmp,
+                     s->path, strerror(ren_err));
+    goto fail;
+  }
+  if (rrc) {
+    rc = ctxd_seterr(e, rrc, "%s", re.msg);
+    goto fail;
+  }
+  if (dsync != 0) {
+    rc = ctxd_seterr(e, CTXD_EIO,
+                     "store: compacted, but syncing directory %s failed: %s",
+                     s->dir, strerror(dsync_err));
+    goto fail;
+  }
+  pthread_rwlock_unlock(&s->wgate);
+  return 0;
+fail:
+  if (fd >= 0) close(fd);
+  unlink(tmp);
+  if (gated) pthread_rwlock_unlock(&s->wgate);
+  return rc;
 }

@@ -371,6 +371,65 @@ int store_job_list(store *s,
                              size_t len, void *arg),
                    void *arg, ctxd_error *e);
 
+/* ---- Copy and compact ------------------------------------------------- */
+
+/* What a copied data file holds (from its own meta record and colls). */
+typedef struct store_copy_info {
+  uint32_t schema_version; /* the rest is 0 unless it is STORE_SCHEMA_VERSION */
+  uint64_t last_seq;       /* the change-log seq the snapshot ends at */
+  uint64_t documents, chunks, bytes;
+  uint64_t file_bytes;     /* size of the file */
+  store_collection *colls; /* n_colls, cid order, malloc'd */
+  size_t n_colls;
+} store_copy_info;
+
+void store_copy_info_free(store_copy_info *info);
+
+/* A hot, compacting copy of the store into the new file `path` (LMDB's
+ * MDB_CP_COMPACT: live pages only, so the copy is as small as the data
+ * allows): one read snapshot, every write committed before the call began
+ * is in it, none committed after it began is half in it. Readers and
+ * writers go on meanwhile (a map growth waits for its end). The file is
+ * fsync'd (its directory is not: the caller renames it into place). With
+ * info, the copy is opened read-only and described (store_file_info).
+ * Errors: CTXD_EEXIST (path exists), CTXD_ENOSPC, CTXD_EIO, CTXD_ECORRUPT;
+ * on error no file is left at path. */
+int store_copy(store *s, const char *path, store_copy_info *info,
+               ctxd_error *e);
+
+/* Describe a data file (a copy, or a stopped store's data.mdb) opened
+ * read-only without a lock file: nothing is written next to it. A schema
+ * other than STORE_SCHEMA_VERSION fills only schema_version and
+ * file_bytes. Errors: CTXD_ENOTFOUND, CTXD_ECORRUPT (not an LMDB file, no
+ * meta record), CTXD_EIO, CTXD_ENOMEM. */
+int store_file_info(const char *path, store_copy_info *info, ctxd_error *e);
+
+/* Where store_compact writes its copy before the swap: <dir>/data.mdb plus
+ * this. store_open removes one a crash left behind. */
+#define STORE_COMPACT_SUFFIX ".compact"
+
+typedef struct store_compact_result {
+  uint64_t bytes_before, bytes_after; /* data.mdb's size around the swap */
+  int paused_writers; /* 1: writes came in during the first copy, so a
+                       * second ran with writers paused */
+} store_compact_result;
+
+/* Give the space of deleted data back to the file system: a compacting
+ * copy (as store_copy) to data.mdb.compact beside the data file, then,
+ * under the exclusive lock (no transaction open), close the environment,
+ * rename the copy over data.mdb, fsync the directory and open it again.
+ * Consistency: writes committed during the first copy would be missing
+ * from it, so if any committed (LMDB's last txnid moved) the copy is made
+ * again with writers paused (write calls wait; readers go on); the swap
+ * itself holds readers too, for a close, a rename and an open. A crash
+ * before the rename leaves the old file untouched (and the stray copy,
+ * removed at the next open); the rename is atomic. Every call of this
+ * store waits while the swap runs; a thread holding a store_reader must
+ * not call this (it would wait for itself). Errors: CTXD_ENOSPC (no room
+ * for the copy: nothing changed), CTXD_EIO (copy, rename or reopen failed;
+ * a failed reopen leaves the store unusable until restart, the file whole). */
+int store_compact(store *s, store_compact_result *res, ctxd_error *e);
+
 /* Tests only: replace the 64-bit hash that keys ids too long for an LMDB key
  * (NULL restores the built-in one), so that tests can force two long ids
  * onto one key and exercise collision handling. Call it with no store open:
