@@ -1220,6 +1220,23 @@ int ctxclient_verify(ctxclient *c, int64_t timeout_ms,
                      (ProtobufCMessage **)resp, st);
 }
 
+int ctxclient_backup(ctxclient *c, const char *target, int64_t timeout_ms,
+                     Ctxd__V1__BackupResponse **resp, ctxclient_status *st) {
+  Ctxd__V1__BackupRequest req = CTXD__V1__BACKUP_REQUEST__INIT;
+  req.target = (char *)target;
+  return typed_unary(c, "/ctxd.v1.Admin/Backup", &req.base,
+                     &ctxd__v1__backup_response__descriptor, timeout_ms,
+                     (ProtobufCMessage **)resp, st);
+}
+
+int ctxclient_compact(ctxclient *c, int64_t timeout_ms,
+                      Ctxd__V1__CompactResponse **resp, ctxclient_status *st) {
+  Ctxd__V1__CompactRequest req = CTXD__V1__COMPACT_REQUEST__INIT;
+  return typed_unary(c, "/ctxd.v1.Admin/Compact", &req.base,
+                     &ctxd__v1__compact_response__descriptor, timeout_ms,
+                     (ProtobufCMessage **)resp, st);
+}
+
 int ctxclient_health_check(ctxclient *c, const char *service,
                            int64_t timeout_ms, int *serving,
                            ctxclient_status *st) {

@@ -227,6 +227,12 @@ int ctxclient_stats(ctxclient *c, int64_t timeout_ms,
                     Ctxd__V1__StatsResponse **resp, ctxclient_status *st);
 int ctxclient_verify(ctxclient *c, int64_t timeout_ms,
                      Ctxd__V1__VerifyResponse **resp, ctxclient_status *st);
+/* Admin.Backup into `target` (a directory under the server's
+ * backup.root) and Admin.Compact; both answer when done. */
+int ctxclient_backup(ctxclient *c, const char *target, int64_t timeout_ms,
+                     Ctxd__V1__BackupResponse **resp, ctxclient_status *st);
+int ctxclient_compact(ctxclient *c, int64_t timeout_ms,
+                      Ctxd__V1__CompactResponse **resp, ctxclient_status *st);
 
 /* Retrieval.Search: the chunks that best match req->text and/or
  * req->vector (see retrieval.proto for modes, filters and limits). Server

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "backup.h"
 #include "ctxclient.h"
 
 enum {
@@ -73,6 +74,10 @@ static const char usage_text[] =
     "                             load, unload or show the language model\n"
     "  rechunk [-q]               re-chunk the store with the current tokenizer\n"
     "  verify                     check the store's consistency\n"
+    "  backup DIR [--json]        hot backup of the store into DIR on the server\n"
+    "  restore BACKUP_DIR DATA_DIR [--check]\n"
+    "                             check a backup and restore it (offline)\n"
+    "  compact [--json]           give the space of deleted data back\n"
     "  help [COMMAND]             this text, or a command's details\n"
     "\n"
     "put, get, rm, ls, search, select and reindex take -c/--collection NAME\n"
@@ -422,6 +427,34 @@ static const cmd_help cmd_helps[] = {
      "\n"
      "Asks the server to check the store (Admin/Verify). Exit 0 when it is\n"
      "consistent, 1 with each problem printed otherwise.\n"},
+    {"backup",
+     "usage: ctxctl backup DIR [--json]\n"
+     "\n"
+     "Asks the server for a hot backup (Admin/Backup): a consistent copy of\n"
+     "the store and of every collection's vector index, with manifest.json\n"
+     "(sizes and SHA-256 of each file, counters, versions), into DIR on the\n"
+     "server's disk. DIR must lie under the server's backup.root (a relative\n"
+     "DIR is taken under it) and must not exist or be empty. The server\n"
+     "keeps serving meanwhile. A failed backup leaves no DIR. No deadline\n"
+     "unless --timeout is given.\n"},
+    {"restore",
+     "usage: ctxctl restore BACKUP_DIR DATA_DIR [--check]\n"
+     "\n"
+     "Offline: no server is involved, and none may use DATA_DIR. Checks the\n"
+     "backup first (manifest, every file present with its size and SHA-256,\n"
+     "a store schema version this ctxctl supports) and copies nothing if a\n"
+     "check fails, naming the file; then copies it into DATA_DIR, which must\n"
+     "not exist or be empty (a failed restore leaves no DATA_DIR). Start\n"
+     "ctxd with --data DATA_DIR afterwards. --check only checks (DATA_DIR\n"
+     "is then not given).\n"},
+    {"compact",
+     "usage: ctxctl compact [--json]\n"
+     "\n"
+     "Asks the server to compact its store file (Admin/Compact): a\n"
+     "compacting copy swapped in atomically, so the space of deleted\n"
+     "documents goes back to the file system. The server keeps serving;\n"
+     "writes wait during the swap. Prints the file size before and after.\n"
+     "No deadline unless --timeout is given.\n"},
     {"help",
      "usage: ctxctl help [COMMAND]\n"
      "\n"
@@ -1976,6 +2009,117 @@ static int cmd_verify(ctl *g, int argc, char **argv) {
   return rc;
 }
 
+/* ---- backup, restore, compact ------------------------------------------*/
+
+static int cmd_backup(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {{"--json", NULL, 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg, *dir = NULL;
+  int k, json = 0, rc;
+  while ((k = opt_next(&it, specs, 1, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == 0) {
+      json = 1;
+    } else if (dir) {
+      return usage_error("one DIR at a time");
+    } else {
+      dir = arg;
+    }
+  }
+  if (!dir) return usage_error("missing DIR (on the server, under backup.root)");
+  if ((rc = ctl_connect(g))) return rc;
+  Ctxd__V1__BackupResponse *r;
+  ctxclient_status st;
+  if (ctxclient_backup(g->client, dir, g->timeout_given ? g->timeout_ms : 0,
+                       &r, &st))
+    return report(NULL, &st);
+  if (json) {
+    print_json(json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:i, s:f}",
+                         "path", r->path, "files", (int)r->files, "bytes",
+                         (json_int_t)r->bytes, "documents",
+                         (json_int_t)r->documents, "chunks",
+                         (json_int_t)r->chunks, "vectors",
+                         (json_int_t)r->vectors, "last_seq",
+                         (json_int_t)r->last_seq, "schema_version",
+                         (int)r->schema_version, "seconds", r->seconds),
+               JSON_INDENT(2));
+  } else {
+    char hb[32];
+    printf("backup %s: %u files, %s, %llu documents, %llu chunks, %llu "
+           "vectors, up to change %llu, in %.2f s\n",
+           r->path, r->files, human_bytes(r->bytes, hb, sizeof hb),
+           (unsigned long long)r->documents, (unsigned long long)r->chunks,
+           (unsigned long long)r->vectors, (unsigned long long)r->last_seq,
+           r->seconds);
+  }
+  ctxd__v1__backup_response__free_unpacked(r, NULL);
+  return EXIT_OK;
+}
+
+static int cmd_restore(ctl *g, int argc, char **argv) {
+  static const opt_spec specs[] = {{"--check", NULL, 0}};
+  opt_iter it = {argc, 0, argv, 0};
+  const char *arg, *pos[2] = {NULL, NULL};
+  int k, check = 0, npos = 0;
+  (void)g;
+  while ((k = opt_next(&it, specs, 1, &arg)) != -2) {
+    if (k == -3) return EXIT_USAGE;
+    if (k == 0) {
+      check = 1;
+    } else if (npos == 2) {
+      return usage_error("unexpected argument: %s", arg);
+    } else {
+      pos[npos++] = arg;
+    }
+  }
+  if (npos != (check ? 1 : 2))
+    return usage_error(check ? "--check takes BACKUP_DIR only"
+                             : "want BACKUP_DIR and DATA_DIR");
+  backup_manifest *m = NULL;
+  ctxd_error e;
+  ctxd_clearerr(&e);
+  double t0 = now_s();
+  int rc = check ? backup_check(pos[0], &m, &e)
+                 : backup_restore(pos[0], pos[1], &m, &e);
+  if (rc) {
+    errorf("%s", e.msg);
+    return EXIT_FAILED;
+  }
+  char hb[32];
+  printf("%s %s: %zu files, %s, %llu documents, %llu chunks, schema %u, "
+         "made by ctxd %s at %s, in %.2f s\n",
+         check ? "backup ok" : "restored", check ? pos[0] : pos[1],
+         m->n_files, human_bytes(m->total_bytes, hb, sizeof hb),
+         (unsigned long long)m->documents, (unsigned long long)m->chunks,
+         m->schema_version, m->ctxd_version, m->created, now_s() - t0);
+  backup_manifest_free(m);
+  return EXIT_OK;
+}
+
+static int cmd_compact(ctl *g, int argc, char **argv) {
+  int json, rc;
+  if ((rc = json_only(argc, argv, &json)) || (rc = ctl_connect(g))) return rc;
+  Ctxd__V1__CompactResponse *r;
+  ctxclient_status st;
+  if (ctxclient_compact(g->client, g->timeout_given ? g->timeout_ms : 0, &r,
+                        &st))
+    return report(NULL, &st);
+  if (json) {
+    print_json(json_pack("{s:I, s:I, s:f, s:b}", "bytes_before",
+                         (json_int_t)r->bytes_before, "bytes_after",
+                         (json_int_t)r->bytes_after, "seconds", r->seconds,
+                         "paused_writers", r->paused_writers),
+               JSON_INDENT(2));
+  } else {
+    char b1[32], b2[32];
+    printf("compacted: %s -> %s in %.2f s\n",
+           human_bytes(r->bytes_before, b1, sizeof b1),
+           human_bytes(r->bytes_after, b2, sizeof b2), r->seconds);
+  }
+  ctxd__v1__compact_response__free_unpacked(r, NULL);
+  return EXIT_OK;
+}
+
 /* ---- collections --------------------------------------------------------*/
 
 static const char *nz(const char *s) {
@@ -3516,7 +3660,8 @@ static const command commands[] = {
     {"collection", cmd_collection}, {"reindex", cmd_reindex},
     {"reorder", cmd_reorder},       {"jobs", cmd_jobs},
     {"select", cmd_select},         {"model", cmd_model},
-    {"rechunk", cmd_rechunk},
+    {"rechunk", cmd_rechunk},       {"backup", cmd_backup},
+    {"restore", cmd_restore},       {"compact", cmd_compact},
 };
 
 static int help(const char *name) {

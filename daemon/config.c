@@ -102,6 +102,9 @@ static const opt options[] = {
      F(group_commit_docs),
      "concurrent unary Puts committed together, one transaction and one "
      "fsync; 1 = each Put alone"},
+    {"backup.root", NULL, OPT_STR, "", 0, 0, F(backup_root),
+     "directory that Admin.Backup targets must lie under (created if "
+     "missing); empty = <store.data>/backups. Best on another disk"},
     {"chunk.max_tokens", NULL, OPT_U32, "512", 8, 1000000,
      F(chunk_max_tokens), "largest chunk, in tokens"},
     {"chunk.overlap_tokens", NULL, OPT_U32, "0", 0, 1000000,

@@ -33,6 +33,8 @@ typedef struct ctxd_config {
   char data[4096];             /* data directory, default ./data */
   uint64_t map_size;           /* initial LMDB map, default 1 GiB */
   uint64_t max_map_size;       /* growth limit, default 1 TiB */
+  char backup_root[4096];      /* Admin.Backup targets lie under it;
+                                * "" = <data>/backups */
   uint32_t group_commit_docs;  /* unary Puts per transaction, 1024; 1 = alone */
   /* [chunk] */
   uint32_t chunk_max_tokens;   /* default 512 */

@@ -33,6 +33,8 @@ extern const rpc_method h_admin_list_collections;  /* unary */
 extern const rpc_method h_admin_rebuild_index;     /* server stream */
 extern const rpc_method h_admin_load_model;        /* unary */
 extern const rpc_method h_admin_rechunk;           /* server stream */
+extern const rpc_method h_admin_backup;            /* unary */
+extern const rpc_method h_admin_compact;           /* unary */
 /* /ctxd.v1.Corpus/... */
 extern const rpc_method h_corpus_reorder;      /* server stream */
 extern const rpc_method h_corpus_get_job;      /* unary */

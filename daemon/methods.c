@@ -23,6 +23,8 @@ static const rpc_method *const methods[] = {
     &h_admin_rebuild_index,
     &h_admin_load_model,
     &h_admin_rechunk,
+    &h_admin_backup,
+    &h_admin_compact,
     &h_corpus_reorder,
     &h_corpus_get_job,
     &h_corpus_watch_job,
