@@ -200,7 +200,14 @@ static void backup_on_message(rpc_call *c, const uint8_t *msg, size_t len) {
   const char *want = req->target;
   char joined[2 * PATH_CAP];
   if (*want && *want != '/') {
-    snprintf(joined, sizeof joined, "%s/%s", root, want);
+    size_t rl = strlen(root), wl = strlen(want);
+    if (rl + 1 + wl >= sizeof joined) {
+      ctxd_seterr(&e, CTXD_EINVAL, "target is %zu bytes, too long", wl);
+      goto fail;
+    }
+    memcpy(joined, root, rl);
+    joined[rl] = '/';
+    memcpy(joined + rl + 1, want, wl + 1);
     want = joined;
   }
   if (paths_confine("target", "backup.root", root, want, target,
