@@ -37,7 +37,9 @@ for r in $RANKS; do
     --mca btl self,vader --mca pml ob1 "$CORPUS" --mode order --dim "$DIM" \
     --threads 1 --out "$W/out-$r" "$D"/s*.f32 2> "$W/log-$r" || { tail -20 "$W/log-$r"; exit 1; }
 done
-python3 - "$W" $RANKS <<'PY'
+# TABLE="1 2 4 8 16": the ranks the table shows (default RANKS), so that
+# runs split over several calls on one machine are tabled together
+python3 - "$W" ${TABLE:-$RANKS} <<'PY'
 import json, sys
 w, ranks = sys.argv[1], [int(r) for r in sys.argv[2:]]
 rows = {}
@@ -47,18 +49,21 @@ for r in ranks:
     rows[r] = (m, s)
 ranks.sort()
 base = rows[ranks[0]][0]
-print("| ranks | read s | knn s | traverse s | pack s | total s | knn MB sent | traverse MB sent | knn efficiency | search CPU s (slowest rank) | search efficiency | adjacent sim | method |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| ranks | read s | knn s | traverse s | pack s | total s | knn MB sent | traverse MB sent | pack MB sent | knn efficiency | total efficiency | search CPU s (slowest rank) | search efficiency | adjacent sim | method |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 cbase = base["knn_search_cpu_seconds"]["max"]
+phases = ("read", "knn", "traverse", "pack")
+tbase = sum(base[p]["seconds"] for p in phases)
 for r in ranks:
     m, s = rows[r]
     eff = base["knn"]["seconds"] * ranks[0] / (m["knn"]["seconds"] * r)
     c = m["knn_search_cpu_seconds"]["max"]
-    tot = sum(m[p]["seconds"] for p in ("read", "knn", "traverse", "pack"))
-    print("| %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.1f | %.2f | %.2f | %.2f | %.4f | %s |" % (
+    tot = sum(m[p]["seconds"] for p in phases)
+    print("| %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.4f | %s |" % (
         r, m["read"]["seconds"], m["knn"]["seconds"], m["traverse"]["seconds"],
         m["pack"]["seconds"], tot, m["knn"]["bytes_sent"] / 1e6,
-        m["traverse"]["bytes_sent"] / 1e6, eff, c,
+        m["traverse"]["bytes_sent"] / 1e6, m["pack"]["bytes_sent"] / 1e6, eff,
+        tbase * ranks[0] / (tot * r), c,
         cbase * ranks[0] / (c * r) if c else float("nan"),
         s["adjacent_similarity"], s["knn"]["method"]))
 PY

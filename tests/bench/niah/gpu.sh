@@ -28,7 +28,12 @@
 # LENGTHS    haystack tokens (default 10k,1M); METHODS (default
 #            infiniretri,xl3m); NGL (default -1:
 #            every layer on the GPU; 0 with CUDA=OFF); GRID=1 also runs a
-#            small accuracy grid (1k-64k) with the model.
+#            small accuracy grid (1k-64k) with the model: GRID_LENGTHS
+#            (default 1k,4k,16k,64k), GRID_DEPTHS (default 0,25,50,75,100),
+#            GRID_SEEDS (default 2), GRID_METHODS (default METHODS, e.g.
+#            infiniretri,xl3m,bm25), GRID_TAG (default model): trials in
+#            $OUTDIR/grid-$GRID_TAG-trials.tsv, grid.py's tables in
+#            grid-$GRID_TAG.{tsv,md}. SPEED=0 skips the speed runs.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -106,7 +111,9 @@ for step in $steps; do
     { command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; } \
       >"$out/device.txt" 2>&1 || echo "no GPU" >"$out/device.txt"
     log "device: $(cat "$out/device.txt")"
-    for m in $(echo "${METHODS:-infiniretri,xl3m}" | tr , ' '); do
+    speed_methods=${METHODS:-infiniretri,xl3m}
+    [ "${SPEED:-1}" = 0 ] && speed_methods=
+    for m in $(echo "$speed_methods" | tr , ' '); do
       log "run: $m over ${LENGTHS:-10k,1M} tokens"
       "$work/niah-build/niah" --prose "$prose" --needles "$here/needles.tsv" --model "$model" \
         --ngl "$ngl" --methods "$m" --lengths "${LENGTHS:-10k,1M}" --depths 50 --seeds 1 \
@@ -114,14 +121,18 @@ for step in $steps; do
         >"$out/speed-$m.tsv" 2>"$out/speed-$m.log" || { tail -20 "$out/speed-$m.log"; exit 1; }
     done
     if [ "${GRID:-0}" = 1 ]; then
-      log "run: accuracy grid with the model"
+      # the trials keep their own file (grid.py writes PREFIX.tsv)
+      g=$out/grid-${GRID_TAG:-model}
+      log "run: accuracy grid with the model over ${GRID_LENGTHS:-1k,4k,16k,64k} tokens"
       "$work/niah-build/niah" --prose "$prose" --needles "$here/needles.tsv" --model "$model" \
-        --ngl "$ngl" --methods "${METHODS:-infiniretri,xl3m}" --lengths 1k,4k,16k,64k \
-        --depths 0,25,50,75,100 --seeds 2 ${NIAH_ARGS:-} >"$out/grid-model.tsv" 2>"$out/grid-model.log" ||
-        { tail -20 "$out/grid-model.log"; exit 1; }
-      "${PYTHON:-python3}" "$here/grid.py" "$out/grid-model" "$out/grid-model.tsv" >/dev/null
+        --ngl "$ngl" --methods "${GRID_METHODS:-${METHODS:-infiniretri,xl3m}}" \
+        --lengths "${GRID_LENGTHS:-1k,4k,16k,64k}" --depths "${GRID_DEPTHS:-0,25,50,75,100}" \
+        --seeds "${GRID_SEEDS:-2}" ${NIAH_ARGS:-} >"$g-trials.tsv" 2>"$g.log" ||
+        { tail -20 "$g.log"; exit 1; }
+      "${PYTHON:-python3}" "$here/grid.py" "$g" "$g-trials.tsv" >/dev/null
     fi
     log "done; device: $(cat "$out/device.txt")"
+    [ -n "$speed_methods" ] || { [ "${GRID:-0}" = 1 ] && cat "$g.md"; continue; }
     {
       printf 'method\tinput tokens\tfound\tselect s\tmodel tokens\tin llama_decode s\tplain llama.cpp s\tplain tok/s\tratio\tpeak RSS MiB\n'
       cat "$out"/speed-*.tsv | awk -F '\t' '$1 != "method" {
