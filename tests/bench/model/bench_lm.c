@@ -11,7 +11,13 @@
  *   lm_eval + entropy of the last 32 positions (what XL3M asks per segment);
  *   lm_eval_attn: the tokens as context, then 32 question tokens whose
  *     last-layer attention rows are captured (InfiniRetri's step), softmax
- *     path (flash attention off) and QK path (flash attention on). */
+ *     path (flash attention off) and QK path (flash attention on).
+ *   bench_lm MODEL tokens threads runs forward
+ * instead times one forward pass over the tokens as llama-bench's pp test
+ * does (one llama_decode of them all, n_batch 2048, n_ubatch 512, a warm-up
+ * pass first), with logits for the last token only (llama-bench) and for
+ * every token (what perplexity scoring needs), flash attention off and on:
+ * the median of runs, wall and process CPU time, and every run's wall time. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,14 +160,105 @@ static void bench_attn(lm_model *m, int fa) {
   lm_ctx_free(c);
 }
 
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_d);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* One forward pass over n_tok tokens per run in a fresh cache; all_logits
+ * asks for every position's logits, else the last token's only. */
+static void bench_forward(struct llama_model *m, int fa, int all_logits) {
+  struct llama_context_params cp = llama_context_default_params();
+  cp.n_ctx = (uint32_t)n_tok + 64;
+  cp.n_batch = (uint32_t)(n_tok > 2048 ? n_tok : 2048);
+  cp.n_ubatch = 512;
+  cp.n_threads = cp.n_threads_batch = threads;
+  cp.flash_attn_type = fa ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  cp.no_perf = true;
+  struct llama_context *c = llama_init_from_model(m, cp);
+  struct llama_batch b = llama_batch_init(n_tok, 0, 1);
+  double *w = calloc((size_t)runs, sizeof *w), *cpu = calloc((size_t)runs, sizeof *cpu);
+  char list[512] = "";
+  size_t at = 0;
+  if (!c || !w || !cpu) {
+    fprintf(stderr, "bench_lm: no context or memory\n");
+    exit(1);
+  }
+  for (int r = -1; r < runs; r++) { /* r = -1: the warm-up pass */
+    llama_memory_clear(llama_get_memory(c), true);
+    for (int i = 0; i < n_tok; i++) {
+      b.token[i] = ids[i];
+      b.pos[i] = i;
+      b.n_seq_id[i] = 1;
+      b.seq_id[i][0] = 0;
+      b.logits[i] = all_logits || i == n_tok - 1;
+    }
+    b.n_tokens = n_tok;
+    double w0 = clk(CLOCK_MONOTONIC), c0 = clk(CLOCK_PROCESS_CPUTIME_ID);
+    if (llama_decode(c, b) != 0) {
+      fprintf(stderr, "llama_decode failed\n");
+      exit(1);
+    }
+    llama_synchronize(c);
+    if (r < 0) continue;
+    w[r] = clk(CLOCK_MONOTONIC) - w0;
+    cpu[r] = clk(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    if (at < sizeof list - 16) at += (size_t)snprintf(list + at, sizeof list - at, "%s%.0f", r ? "," : "", w[r] * 1e3);
+  }
+  double mw = median(w, runs), mc = median(cpu, runs);
+  printf("llama_decode, logits for %s, flash attention %s\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%s\n",
+         all_logits ? "every token" : "the last token", fa ? "on" : "off", threads, mw * 1e3, mc * 1e3,
+         n_tok / mw, n_tok / mc, list);
+  fflush(stdout);
+  free(w);
+  free(cpu);
+  llama_batch_free(b);
+  llama_free(c);
+}
+
+static void quiet(enum ggml_log_level level, const char *text, void *ud) {
+  (void)ud;
+  if (level == GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
+}
+
+static int forward_main(const char *path) {
+  llama_log_set(quiet, NULL);
+  llama_backend_init();
+  struct llama_model_params mp = llama_model_default_params();
+  struct llama_model *m = llama_model_load_from_file(path, mp);
+  if (!m) {
+    fprintf(stderr, "bench_lm: cannot load %s\n", path);
+    return 1;
+  }
+  int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(m));
+  ids = malloc((size_t)n_tok * sizeof *ids);
+  srand(7);
+  for (int i = 0; i < n_tok; i++) ids[i] = rand() % n_vocab;
+  fprintf(stderr, "forward pass over %d tokens, %d threads, median of %d runs after a warm-up\n", n_tok,
+          threads, runs);
+  printf("what\tthreads\twall ms\tcpu ms\ttokens/s\ttokens/cpu-s\twall ms of each run\n");
+  for (int fa = 0; fa <= 1; fa++)
+    for (int all = 0; all <= 1; all++) bench_forward(m, fa, all);
+  llama_model_free(m);
+  free(ids);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: bench_lm MODEL.gguf [tokens] [threads] [runs]\n");
+    fprintf(stderr, "usage: bench_lm MODEL.gguf [tokens] [threads] [runs] [forward]\n");
     return 2;
   }
   if (argc > 2) n_tok = atoi(argv[2]);
   if (argc > 3) threads = atoi(argv[3]);
   if (argc > 4) runs = atoi(argv[4]);
+  if (runs < 1) runs = 1;
+  if (argc > 5 && strcmp(argv[5], "forward") == 0) return forward_main(argv[1]);
   lm_model *m;
   ctxd_error e;
   if (lm_model_load(argv[1], NULL, &m, &e)) {
