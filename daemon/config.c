@@ -5,6 +5,7 @@
  * get a flag, an INI key, a dump line and a help line. */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <ini.h>
 #include <stdarg.h>
@@ -246,6 +247,23 @@ static const opt *find_alias(const char *alias) {
 }
 
 /* "64M", "1G", "512", "4KiB", "16MB" -> bytes. -1 on junk or overflow. */
+/* A string value --dump-config can write as an INI line that reads back
+ * the same: no control character (a newline would end the line), no space
+ * at either end (inih strips it) and no " ;" or " #" (inih takes the rest
+ * for a comment). Only the command line can give such values. */
+static int str_dumpable(const char *v) {
+  size_t n = strlen(v);
+  if (n && (isspace((unsigned char)v[0]) || isspace((unsigned char)v[n - 1])))
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)v[i];
+    if (ch < 0x20 || ch == 0x7f) return 0;
+    if ((ch == ';' || ch == '#') && i && isspace((unsigned char)v[i - 1]))
+      return 0;
+  }
+  return 1;
+}
+
 static int parse_size(const char *s, uint64_t *out) {
   char *end;
   uint64_t mul = 1;
@@ -305,6 +323,13 @@ static int opt_set(ctxd_config *c, const opt *o, const char *val, char *err,
       }
       if (!*val && *o->def) { /* an empty default: empty means "unset" */
         seterr(err, errlen, "%s: must not be empty", o->name);
+        return -1;
+      }
+      if (!str_dumpable(val)) {
+        seterr(err, errlen,
+               "%s: \"%s\" has a control character, space at an end or an "
+               "inline comment (\" ;\", \" #\")",
+               o->name, val);
         return -1;
       }
       strcpy(field, val);
@@ -431,12 +456,48 @@ static int config_ini_line(void *user, const char *section, const char *name,
   return opt_set(st->c, o, value, st->err, sizeof st->err) == 0;
 }
 
+/* libinih reads a file in lines of at most INI_MAX_LINE - 1 bytes (200
+ * in Debian's build) and parses the rest of a longer line as a line of its
+ * own, which could set an option the file never named. This reader hands
+ * it whole lines and stops at one that does not fit (the fuzzer found it). */
+typedef struct ini_file {
+  FILE *f;
+  char *line;
+  size_t cap;
+  long lineno, too_long; /* the line that did not fit, or 0 */
+} ini_file;
+
+static char *ini_read_line(char *buf, int num, void *stream) {
+  ini_file *r = stream;
+  ssize_t n = getline(&r->line, &r->cap, r->f);
+  if (n < 0) return NULL;
+  r->lineno++;
+  if (n >= num) {
+    r->too_long = r->lineno;
+    return NULL;
+  }
+  memcpy(buf, r->line, (size_t)n + 1);
+  return buf;
+}
+
 int config_load_file(ctxd_config *c, const char *path, char *err,
                      size_t errlen) {
   ini_state st;
   st.c = c;
   st.err[0] = '\0';
-  int rc = ini_parse(path, config_ini_line, &st);
+  ini_file r = {fopen(path, "r"), NULL, 0, 0, 0};
+  if (!r.f) {
+    seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    return -1;
+  }
+  int rc = ini_parse_stream(ini_read_line, &r, config_ini_line, &st);
+  fclose(r.f);
+  free(r.line);
+  if (rc == 0 && r.too_long) {
+    seterr(err, errlen, "%s:%ld: line longer than %d bytes", path,
+           r.too_long, INI_MAX_LINE - 2);
+    return -1;
+  }
   if (rc == -1) {
     seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     return -1;

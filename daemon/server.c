@@ -1455,6 +1455,55 @@ static void handshake_timeout_cb(evutil_socket_t fd, short what, void *arg) {
   s->in_io = 0;
 }
 
+int server_adopt_fd(server *s, int fd) {
+  conn *cn = calloc(1, sizeof *cn);
+  if (!cn) {
+    close(fd);
+    return -1;
+  }
+  cn->srv = s;
+  cn->fd = fd;
+  cn->budget = calloc(1, sizeof *cn->budget);
+  if (!cn->budget || (s->tls && !(cn->tls = tls_conn_new(s->tls, fd))) ||
+      nghttp2_session_server_new2(&cn->h2, s->cbs, cn, s->opt) != 0) {
+    tls_conn_free(cn->tls);
+    free(cn->budget);
+    free(cn);
+    close(fd);
+    return -1;
+  }
+  atomic_init(&cn->budget->used, 0);
+  atomic_init(&cn->budget->refs, 1);
+  cn->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, conn_read_cb, cn);
+  cn->wev = event_new(s->base, fd, EV_WRITE, conn_write_cb, cn);
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+       s->cfg->max_concurrent_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST},
+  };
+  nghttp2_submit_settings(cn->h2, NGHTTP2_FLAG_NONE, iv, 3);
+  nghttp2_session_set_local_window_size(cn->h2, NGHTTP2_FLAG_NONE, 0,
+                                        CONN_WINDOW);
+  cn->next = s->conns;
+  if (s->conns) s->conns->prev = cn;
+  s->conns = cn;
+  s->n_conns++;
+  s->stats.connections++;
+  metrics_conn_open();
+  event_add(cn->rev, NULL);
+  if (s->cfg->handshake_timeout_ms) {
+    unsigned ms = s->cfg->handshake_timeout_ms;
+    cn->hs_ev = evtimer_new(s->base, handshake_timeout_cb, cn);
+    if (cn->hs_ev) {
+      struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+      event_add(cn->hs_ev, &tv);
+    }
+  }
+  conn_flush(cn);
+  return 0;
+}
+
 static void accept_cb(evutil_socket_t lfd, short what, void *arg) {
   server *s = arg;
   (void)what;
@@ -1473,51 +1522,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg) {
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    conn *cn = calloc(1, sizeof *cn);
-    if (!cn) {
-      close(fd);
-      continue;
-    }
-    cn->srv = s;
-    cn->fd = fd;
-    cn->budget = calloc(1, sizeof *cn->budget);
-    if (!cn->budget || (s->tls && !(cn->tls = tls_conn_new(s->tls, fd))) ||
-        nghttp2_session_server_new2(&cn->h2, s->cbs, cn, s->opt) != 0) {
-      tls_conn_free(cn->tls);
-      free(cn->budget);
-      free(cn);
-      close(fd);
-      continue;
-    }
-    atomic_init(&cn->budget->used, 0);
-    atomic_init(&cn->budget->refs, 1);
-    cn->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, conn_read_cb, cn);
-    cn->wev = event_new(s->base, fd, EV_WRITE, conn_write_cb, cn);
-    nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
-         s->cfg->max_concurrent_streams},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST},
-    };
-    nghttp2_submit_settings(cn->h2, NGHTTP2_FLAG_NONE, iv, 3);
-    nghttp2_session_set_local_window_size(cn->h2, NGHTTP2_FLAG_NONE, 0,
-                                          CONN_WINDOW);
-    cn->next = s->conns;
-    if (s->conns) s->conns->prev = cn;
-    s->conns = cn;
-    s->n_conns++;
-    s->stats.connections++;
-    metrics_conn_open();
-    event_add(cn->rev, NULL);
-    if (s->cfg->handshake_timeout_ms) {
-      unsigned ms = s->cfg->handshake_timeout_ms;
-      cn->hs_ev = evtimer_new(s->base, handshake_timeout_cb, cn);
-      if (cn->hs_ev) {
-        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-        event_add(cn->hs_ev, &tv);
-      }
-    }
-    conn_flush(cn);
+    server_adopt_fd(s, fd);
   }
 }
 

@@ -52,6 +52,12 @@ int server_reload(server *s);
 void server_set_lookup(server *s,
                        const rpc_method *(*lookup)(const char *path));
 
+/* Serve an already connected socket (non-blocking) as if it had been
+ * accepted (the fuzz target feeds raw connection bytes through a
+ * socketpair this way). The server owns fd from now on and closes it,
+ * also on failure. Loop thread. Returns 0, or -1 when out of memory. */
+int server_adopt_fd(server *s, int fd);
+
 /* The bound address as "HOST:PORT" (the real port when 0 was asked). */
 const char *server_addr(const server *s);
 int server_port(const server *s);
