@@ -5,7 +5,6 @@
  * compaction runs at a time, a second call is refused (UNAVAILABLE). */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,14 +105,6 @@ static int target_unused(const char *path, ctxd_error *e) {
               : 0;
 }
 
-static int fsync_dir(const char *dir) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  close(fd);
-  return rc;
-}
-
 /* The whole backup into the confined `target`: a temporary sibling
  * directory (mkdtemp, so never one that exists) filled by coll_backup and
  * store_copy, the manifest written last, then renamed to target. */
@@ -156,10 +147,7 @@ static int run_backup(ctxd_ctx *ctx, const char *target,
     goto done;
   }
   made = 0;
-  if (fsync_dir(parent) != 0) {
-    rc = ctxd_seterr(e, CTXD_EIO, "fsync %s: %s", parent, strerror(errno));
-    goto done;
-  }
+  if ((rc = backup_fsync_dir(parent, e))) goto done;
   r->files = (uint32_t)n_files;
   r->bytes = bytes;
   r->documents = sc->info.documents;

@@ -29,16 +29,16 @@ static int io_code(int err) {
   return err == ENOSPC || err == EDQUOT ? CTXD_ENOSPC : CTXD_EIO;
 }
 
-/* Read fd to its end, hashing it and, when out >= 0, writing it there.
- * *size and hex receive the length and the SHA-256. `src`/`dst` name the
- * files in messages. */
+/* Read fd to its end, hashing it (unless hex is NULL) and, when out >= 0,
+ * writing it there. *size and hex receive the length and the SHA-256.
+ * `src`/`dst` name the files in messages. */
 static int hash_copy(int fd, const char *src, int out, const char *dst,
                      uint64_t *size, char hex[65], ctxd_error *e) {
   char *b = malloc(1 << 16);
   EVP_MD_CTX *md = EVP_MD_CTX_new();
   int rc = 0;
   *size = 0;
-  if (!b || !md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+  if (!b || (hex && (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)))) {
     rc = ctxd_seterr(e, CTXD_ENOMEM, "out of memory hashing %s", src);
     goto done;
   }
@@ -50,7 +50,7 @@ static int hash_copy(int fd, const char *src, int out, const char *dst,
       goto done;
     }
     if (n == 0) break;
-    EVP_DigestUpdate(md, b, (size_t)n);
+    if (hex) EVP_DigestUpdate(md, b, (size_t)n);
     *size += (uint64_t)n;
     for (ssize_t off = 0; out >= 0 && off < n;) {
       ssize_t w = write(out, b + off, (size_t)(n - off));
@@ -63,12 +63,14 @@ static int hash_copy(int fd, const char *src, int out, const char *dst,
       off += w;
     }
   }
-  unsigned char d[EVP_MAX_MD_SIZE];
-  unsigned dl = 0;
-  EVP_DigestFinal_ex(md, d, &dl);
-  for (unsigned i = 0; i < dl && i < 32; i++)
-    snprintf(hex + 2 * i, 3, "%02x", d[i]);
-  hex[64] = '\0';
+  if (hex) {
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned dl = 0;
+    EVP_DigestFinal_ex(md, d, &dl);
+    for (unsigned i = 0; i < dl && i < 32; i++)
+      snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    hex[64] = '\0';
+  }
 done:
   EVP_MD_CTX_free(md);
   free(b);
@@ -86,7 +88,7 @@ static int hash_file(const char *path, uint64_t *size, char hex[65],
   return rc;
 }
 
-static int fsync_dir(const char *dir, ctxd_error *e) {
+int backup_fsync_dir(const char *dir, ctxd_error *e) {
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0 || fsync(fd) != 0) {
     int err = errno;
@@ -95,6 +97,45 @@ static int fsync_dir(const char *dir, ctxd_error *e) {
   }
   close(fd);
   return 0;
+}
+
+/* Copy src into the new file dst, fsync'd, hashing it when hex is given;
+ * on error dst is removed. A src that cannot be opened: *missing = 1 (if
+ * missing is given and it does not exist), else CTXD_ENOTFOUND/EIO. */
+static int copy_hashed(const char *src, const char *dst, int *missing,
+                       uint64_t *size, char *hex, ctxd_error *e) {
+  int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, rc;
+  if (missing) *missing = 0;
+  if (in < 0) {
+    if (errno == ENOENT && missing) {
+      *missing = 1;
+      return 0;
+    }
+    return ctxd_seterr(e, errno == ENOENT ? CTXD_ENOTFOUND : CTXD_EIO,
+                       "reading %s: %s", src, strerror(errno));
+  }
+  out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (out < 0) {
+    rc = ctxd_seterr(e, errno == EEXIST ? CTXD_EEXIST : io_code(errno),
+                     "creating %s: %s", dst, strerror(errno));
+    goto done;
+  }
+  if ((rc = hash_copy(in, src, out, dst, size, hex, e))) goto done;
+  if (fsync(out) != 0)
+    rc = ctxd_seterr(e, io_code(errno), "writing %s: %s", dst,
+                     strerror(errno));
+done:
+  close(in);
+  if (out >= 0 && close(out) != 0 && !rc)
+    rc = ctxd_seterr(e, CTXD_EIO, "writing %s: %s", dst, strerror(errno));
+  if (rc && out >= 0) unlink(dst);
+  return rc;
+}
+
+int backup_copy_file(const char *src, const char *dst, int *missing,
+                     ctxd_error *e) {
+  uint64_t size;
+  return copy_hashed(src, dst, missing, &size, NULL, e);
 }
 
 /* A relative path a manifest may list: data.mdb or index/NAME, NAME of
@@ -250,7 +291,7 @@ int backup_manifest_write(const char *dir, const store_copy_info *info,
     unlink(tmp);
     goto done;
   }
-  if ((rc = fsync_dir(dir, e))) goto done;
+  if ((rc = backup_fsync_dir(dir, e))) goto done;
   if (n_files) *n_files = n;
   if (bytes) *bytes = total;
 done:
@@ -469,28 +510,14 @@ static int copy_one(const char *dir, const char *tmpdir,
                     const backup_file *f, ctxd_error *e) {
   char src[4608], dst[4608], hex[65];
   uint64_t size;
+  int missing, rc;
   snprintf(src, sizeof src, "%s/%s", dir, f->path);
   snprintf(dst, sizeof dst, "%s/%s", tmpdir, f->path);
-  int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, rc;
-  if (in < 0)
-    return ctxd_seterr(e, CTXD_ECORRUPT, "backup file %s is missing (%s)",
-                       f->path, strerror(errno));
-  out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (out < 0) {
-    rc = ctxd_seterr(e, io_code(errno), "creating %s: %s", dst,
-                     strerror(errno));
-    goto done;
-  }
-  if ((rc = hash_copy(in, src, out, dst, &size, hex, e)) ||
-      (rc = file_verify(f, size, hex, e)))
-    goto done;
-  if (fsync(out) != 0)
-    rc = ctxd_seterr(e, io_code(errno), "writing %s: %s", dst,
-                     strerror(errno));
-done:
-  close(in);
-  if (out >= 0 && close(out) != 0 && !rc)
-    rc = ctxd_seterr(e, CTXD_EIO, "writing %s: %s", dst, strerror(errno));
+  if ((rc = copy_hashed(src, dst, &missing, &size, hex, e))) return rc;
+  if (missing)
+    return ctxd_seterr(e, CTXD_ECORRUPT, "backup file %s is missing",
+                       f->path);
+  if ((rc = file_verify(f, size, hex, e))) unlink(dst);
   return rc;
 }
 
@@ -540,7 +567,7 @@ int backup_restore(const char *dir, const char *data_dir,
   }
   for (size_t i = 0; i < m->n_files; i++)
     if ((rc = copy_one(dir, tmpdir, &m->files[i], e))) goto done;
-  if ((rc = fsync_dir(idx, e)) || (rc = fsync_dir(tmpdir, e))) goto done;
+  if ((rc = backup_fsync_dir(idx, e)) || (rc = backup_fsync_dir(tmpdir, e))) goto done;
   /* Checked again just before: rename() would also replace an empty
    * directory, which is what is allowed. */
   if ((rc = target_free(data_dir, e))) goto done;
@@ -558,7 +585,7 @@ int backup_restore(const char *dir, const char *data_dir,
     *slash = '\0';
   else
     snprintf(parent, sizeof parent, ".");
-  rc = fsync_dir(parent, e);
+  rc = backup_fsync_dir(parent, e);
 done:
   if (made) remove_partial(tmpdir, m);
   if (rc || !out)

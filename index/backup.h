@@ -84,4 +84,15 @@ int backup_check(const char *dir, backup_manifest **out, ctxd_error *e);
 int backup_restore(const char *dir, const char *data_dir,
                    backup_manifest **out, ctxd_error *e);
 
+/* Copy src to the new file dst (O_EXCL) and fsync it; on error dst is
+ * removed. A src that does not exist sets *missing (when missing is not
+ * NULL) and is no error. Errors: CTXD_ENOTFOUND (src missing and missing
+ * NULL), CTXD_EEXIST (dst exists), CTXD_ENOSPC, CTXD_EIO. */
+int backup_copy_file(const char *src, const char *dst, int *missing,
+                     ctxd_error *e);
+
+/* fsync a directory (after creating or renaming entries in it). Errors:
+ * CTXD_EIO naming it. */
+int backup_fsync_dir(const char *dir, ctxd_error *e);
+
 #endif

@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backup.h"
+
 /* ---- Config text --------------------------------------------------------- */
 
 const char *coll_metric_name(vindex_metric m) {
@@ -786,17 +788,6 @@ static void file_path(const coll_set *cs, uint32_t cid, const char *suffix,
   snprintf(buf, cap, "%s/%u.vindex%s", cs->dir, cid, suffix);
 }
 
-static int fsync_dir(const char *dir, ctxd_error *e) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0 || fsync(fd) != 0) {
-    int err = errno;
-    if (fd >= 0) close(fd);
-    return ctxd_seterr(e, CTXD_EIO, "fsync %s: %s", dir, strerror(err));
-  }
-  close(fd);
-  return 0;
-}
-
 /* Write f's content durably: flush, fsync, close, rename over path, fsync
  * the directory. f is closed in every case. */
 static int commit_file(coll_set *cs, FILE *f, const char *tmp,
@@ -812,7 +803,7 @@ static int commit_file(coll_set *cs, FILE *f, const char *tmp,
     unlink(tmp);
     return ctxd_seterr(e, CTXD_EIO, "writing %s: %s", path, strerror(err));
   }
-  return fsync_dir(cs->dir, e);
+  return backup_fsync_dir(cs->dir, e);
 }
 
 static int save_one(coll_set *cs, const centry *ent, cvx *vx, uint64_t covered,
@@ -1380,56 +1371,6 @@ done:
 
 static int mkdir_p(const char *dir, ctxd_error *e);
 
-/* Copy src to the new file dst and fsync it. A src that is gone (its
- * collection dropped meanwhile) is *missing = 1, not an error. */
-static int copy_file(const char *src, const char *dst, int *missing,
-                     ctxd_error *e) {
-  int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
-  char buf[1 << 16];
-  *missing = 0;
-  if (in < 0) {
-    if (errno == ENOENT) {
-      *missing = 1;
-      return 0;
-    }
-    return ctxd_seterr(e, CTXD_EIO, "reading %s: %s", src, strerror(errno));
-  }
-  out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (out < 0) {
-    rc = ctxd_seterr(e, errno == ENOSPC ? CTXD_ENOSPC : CTXD_EIO,
-                     "creating %s: %s", dst, strerror(errno));
-    goto done;
-  }
-  for (;;) {
-    ssize_t n = read(in, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      rc = ctxd_seterr(e, CTXD_EIO, "reading %s: %s", src, strerror(errno));
-      goto done;
-    }
-    if (n == 0) break;
-    for (ssize_t off = 0; off < n;) {
-      ssize_t w = write(out, buf + off, (size_t)(n - off));
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) {
-        rc = ctxd_seterr(e, errno == ENOSPC ? CTXD_ENOSPC : CTXD_EIO,
-                         "writing %s: %s", dst, strerror(errno));
-        goto done;
-      }
-      off += w;
-    }
-  }
-  if (fsync(out) != 0)
-    rc = ctxd_seterr(e, errno == ENOSPC ? CTXD_ENOSPC : CTXD_EIO,
-                     "writing %s: %s", dst, strerror(errno));
-done:
-  close(in);
-  if (out >= 0 && close(out) != 0 && !rc)
-    rc = ctxd_seterr(e, CTXD_EIO, "writing %s: %s", dst, strerror(errno));
-  if (rc && out >= 0) unlink(dst);
-  return rc;
-}
-
 int coll_backup(coll_set *cs, const char *dst_dir,
                 int (*snap)(void *arg, ctxd_error *e), void *arg,
                 ctxd_error *e) {
@@ -1460,9 +1401,9 @@ int coll_backup(coll_set *cs, const char *dst_dir,
       rc = ctxd_seterr(e, CTXD_EINVAL, "backup directory path too long");
       goto done;
     }
-    if ((rc = copy_file(src, dst, &missing, e))) goto done;
+    if ((rc = backup_copy_file(src, dst, &missing, e))) goto done;
   }
-  if ((rc = fsync_dir(dst_dir, e))) goto done;
+  if ((rc = backup_fsync_dir(dst_dir, e))) goto done;
   rc = snap(arg, e);
 done:
   if (d) closedir(d);
@@ -1816,7 +1757,7 @@ int coll_drop(coll_set *cs, const char *name, uint64_t *documents,
       char path[4200];
       file_path(cs, ent->cid, "", path, sizeof path);
       unlink(path);
-      fsync_dir(cs->dir, NULL);
+      backup_fsync_dir(cs->dir, NULL);
       ent_remove(cs, ent);
     }
   }

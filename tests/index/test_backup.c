@@ -99,23 +99,38 @@ static uint64_t fsize(const char *path) {
   return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
 }
 
+/* A store in <base>/<name> with collection c1 holding documents d0..d{n-1}
+ * (doc_text, padded to about `len` bytes); *cid its id. */
+static store *store_with_docs(const char *name, int n, size_t len,
+                              uint32_t *cid) {
+  char dir[300], text[1024], id[32];
+  ctxd_error e;
+  store *st = NULL;
+  store_opts so = {0, 0, 0, 1};
+  snprintf(dir, sizeof dir, "%s/%s", base, name);
+  CHECK_EQ_INT(store_open(dir, &so, &st, &e), 0);
+  CHECK_EQ_INT(store_coll_create(st, "c1", "x", 0, cid, &e), 0);
+  if (len > sizeof text) len = sizeof text;
+  for (int i = 0; i < n; i++) {
+    snprintf(id, sizeof id, "d%d", i);
+    doc_text(i, text, 128);
+    size_t k = strlen(text);
+    while (k + 40 < len)
+      k += (size_t)snprintf(text + k, sizeof text - k, " pad%d", i);
+    CHECK_EQ_INT(put_one(st, NULL, *cid, id, text), 0);
+  }
+  return st;
+}
+
 /* ---- store_copy / store_file_info ---------------------------------------- */
 
 static void test_copy(void) {
-  char dir[300], copy[300], text[128], id[32];
+  char copy[300], text[128];
   ctxd_error e;
-  store *st;
-  snprintf(dir, sizeof dir, "%s/copy", base);
-  snprintf(copy, sizeof copy, "%s/copy.mdb", base);
-  store_opts so = {0, 0, 0, 1};
-  CHECK_EQ_INT(store_open(dir, &so, &st, &e), 0);
   uint32_t cid;
-  CHECK_EQ_INT(store_coll_create(st, "c1", "x", 0, &cid, &e), 0);
-  for (int i = 0; i < 50; i++) {
-    snprintf(id, sizeof id, "d%d", i);
-    doc_text(i, text, sizeof text);
-    CHECK_EQ_INT(put_one(st, NULL, cid, id, text), 0);
-  }
+  store_opts so = {0, 0, 0, 1};
+  snprintf(copy, sizeof copy, "%s/copy.mdb", base);
+  store *st = store_with_docs("copy", 50, 0, &cid);
   store_copy_info info;
   CHECK_EQ_INT(store_copy(st, copy, &info, &e), 0);
   CHECK_EQ_INT(info.schema_version, STORE_SCHEMA_VERSION);
@@ -180,22 +195,13 @@ static void *race_writer(void *arg) {
 }
 
 static void test_compact(void) {
-  char dir[300], path[340], text[512], id[32];
+  char dir[300], path[340], id[32];
   ctxd_error e;
-  store *st;
+  uint32_t cid;
+  store_opts so = {0, 0, 0, 1};
   snprintf(dir, sizeof dir, "%s/compact", base);
   snprintf(path, sizeof path, "%s/data.mdb", dir);
-  store_opts so = {0, 0, 0, 1};
-  CHECK_EQ_INT(store_open(dir, &so, &st, &e), 0);
-  uint32_t cid;
-  CHECK_EQ_INT(store_coll_create(st, "c1", "x", 0, &cid, &e), 0);
-  for (int i = 0; i < 2000; i++) {
-    snprintf(id, sizeof id, "d%d", i);
-    doc_text(i, text, 128);
-    size_t n = strlen(text);
-    while (n + 40 < sizeof text) n += (size_t)snprintf(text + n, sizeof text - n, " pad%d", i);
-    CHECK_EQ_INT(put_one(st, NULL, cid, id, text), 0);
-  }
+  store *st = store_with_docs("compact", 2000, 512, &cid);
   for (int i = 0; i < 2000; i++) {
     if (i % 10 == 0) continue;
     snprintf(id, sizeof id, "d%d", i);
