@@ -111,6 +111,10 @@ prepare_root() {
   mount --rbind /sys "$r/sys"; mount --make-rslave "$r/sys"; mounted+=("$r/sys")
   mount --rbind /dev "$r/dev"; mount --make-rslave "$r/dev"; mounted+=("$r/dev")
   cp -L /etc/resolv.conf "$r/etc/resolv.conf"
+  # The Debian installer and container engines write /etc/hosts; debootstrap
+  # does not, and without it "localhost" does not resolve (test_ctxctl).
+  [ -s "$r/etc/hosts" ] ||
+    printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$r/etc/hosts"
   printf '#!/bin/sh\nexit 101\n' >"$r/usr/sbin/policy-rc.d"
   chmod 0755 "$r/usr/sbin/policy-rc.d"
 }
