@@ -119,6 +119,12 @@ struct store {
   char broken_msg[256];
   char path[4096];
   char dir[4096];
+  /* The disk reserve (reserve_*): a file whose blocks a delete may take
+   * back when the disk is full. reserve_mu guards the file and the flag. */
+  pthread_mutex_t reserve_mu;
+  int reserve_held;
+  uint64_t reserve_size; /* 0: no reserve */
+  char reserve_path[4200];
 };
 
 typedef struct counters {
@@ -864,6 +870,78 @@ static int sync_dir(const char *dir) {
   return fsync_path(parent);
 }
 
+/* ---- disk reserve ----------------------------------------------------------
+ * LMDB never writes in place: even a delete writes new pages, and the pages
+ * it frees are only reused by later commits. On a disk filled to the last
+ * block, deleting documents to make room would therefore fail like any
+ * write. So the store keeps RESERVE_FILE (fallocate'd, 1/64 of the volume,
+ * RESERVE_MIN to RESERVE_MAX) in the data directory: a delete or a drop
+ * that finds the disk full removes it and runs again, and the pages the
+ * delete frees then take new documents. The file is made again (at open,
+ * and after a successful put or delete) once the volume has RESERVE_ROOM
+ * times its size free, never taking the last free space. */
+#define RESERVE_FILE "reserve.space"
+#define RESERVE_MIN (1ULL << 20)
+#define RESERVE_MAX (64ULL << 20)
+#define RESERVE_ROOM 4
+
+/* Make the reserve file if it is missing and there is room; under
+ * reserve_mu. Failures just leave it missing (tried again later). */
+static void reserve_make_locked(store *s) {
+  if (!s->reserve_size || s->reserve_held) return;
+  struct statvfs vfs;
+  struct stat st;
+  if (stat(s->reserve_path, &st) == 0 && (uint64_t)st.st_size >= s->reserve_size) {
+    s->reserve_held = 1; /* made by an earlier run */
+    return;
+  }
+  if (statvfs(s->path, &vfs) != 0 ||
+      (uint64_t)vfs.f_bavail * vfs.f_frsize < RESERVE_ROOM * s->reserve_size)
+    return;
+  int fd = open(s->reserve_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  int rc = posix_fallocate(fd, 0, (off_t)s->reserve_size);
+  close(fd);
+  if (rc == 0)
+    s->reserve_held = 1;
+  else
+    unlink(s->reserve_path);
+}
+
+static void reserve_make(store *s) {
+  if (!s->reserve_size) return;
+  pthread_mutex_lock(&s->reserve_mu);
+  reserve_make_locked(s);
+  pthread_mutex_unlock(&s->reserve_mu);
+}
+
+/* Give the reserve's space back to the volume; 1 if there was one. */
+static int reserve_release(store *s) {
+  pthread_mutex_lock(&s->reserve_mu);
+  int had = s->reserve_held;
+  if (had) {
+    unlink(s->reserve_path);
+    s->reserve_held = 0;
+  }
+  pthread_mutex_unlock(&s->reserve_mu);
+  return had;
+}
+
+/* Size the reserve for the volume of `dir` and make it. */
+static void reserve_init(store *s, const char *dir) {
+  pthread_mutex_init(&s->reserve_mu, NULL);
+  struct statvfs vfs;
+  if (snprintf(s->reserve_path, sizeof s->reserve_path, "%s/" RESERVE_FILE,
+               dir) >= (int)sizeof s->reserve_path ||
+      statvfs(dir, &vfs) != 0)
+    return;
+  uint64_t want = (uint64_t)vfs.f_blocks * vfs.f_frsize / 64;
+  if (want < RESERVE_MIN) want = RESERVE_MIN;
+  if (want > RESERVE_MAX) want = RESERVE_MAX;
+  s->reserve_size = want;
+  reserve_make(s);
+}
+
 /* mkdir -p */
 static int make_dirs(const char *dir) {
   char p[4096];
@@ -1050,6 +1128,7 @@ int store_open(const char *dir, const store_opts *opts, store **out,
                      strerror(errno));
     goto fail;
   }
+  reserve_init(s, dir);
   ctxd_clearerr(e);
   *out = s;
   return 0;
@@ -1066,6 +1145,7 @@ void store_close(store *s) {
   mdb_env_close(s->env);
   pthread_rwlock_destroy(&s->lock);
   pthread_rwlock_destroy(&s->wgate);
+  pthread_mutex_destroy(&s->reserve_mu);
   free(s);
 }
 
@@ -1712,6 +1792,7 @@ int store_put(store *s, const store_put_doc *docs, size_t n,
   put_batch b = {docs, n, gen, &plan, &cc, tmp};
   rc = write_txn(s, need, put_body, &b, e);
   if (rc) goto fail;
+  reserve_make(s);
   if (res) memcpy(res, tmp, n * sizeof *res);
 fail:
   free(cc.c);
@@ -2027,7 +2108,13 @@ int store_delete(store *s, uint32_t cid, const char *id, size_t id_len,
                        STORE_ID_MAX, id_len);
   del_args a = {cid, id, id_len, UINT32_MAX};
   int rc = write_txn(s, 0, delete_body, &a, e);
+  /* A full disk: free the reserve and delete with its space. */
+  if (rc == CTXD_ENOSPC && reserve_release(s)) {
+    a.gone = UINT32_MAX;
+    rc = write_txn(s, 0, delete_body, &a, e);
+  }
   if (rc || a.gone == UINT32_MAX) return rc; /* error, or no such document */
+  reserve_make(s);
   *deleted = 1;
   if (n_chunks) *n_chunks = a.gone;
   return 0;
@@ -2276,6 +2363,10 @@ int store_coll_drop(store *s, const char *name, uint64_t *documents,
   if (rc) return rc;
   drop_args a = {name, 0};
   rc = write_txn(s, 0, drop_body, &a, e);
+  if (rc == CTXD_ENOSPC && reserve_release(s)) { /* as store_delete */
+    a.gone = 0;
+    rc = write_txn(s, 0, drop_body, &a, e);
+  }
   if (rc == 0 && documents) *documents = a.gone;
   return rc;
 }

@@ -19,7 +19,10 @@
  *
  * Map size: the map is reserved large and sparse up front and grows by
  * itself when full; a full disk or an exhausted max_map_size comes back as
- * CTXD_ENOSPC and leaves the store unchanged. */
+ * CTXD_ENOSPC and leaves the store unchanged. Deletes and drops can still
+ * free space on a disk filled to the last block: they use the disk reserve,
+ * <dir>/reserve.space, 1/64 of the volume (1 to 64 MiB; store.c, "disk
+ * reserve"). */
 #ifndef CTXD_STORE_H
 #define CTXD_STORE_H
 
@@ -154,7 +157,8 @@ void store_doc_free(store_doc *d);
 
 /* Delete a document with its chunks, vectors and postings. *deleted = 0
  * when no such document existed (not an error); *n_chunks (may be NULL) =
- * chunks removed. */
+ * chunks removed. On a full disk it frees the disk reserve and runs again;
+ * CTXD_ENOSPC only when that is gone too. */
 int store_delete(store *s, uint32_t cid, const char *id, size_t id_len,
                  int *deleted, uint32_t *n_chunks, ctxd_error *e);
 
