@@ -29,6 +29,7 @@ import argparse
 import math
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -61,6 +62,11 @@ ALL_COLLS = list(VEC_COLLS) + [TEXT_COLL]
 ABSENT = None
 LIVE_CAP = 2500            # above this many live documents the mutator deletes more
 TERMINAL = ("done", "failed", "cancelled")
+# Every job reorders the same unchanging corpus with the same seed, so every
+# job that ends done - resumed after kills or not - must write the same
+# files (summary.json aside: it holds timings).
+JOB_SEED = 7
+SAME_FILES = ("order.jsonl", "windows.jsonl", "duplicates.jsonl")
 
 DAEMON_ARGS = [
     # Save the vector indexes and trim the change log often, and rebuild
@@ -336,7 +342,7 @@ class Workload:
 
     def reorder(self, s):
         req = C.ReorderRequest(output_dir=self.out_dir, collection=CORPUS_COLL,
-                               window_tokens=256, k=5, seed=self.trial)
+                               window_tokens=256, k=5, seed=JOB_SEED)
         self.job_phase = "submitting"
         for ev in s.corpus.Reorder(req, timeout=300 * SLOW):
             self.job_id = ev.job_id
@@ -549,6 +555,10 @@ def check_jobs(r, s, trial, stat, out_root):
             names = sorted(f.name for f in j.result.files)
             r.check(not bad and "summary.json" in names and "order.jsonl" in names,
                     "%s done: its files match the result" % tag, (bad, names))
+            crcs = {f.name: f.crc32 for f in j.result.files if f.name in SAME_FILES}
+            ref = stat.setdefault("job_files", crcs)
+            r.eq(crcs, ref, "%s: the same files as every other job (resumed %d times)" % (
+                tag, j.resumes))
         elif j.state == "failed":
             r.check(j.error and j.error_status, "%s failed with a status and reason" % tag,
                     (j.error_status, j.error))
@@ -659,6 +669,12 @@ def main(argv=None, report=None):
         r.case("after a clean restart", check_store, r, s, led, g, done, stat)
         v = s.admin.Verify(A.VerifyRequest(), timeout=300 * SLOW)
         r.eq((v.ok, list(v.problems)[:3]), (True, []), "final Verify clean")
+        ctl = os.environ.get("CTXCTL_BIN")
+        if ctl:
+            p = subprocess.run([ctl, "--addr", d.addr, "verify"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=300 * SLOW)
+            r.eq(p.returncode, 0, "final ctxctl verify exits 0",)
+            print("    ctxctl verify: %s" % p.stdout.decode(errors="replace").strip()[:300])
         live = sum(1 for x in led.acked.values() if x is not ABSENT)
         st = s.admin.Stats(A.StatsRequest(), timeout=T)
         r.eq(st.documents, live + 150, "Stats counts the live documents")

@@ -7,7 +7,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 build=$(cd "${1:?usage: run.sh BUILD_DIR [options]}" && pwd)
 shift
-make -C "$build" -j2 ctxd_bin python_stubs >/dev/null
-export CTXD_BIN=$build/ctxd
+make -C "$build" -j2 ctxd_bin ctxctl python_stubs >/dev/null
+export CTXD_BIN=$build/ctxd CTXCTL_BIN=$build/ctxctl
 export PYTHONPATH=$build/python:$src/clients/python:$src/tests/integration
 exec /usr/bin/python3 "$here/crash_campaign.py" "$@"
