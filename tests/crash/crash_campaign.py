@@ -50,7 +50,7 @@ DIM = 16
 # setting ("Vector search in process"); the campaign allows a 0.05 margin.
 RECALL_MIN = 0.90
 EF_SEARCH = 128
-NPROBE = 2
+NPROBE = 3
 VEC_COLLS = {  # name -> index spec; client chunks and vectors (embedder none)
     "cc_flat": "Flat",
     "cc_hnsw": "HNSW32",
@@ -489,7 +489,7 @@ def check_search(r, s, led, g, trial, stat):
             continue
         recall, n = 0.0, 0
         mism = []
-        for qi in range(12):
+        for qi in range(24):
             q = rand_vec(g)
             ex = exact_top(vecs, q, 10)
             resp = s.retrieval.Search(R.SearchRequest(vector=q, k=10, mode="vector",
