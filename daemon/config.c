@@ -246,11 +246,11 @@ static const opt *find_alias(const char *alias) {
   return NULL;
 }
 
-/* "64M", "1G", "512", "4KiB", "16MB" -> bytes. -1 on junk or overflow. */
 /* A string value --dump-config can write as an INI line that reads back
  * the same: no control character (a newline would end the line), no space
- * at either end (inih strips it) and no " ;" or " #" (inih takes the rest
- * for a comment). Only the command line can give such values. */
+ * at either end (inih strips it) and no " ;" or " #", nor one at the
+ * start (the dump writes "key = value": inih takes the rest for a
+ * comment). The fuzzer found each of these. */
 static int str_dumpable(const char *v) {
   size_t n = strlen(v);
   if (n && (isspace((unsigned char)v[0]) || isspace((unsigned char)v[n - 1])))
@@ -258,12 +258,13 @@ static int str_dumpable(const char *v) {
   for (size_t i = 0; i < n; i++) {
     unsigned char ch = (unsigned char)v[i];
     if (ch < 0x20 || ch == 0x7f) return 0;
-    if ((ch == ';' || ch == '#') && i && isspace((unsigned char)v[i - 1]))
+    if ((ch == ';' || ch == '#') && (!i || isspace((unsigned char)v[i - 1])))
       return 0;
   }
   return 1;
 }
 
+/* "64M", "1G", "512", "4KiB", "16MB" -> bytes. -1 on junk or overflow. */
 static int parse_size(const char *s, uint64_t *out) {
   char *end;
   uint64_t mul = 1;
@@ -328,7 +329,8 @@ static int opt_set(ctxd_config *c, const opt *o, const char *val, char *err,
       if (!str_dumpable(val)) {
         seterr(err, errlen,
                "%s: \"%s\" has a control character, space at an end or an "
-               "inline comment (\" ;\", \" #\")",
+               "inline comment (\";\" or \"#\" at the start or after a "
+               "space)",
                o->name, val);
         return -1;
       }

@@ -20,6 +20,9 @@ exec "\$d/lib/ld-linux-x86-64.so.2" --argv0 "\$0" --library-path "\$d/lib" "\$d/
 W
   chmod +x "$D/bin/fuzz_$t"
 done
+# Debug info off (symbols kept: a crash's stack names its functions; for
+# lines, symbolize the offsets with the build's own binaries).
+strip --strip-debug "$D"/bin/real/*
 for f in "$D"/bin/real/*; do ldd "$f"; done |
   awk '/=> \//{print $3} /^\s*\/lib64\//{print $1}' | sort -u |
   while read -r l; do cp -L "$l" "$D/lib/"; done
