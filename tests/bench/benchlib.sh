@@ -5,13 +5,14 @@ FAILS=0
 note_fail() { echo "  FAIL: $*"; FAILS=$((FAILS + 1)); }
 
 # wait_addr LOGFILE PID: print the HOST:PORT a server logged in its
-# `listening addr=` line (ctxd and the reference servers both log one);
+# `listening addr=` line (ctxd and the reference servers both log one; not
+# ctxd's `metrics-listening addr=`);
 # fail with the log if the server exits or 30 s pass first.
 wait_addr() {
   local i
   for i in $(seq 1 300); do
-    if grep -q 'listening addr=' "$1" 2>/dev/null; then
-      sed -n 's/.*listening addr=\([^ ]*\).*/\1/p' "$1" | head -1
+    if grep -q '[ =]listening addr=' "$1" 2>/dev/null; then
+      sed -n 's/.*[ =]listening addr=\([^ ]*\).*/\1/p' "$1" | head -1
       return 0
     fi
     kill -0 "$2" 2>/dev/null || break

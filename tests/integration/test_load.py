@@ -10,7 +10,8 @@ their connections run beside the measured ones. Checks: no measured call
 ends with a non-zero status or stays open; the measured clients' p99 with
 the bad actors stays within a generous ratio of their p99 without (same
 round); the daemon's open fds come back to the baseline once the clients
-have gone, and its RSS does not grow from round 1 to round 2.
+have gone, and its RSS does not grow from round 1 to round 2 (not under
+sanitizers, whose quarantine holds freed memory).
 """
 import os
 import re
@@ -113,7 +114,9 @@ def main():
                 after.append(rss)
             r.case("round %d: 50 conns x 10 streams, slow readers and cancellers" % rnd,
                    one_round)
-        if len(after) == 2:
+        # Sanitizer builds hold freed memory in quarantine: RSS says nothing
+        # there, and the fd checks still run.
+        if len(after) == 2 and SLOW == 1.0:
             r.check(after[1] <= after[0] * 1.15 + (16 << 20),
                     "RSS does not grow from round 1 (%d MiB) to round 2 (%d MiB)"
                     % (after[0] >> 20, after[1] >> 20), after)

@@ -367,6 +367,9 @@ static int on_close(nghttp2_session *s, int32_t sid, uint32_t err, void *ud) {
     snprintf(first_msg[c->status], sizeof first_msg[0], "%s %s",
              method_name[c->method], c->msg);
   if (cn->kind == K_PREPARE) {
+    if (c->status != 0 && !prepare_failed)
+      fprintf(stderr, "prepare: Put failed with status %d %s\n", c->status,
+              c->msg);
     if (c->status != 0) prepare_failed++;
     prepare_done++;
   }
