@@ -746,7 +746,8 @@ static int report(double measured_s[N_PHASES]) {
 static void usage(void) {
   fputs(
       "usage: ctxd_load --addr HOST:PORT --corpus FILE [options]\n"
-      "  --conns N           measured connections (200)\n"
+      "  --conns N           measured connections (200; 0: bad actors only,\n"
+      "                      to run them from a process of their own)\n"
       "  --streams N         calls in flight per measured connection (20)\n"
       "  --duration S        seconds of load, warm-up included (30)\n"
       "  --warmup S          first seconds not recorded (2)\n"
@@ -771,7 +772,8 @@ static void usage(void) {
       "                      50 calls (0)\n"
       "  --cancel-streams N  (10)   --cancel-ms N (50)\n"
       "  --bad-window A,B    bad actors run from second A to B (default:\n"
-      "                      the second third of the run)\n"
+      "                      the second third of the run); the phases follow\n"
+      "                      it even with no bad actors in this process\n"
       "  --seed N            (1)\n"
       "  --write-search FILE write one framed Search request (for h2load -d)\n"
       "                      and exit\n"
@@ -850,7 +852,7 @@ int main(int argc, char **argv) {
     free(b.buf);
     return 0;
   }
-  if (!host[0] || opt.conns < 1 || opt.streams < 1 || opt.duration <= 0 ||
+  if (!host[0] || opt.conns < 0 || opt.streams < 1 || opt.duration <= 0 ||
       opt.put_ids < 1 || opt.timeout_ms < 1 || opt.model_max < 0 ||
       opt.cancel_ms < 0)
     usage();
