@@ -411,15 +411,25 @@ static int persist(jobs *J, job *jb, ctxd_error *e) {
   if (!e) e = &e2;
   pthread_mutex_lock(&J->persist_mu);
   pthread_mutex_lock(&J->mu);
-  jb->updated_ms = now_ms();
+  /* The record carries the time it is written; GetJob shows that time only
+   * once the write committed, so updated_ms >= started_ms tells a client
+   * that the running state is durable (a kill -9 then finds it running). */
+  int64_t prev = jb->updated_ms, now = now_ms();
+  jb->updated_ms = now;
   jb->last_persist = mono();
   job_pb pb;
   job_fill(jb, &pb);
   rc = pack_pb(&pb.job.base, RECORD_MAGIC_LEN, &buf, &len, e);
+  jb->updated_ms = prev;
   pthread_mutex_unlock(&J->mu);
   if (!rc) {
     memcpy(buf, RECORD_MAGIC, RECORD_MAGIC_LEN);
     rc = store_job_put(J->st, jb->id, buf, len, e);
+  }
+  if (!rc) {
+    pthread_mutex_lock(&J->mu);
+    if (jb->updated_ms < now) jb->updated_ms = now;
+    pthread_mutex_unlock(&J->mu);
   }
   pthread_mutex_unlock(&J->persist_mu);
   if (rc)
