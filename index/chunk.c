@@ -22,7 +22,8 @@
  * the overlap is dropped and the chunk starts at pe. A single character
  * whose own cost exceeds max_tokens (with the estimator: a 4-byte character
  * when max_tokens == 1) becomes a chunk of its own, with the whitespace after
- * it: the only case where a chunk exceeds max_tokens.
+ * it, and a text of only whitespace (one chunk, with a tokenizer that
+ * counts whitespace): the only cases where a chunk exceeds max_tokens.
  *
  * Overlap. The next chunk starts at the earliest boundary w in (cs, pe] with
  * tokens(w..pe) <= overlap_tokens, or at pe when there is none. */
@@ -796,6 +797,14 @@ static int chunk_generic(const char *text, size_t n, const chunk_opts *o,
   for (;;) {
     size_t lo = pe > first ? pe : first; /* cuts must lie after lo */
     size_t k0 = 0, hi, f, cut;
+    if (lo >= n) {
+      /* Only whitespace (the whole text: a cut always leaves the rest
+       * starting at a non-whitespace character), with no place to cut:
+       * one chunk, whatever it costs. The fuzzer found the lone-character
+       * branch below reading text[n] and cutting past the end here. */
+      rc = span_push(&sv, cs, n, gcount(&g, cs, n));
+      goto done;
+    }
     /* First candidate boundary (binary search: boundaries are sorted). */
     {
       size_t a = 0, b = g.nb;

@@ -515,7 +515,33 @@ static void test_max_chunks(void) {
   free(sp);
 }
 
+/* A tokenizer that counts whitespace (as GPT-2 does: "\n\n" is a token): a
+ * text of only whitespace over max_tokens is one chunk. The generic path
+ * used to read past the end and cut beyond it (found by fuzz_chunk). */
+static uint64_t bytes_count(const tok *t, const char *s, size_t n) {
+  (void)t;
+  (void)s;
+  return n;
+}
+
+static void test_whitespace_only(void) {
+  static const tok bytes = {"bytes", bytes_count, NULL};
+  const char *texts[] = {"\n\n\n\n\n\n\n", " \t \r\n  ", "  "};
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+    chunk_opts o = {.max_tokens = 1};
+    chunk_span *sp = NULL;
+    size_t n = 0;
+    ctxd_error e = {0};
+    size_t len = strlen(texts[i]);
+    CHECK_EQ_INT(chunk_text(texts[i], len, &o, &bytes, &sp, &n, &e), 0);
+    CHECK_EQ_INT(n, 1);
+    CHECK(sp[0].byte_start == 0 && sp[0].byte_end == len && sp[0].tokens == len);
+    free(sp);
+  }
+}
+
 int main(void) {
+  test_whitespace_only();
   test_max_chunks();
   test_preference();
   test_long_words();
