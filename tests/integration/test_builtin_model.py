@@ -30,8 +30,14 @@ def haystack():
     return BODY[:at] + NEEDLE + " " + BODY[at:]
 
 
+# Selections on the CPU model take a few CPU-seconds each; on a shared
+# 2-core machine at load 15-20 that became 30-50 s of wall time, so this
+# test's calls get a longer deadline than the harness's 30 s.
+MODEL_TIMEOUT = 120.0
+
+
 def case_builtin(r, d):
-    c = d.client()
+    c = d.client(timeout=MODEL_TIMEOUT)
     text = haystack()
     tokenizer = c.stats().tokenizer
     res = c.select(QUESTION, text=text, method="infiniretri", budget=128)
@@ -58,7 +64,7 @@ def case_off_and_missing(r):
                        (["--model.builtin=" + MINI + ".missing"], "a missing file")):
         with Daemon(r, args=args, name="nobuiltin") as d:
             r.raises(grpc.StatusCode.FAILED_PRECONDITION,
-                     lambda d=d: d.client().select(QUESTION, text=haystack(), method="infiniretri"),
+                     lambda d=d: d.client(timeout=MODEL_TIMEOUT).select(QUESTION, text=haystack(), method="infiniretri"),
                      "no model with " + what)
             if args:
                 r.check(any("builtin-model-skipped" in l for l in d.log_lines),
@@ -68,7 +74,7 @@ def case_off_and_missing(r):
 def case_path_wins(r):
     with Daemon(r, args=["--model.builtin=" + MINI, "--model.path", LLAMA,
                          "--model.threads", "1"], name="path") as d:
-        res = d.client().select(QUESTION, text=haystack(), budget=128, window_tokens=256)
+        res = d.client(timeout=MODEL_TIMEOUT).select(QUESTION, text=haystack(), budget=128, window_tokens=256)
         r.eq(res.method, "infiniretri", "auto is infiniretri with model.path")
         r.eq(res.model, "ctxd-random", "model.path's model answers, not the built-in one")
 
