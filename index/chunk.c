@@ -22,8 +22,10 @@
  * the overlap is dropped and the chunk starts at pe. A single character
  * whose own cost exceeds max_tokens (with the estimator: a 4-byte character
  * when max_tokens == 1) becomes a chunk of its own, with the whitespace after
- * it, and a text of only whitespace (one chunk, with a tokenizer that
- * counts whitespace): the only cases where a chunk exceeds max_tokens.
+ * it (and, first in the text, the leading whitespace before it); with a
+ * tokenizer that counts whitespace, leading whitespace over max_tokens
+ * likewise stays whole with the first character, and a text of only
+ * whitespace is one chunk: the only cases where a chunk exceeds max_tokens.
  *
  * Overlap. The next chunk starts at the earliest boundary w in (cs, pe] with
  * tokens(w..pe) <= overlap_tokens, or at pe when there is none. */

@@ -10,7 +10,9 @@
  * order, each starts after the previous one's start and ends after its end,
  * with no overlap asked they tile it exactly; no cut splits a UTF-8
  * character; each chunk's token count is tok_count() of its span, and at
- * most max_tokens unless the chunk is one character (and its whitespace);
+ * most max_tokens unless the chunk is one character (and its whitespace,
+ * before it too for the first chunk, which holds the text's leading
+ * whitespace);
  * sentence starts are increasing character boundaries inside the text. For
  * GPT-2 also: the piece cache gives llama.cpp's own tokens
  * (LM_TOK_NO_CACHE), the token ranges tile the input, detokenizing gives
@@ -105,8 +107,11 @@ static void check_chunks(const char *s, size_t len, const tok *tk,
     FUZZ_CHECK(t == v[i].tokens, "chunk %zu: %u tokens recorded, %llu "
                "counted", i, v[i].tokens, (unsigned long long)t);
     if (t > max_tokens) {
-      /* Only one character (and the whitespace after it) may exceed. */
-      uint64_t c = a + 1;
+      /* Only one character (and the whitespace after it; the first chunk
+       * also holds the text's leading whitespace) may exceed. */
+      uint64_t c = a;
+      while (i == 0 && c < b && is_ws((uint8_t)s[c])) c++;
+      if (c < b) c++;
       while (c < b && is_cont(s, len, (size_t)c)) c++;
       while (c < b && is_ws((uint8_t)s[c])) c++;
       FUZZ_CHECK(c == b, "chunk %zu [%llu, %llu): %llu tokens > max %u and "
