@@ -1751,6 +1751,11 @@ int server_create(struct event_base *base, const ctxd_config *cfg,
   nghttp2_session_callbacks_set_on_frame_send_callback(s->cbs, on_frame_send);
   nghttp2_option_new(&s->opt);
   nghttp2_option_set_no_auto_window_update(s->opt, 1);
+  /* nghttp2 (1.52) otherwise keeps closed streams for the RFC 7540
+   * priority tree, up to max_concurrent_streams per connection: about 1 KiB
+   * each that a long-lived busy connection fills and never gives back
+   * (the soak's anonymous RSS climb). ctxd ignores priorities. */
+  nghttp2_option_set_no_closed_streams(s->opt, 1);
   *out = s;
   return 0;
 fail:
