@@ -289,6 +289,14 @@ def main():
             ids2, errs2 = r.case("PutStream after growing", stream_until_full, r, s, rng,
                                  acked, "grown", n=60) or ([], [])
             r.eq((len(ids2), errs2[:2]), (60, []), "a PutStream after growing stores everything")
+            # One more document in the HNSW collection, so that every
+            # collection has a change made after the disk filled: a file saved
+            # before that (as under TSan, where the fill takes longer) has
+            # nothing left to save otherwise, and rightly stays where it was.
+            req = put_req("h-after", make_text(rng, words=200, paragraphs=1))
+            req.document.collection = HNSW
+            s.docs.Put(req, timeout=T)
+            hacked["h-after"] = req.document.text
             r.case("intact after growing", check_intact, r, s, acked, "grown", hacked)
             # With room again the index files are saved: every collection's
             # file covers more of the change log than while the disk was full.

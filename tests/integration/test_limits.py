@@ -213,6 +213,11 @@ def case_inflight(r):
         r.eq(s.health.Check(H.HealthCheckRequest(), timeout=T).status,
              H.HealthCheckResponse.SERVING, "small calls still served")
         r.check(dm.wait_log("inflight-refused"), "refusals logged")
+        # The log is read as the daemon writes it: the three lines may come
+        # one by one (under TSan a while apart), so wait for all three.
+        end = time.monotonic() + 10 * SLOW
+        while dm.log_tail(1000).count("inflight-refused") < 3 and time.monotonic() < end:
+            time.sleep(0.1)
         r.eq(dm.log_tail(1000).count("inflight-refused"), 3,
              "the three refusals are the budgets' (inflight-refused lines)")
         a.close()
