@@ -539,8 +539,10 @@ static void test_many_streams(void) {
  * unless told not to, so a long-lived busy connection held ~1,000 of them
  * (the soak's anonymous RSS climb). 20 rounds of 100 calls on one
  * connection: the heap (the server runs in this process) must not grow by
- * what 1,900 kept streams would weigh; a few hundred bytes each, so
- * 100 KiB is far below them and far above the noise. */
+ * what the kept streams would weigh: ~336 KiB without the fix. With it the
+ * heap still grows ~85-105 KiB over the first ~1,000 calls and then stays
+ * flat (buffers and pools reaching their working size), so the limit is
+ * 200 KiB. */
 static size_t heap_in_use(void) {
   struct mallinfo2 mi = mallinfo2();
   return mi.uordblks + mi.hblkhd;
@@ -573,10 +575,10 @@ static void test_closed_streams_not_kept(void) {
   }
   size_t grown = heap_in_use();
   grown = grown > base ? grown - base : 0;
-  if (grown >= 100u << 10)
+  if (grown >= 200u << 10)
     fprintf(stderr, "heap grew %zu bytes over %d calls\n", grown,
             ROUND * (ROUNDS - 1));
-  CHECK(grown < 100u << 10);
+  CHECK(grown < 200u << 10);
   client_close(&c);
 }
 
