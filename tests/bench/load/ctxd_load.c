@@ -692,8 +692,11 @@ static int report(double measured_s[N_PHASES]) {
         all.lat_us = malloc((n ? n : 1) * sizeof *all.lat_us);
         if (!all.lat_us) die("%s", "out of memory");
         for (int i = 0; i < N_METHODS; i++) {
-          memcpy(all.lat_us + all.n, rows[i][p].lat_us,
-                 rows[i][p].n * sizeof *all.lat_us);
+          /* a method with no call in this phase has no array (NULL), and
+           * memcpy from NULL is undefined even for 0 bytes */
+          if (rows[i][p].n)
+            memcpy(all.lat_us + all.n, rows[i][p].lat_us,
+                   rows[i][p].n * sizeof *all.lat_us);
           all.n += rows[i][p].n;
           all.calls += rows[i][p].calls;
           for (int s = 0; s < N_STATUS; s++)
@@ -707,7 +710,7 @@ static int report(double measured_s[N_PHASES]) {
         free(all.lat_us);
         continue;
       }
-      qsort(r->lat_us, r->n, sizeof *r->lat_us, cmp_u32);
+      if (r->n) qsort(r->lat_us, r->n, sizeof *r->lat_us, cmp_u32);
       uint64_t err = r->calls - r->status[0];
       if (m < N_METHODS) errors += err;
       char st[256] = "";
