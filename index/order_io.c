@@ -587,6 +587,9 @@ int order_read_jsonl(const char *path, const order_read_opts *o,
   /* A window over the file: [start, fill) holds unparsed bytes at file
    * offset `base`. */
   size_t cap = 4 << 20, start = 0, fill = 0;
+  /* a small file gets a buffer its size (plus one byte to see EOF), not
+   * 4 MiB; a line longer than the buffer still grows it below */
+  if ((uint64_t)st.st_size < cap - 1) cap = (size_t)st.st_size + 1;
   uint64_t base = 0, lineno = 0, last_report = 0;
   buf = malloc(cap);
   if (!buf) {
