@@ -1184,7 +1184,23 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags,
 
 static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *f,
                          void *user) {
-  (void)user;
+  /* nghttp2 ends a connection that breaks the protocol or floods it (more
+   * than 1,000 RST_STREAMs in a burst, then 33 a second: the rapid-reset
+   * limit of CVE-2023-44487) with a GOAWAY carrying an error: say so once
+   * per connection. */
+  if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR) {
+    const conn *cn = user;
+    char why[65];
+    size_t n = f->goaway.opaque_data_len < 64 ? f->goaway.opaque_data_len : 64;
+    for (size_t i = 0; i < n; i++) {
+      uint8_t b = f->goaway.opaque_data[i];
+      why[i] = b >= 0x20 && b < 0x7f && b != '"' && b != '\\' ? (char)b : '?';
+    }
+    why[n] = '\0';
+    LOG_INFO("goaway-sent fd=%d code=%s last_stream=%d reason=\"%s\"", cn->fd,
+             nghttp2_http2_strerror(f->goaway.error_code),
+             f->goaway.last_stream_id, why);
+  }
   /* Our side ended the stream while the client still sends: tell it to
    * stop (RST_STREAM NO_ERROR, as the gRPC spec allows). */
   if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
@@ -1366,6 +1382,7 @@ static int conn_flush(conn *cn) {
     }
     if (w == IO_WAIT_READ) return 0; /* conn_read_cb flushes again */
     if (w < 0) {
+      LOG_DEBUG("conn-closed fd=%d reason=send-error", cn->fd);
       conn_free(cn);
       return -1;
     }
@@ -1380,6 +1397,7 @@ static int conn_flush(conn *cn) {
   }
   if (!nghttp2_session_want_read(cn->h2) &&
       !nghttp2_session_want_write(cn->h2)) {
+    LOG_DEBUG("conn-closed fd=%d reason=session-done", cn->fd);
     conn_free(cn);
     return -1;
   }
@@ -1400,6 +1418,8 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg) {
     ssize_t n = conn_recv(cn, buf, sizeof buf);
     if (n == IO_AGAIN) break;
     if (n <= 0) {
+      LOG_DEBUG("conn-closed fd=%d reason=%s", cn->fd,
+                n == 0 ? "peer-closed" : "recv-error");
       conn_free(cn);
       goto out;
     }

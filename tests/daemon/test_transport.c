@@ -119,6 +119,8 @@ typedef struct tclient {
   nghttp2_session *h2;
   tstream **streams;
   size_t n;
+  int goaway;            /* a GOAWAY came */
+  uint32_t goaway_code;  /* its error code */
 } tclient;
 
 static uint64_t now_ns(void) {
@@ -168,9 +170,14 @@ static int cl_header(nghttp2_session *h2, const nghttp2_frame *f,
 
 static int cl_frame_recv(nghttp2_session *h2, const nghttp2_frame *f,
                          void *user) {
-  tstream *s = find_stream(user, f->hd.stream_id);
+  tclient *c = user;
+  tstream *s = find_stream(c, f->hd.stream_id);
   (void)h2;
   if (s && f->hd.type == NGHTTP2_HEADERS) s->header_frames++;
+  if (f->hd.type == NGHTTP2_GOAWAY) {
+    c->goaway = 1;
+    c->goaway_code = f->goaway.error_code;
+  }
   return 0;
 }
 
@@ -600,6 +607,52 @@ static void test_client_vanishes(void) {
   test_health_check();
 }
 
+
+/* Open a stream and reset it at once (HTTP/2 "rapid reset"), `n` times;
+ * reads what comes between rounds. 0, or -1 when the connection ended. */
+static int rapid_resets(tclient *c, int n) {
+  static const nghttp2_nv nv[] = {
+      HNV(":method", "POST"),     HNV(":scheme", "http"),
+      HNV(":authority", "localhost"), HNV(":path", "/t.T/NoSuchMethod"),
+      HNV("content-type", "application/grpc"), HNV("te", "trailers")};
+  uint8_t buf[65536];
+  for (int i = 0; i < n; i++) {
+    int32_t id = nghttp2_submit_request(c->h2, NULL, nv, 6, NULL, NULL);
+    if (id < 0 || nghttp2_session_send(c->h2) != 0) return -1;
+    nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+    if (nghttp2_session_send(c->h2) != 0) return -1;
+    struct pollfd p = {c->fd, POLLIN, 0};
+    while (poll(&p, 1, 0) > 0) {
+      ssize_t r = recv(c->fd, buf, sizeof buf, 0);
+      if (r <= 0 || nghttp2_session_mem_recv(c->h2, buf, (size_t)r) < 0)
+        return -1;
+    }
+  }
+  return 0;
+}
+
+/* nghttp2's rapid-reset limit (CVE-2023-44487; Debian's 1.52.0-1+deb12u1
+ * and later): a connection may reset 1,000 streams at once, then 33 a
+ * second; past that the server ends it with GOAWAY INTERNAL_ERROR, and
+ * other connections are served as before. */
+static void test_rapid_reset_limit(void) {
+  tclient c;
+  CHECK_EQ_INT(client_open(&c), 0);
+  CHECK_EQ_INT(rapid_resets(&c, 900), 0);
+  CHECK_EQ_INT(c.goaway, 0); /* 900 resets are within the burst */
+  (void)rapid_resets(&c, 600); /* 1,500: over, unless it took 15 s */
+  uint8_t buf[65536];
+  for (int i = 0; i < 600 && !c.goaway; i++) {
+    struct pollfd p = {c.fd, POLLIN, 0};
+    if (poll(&p, 1, 50) <= 0) continue;
+    ssize_t r = recv(c.fd, buf, sizeof buf, 0);
+    if (r <= 0 || nghttp2_session_mem_recv(c.h2, buf, (size_t)r) < 0) break;
+  }
+  CHECK_EQ_INT(c.goaway, 1);
+  CHECK_EQ_INT(c.goaway_code, NGHTTP2_INTERNAL_ERROR);
+  client_close(&c);
+  test_health_check();
+}
 
 /* ------------------------------------------- handler contract (rpc.h) */
 
@@ -1271,6 +1324,7 @@ int main(void) {
   test_many_streams();
   test_closed_streams_not_kept();
   test_client_vanishes();
+  test_rapid_reset_limit();
   test_bidi_echo();
   test_slow_consumer();
   test_client_stream_and_timer();

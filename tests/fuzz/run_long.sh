@@ -10,7 +10,13 @@
 #   ./run_long.sh                              # inside a bundle (bundle.sh)
 #
 # BIN (the fuzz_* binaries), SEEDS (corpus/<t>/), OUT (work dir, default
-# ./fuzz-long) may be set; nice it on a shared machine.
+# ./fuzz-long) may be set; nice it on a shared machine. MAX_S (seconds,
+# default 0: none) bounds each target's run: the jobs stop there and still
+# print their counts, so a machine lent for a fixed time reports what it
+# ran (a target short of RUNS then fails the table). ASAN_OPTIONS defaults to
+# malloc_context_size=0: no allocation stack per malloc (+23% exec/s on
+# fuzz_chunk); the checks are the same, and a crash's input, replayed with
+# the build's own binary, gives the stacks.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 if [ -d "$here/bin" ]; then # a bundle
@@ -27,6 +33,8 @@ RUNS=${RUNS:-10000000}
 JOBS=${JOBS:-$(nproc)}
 TARGETS=${TARGETS:-h2 pb chunk jsonl config}
 OUT=${OUT:-$PWD/fuzz-long}
+MAX_S=${MAX_S:-0}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-malloc_context_size=0}
 per_job=$(( (RUNS + JOBS - 1) / JOBS ))
 mkdir -p "$OUT"
 rows=()
@@ -41,7 +49,8 @@ for t in $TARGETS; do
   t0=$(date +%s.%N)
   # -jobs runs JOBS processes (each to per_job executions), JOBS at a time;
   # a job that crashes stops and leaves its input in artifacts/.
-  (cd "$logs" && "$exe" -runs="$per_job" -jobs="$JOBS" -workers="$JOBS" \
+  (cd "$logs" && "$exe" -runs="$per_job" -max_total_time="$MAX_S" \
+     -jobs="$JOBS" -workers="$JOBS" \
      -timeout=25 -rss_limit_mb=4096 -print_final_stats=1 \
      -artifact_prefix="$art" "${dict[@]}" "$work" "$SEEDS/$t" \
      >"$logs/main.log" 2>&1) || true

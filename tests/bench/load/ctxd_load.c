@@ -390,6 +390,19 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f,
   return 0;
 }
 
+/* CTXD_LOAD_DEBUG: a GOAWAY this side sends (its session found the peer
+ * broke the protocol) says why. */
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f,
+                         void *ud) {
+  conn *cn = ud;
+  (void)s;
+  if (f->hd.type == NGHTTP2_GOAWAY && getenv("CTXD_LOAD_DEBUG"))
+    fprintf(stderr, "connection %d (kind %d): sent GOAWAY %s: %.*s\n",
+            cn->idx, cn->kind, nghttp2_http2_strerror(f->goaway.error_code),
+            (int)f->goaway.opaque_data_len, f->goaway.opaque_data);
+  return 0;
+}
+
 static void cancel_cb(evutil_socket_t fd, short what, void *arg) {
   call *c = arg;
   conn *cn = c->cn;
@@ -611,6 +624,7 @@ static void conn_open(conn *cn) {
   nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_close);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
   nghttp2_session_client_new(&cn->h2, cb, cn);
   nghttp2_session_callbacks_del(cb);
   /* SETTINGS go first, before any request a timer may submit. */

@@ -11,6 +11,8 @@
 #        MIX (put=5,search=60,bm25=30,model=5) SLOW (5) CANCEL (10)
 #        RSS_TOL (10, percent) FD_TOL (0) NICE (10)
 #        OUT (tests/bench/load: soak.tsv, soak.png, soak.txt there)
+#        KEEP=1 keeps the work directory (ctxd.log, driver.err) for a post
+#        mortem; CTXD_ARGS adds daemon options (e.g. "--log.level debug")
 # The load: CONNS x STREAMS measured calls in flight for SOAK_S seconds;
 # from the first to the last minute also SLOW connections that never read
 # and CANCEL that reset calls and drop their connections every 50 calls.
@@ -56,14 +58,14 @@ cleanup() {
   [ -z "$SPID" ] || kill "$SPID" 2>/dev/null || true
   [ -z "$DPID" ] || kill "$DPID" 2>/dev/null || true
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  if [ "${KEEP:-0}" = 1 ]; then echo "soak: kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
 "$PY" "$HERE/prep_brown.py" "$WORK/brown.txt"
 ulimit -n 65536 2>/dev/null || true
 "$CTXD" --listen 127.0.0.1:0 --data "$WORK/data" --metrics.listen 127.0.0.1:0 \
-  --model.threads 1 2> "$WORK/ctxd.log" &
+  --model.threads 1 ${CTXD_ARGS:-} 2> "$WORK/ctxd.log" &
 DPID=$!
 ADDR=$(wait_addr "$WORK/ctxd.log" "$DPID")
 MADDR=$(sed -n 's/.*metrics-listening addr=\([^ ]*\).*/\1/p' "$WORK/ctxd.log" | head -1)
