@@ -14,6 +14,7 @@
 #include "../check.h"
 #include "backup.h"
 #include "coll.h"
+#include "put_testlib.h"
 #include "store.h"
 
 static char base[] = "/tmp/ctxd-test-backup-XXXXXX";
@@ -63,26 +64,16 @@ static void env_close(env *v) {
 static int put_one(store *st, coll_set *cs, uint32_t cid, const char *id,
                    const char *text) {
   ctxd_error e;
-  size_t len = strlen(text);
-  chunk_span sp = {0, len, 1};
+  chunk_span sp = {0, strlen(text), 1};
   float vec[64];
-  store_put_doc d;
-  memset(&d, 0, sizeof d);
-  d.cid = cid;
-  d.id = id;
-  d.id_len = strlen(id);
-  d.text = text;
-  d.text_len = len;
-  d.chunks = &sp;
-  d.n_chunks = 1;
-  int rc = cs ? coll_embed_chunks(cs, cid, text, &sp, 1, vec, &e) : 0;
-  if (!rc && cs) {
-    d.vectors = vec;
-    d.dim = 64;
+  if (cs && coll_embed_chunks(cs, cid, text, &sp, 1, vec, &e)) {
+    fprintf(stderr, "embed %s: %s\n", id, e.msg);
+    return -1;
   }
-  if (!rc) rc = store_put(st, &d, 1, NULL, &e);
-  if (!rc && cs) rc = coll_sync(cs, &e);
-  if (rc) fprintf(stderr, "put %s: %s\n", id, e.msg);
+  int rc = test_put_doc(st, cid, id, text, &sp, 1, NULL, 0, cs ? vec : NULL,
+                        64);
+  if (!rc && cs && (rc = coll_sync(cs, &e)))
+    fprintf(stderr, "sync %s: %s\n", id, e.msg);
   return rc;
 }
 

@@ -14,6 +14,7 @@
 
 #include "../check.h"
 #include "coll.h"
+#include "put_testlib.h"
 
 static char base[] = "/tmp/ctxd-test-coll-XXXXXX";
 static int dir_seq;
@@ -219,21 +220,7 @@ static int put_doc(env *v, uint32_t cid, const char *id, const char *text,
     }
     vecs = own;
   }
-  store_put_doc d;
-  memset(&d, 0, sizeof d);
-  d.cid = cid;
-  d.id = id;
-  d.id_len = strlen(id);
-  d.text = text;
-  d.text_len = len;
-  d.meta = meta;
-  d.n_meta = n_meta;
-  d.chunks = sp;
-  d.n_chunks = n;
-  d.vectors = vecs;
-  d.dim = dim;
-  int rc = store_put(v->st, &d, 1, NULL, &e);
-  if (rc) fprintf(stderr, "store_put %s: %s\n", id, e.msg);
+  int rc = test_put_doc(v->st, cid, id, text, sp, n, meta, n_meta, vecs, dim);
   free(own);
   return rc;
 }
