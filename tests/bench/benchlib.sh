@@ -43,3 +43,32 @@ nghttp_ok() {
   echo "$out" | grep -a -E 'status|DATA|HEADERS' | head -20 | sed 's/^/    /'
   return 1
 }
+
+# bench_workdir: WORK = a fresh /tmp/ctxd-bench-$BENCH_NAME.XXXXXX; on exit
+# the PIDs in BENCH_PIDS are killed and WORK removed (kept with KEEP=1, for
+# a post mortem: ctxd.log and what the script wrote there).
+BENCH_PIDS=()
+bench_cleanup() {
+  local p
+  for p in "${BENCH_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "${KEEP:-0}" = 1 ]; then echo "$BENCH_NAME: kept $WORK" >&2
+  else rm -rf "$WORK"; fi
+}
+bench_workdir() {
+  WORK=$(mktemp -d "/tmp/ctxd-bench-$BENCH_NAME.XXXXXX")
+  trap bench_cleanup EXIT
+}
+
+# start_ctxd CTXD [OPTION...]: ctxd on loopback (gRPC and metrics on free
+# ports), data and log (ctxd.log) under WORK, many fds allowed; sets DPID,
+# ADDR (gRPC) and MADDR (metrics) once it listens.
+start_ctxd() {
+  ulimit -n 65536 2>/dev/null || true
+  "$@" --listen 127.0.0.1:0 --data "$WORK/data" --metrics.listen 127.0.0.1:0 \
+    2> "$WORK/ctxd.log" &
+  DPID=$!
+  BENCH_PIDS+=("$DPID")
+  ADDR=$(wait_addr "$WORK/ctxd.log" "$DPID")
+  MADDR=$(sed -n 's/.*metrics-listening addr=\([^ ]*\).*/\1/p' "$WORK/ctxd.log" | head -1)
+}

@@ -38,21 +38,9 @@ command -v h2load >/dev/null || { echo "load: h2load not found (nghttp2-client)"
 [ -x "$CTXD" ] || { echo "load: no ctxd at $CTXD (build first)" >&2; exit 2; }
 [ -x "$LOAD" ] || { echo "load: no ctxd_load at $LOAD (make ctxd_load)" >&2; exit 2; }
 
-WORK=$(mktemp -d /tmp/ctxd-bench-load.XXXXXX)
-DPID=
-cleanup() {
-  [ -z "$DPID" ] || kill "$DPID" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
+bench_workdir
 /usr/bin/python3 "$HERE/prep_brown.py" "$WORK/brown.txt"
-ulimit -n 65536 2>/dev/null || true
-"$CTXD" --listen 127.0.0.1:0 --data "$WORK/data" --metrics.listen 127.0.0.1:0 \
-  2> "$WORK/ctxd.log" &
-DPID=$!
-ADDR=$(wait_addr "$WORK/ctxd.log" "$DPID")
+start_ctxd "$CTXD"
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 echo "ctxd pid $DPID at $ADDR; $(nproc) CPUs; load average before: $(loadavg)"
 

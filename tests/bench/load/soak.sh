@@ -51,27 +51,14 @@ if ! "$PY" -c 'import matplotlib' 2>/dev/null; then
   "$PY" -c 'import matplotlib' 2>/dev/null || echo "soak: no matplotlib: the check runs, no plot"
 fi
 
-WORK=$(mktemp -d /tmp/ctxd-bench-soak.XXXXXX)
-DPID=
-SPID=
-cleanup() {
-  [ -z "$SPID" ] || kill "$SPID" 2>/dev/null || true
-  [ -z "$DPID" ] || kill "$DPID" 2>/dev/null || true
-  wait 2>/dev/null || true
-  if [ "${KEEP:-0}" = 1 ]; then echo "soak: kept $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
+bench_workdir
 "$PY" "$HERE/prep_brown.py" "$WORK/brown.txt"
-ulimit -n 65536 2>/dev/null || true
-"$CTXD" --listen 127.0.0.1:0 --data "$WORK/data" --metrics.listen 127.0.0.1:0 \
-  --model.threads 1 ${CTXD_ARGS:-} 2> "$WORK/ctxd.log" &
-DPID=$!
-ADDR=$(wait_addr "$WORK/ctxd.log" "$DPID")
-MADDR=$(sed -n 's/.*metrics-listening addr=\([^ ]*\).*/\1/p' "$WORK/ctxd.log" | head -1)
+# shellcheck disable=SC2086 # CTXD_ARGS: options split on spaces
+start_ctxd "$CTXD" --model.threads 1 ${CTXD_ARGS:-}
 echo idle-before > "$WORK/state"
 "$PY" "$HERE/soak_sample.py" sample "$DPID" "$MADDR" "$OUT/soak.tsv" "$WORK/state" &
 SPID=$!
+BENCH_PIDS+=("$SPID")
 LA0=$(cut -d' ' -f1-3 /proc/loadavg)
 sleep 10
 echo load > "$WORK/state"
@@ -86,7 +73,6 @@ echo idle-after > "$WORK/state"
 sleep 30
 echo done > "$WORK/state"
 wait "$SPID" || true
-SPID=
 kill -0 "$DPID" 2>/dev/null || note_fail "ctxd died (log: $WORK/ctxd.log)"
 {
   echo "soak: $SOAK_S s, $CONNS connections x $STREAMS streams, mix $MIX, $SLOW slow readers"
